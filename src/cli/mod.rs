@@ -1,0 +1,38 @@
+//! The command-line tree. Each subcommand has one `*Args` struct that is resolved into
+//! validated settings before anything runs; dispatch is a plain `match`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
+/// boot test that failed); `Err` is an error to print on one line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,7 @@
+//! Streaming I/O adapters: atomic output files, hashing while copying, progress.
+
+mod atomic;
+mod hashing;
+
+pub use atomic::{write_atomic, AtomicFile};
+pub use hashing::{sha256_file, sha256_reader, HashingReader, HashingWriter};

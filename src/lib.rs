@@ -1,0 +1,15 @@
+//! layerboot: from a pre-built CoreOS / RHCOS layered image to install-time manifests,
+//! Ignition, live ISOs and first-boot disk images, proven in QEMU.
+//!
+//! Module map (one concern each):
+//! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
+//! - [`cmd`]: the single subprocess helper.
+//! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
+
+pub mod cli;
+pub mod cmd;
+pub mod imageref;
+pub mod io;
+#[doc(hidden)]
+pub mod testkit;

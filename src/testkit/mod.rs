@@ -1,0 +1,6 @@
+//! Support for layerboot's own tests, the example demo and the benchmarks: fixture
+//! builders (from Debian packages), a recipe-hash keyed cache, and local services.
+//! Not part of the user-facing CLI; compiled into the library so integration tests,
+//! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
+
+pub mod cache;
