@@ -6,11 +6,13 @@
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`disk`]: the disk image builder (deploy, bootloader, filesystems, GPT, artifact, stream metadata).
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod bootimage;
 pub mod cli;
 pub mod cmd;
+pub mod disk;
 pub mod imageref;
 pub mod io;
 #[doc(hidden)]

@@ -4,3 +4,4 @@
 //! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
 
 pub mod cache;
+pub mod layered_image;
