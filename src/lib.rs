@@ -13,3 +13,6 @@ pub mod imageref;
 pub mod io;
 #[doc(hidden)]
 pub mod testkit;
+pub mod cacert;
+pub mod ignition;
+pub mod manifests;
