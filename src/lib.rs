@@ -5,8 +5,10 @@
 //! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
+pub mod bootimage;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
