@@ -7,8 +7,10 @@
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
 //! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
+//! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
+pub mod bootimage;
 pub mod boottest;
 pub mod cli;
 pub mod cmd;
@@ -17,3 +19,6 @@ pub mod io;
 pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
+pub mod cacert;
+pub mod ignition;
+pub mod manifests;
