@@ -13,3 +13,5 @@ pub mod imageref;
 pub mod io;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ocilayout;
+pub mod registry;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod registry_args;
+
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
 pub struct Cli {
