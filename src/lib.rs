@@ -5,8 +5,12 @@
 //! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
+//! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
+pub mod bootimage;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
@@ -15,3 +19,6 @@ pub mod io;
 pub mod testkit;
 pub mod ocilayout;
 pub mod registry;
+pub mod cacert;
+pub mod ignition;
+pub mod manifests;

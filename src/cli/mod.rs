@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod ignition;
 pub mod registry_args;
 
 #[derive(Debug, Parser)]
@@ -20,12 +21,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
+    Ignition(ignition::IgnitionArgs),
+}
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]
