@@ -124,44 +124,76 @@ pub async fn resolve(image: &ImageRef, opts: &RegistryOptions) -> Result<Resolve
     }
 }
 
+/// The image manifest chosen for the requested platform, before its config is read.
+struct Picked {
+    raw: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+    manifest: ImageManifest,
+    index_digest: Option<Digest>,
+    index_platforms: Vec<Platform>,
+    index_platform: Option<Platform>,
+}
+
+impl Picked {
+    fn single(raw: Vec<u8>, digest: Digest, manifest: ImageManifest, platform: Option<Platform>) -> Self {
+        let media_type = manifest.media_type.clone().unwrap_or_else(|| manifest::OCI_MANIFEST.into());
+        Picked { raw, digest, media_type, manifest, index_digest: None, index_platforms: vec![], index_platform: platform }
+    }
+
+    /// `child` was selected from `index` (digest `index_digest`) and fetched as `raw`.
+    fn from_index(index: &manifest::ImageIndex, index_digest: Digest, child: &Descriptor, raw: Vec<u8>, what: &str) -> Result<Self> {
+        let manifest = match Manifest::parse(&raw, Some(&child.media_type)).with_context(|| format!("manifest {} of {what}", child.digest))? {
+            Manifest::Image(m) => m,
+            Manifest::Index(_) => bail!("{what}: index entry {} is itself an index; nested indexes are not supported", child.digest),
+        };
+        Ok(Picked {
+            raw,
+            digest: child.digest.clone(),
+            media_type: child.media_type.clone(),
+            manifest,
+            index_digest: Some(index_digest),
+            index_platforms: index.manifests.iter().filter_map(|d| d.platform.clone()).collect(),
+            index_platform: child.platform.clone(),
+        })
+    }
+
+    fn finish(self, image: &ImageRef, pinned: Option<RegistryRef>, config_raw: Vec<u8>, blobs: BlobSource) -> Result<ResolvedImage> {
+        let config = ImageConfig::parse(&config_raw).with_context(|| format!("config {} of {image}", self.manifest.config.digest))?;
+        let platform = self.index_platform.unwrap_or_else(|| config.platform());
+        Ok(ResolvedImage {
+            source_ref: image.clone(),
+            pinned,
+            manifest_digest: self.digest,
+            manifest_media_type: self.media_type,
+            manifest_raw: self.raw,
+            manifest: self.manifest,
+            config_raw,
+            config,
+            platform,
+            index_digest: self.index_digest,
+            index_platforms: self.index_platforms,
+            blobs,
+        })
+    }
+}
+
 async fn resolve_registry(image: &ImageRef, r: &RegistryRef, opts: &RegistryOptions) -> Result<ResolvedImage> {
     let conn = Arc::new(Connection::open(opts, r).await?);
     let (raw, digest) = conn.fetch_manifest(opts, None).await?;
-    let top = Manifest::parse(&raw, None).with_context(|| format!("manifest of {r}"))?;
-    let (raw, digest, media_type, manifest, index_digest, index_platforms, index_platform) = match top {
-        Manifest::Image(m) => {
-            let mt = m.media_type.clone().unwrap_or_else(|| manifest::OCI_MANIFEST.into());
-            (raw, digest, mt, m, None, vec![], None)
-        }
+    let what = r.to_string();
+    let picked = match Manifest::parse(&raw, None).with_context(|| format!("manifest of {r}"))? {
+        Manifest::Image(m) => Picked::single(raw, digest, m, None),
         Manifest::Index(idx) => {
-            let entry = manifest::select_platform(&idx, &opts.os, &opts.arch).with_context(|| format!("{r}"))?.clone();
-            let (child_raw, child_digest) = conn.fetch_manifest(opts, Some(&entry.digest)).await?;
-            let m = match Manifest::parse(&child_raw, Some(&entry.media_type)).with_context(|| format!("manifest {} of {r}", entry.digest))? {
-                Manifest::Image(m) => m,
-                Manifest::Index(_) => bail!("{r}: index entry {} is itself an index; nested indexes are not supported", entry.digest),
-            };
-            let platforms = idx.manifests.iter().filter_map(|d| d.platform.clone()).collect();
-            (child_raw, child_digest, entry.media_type.clone(), m, Some(digest), platforms, entry.platform.clone())
+            let child = manifest::select_platform(&idx, &opts.os, &opts.arch).with_context(|| what.clone())?.clone();
+            let (child_raw, _) = conn.fetch_manifest(opts, Some(&child.digest)).await?;
+            Picked::from_index(&idx, digest, &child, child_raw, &what)?
         }
     };
-    let config_raw = conn.fetch_small_blob(opts, &manifest.config).await.with_context(|| format!("config of {r}"))?;
-    check_blob(&manifest.config, &config_raw)?;
-    let config = ImageConfig::parse(&config_raw).with_context(|| format!("config {} of {r}", manifest.config.digest))?;
-    let platform = index_platform.unwrap_or_else(|| config.platform());
-    Ok(ResolvedImage {
-        source_ref: image.clone(),
-        pinned: Some(r.pinned(&digest)),
-        manifest_digest: digest,
-        manifest_media_type: media_type,
-        manifest_raw: raw,
-        manifest,
-        config_raw,
-        config,
-        platform,
-        index_digest,
-        index_platforms,
-        blobs: BlobSource::Registry(conn),
-    })
+    let config_raw = conn.fetch_small_blob(opts, &picked.manifest.config).await.with_context(|| format!("config of {r}"))?;
+    check_blob(&picked.manifest.config, &config_raw)?;
+    let pinned = r.pinned(&picked.digest);
+    picked.finish(image, Some(pinned), config_raw, BlobSource::Registry(conn))
 }
 
 fn check_blob(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -186,35 +218,14 @@ fn resolve_layout(image: &ImageRef, layout: OciLayout, tmp: Option<Arc<tempfile:
         layout.find_ref(tag)?
     };
     let raw = layout.read_blob(&entry.digest, Some(entry.size)).with_context(|| what.clone())?;
-    let parsed = Manifest::parse(&raw, Some(&entry.media_type)).with_context(|| format!("manifest {} in {what}", entry.digest))?;
-    let (raw, digest, media_type, manifest, index_digest, index_platforms, index_platform) = match parsed {
-        Manifest::Image(m) => (raw, entry.digest.clone(), entry.media_type.clone(), m, None, vec![], entry.platform.clone()),
+    let picked = match Manifest::parse(&raw, Some(&entry.media_type)).with_context(|| format!("manifest {} in {what}", entry.digest))? {
+        Manifest::Image(m) => Picked { media_type: entry.media_type.clone(), ..Picked::single(raw, entry.digest.clone(), m, entry.platform.clone()) },
         Manifest::Index(idx) => {
             let child = manifest::select_platform(&idx, &opts.os, &opts.arch).with_context(|| what.clone())?.clone();
             let child_raw = layout.read_blob(&child.digest, Some(child.size)).with_context(|| what.clone())?;
-            let m = match Manifest::parse(&child_raw, Some(&child.media_type)).with_context(|| format!("manifest {} in {what}", child.digest))? {
-                Manifest::Image(m) => m,
-                Manifest::Index(_) => bail!("{what}: index entry {} is itself an index; nested indexes are not supported", child.digest),
-            };
-            let platforms = idx.manifests.iter().filter_map(|d| d.platform.clone()).collect();
-            (child_raw, child.digest.clone(), child.media_type.clone(), m, Some(entry.digest.clone()), platforms, child.platform.clone())
+            Picked::from_index(&idx, entry.digest.clone(), &child, child_raw, &what)?
         }
     };
-    let config_raw = layout.read_blob(&manifest.config.digest, Some(manifest.config.size)).with_context(|| format!("config of {what}"))?;
-    let config = ImageConfig::parse(&config_raw).with_context(|| format!("config {} in {what}", manifest.config.digest))?;
-    let platform = index_platform.unwrap_or_else(|| config.platform());
-    Ok(ResolvedImage {
-        source_ref: image.clone(),
-        pinned: None,
-        manifest_digest: digest,
-        manifest_media_type: media_type,
-        manifest_raw: raw,
-        manifest,
-        config_raw,
-        config,
-        platform,
-        index_digest,
-        index_platforms,
-        blobs: BlobSource::Layout(layout, tmp),
-    })
+    let config_raw = layout.read_blob(&picked.manifest.config.digest, Some(picked.manifest.config.size)).with_context(|| format!("config of {what}"))?;
+    picked.finish(image, None, config_raw, BlobSource::Layout(layout, tmp))
 }
