@@ -8,6 +8,8 @@
 //! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
 //! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
+//! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod bootimage;
@@ -19,6 +21,8 @@ pub mod io;
 pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ocilayout;
+pub mod registry;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod boot_test;
 pub mod ignition;
+pub mod registry_args;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]

@@ -6,3 +6,5 @@
 pub mod cache;
 pub mod initramfs;
 pub mod kernel;
+pub mod ostree_image;
+pub mod registry;
