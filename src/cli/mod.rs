@@ -7,6 +7,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod disk;
+pub mod boot_test;
+pub mod ignition;
+pub mod registry_args;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
@@ -23,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Build a first-boot disk image (qemu qcow2, metal, metal4k) from the layered image itself.
     Disk(disk::DiskArgs),
+    /// Boot an ISO, disk image or kernel in QEMU and check what booted.
+    BootTest(boot_test::BootTestArgs),
+    /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
+    Ignition(ignition::IgnitionArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -30,6 +37,8 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Disk(args) => disk::run(args).await,
+        Command::BootTest(args) => boot_test::run(args).await,
+        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
 

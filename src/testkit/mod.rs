@@ -5,3 +5,7 @@
 
 pub mod cache;
 pub mod layered_image;
+pub mod initramfs;
+pub mod kernel;
+pub mod ostree_image;
+pub mod registry;
