@@ -109,15 +109,33 @@ pub struct AlephImage {
     pub transport: String,
 }
 
-/// Removes the staging tree on drop, whatever happened (ostree makes deployment dirs
-/// immutable, so a plain remove_dir_all is not enough).
+/// Removes the staging tree on drop, whatever happened.
 struct Staging(PathBuf);
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if let Err(e) = crate::testkit::cache::remove_tree(&self.0) {
-            log::warn!("could not remove staging directory: {e:#}");
+        if let Err(e) = remove_sysroot(&self.0.join("sysroot")).and_then(|()| std::fs::remove_dir_all(&self.0).context("removing the staging directory")) {
+            log::warn!("could not remove staging directory {}: {e:#}", self.0.display());
         }
+    }
+}
+
+/// Remove a staged sysroot. ostree makes each deployment directory immutable, so clear
+/// exactly those bits first.
+fn remove_sysroot(sysroot: &std::path::Path) -> Result<()> {
+    let deploy = sysroot.join("ostree/deploy");
+    if let Ok(stateroots) = std::fs::read_dir(&deploy) {
+        for sr in stateroots.flatten() {
+            for d in std::fs::read_dir(sr.path().join("deploy")).into_iter().flatten().flatten() {
+                if d.file_type().is_ok_and(|t| t.is_dir()) {
+                    crate::cmd::run(std::process::Command::new("chattr").arg("-i").arg(d.path()))?;
+                }
+            }
+        }
+    }
+    match std::fs::remove_dir_all(sysroot) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", sysroot.display())),
+        _ => Ok(()),
     }
 }
 
@@ -166,7 +184,9 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     let staging = Staging(staging);
     let st = &staging.0;
 
-    log::info!("deploying {} into a staged sysroot", s.image.display_name);
+    let started = std::time::Instant::now();
+    let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+    step(&format!("deploying {} into a staged sysroot", s.image.display_name));
     let sysroot = st.join("sysroot");
     std::fs::create_dir_all(&sysroot)?;
     let deployed = deploy::deploy(&s.image, &sysroot, &s.stateroot, &early.kargs, cancel)?;
@@ -213,6 +233,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     }
     cancel.check()?;
 
+    step("bootloader staged");
     let content = bootimage::ContentSizes { esp: fs::tree_size(&esp_dir)?, boot: fs::tree_size(&boot_dir)?, root: fs::tree_size(&sysroot)? };
     let plan = bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: s.size, extra_kargs: s.extra_kargs.clone(), content })?;
     log::info!("disk {} bytes: {:?}", plan.disk_size, content);
@@ -228,7 +249,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
             Role::BiosBoot => continue,
         };
         let img = st.join(format!("part{}.img", p.number));
-        log::info!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name);
+        step(&format!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name));
         fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img, cancel)?;
         cancel.check()?;
         fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
@@ -236,7 +257,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     }
     // Deployed tree no longer needed: free the space before the image is converted.
     drop(raw);
-    crate::testkit::cache::remove_tree(&sysroot)?;
+    remove_sysroot(&sysroot)?;
     let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path)?;
     let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
         (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {
@@ -252,6 +273,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     drop(raw);
     cancel.check()?;
 
+    step("disk assembled");
     let uncompressed = match plan.format {
         Format::Raw => raw_path.clone(),
         Format::Qcow2 => {
@@ -262,7 +284,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         }
     };
     cancel.check()?;
-    log::info!("writing {}", s.output.display());
+    step(&format!("writing {}", s.output.display()));
     let mut out = AtomicFile::create(&s.output, 0o644)?;
     let hashes = output::compress(&uncompressed, &mut out, plan.compression, plan.compression_level, cancel)?;
     cancel.check()?;
@@ -278,6 +300,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     let stream = output::add_to_stream(existing, &s.stream_name, &now, "x86_64", &plan.platform, &aleph.build, &plan.stream_format, artifact);
     crate::io::write_atomic(&s.stream_metadata, (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(), 0o644)?;
 
+    step("done");
     Ok(report(s, &plan, &deployed, hashes))
 }
 
