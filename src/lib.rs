@@ -5,11 +5,13 @@
 //! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`iso`]: customize / show / reset CoreOS live ISOs (coreos-installer compatible).
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
 pub mod io;
+pub mod iso;
 #[doc(hidden)]
 pub mod testkit;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod iso;
+
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
 pub struct Cli {
@@ -18,12 +20,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
+    Iso(iso::IsoArgs),
+}
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Iso(args) => iso::run(args),
+    }
 }
 
 #[cfg(test)]
