@@ -81,7 +81,13 @@ pub struct KargsReport {
     pub current: String,
     pub default: String,
     pub area_size: usize,
-    pub files: Vec<String>,
+    pub areas: Vec<AreaRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AreaRef {
+    pub file: String,
+    pub offset: u64,
 }
 
 /// What `layerboot iso show` reports.
@@ -139,7 +145,7 @@ impl Report {
                 current: cur.clone(),
                 default: k.default.clone(),
                 area_size: k.size,
-                files: k.areas.iter().map(|a| a.file.clone()).collect(),
+                areas: k.areas.iter().map(|a| AreaRef { file: a.file.clone(), offset: a.span.offset }).collect(),
             }),
             _ => None,
         };
@@ -184,7 +190,7 @@ impl Report {
                 if k.current != k.default {
                     let _ = writeln!(s, "Default kargs:   {}", k.default);
                 }
-                let _ = writeln!(s, "Kargs areas:     {} bytes in {}", k.area_size, k.files.join(", "));
+                let _ = writeln!(s, "Kargs areas:     {} bytes in {}", k.area_size, k.areas.iter().map(|a| a.file.as_str()).collect::<Vec<_>>().join(", "));
             }
             None => s.push_str("Kernel args:     (no kargs embed areas)\n"),
         }
