@@ -6,8 +6,10 @@
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`iso`]: customize / show / reset CoreOS live ISOs (coreos-installer compatible).
+//! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
+pub mod bootimage;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
@@ -15,3 +17,6 @@ pub mod io;
 pub mod iso;
 #[doc(hidden)]
 pub mod testkit;
+pub mod cacert;
+pub mod ignition;
+pub mod manifests;

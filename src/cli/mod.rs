@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod iso;
+pub mod ignition;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
     Iso(iso::IsoArgs),
+    /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
+    Ignition(ignition::IgnitionArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -30,6 +33,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Iso(args) => iso::run(args),
+        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,8 @@
+//! Boot image kinds (`bootimages/*.toml`) and their resolution into a disk layout plan.
+//! The executor that writes a disk from a plan lives in [`crate::disk`].
+
+pub mod definition;
+pub mod plan;
+
+pub use definition::{Catalog, Compression, Definition, Filesystem, Firmware, Format, Role};
+pub use plan::{resolve, ContentSizes, Plan, PlanOptions, PlannedPartition};

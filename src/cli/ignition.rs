@@ -1,0 +1,111 @@
+//! `layerboot ignition pointer|rebase`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::ignition::pointer::{self, CaSource, Endpoint, PointerSettings};
+use crate::ignition::SpecVersion;
+
+#[derive(Debug, Args)]
+pub struct IgnitionArgs {
+    #[command(subcommand)]
+    pub command: IgnitionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IgnitionCommand {
+    /// The pointer Ignition config of an OpenShift pool (what openshift-install writes as
+    /// worker.ign), for any pool: it makes the node fetch its config from the Machine
+    /// Config Server.
+    Pointer(PointerArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("endpoint").args(["cluster", "api_vip"])))]
+#[command(group(clap::ArgGroup::new("ca_source").args(["ca", "from"]).required(true)))]
+pub struct PointerArgs {
+    /// Machine config pool whose config the node fetches (/config/<pool>).
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+    /// Cluster name: the MCS is reached at api-int.<cluster>.<base-domain>:22623.
+    #[arg(long, value_name = "NAME", requires = "base_domain")]
+    pub cluster: Option<String>,
+    /// Base domain of the cluster (install-config baseDomain).
+    #[arg(long, value_name = "DOMAIN", requires = "cluster")]
+    pub base_domain: Option<String>,
+    /// Reach the MCS at the API VIP instead of api-int (as openshift-install does on bare metal).
+    #[arg(long, value_name = "IP")]
+    pub api_vip: Option<std::net::IpAddr>,
+    /// Root CA of the cluster (PEM) that signs the Machine Config Server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Take the CA (and, without --cluster/--api-vip, the endpoint) from an existing pointer
+    /// config such as openshift-install's worker.ign.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Ignition spec version to emit: 3.2.0 (default) .. 3.6.0.
+    #[arg(long, value_name = "VERSION")]
+    pub spec: Option<String>,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl PointerArgs {
+    /// Resolve into settings, reading the input files.
+    pub fn settings(&self) -> Result<PointerSettings> {
+        crate::manifests::names::validate_pool_name(&self.pool)?;
+        let spec = self.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?.unwrap_or_default();
+        let endpoint = match (&self.cluster, &self.base_domain, self.api_vip) {
+            (Some(c), Some(d), None) => Some(Endpoint::ClusterDomain { cluster: c.clone(), base_domain: d.clone() }),
+            (None, None, Some(ip)) => Some(Endpoint::ApiVip(ip)),
+            _ => None,
+        };
+        let ca = match (&self.ca, &self.from) {
+            (Some(p), _) => CaSource::Pem(read(p, "CA file")?),
+            (None, Some(p)) => CaSource::PointerIgnition(read(p, "pointer config")?),
+            (None, None) => unreachable!("clap requires --ca or --from"),
+        };
+        if let Some(ep) = &endpoint {
+            ep.validate()?;
+        }
+        if endpoint.is_none() && matches!(ca, CaSource::Pem(_)) {
+            anyhow::bail!("no Machine Config Server endpoint: give --cluster and --base-domain, or --api-vip (or --from an existing pointer config)");
+        }
+        Ok(PointerSettings { pool: self.pool.clone(), endpoint, ca, spec })
+    }
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+pub fn run(args: IgnitionArgs) -> Result<()> {
+    match args.command {
+        IgnitionCommand::Pointer(a) => {
+            let settings = a.settings()?;
+            // Pool and endpoint are checked in settings(), so what render() can still
+            // refuse is the CA: name the file the user gave.
+            let rendered = pointer::render(&settings).map_err(|e| match (&a.ca, &a.from) {
+                (Some(p), _) => e.context(format!("--ca {}", p.display())),
+                (None, Some(p)) => e.context(format!("--from {}", p.display())),
+                _ => e,
+            })?;
+            eprintln!("{}", SpecVersion::explain(a.spec.as_ref().map(|_| settings.spec)));
+            emit(a.output.as_deref(), &rendered, 0o644)
+        }
+    }
+}
+
+/// Write to a file atomically, or to stdout.
+pub fn emit(output: Option<&std::path::Path>, bytes: &[u8], mode: u32) -> Result<()> {
+    match output {
+        Some(p) if p.as_os_str() != "-" => crate::io::write_atomic(p, bytes, mode),
+        _ => {
+            use std::io::Write;
+            std::io::stdout().write_all(bytes).context("writing to stdout")
+        }
+    }
+}

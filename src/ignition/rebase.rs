@@ -1,0 +1,1 @@
+//! Standalone first-boot rebase config (filled in below).
