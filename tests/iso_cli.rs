@@ -180,3 +180,26 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("the payload to embed is ") && msg.contains("bytes (xz-compressed) but the ISO's Ignition area (images/ignition.img) holds 262144") && msg.contains("pointer"), "{msg}");
 }
+
+#[test]
+fn pointer_pool_embeds_the_pools_pointer_config_as_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let iso = copy_fixture(dir.path(), "pointer.iso");
+    let endpoint = ["--cluster", "ocp", "--base-domain", "example.com", "--ca", s(&i.ca)];
+    layerboot_ok(&[&["iso", "customize", s(&iso), "--pointer-pool", "worker-automount", "--dest-device", "/dev/sda"][..], &endpoint].concat());
+    let pointer = layerboot_ok(&[&["ignition", "pointer", "--pool", "worker-automount"][..], &endpoint].concat());
+    let r = show_json(&iso);
+    let embedded: serde_json::Value = serde_json::from_str(r["dest_ignition"].as_str().unwrap()).unwrap();
+    let want: serde_json::Value = serde_json::from_slice(&pointer).unwrap();
+    assert_eq!(embedded, want);
+    assert_eq!(embedded["ignition"]["config"]["merge"][0]["source"], "https://api-int.ocp.example.com:22623/config/worker-automount");
+    assert_eq!(r["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"], "ignition-file: /etc/coreos/dest.ign\ndest-device: /dev/sda\n");
+
+    // an invalid pool name is refused before anything is written
+    let before = sha256(&iso);
+    let out = layerboot(&[&["iso", "customize", "--force", s(&iso), "--pointer-pool", "Bad_Pool"][..], &endpoint].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Bad_Pool"));
+    assert_eq!(sha256(&iso), before);
+}

@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use crate::cli::ignition::PointerArgs;
+use crate::ignition::pointer;
 use crate::iso::{self, Console, Customize, LiveIso, LiveSpec, Named, Report, Target};
 
 #[derive(Debug, Args)]
@@ -43,6 +45,30 @@ pub struct CustomizeArgs {
     /// Ignition config for the installed system (runs the installer at boot)
     #[arg(long, value_name = "FILE")]
     pub dest_ignition: Vec<PathBuf>,
+    /// Install with the pointer Ignition config of this OpenShift pool as the destination
+    /// config (the node fetches its config from the Machine Config Server); needs
+    /// --cluster/--base-domain or --api-vip, and --ca or --from
+    #[arg(long, value_name = "POOL")]
+    pub pointer_pool: Option<String>,
+    /// Cluster name for --pointer-pool: MCS at api-int.<cluster>.<base-domain>:22623
+    #[arg(long, value_name = "NAME", requires = "pointer_pool", requires = "base_domain", conflicts_with = "api_vip")]
+    pub cluster: Option<String>,
+    /// Base domain of the cluster, for --pointer-pool
+    #[arg(long, value_name = "DOMAIN", requires = "pointer_pool", requires = "cluster")]
+    pub base_domain: Option<String>,
+    /// Reach the MCS at the API VIP, for --pointer-pool (as openshift-install does on bare metal)
+    #[arg(long, value_name = "IP", requires = "pointer_pool")]
+    pub api_vip: Option<std::net::IpAddr>,
+    /// The cluster's root CA (PEM), trusted by the pointer config
+    #[arg(long, value_name = "FILE", requires = "pointer_pool", conflicts_with = "from")]
+    pub ca: Option<PathBuf>,
+    /// Take the CA (and, without --cluster/--api-vip, the endpoint) from an existing
+    /// pointer config such as openshift-install's worker.ign
+    #[arg(long, value_name = "FILE", requires = "pointer_pool")]
+    pub from: Option<PathBuf>,
+    /// Ignition spec version of the pointer config (default: what `layerboot ignition pointer` picks)
+    #[arg(long, value_name = "VERSION", requires = "pointer_pool")]
+    pub pointer_spec: Option<String>,
     /// Install to this device at boot, without confirmation
     #[arg(long, value_name = "DEVICE")]
     pub dest_device: Option<String>,
@@ -104,6 +130,27 @@ fn read_all(paths: &[PathBuf]) -> Result<Vec<Named>> {
 }
 
 impl CustomizeArgs {
+    /// The pool's pointer Ignition config, rendered by `layerboot ignition pointer`'s code.
+    fn pointer_config(&self) -> Result<Option<Named>> {
+        let Some(pool) = &self.pointer_pool else { return Ok(None) };
+        if self.ca.is_none() && self.from.is_none() {
+            bail!("--pointer-pool {pool} needs the cluster's root CA: give --ca FILE, or --from an existing pointer config (worker.ign)");
+        }
+        let args = PointerArgs {
+            pool: pool.clone(),
+            cluster: self.cluster.clone(),
+            base_domain: self.base_domain.clone(),
+            api_vip: self.api_vip,
+            ca: self.ca.clone(),
+            from: self.from.clone(),
+            spec: self.pointer_spec.clone(),
+            output: None,
+        };
+        let settings = args.settings().with_context(|| format!("--pointer-pool {pool}"))?;
+        let rendered = pointer::render(&settings).with_context(|| format!("--pointer-pool {pool}"))?;
+        Ok(Some(Named::new(format!("pointer config for pool {pool}"), rendered)))
+    }
+
     /// Read every input file and build the request; nothing touches the ISO yet.
     pub fn resolve(&self) -> Result<Customize> {
         let network_keyfiles = self
@@ -117,7 +164,7 @@ impl CustomizeArgs {
         Ok(Customize {
             spec: LiveSpec {
                 live_ignition: read_all(&self.live_ignition)?,
-                dest_ignition: read_all(&self.dest_ignition)?,
+                dest_ignition: read_all(&self.dest_ignition)?.into_iter().chain(self.pointer_config()?).collect(),
                 dest_device: self.dest_device.clone(),
                 dest_console: self.dest_console.clone(),
                 dest_karg_append: self.dest_karg_append.clone(),
