@@ -137,9 +137,20 @@ pub fn parse_ignition(input: &Named) -> Result<(ignition_config::Config, Vec<Str
     Ok((config, warnings.into_iter().map(|w| format!("{}: {w}", input.name)).collect()))
 }
 
+/// gzip at the best level, byte for byte what coreos-installer (flate2 on its default
+/// miniz_oxide backend) produces. Our flate2 runs on C zlib (ostree-ext enables it),
+/// whose deflate stream differs, so the member is framed here around miniz_oxide:
+/// header with mtime 0, XFL 2 (best), OS 255; raw deflate; CRC32 and size.
+pub fn gzip_best(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 0xff];
+    out.extend(miniz_oxide::deflate::compress_to_vec(data, 9));
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
 fn data_resource(data: &[u8]) -> Result<ign::Resource> {
-    let mut gz = Vec::new();
-    flate2::read::GzEncoder::new(data, flate2::Compression::best()).read_to_end(&mut gz)?;
+    let gz = gzip_best(data);
     Ok(ign::Resource {
         source: Some(format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(&gz))),
         compression: Some("gzip".into()),
@@ -479,6 +490,17 @@ mod tests {
         let spec = LiveSpec { live_ignition: vec![Named::new("l.ign", IGN)], ..Default::default() };
         assert!(spec.build(&none).unwrap().payload.get(IGNITION_PATH).is_some());
         assert!(LiveSpec::default().build(&none).unwrap().payload.is_empty());
+    }
+
+    #[test]
+    fn gzip_best_is_valid_gzip() {
+        for input in [&b""[..], b"hello", &[7u8; 100_000]] {
+            let gz = gzip_best(input);
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+            assert_eq!(out, input);
+            assert_eq!(&gz[..10], b"\x1f\x8b\x08\0\0\0\0\0\x02\xff");
+        }
     }
 
     #[test]

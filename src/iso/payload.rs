@@ -65,6 +65,15 @@ impl Payload {
     /// The uncompressed newc archive.
     pub fn to_cpio(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.write_cpio(&mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Write the newc archive. `flush()` is called after each file whose data needed
+    /// padding: coreos-installer's cpio writer does that, and on its xz encoder a flush
+    /// ends an LZMA2 chunk, which shows in the compressed bytes; doing the same keeps
+    /// the area byte-identical.
+    fn write_cpio(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut ino = 0u32;
         let mut cwd: Vec<&str> = Vec::new();
         for (path, contents) in &self.members {
@@ -74,14 +83,13 @@ impl Payload {
             cwd.truncate(common);
             for component in &parent[common..] {
                 cwd.push(component);
-                write_newc_entry(&mut out, ino, &cwd.join("/"), 0o040_755, b"");
+                write_newc_entry(out, ino, &cwd.join("/"), 0o040_755, b"")?;
                 ino += 1;
             }
-            write_newc_entry(&mut out, ino, path, 0o100_600, contents);
+            write_newc_entry(out, ino, path, 0o100_600, contents)?;
             ino += 1;
         }
-        write_newc_entry(&mut out, 0, TRAILER, 0, b"");
-        out
+        write_newc_entry(out, 0, TRAILER, 0, b"")
     }
 
     /// The payload as stored in the embed area (before zero padding): xz, CRC32 check.
@@ -92,7 +100,7 @@ impl Payload {
         }
         let stream = Stream::new_easy_encoder(9, Check::Crc32).context("creating xz encoder")?;
         let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
-        enc.write_all(&self.to_cpio()).context("compressing embed payload")?;
+        self.write_cpio(&mut enc).context("compressing embed payload")?;
         enc.finish().context("finishing xz stream")
     }
 
@@ -162,17 +170,24 @@ fn pad4(len: usize) -> usize {
     (4 - len % 4) % 4
 }
 
-fn write_newc_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+fn write_newc_entry(out: &mut impl Write, ino: u32, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
     let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
-    out.extend_from_slice(NEWC_MAGIC);
+    let mut header = Vec::with_capacity(NEWC_HEADER_LEN + name.len() + 4);
+    header.extend_from_slice(NEWC_MAGIC);
     for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
+        header.extend_from_slice(format!("{f:08x}").as_bytes());
     }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    out.resize(out.len() + pad4(NEWC_HEADER_LEN + name.len() + 1), 0);
-    out.extend_from_slice(data);
-    out.resize(out.len() + pad4(data.len()), 0);
+    header.extend_from_slice(name.as_bytes());
+    header.push(0);
+    header.resize(header.len() + pad4(NEWC_HEADER_LEN + name.len() + 1), 0);
+    out.write_all(&header)?;
+    out.write_all(data)?;
+    let pad = pad4(data.len());
+    if pad > 0 {
+        out.write_all(&[0; 3][..pad])?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn hex_field(header: &[u8], index: usize) -> Result<u32> {
