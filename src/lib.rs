@@ -6,17 +6,25 @@
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`iso`]: customize / show / reset CoreOS live ISOs (coreos-installer compatible).
+//! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
+//! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
+//! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod bootimage;
+pub mod boottest;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
 pub mod io;
 pub mod iso;
+pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ocilayout;
+pub mod registry;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;

@@ -7,7 +7,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod iso;
+pub mod boot_test;
 pub mod ignition;
+pub mod registry_args;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
@@ -24,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
     Iso(iso::IsoArgs),
+    /// Boot an ISO, disk image or kernel in QEMU and check what booted.
+    BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
 }
@@ -33,6 +37,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Iso(args) => iso::run(args),
+        Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
