@@ -61,8 +61,10 @@ pub fn coreos_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-pub fn sha256(path: &Path) -> String {
-    layerboot::io::sha256_file(path).unwrap().0
+/// The file's bytes, for before/after comparisons (fixtures are small; a plain memcmp
+/// is much faster than hashing in a debug build).
+pub fn contents(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
 }
 
 /// Inputs shared by the tests: Ignition configs, a keyfile, a CA.
