@@ -169,7 +169,7 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
         (vec!["iso", "customize", s(&good), "--live-ignition", s(&v2_ign)], &good, "unsupported config version: 2.2.0"),
         (vec!["iso", "customize", s(&good), "--live-karg-append", &long_karg], &good, "kernel arguments need 1217 bytes but the ISO's kargs area holds 1024"),
         (vec!["iso", "customize", s(&good), "-o", s(&o), "--live-ignition", s(&big_ign)], &good, "holds 262144"),
-        (vec!["iso", "customize", s(&good), "--ignition-ca", s(&i.live_ign)], &good, "is not a PEM certificate bundle"),
+        (vec!["iso", "customize", s(&good), "--ignition-ca", s(&i.live_ign)], &good, "live.ign: no PEM certificate found"),
         (vec!["iso", "customize", s(&good), "--dest-ignition", "/nonexistent.ign"], &good, "/nonexistent.ign"),
     ];
     for (args, input, want) in &cases {

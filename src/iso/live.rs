@@ -191,13 +191,7 @@ fn to_bytes(config: &impl Serialize) -> Result<Vec<u8>> {
 }
 
 fn check_pem(ca: &Named) -> Result<()> {
-    let text = std::str::from_utf8(&ca.data).ok();
-    ensure!(
-        text.is_some_and(|t| t.contains("-----BEGIN CERTIFICATE-----") && t.contains("-----END CERTIFICATE-----")),
-        "{} is not a PEM certificate bundle (no BEGIN/END CERTIFICATE block)",
-        ca.name
-    );
-    Ok(())
+    crate::cacert::CaBundle::parse(&ca.data, &ca.name).map(drop)
 }
 
 /// The result of building a payload: the payload and notes for the user.
@@ -308,15 +302,9 @@ impl LiveSpec {
     }
 }
 
-/// Decode a `data:` URL (base64 or percent-encoded) and optional gzip compression.
+/// Decode a `data:` URL and its optional gzip compression (Ignition resource semantics).
 pub fn decode_data_url(source: &str, compression: Option<&str>) -> Result<Vec<u8>> {
-    let rest = source.strip_prefix("data:").context("not a data: URL")?;
-    let (meta, data) = rest.split_once(',').context("data: URL without a comma")?;
-    let raw = if meta.ends_with(";base64") {
-        base64::engine::general_purpose::STANDARD.decode(data.trim()).context("bad base64 in data: URL")?
-    } else {
-        percent_decode(data)?
-    };
+    let raw = crate::ignition::decode_data_url(source)?;
     match compression {
         None | Some("") => Ok(raw),
         Some("gzip") => {
@@ -326,23 +314,6 @@ pub fn decode_data_url(source: &str, compression: Option<&str>) -> Result<Vec<u8
         }
         Some(other) => bail!("unsupported compression {other:?}"),
     }
-}
-
-fn percent_decode(s: &str) -> Result<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("truncated percent escape")?;
-            out.push(u8::from_str_radix(hex, 16).context("bad percent escape")?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
 }
 
 /// A file carried inside the live Ignition config, decoded.
@@ -429,7 +400,7 @@ mod tests {
 
     #[test]
     fn live_ignition_is_merged_and_ca_goes_both_ways() {
-        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let pem = std::str::from_utf8(include_bytes!("../../tests/golden/test-ca.crt")).unwrap();
         let spec = LiveSpec {
             live_ignition: vec![Named::new("live.ign", IGN)],
             dest_ignition: vec![Named::new("dest.ign", IGN)],
@@ -459,7 +430,7 @@ mod tests {
         let cases: Vec<(LiveSpec, &str)> = vec![
             (LiveSpec { dest_ignition: vec![Named::new("bad.ign", "{not json")], ..Default::default() }, "invalid Ignition config bad.ign"),
             (LiveSpec { live_ignition: vec![Named::new("v2.ign", r#"{"ignition":{"version":"2.2.0"}}"#)], ..Default::default() }, "invalid Ignition config v2.ign"),
-            (LiveSpec { ignition_ca: vec![Named::new("ca.pem", "hello")], ..Default::default() }, "ca.pem is not a PEM certificate"),
+            (LiveSpec { ignition_ca: vec![Named::new("ca.pem", "hello")], ..Default::default() }, "ca.pem: no PEM certificate found"),
             (LiveSpec { dest_device: Some("vda".into()), ..Default::default() }, "absolute device path"),
             (LiveSpec { insecure: true, ..Default::default() }, "--insecure only applies"),
             (LiveSpec { image_url: Some("ftp://x/y".parse().unwrap()), ..Default::default() }, "http or https"),
