@@ -18,3 +18,4 @@ pub mod testkit;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;
+pub mod installconfig;
