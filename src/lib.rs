@@ -19,3 +19,4 @@ pub mod cacert;
 pub mod ignition;
 pub mod manifests;
 pub mod installconfig;
+pub mod installkit;

@@ -7,6 +7,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod ignition;
+pub mod install_config;
+pub mod install_kit;
+pub mod manifests;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
@@ -23,13 +26,25 @@ pub struct Cli {
 pub enum Command {
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
+    /// Install-time manifests (MachineConfig or MachineOSConfig, MachineConfigPools) that put
+    /// the layered image on the nodes of the given pools.
+    Manifests(manifests::ManifestsArgs),
+    /// The install-config.yaml pieces the layered image needs (pullSecret, trust bundle,
+    /// mirrors, bare-metal OS images): printed, or patched into the file in place.
+    InstallConfig(install_config::InstallConfigArgs),
+    /// Manifests, install-config pieces and pointer configs into an installer directory
+    /// in one go (as far as its stage allows), with a summary and the next commands.
+    InstallKit(install_kit::InstallKitArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
+        Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
