@@ -6,6 +6,8 @@
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
+//! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod bootimage;
@@ -15,6 +17,8 @@ pub mod imageref;
 pub mod io;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ocilayout;
+pub mod registry;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;

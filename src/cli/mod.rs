@@ -10,6 +10,7 @@ pub mod ignition;
 pub mod install_config;
 pub mod install_kit;
 pub mod manifests;
+pub mod registry_args;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]

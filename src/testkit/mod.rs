@@ -4,3 +4,5 @@
 //! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
 
 pub mod cache;
+pub mod ostree_image;
+pub mod registry;

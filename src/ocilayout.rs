@@ -1,0 +1,304 @@
+//! OCI image layouts (`oci:DIR`) and archives (`oci-archive:FILE`): content-addressed
+//! blobs under `blobs/sha256/`, an `index.json` naming the images by
+//! `org.opencontainers.image.ref.name`, and the `oci-layout` marker.
+//!
+//! Every blob is written to a temporary file beside its final name while its sha256
+//! and size are checked, and renamed only when both match; so a blob present under its
+//! digest name is complete and verified, and a second pull can skip it.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::imageref::Digest;
+use crate::io::{HashingReader, HashingWriter};
+use crate::registry::manifest::{Descriptor, ImageIndex, OCI_INDEX};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_MARKER: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+#[derive(Debug, Clone)]
+pub struct OciLayout {
+    root: PathBuf,
+}
+
+impl OciLayout {
+    /// Open an existing layout; errors say what is missing.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("OCI layout {} does not exist or is not a directory", root.display());
+        }
+        if !root.join("oci-layout").is_file() || !root.join("index.json").is_file() {
+            bail!("{} is not an OCI image layout (no oci-layout or index.json)", root.display());
+        }
+        Ok(OciLayout { root: root.to_path_buf() })
+    }
+
+    /// Open a layout, creating the directory and its skeleton if needed.
+    pub fn create(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root.join("blobs/sha256")).with_context(|| format!("creating OCI layout {}", root.display()))?;
+        if !root.join("oci-layout").exists() {
+            crate::io::write_atomic(root.join("oci-layout"), LAYOUT_MARKER.as_bytes(), 0o644)?;
+        }
+        let layout = OciLayout { root: root.to_path_buf() };
+        if !root.join("index.json").exists() {
+            layout.write_index(&ImageIndex { schema_version: 2, media_type: Some(OCI_INDEX.into()), manifests: vec![], annotations: None })?;
+        }
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.algorithm()).join(digest.hex())
+    }
+
+    /// True if the blob is present with the expected size. Blobs only ever appear
+    /// under their digest name after verification, so the size check guards only
+    /// against layouts written by other tools and truncated since.
+    pub fn has_blob(&self, desc: &Descriptor) -> bool {
+        fs::metadata(self.blob_path(&desc.digest)).is_ok_and(|m| m.is_file() && m.len() == desc.size)
+    }
+
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("invalid JSON in {}", path.display()))
+    }
+
+    pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let json = serde_json::to_vec(index).expect("index serializes");
+        crate::io::write_atomic(self.root.join("index.json"), &json, 0o644)
+    }
+
+    /// Read a whole (small) blob, checking digest and, if given, size.
+    pub fn read_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let f = File::open(&path).with_context(|| format!("blob {digest} is missing from {}", self.root.display()))?;
+        let mut r = HashingReader::new(f);
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let (hex, n) = r.finish();
+        if let Some(s) = size {
+            if n != s {
+                bail!("blob {digest} in {} has {n} bytes, expected {s}", self.root.display());
+            }
+        }
+        if hex != digest.hex() {
+            bail!("blob {digest} in {} does not match its digest (content is sha256:{hex})", self.root.display());
+        }
+        Ok(buf)
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).with_context(|| format!("blob {digest} is missing from {}", self.root.display()))
+    }
+
+    /// Start writing the blob `expected` describes.
+    pub fn blob_writer(&self, expected: &Descriptor) -> Result<BlobWriter> {
+        let dest = self.blob_path(&expected.digest);
+        let dir = dest.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = crate::io::AtomicFile::create(&dest, 0o644)?;
+        Ok(BlobWriter { expected: expected.clone(), inner: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)) })
+    }
+
+    /// Write a small blob from memory, returning its descriptor.
+    pub fn write_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+        let digest = Digest::from_sha256_hex(&crate::io::sha256_reader(bytes)?.0).expect("sha256 hex");
+        let desc = Descriptor::new(media_type, digest, bytes.len() as u64);
+        if !self.has_blob(&desc) {
+            let mut w = self.blob_writer(&desc)?;
+            w.write_all(bytes)?;
+            w.commit()?;
+        }
+        Ok(desc)
+    }
+
+    /// Point `name` (or, with `None`, an unnamed entry) at `desc` in index.json,
+    /// replacing what the name pointed to before.
+    pub fn set_ref(&self, name: Option<&str>, desc: &Descriptor) -> Result<()> {
+        let mut index = self.read_index()?;
+        let mut entry = desc.clone();
+        let mut annotations = entry.annotations.take().unwrap_or_default();
+        annotations.remove(REF_NAME);
+        if let Some(n) = name {
+            annotations.insert(REF_NAME.into(), n.into());
+        }
+        entry.annotations = (!annotations.is_empty()).then_some(annotations);
+        index.manifests.retain(|d| match name {
+            Some(n) => d.annotation(REF_NAME) != Some(n),
+            None => !(d.annotation(REF_NAME).is_none() && d.digest == entry.digest),
+        });
+        index.manifests.push(entry);
+        self.write_index(&index)
+    }
+
+    /// The index.json entry for `tag`, or the only entry when no tag is given.
+    pub fn find_ref(&self, tag: Option<&str>) -> Result<Descriptor> {
+        let index = self.read_index()?;
+        match tag {
+            Some(t) => index.manifests.iter().find(|d| d.annotation(REF_NAME) == Some(t)).cloned().with_context(|| {
+                let names: Vec<&str> = index.manifests.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
+                format!("no image tagged '{t}' in {} (tags: {})", self.root.display(), if names.is_empty() { "none".into() } else { names.join(", ") })
+            }),
+            None => match index.manifests.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => bail!("OCI layout {} holds no images", self.root.display()),
+                many => {
+                    let names: Vec<&str> = many.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
+                    bail!("OCI layout {} holds {} images: name one as oci:DIR:TAG (tags: {})", self.root.display(), many.len(), names.join(", "))
+                }
+            },
+        }
+    }
+}
+
+/// A blob being written; [`BlobWriter::commit`] checks digest and size and renames it
+/// into place. Dropped without commit, nothing remains.
+pub struct BlobWriter {
+    expected: Descriptor,
+    inner: HashingWriter<BufWriter<crate::io::AtomicFile>>,
+}
+
+impl BlobWriter {
+    pub fn written(&self) -> u64 {
+        self.inner.count()
+    }
+
+    pub fn commit(self) -> Result<()> {
+        let (buf, hex, n) = self.inner.finish();
+        let d = &self.expected.digest;
+        if n != self.expected.size {
+            bail!("blob {d}: received {n} bytes, expected {} (truncated or oversized)", self.expected.size);
+        }
+        if hex != d.hex() {
+            bail!("blob {d}: content does not match its digest (got sha256:{hex})");
+        }
+        let file = buf.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing blob {d}"))?;
+        file.commit()
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Refuse to grow past the declared size: a hostile server cannot fill the disk.
+        if self.inner.count() + buf.len() as u64 > self.expected.size {
+            return Err(io::Error::other(format!(
+                "blob {}: more than the expected {} bytes",
+                self.expected.digest, self.expected.size
+            )));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Unpack an `oci-archive` tar into `dest` (an empty directory), refusing entries that
+/// would land outside it.
+pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
+    let f = File::open(archive).with_context(|| format!("cannot open OCI archive {}", archive.display()))?;
+    let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));
+    tar.set_preserve_permissions(false);
+    for entry in tar.entries().with_context(|| format!("reading OCI archive {}", archive.display()))? {
+        let mut entry = entry.with_context(|| format!("reading OCI archive {}", archive.display()))?;
+        if !entry.unpack_in(dest).with_context(|| format!("unpacking OCI archive {}", archive.display()))? {
+            bail!("OCI archive {} has an entry outside the archive root", archive.display());
+        }
+    }
+    OciLayout::open(dest).with_context(|| format!("OCI archive {}", archive.display()))
+}
+
+/// Write the layout at `src` as a tar archive to `dest`, atomically.
+pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
+    let mut out = crate::io::AtomicFile::create(dest, 0o644)?;
+    {
+        let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, &mut out));
+        tar.mode(tar::HeaderMode::Deterministic);
+        tar.follow_symlinks(false);
+        for name in ["oci-layout", "index.json"] {
+            tar.append_path_with_name(src.root.join(name), name).with_context(|| format!("archiving {}", src.root.join(name).display()))?;
+        }
+        let blobs = src.root.join("blobs/sha256");
+        let mut entries: Vec<_> = fs::read_dir(&blobs)
+            .with_context(|| format!("listing {}", blobs.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        entries.sort();
+        tar.append_dir("blobs", &blobs)?;
+        tar.append_dir("blobs/sha256", &blobs)?;
+        for name in entries {
+            let path = blobs.join(&name);
+            tar.append_path_with_name(&path, Path::new("blobs/sha256").join(&name)).with_context(|| format!("archiving {}", path.display()))?;
+        }
+        tar.into_inner()
+            .with_context(|| format!("writing {}", dest.display()))?
+            .flush()
+            .with_context(|| format!("writing {}", dest.display()))?;
+    }
+    out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_writer_verifies_before_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(dir.path()).unwrap();
+        let good = layout.write_blob("x", b"hello").unwrap();
+        assert!(layout.has_blob(&good));
+        assert_eq!(layout.read_blob(&good.digest, Some(5)).unwrap(), b"hello");
+
+        // Wrong content, short content and excess content all leave nothing behind.
+        let cases: &[(&[u8], &str)] = &[(b"hellO", "does not match"), (b"hell", "truncated"), (b"hello!", "more than")];
+        let other = Descriptor::new("x", "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".parse().unwrap(), 5);
+        let other = Descriptor { digest: "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap(), ..other };
+        for (content, want) in cases {
+            let mut w = layout.blob_writer(&other).unwrap();
+            let res = w.write_all(content).map_err(anyhow::Error::from).and_then(|_| w.commit());
+            let err = format!("{:#}", res.unwrap_err());
+            assert!(err.contains(want), "{err}");
+            assert!(!layout.blob_path(&other.digest).exists());
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn refs_and_archive_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        let a = layout.write_blob(crate::registry::manifest::OCI_MANIFEST, b"{}").unwrap();
+        let b = layout.write_blob(crate::registry::manifest::OCI_MANIFEST, b"[]").unwrap();
+        assert!(layout.find_ref(None).is_err());
+        layout.set_ref(Some("v1"), &a).unwrap();
+        assert_eq!(layout.find_ref(None).unwrap().digest, a.digest);
+        layout.set_ref(Some("v2"), &b).unwrap();
+        layout.set_ref(Some("v1"), &b).unwrap();
+        assert_eq!(layout.read_index().unwrap().manifests.len(), 2);
+        assert_eq!(layout.find_ref(Some("v1")).unwrap().digest, b.digest);
+        let err = format!("{:#}", layout.find_ref(None).unwrap_err());
+        assert!(err.contains("oci:DIR:TAG") && err.contains("v1"), "{err}");
+        let err = format!("{:#}", layout.find_ref(Some("nope")).unwrap_err());
+        assert!(err.contains("'nope'"), "{err}");
+
+        let archive = dir.path().join("a.tar");
+        write_archive(&layout, &archive).unwrap();
+        let out = dir.path().join("x");
+        fs::create_dir(&out).unwrap();
+        let back = unpack_archive(&archive, &out).unwrap();
+        assert_eq!(back.read_blob(&a.digest, Some(2)).unwrap(), b"{}");
+        assert_eq!(back.find_ref(Some("v2")).unwrap().digest, b.digest);
+    }
+}
