@@ -5,12 +5,10 @@
 mod install_support;
 use install_support::*;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerboot::testkit::cache::cached_fixture;
 use layerboot::testkit::ostree_image;
 use layerboot::testkit::registry::{LocalRegistry, Mode};
 
@@ -26,18 +24,49 @@ fn skopeo_digest(image: &str, authfile: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A bootable image that also carries `containers.bootc=1`, as bootc base images do.
-fn bootc_image() -> PathBuf {
-    cached_fixture("install-bootc-image", &[b"containers.bootc=1 v1"], |staging| {
-        let work = tempfile::tempdir()?;
-        let tree = work.path().join("tree");
-        ostree_image::write_tree(&tree, true)?;
-        let labels = BTreeMap::from([("containers.bootc".to_string(), "1".to_string())]);
-        ostree_image::encapsulate_tree(&tree, work.path(), &staging.join("oci"), ostree_image::FIXTURE_TAG, true, labels)?;
-        Ok(())
-    })
-    .unwrap()
-    .join("oci")
+/// A bootable ostree image *without* `containers.bootc` (as RHCOS/FCOS images from before
+/// bootc carry): the ostree-ext fixture with that one label removed from its config.
+fn pre_bootc_image(dir: &Path) -> PathBuf {
+    use layerboot::ocilayout::OciLayout;
+    use layerboot::registry::manifest::{ImageManifest, OCI_CONFIG, OCI_MANIFEST};
+    let dest = dir.join("oci");
+    let src = ostree_image::bootable_image().unwrap();
+    copy_tree(&src, &dest);
+    let layout = OciLayout::open(&dest).unwrap();
+    let entry = layout.find_ref(Some(ostree_image::FIXTURE_TAG)).unwrap();
+    let manifest: ImageManifest = serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size)).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest.config.digest, Some(manifest.config.size)).unwrap()).unwrap();
+    assert!(config["config"]["Labels"]["containers.bootc"].is_string(), "fixture changed: no containers.bootc label to remove");
+    config["config"]["Labels"].as_object_mut().unwrap().remove("containers.bootc");
+    let config_desc = layout.write_blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
+    let m = ImageManifest { config: config_desc, ..manifest };
+    let desc = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&m).unwrap()).unwrap();
+    layout.set_ref(Some(ostree_image::FIXTURE_TAG), &desc).unwrap();
+    dest
+}
+
+fn copy_tree(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// sha256 of the manifest (or index) the registry serves for `image`, via skopeo.
+fn raw_digest(image: &str, authfile: &Path) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(authfile)
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo runs (Debian package skopeo)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    format!("sha256:{}", layerboot::io::sha256_reader(&out.stdout[..]).unwrap().0)
 }
 
 struct Env {
@@ -51,8 +80,9 @@ struct Env {
 fn env() -> Env {
     let reg = LocalRegistry::start(Mode::Basic).unwrap();
     reg.push_oci_dir(&ostree_image::bootable_image().unwrap(), "acme/rhcos-layered:4.20").unwrap();
-    reg.push_oci_dir(&bootc_image(), "acme/centos-bootc-layered:stream10").unwrap();
+    reg.push_oci_dir(&ostree_image::multiarch_image().unwrap(), "acme/multi:latest").unwrap();
     let dir = tempfile::tempdir().unwrap();
+    reg.push_oci_dir(&pre_bootc_image(dir.path()), "acme/fcos-layered:stable").unwrap();
     let mut auths: serde_json::Value = serde_json::from_slice(&std::fs::read(reg.authfile().unwrap().unwrap()).unwrap()).unwrap();
     auths["auths"]["other.example.com"] = serde_json::json!({"auth": "b3RoZXI6dW5yZWxhdGVkLXNlY3JldA=="});
     let authfile = dir.path().join("auth.json");
@@ -86,6 +116,13 @@ fn tags_resolve_to_digests_and_unknown_tags_are_refused() {
         install_support::crd::assert_valid(&serde_yaml::from_str(doc).unwrap());
     }
 
+    // A multi-arch tag is pinned to its index digest: one osImageURL for every node arch.
+    let multi = e.reg.image_ref("acme/multi:latest");
+    let out = run(&args(&e, &["manifests", &multi, "--pool", "worker"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("osImageURL: {}/acme/multi@{}", e.reg.addr(), raw_digest(&multi, &e.authfile));
+    assert!(String::from_utf8(out.stdout).unwrap().contains(&want), "{want}");
+
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("manifests")).unwrap();
     std::fs::create_dir(dir.path().join("openshift")).unwrap();
@@ -99,7 +136,7 @@ fn tags_resolve_to_digests_and_unknown_tags_are_refused() {
 fn rebase_picks_switcher_from_labels_and_writes_only_the_needed_credentials() {
     let e = env();
     let dir = tempfile::tempdir().unwrap();
-    for (repo, want_switch) in [("acme/rhcos-layered:4.20", "rpm-ostree rebase 'ostree-unverified-registry:"), ("acme/centos-bootc-layered:stream10", "bootc switch '")] {
+    for (repo, want_switch) in [("acme/fcos-layered:stable", "rpm-ostree rebase 'ostree-unverified-registry:"), ("acme/rhcos-layered:4.20", "bootc switch '")] {
         let image = e.reg.image_ref(repo);
         let digest = skopeo_digest(&image, &e.authfile);
         let out_file = dir.path().join("rebase.ign");

@@ -151,7 +151,7 @@ pub fn full_patch(opts: &InstallConfigOptions, image: Option<&RegistryRef>, cred
 /// Patch the file at `path`; returns the change lines. Writes atomically, 0600.
 pub fn patch_file(path: &Path, opts: &InstallConfigOptions, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
     let mut ic = InstallConfig::load(path)?;
-    let patch = full_patch(opts, image, creds, ic.pull_secret())?;
+    let patch = full_patch(opts, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
     let changes = ic.apply(&patch).with_context(|| path.display().to_string())?;
     if ic.had_comments() {
         eprintln!("note: comments in {} are not kept (openshift-install discards the file on use anyway)", path.display());
