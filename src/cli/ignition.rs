@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::cli::registry_args::RegistryArgs;
+use crate::cli::manifests::ImageSourceArgs;
 use crate::ignition::pointer::{self, CaSource, Endpoint, PointerSettings};
 use crate::ignition::rebase;
 use crate::ignition::SpecVersion;
@@ -47,11 +47,8 @@ pub struct RebaseArgs {
     /// Allow printing a config that holds registry credentials to stdout.
     #[arg(long)]
     pub show_secrets: bool,
-    /// Trust the given digest and do not contact the registry; needs IMAGE@sha256:….
-    #[arg(long)]
-    pub offline: bool,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: ImageSourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -148,13 +145,13 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         rebase::check_merge_config(&bytes, &what, spec)?;
         merge.push((what, bytes));
     }
-    let reg = a.registry.resolve()?;
+    let reg = a.source.registry.resolve()?;
     let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image).map(|(_, one)| one.to_json_pretty().into_bytes());
     let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if auth_json.is_some() && to_stdout && !a.show_secrets {
         bail!("the config holds registry credentials for {}: write it with -o FILE (mode 0600), or pass --show-secrets to print it", image.registry);
     }
-    let pinned = crate::cli::manifests::pin(&image, &reg, a.offline).await?;
+    let pinned = crate::cli::manifests::pin(&image, &reg, a.source.offline).await?;
     let switcher = if pinned.bootc { rebase::Switcher::Bootc } else { rebase::Switcher::RpmOstree };
     let has_secret = auth_json.is_some();
     let settings = rebase::RebaseSettings { image: pinned.image.clone(), switcher, auth_json, ssh_keys, merge, spec };

@@ -7,8 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::cli::install_config::{self, InstallConfigOptions};
-use crate::cli::manifests::{self as mcli, ManifestOptions};
-use crate::cli::registry_args::RegistryArgs;
+use crate::cli::manifests::{self as mcli, ImageSourceArgs, ManifestOptions};
 use crate::ignition::SpecVersion;
 use crate::installkit::{self, Stage};
 use crate::manifests::{self, installdir, OutputFile};
@@ -27,11 +26,8 @@ pub struct InstallKitArgs {
     /// Ignition spec of the custom pools' pointer configs: 3.2.0 (default) .. 3.6.0.
     #[arg(long, value_name = "VERSION")]
     pub spec: Option<String>,
-    /// Trust the given digest and do not contact the registry; needs IMAGE@sha256:….
-    #[arg(long)]
-    pub offline: bool,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: ImageSourceArgs,
 }
 
 pub async fn run(args: InstallKitArgs) -> Result<()> {
@@ -42,9 +38,9 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
     let patch_check = args.install_config.patch()?;
     drop(patch_check);
     let stage = installkit::stage(&args.dir)?;
-    let reg = args.registry.resolve()?;
+    let reg = args.source.registry.resolve()?;
     let creds = reg.auth.merged();
-    let pinned = mcli::pin(&image, &reg, args.offline).await?;
+    let pinned = mcli::pin(&image, &reg, args.source.offline).await?;
     eprintln!("image: {}", pinned.image);
 
     let mut written: Vec<(PathBuf, OutputFile)> = Vec::new();

@@ -25,6 +25,13 @@ pub struct ManifestsArgs {
     /// Print secret values (the push Secret) instead of redacting them.
     #[arg(long)]
     pub show_secrets: bool,
+    #[command(flatten)]
+    pub source: ImageSourceArgs,
+}
+
+/// Where the image is looked up, shared by every command that pins an image.
+#[derive(Debug, Args, Clone)]
+pub struct ImageSourceArgs {
     /// Trust the given digest and do not contact the registry (for install hosts that
     /// cannot reach it); needs IMAGE@sha256:…, and skips the bootable-image check.
     #[arg(long)]
@@ -157,9 +164,9 @@ pub async fn run(args: ManifestsArgs) -> Result<()> {
     if let Some(d) = &dir {
         d.require_manifests()?;
     }
-    let reg = args.registry.resolve()?;
+    let reg = args.source.registry.resolve()?;
     let push_auth = push_secret_auth_for(&check, &args.common, &reg.auth.merged())?;
-    let pinned = pin(&image, &reg, args.offline).await?;
+    let pinned = pin(&image, &reg, args.source.offline).await?;
     let (settings, method_line) = args.common.settings(pinned.image, push_auth)?;
     let files = manifests::render(&settings)?;
     eprintln!("{method_line}");
