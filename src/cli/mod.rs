@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod boot_test;
 pub mod ignition;
 pub mod install_config;
 pub mod install_kit;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Boot an ISO, disk image or kernel in QEMU and check what booted.
+    BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
     /// Install-time manifests (MachineConfig or MachineOSConfig, MachineConfigPools) that put
@@ -42,6 +45,7 @@ pub enum Command {
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
