@@ -14,10 +14,12 @@ pub mod bootimage;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
+pub mod inspect;
 pub mod io;
 #[doc(hidden)]
 pub mod testkit;
 pub mod ocilayout;
+pub mod pull;
 pub mod registry;
 pub mod cacert;
 pub mod ignition;

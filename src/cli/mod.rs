@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod ignition;
+pub mod inspect;
+pub mod pull;
 pub mod registry_args;
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,11 @@ pub struct Cli {
 pub enum Command {
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
+    /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
+    /// layers, and whether it can boot a node.
+    Inspect(inspect::InspectArgs),
+    /// Copy an image into an OCI layout or archive, every blob verified while streaming.
+    Pull(pull::PullArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -31,6 +38,8 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
