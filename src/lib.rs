@@ -5,17 +5,21 @@
 //! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
+//! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
 //! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
 //! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
 pub mod bootimage;
+pub mod boottest;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
 pub mod inspect;
 pub mod io;
+pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
 pub mod ocilayout;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod boot_test;
 pub mod ignition;
 pub mod inspect;
 pub mod pull;
@@ -24,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Boot an ISO, disk image or kernel in QEMU and check what booted.
+    BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
     /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
@@ -37,6 +40,7 @@ pub enum Command {
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),

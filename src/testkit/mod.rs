@@ -4,5 +4,7 @@
 //! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
 
 pub mod cache;
+pub mod initramfs;
+pub mod kernel;
 pub mod ostree_image;
 pub mod registry;

@@ -1,0 +1,164 @@
+//! boot-test proving itself: direct kernel boot, the guest→harness channels (serial,
+//! virtio-serial port, fw_cfg Ignition), and failure: a panicking kernel, a timeout
+//! (with no QEMU left behind), Ctrl-C of the CLI.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Pattern};
+
+use crate::common::{guest_initramfs, kernel, nonce, processes_with};
+
+fn direct(append: &str) -> BootTestSettings {
+    let mut s = BootTestSettings::new(Artifact::DirectKernel {
+        kernel: kernel().vmlinuz.clone(),
+        initrd: Some(guest_initramfs().clone()),
+        append: format!("console=ttyS0 panic=-1 {append}"),
+    });
+    s.firmware = Firmware::Bios;
+    s.memory_mib = 384;
+    s.timeout = Duration::from_secs(90);
+    s.fail_on = vec![Pattern::parse("Kernel panic").unwrap()];
+    s.handle_signals = false;
+    s
+}
+
+fn pats(p: &[&str]) -> Vec<Pattern> {
+    p.iter().map(|s| Pattern::parse(s).unwrap()).collect()
+}
+
+#[test]
+fn direct_kernel_boot_reaches_marker() {
+    let n = nonce();
+    let mut s = direct(&format!("lbtest.say=DIRECT-{n}"));
+    s.expect = pats(&["layerboot-fixture: init running", &format!("DIRECT-{n}")]);
+    let o = run_blocking(&s).unwrap();
+    assert!(o.passed, "{}", o.report());
+    assert!(o.console.contains(&format!("Linux version {}", kernel().release.split('-').next().unwrap())), "the Debian kernel booted");
+}
+
+#[test]
+fn marker_over_virtio_serial_port() {
+    let n = nonce();
+    let mut s = direct(&format!("lbtest.port=PORT-{n}"));
+    s.expect = pats(&[&format!("PORT-{n}")]);
+    s.wait_for_poweroff = true;
+    let o = run_blocking(&s).unwrap();
+    assert!(o.passed, "{}", o.report());
+    assert_eq!(o.port_lines, vec![format!("PORT-{n}")]);
+    // The marker only travels over the port: the kernel command line echo aside, the
+    // console never prints it on a line of its own.
+    assert!(!o.console.lines().any(|l| l.trim() == format!("PORT-{n}")), "marker leaked to the console");
+}
+
+#[test]
+fn ignition_config_is_visible_in_the_guest_via_fw_cfg() {
+    let n = nonce();
+    let dir = tempfile::tempdir().unwrap();
+    let ign = dir.path().join("config.ign");
+    let config = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{{"path":"/etc/marker","contents":{{"source":"data:,{n}"}}}}]}}}}"#);
+    std::fs::write(&ign, &config).unwrap();
+    let mut s = direct("");
+    s.ignition = Some(ign);
+    s.expect = pats(&["IGNITION-BEGIN", &config, "IGNITION-END"]);
+    let o = run_blocking(&s).unwrap();
+    assert!(o.passed, "{}", o.report());
+}
+
+#[test]
+fn kernel_panic_is_reported_as_failure() {
+    let mut s = direct("lbtest.panic");
+    s.expect = pats(&["layerboot-fixture: done"]);
+    let o = run_blocking(&s).unwrap();
+    assert!(!o.passed, "a panicking guest must fail: {}", o.report());
+    assert!(o.reason.contains("fail-on pattern 'Kernel panic'"), "{}", o.reason);
+    assert!(o.console_tail.iter().any(|l| l.contains("Kernel panic")), "{:?}", o.console_tail);
+}
+
+#[test]
+fn timeout_fails_and_leaves_no_qemu_behind() {
+    let tag = format!("lbtest-timeout-{}", nonce());
+    let mut s = direct("lbtest.hang");
+    s.expect = pats(&["this never appears"]);
+    s.timeout = Duration::from_secs(8);
+    s.extra_qemu_args = vec!["-name".into(), tag.clone().into()];
+    let start = Instant::now();
+    let o = run_blocking(&s).unwrap();
+    assert!(!o.passed);
+    assert!(o.reason.starts_with("timed out after 8s waiting for 'this never appears'"), "{}", o.reason);
+    assert!(start.elapsed() < Duration::from_secs(30), "the timeout was not enforced");
+    assert!(o.qemu_status.is_none(), "the harness stopped QEMU");
+    assert_eq!(processes_with(&tag), Vec::<u32>::new(), "QEMU of this run still alive");
+}
+
+/// The CLI end to end: exit codes, the printed report, console log and JUnit files.
+#[test]
+fn cli_pass_and_fail_exit_codes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_layerboot");
+    let k = kernel().vmlinuz.to_str().unwrap().to_string();
+    let i = guest_initramfs().to_str().unwrap().to_string();
+    let common = |append: &str, junit: &str, log: &str| {
+        let mut c = Command::new(bin);
+        c.args(["boot-test", "--kernel", &k, "--initrd", &i, "--firmware", "bios", "--memory", "384M", "--timeout", "90s"])
+            .args(["--append", &format!("console=ttyS0 {append}"), "--fail-on", "Kernel panic"])
+            .arg("--junit")
+            .arg(dir.path().join(junit))
+            .arg("--console-log")
+            .arg(dir.path().join(log));
+        c
+    };
+    let out = common("lbtest.say=CLI-OK", "pass.xml", "pass.log").args(["--expect", "init running", "--expect", "CLI-OK"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boot test passed: all 2 expected patterns seen in order"));
+    let junit = std::fs::read_to_string(dir.path().join("pass.xml")).unwrap();
+    assert!(junit.contains("tests=\"1\" failures=\"0\"") && !junit.contains("<failure"), "{junit}");
+    assert!(std::fs::read_to_string(dir.path().join("pass.log")).unwrap().contains("CLI-OK"));
+
+    let out = common("lbtest.panic", "fail.xml", "fail.log").args(["--expect", "never"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("boot test FAILED: fail-on pattern 'Kernel panic' matched"), "{stderr}");
+    assert!(stderr.contains("--- last 40 console lines ---"), "{stderr}");
+    assert!(stderr.lines().filter(|l| !l.starts_with("boot test") && !l.starts_with("---")).count() >= 10, "console tail printed: {stderr}");
+    let junit = std::fs::read_to_string(dir.path().join("fail.xml")).unwrap();
+    assert!(junit.contains("failures=\"1\"") && junit.contains("<failure message=\"fail-on pattern &apos;Kernel panic&apos;"), "{junit}");
+    assert!(junit.contains("exiting init on purpose"), "console tail in system-out: {junit}");
+    assert!(std::fs::read_to_string(dir.path().join("fail.log")).unwrap().contains("Kernel panic"));
+}
+
+/// SIGINT to the CLI: QEMU is killed and reaped, temp files are gone, exit 130.
+#[test]
+fn cli_sigint_stops_qemu_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = format!("lbtest-sigint-{}", nonce());
+    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(["boot-test", "--kernel"])
+        .arg(&kernel().vmlinuz)
+        .arg("--initrd")
+        .arg(guest_initramfs())
+        .args(["--append", "console=ttyS0 lbtest.hang", "--firmware", "bios", "--memory", "256", "--expect", "never", "--timeout", "5m"])
+        .args(["--qemu-arg=-name", &format!("--qemu-arg={tag}")])
+        .env("TMPDIR", tmp.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let qemu = loop {
+        if let Some(pid) = processes_with(&tag).into_iter().find(|p| *p != child.id()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(std::fs::read_dir(tmp.path()).unwrap().count() > 0, "the run keeps its temp files under TMPDIR");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGINT"));
+    assert!(!std::path::Path::new(&format!("/proc/{qemu}")).exists(), "QEMU {qemu} survived");
+    assert_eq!(processes_with(&tag), Vec::<u32>::new());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+}

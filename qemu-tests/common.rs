@@ -1,0 +1,51 @@
+//! Shared fixtures of the QEMU suite.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use layerboot::testkit::initramfs::{cached_initramfs, InitramfsSpec};
+use layerboot::testkit::kernel::{debian_kernel, Kernel};
+
+/// The Debian kernel (downloaded once, cached).
+pub fn kernel() -> &'static Kernel {
+    static K: OnceLock<Kernel> = OnceLock::new();
+    K.get_or_init(|| debian_kernel().expect("Debian kernel fixture (needs 'apt-get update' and the Debian package 'dpkg')"))
+}
+
+/// Modules the test guest needs: fw_cfg in sysfs, the virtio-serial port, disks.
+pub const GUEST_MODULES: &[&str] = &["qemu_fw_cfg", "virtio_pci", "virtio_console", "virtio_blk"];
+
+/// The busybox initramfs running `qemu-tests/fixtures/guest-init.sh`.
+pub fn guest_initramfs() -> &'static PathBuf {
+    static I: OnceLock<PathBuf> = OnceLock::new();
+    I.get_or_init(|| {
+        let mut spec = InitramfsSpec::new(include_str!("fixtures/guest-init.sh"));
+        for m in GUEST_MODULES {
+            spec = spec.module(m);
+        }
+        cached_initramfs("guest-initramfs", kernel(), &spec).expect("guest initramfs fixture")
+    })
+}
+
+/// A fresh token so a pattern cannot match output of an earlier run or of the recipe.
+pub fn nonce() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", t, std::process::id())
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}

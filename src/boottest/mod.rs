@@ -1,0 +1,552 @@
+//! Boot an artifact in QEMU and decide from its output whether it booted what it should.
+//!
+//! The library entry point is [`run`] (async) or [`run_blocking`]: build
+//! [`BootTestSettings`] with [`BootTestSettings::new`], adjust fields, and get an
+//! [`Outcome`]. A *failed boot* is `Ok(Outcome { passed: false, .. })`; `Err` means the
+//! test could not be carried out (missing file, bad settings, no QEMU, interrupted).
+//!
+//! ```no_run
+//! use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Pattern};
+//! let mut s = BootTestSettings::new(Artifact::RawDisk("disk.raw".into()));
+//! s.firmware = Firmware::Uefi;
+//! s.expect = vec![Pattern::parse("LAYERED-OK").unwrap()];
+//! s.fail_on = vec![Pattern::parse("Kernel panic").unwrap()];
+//! let outcome = run_blocking(&s).unwrap();
+//! assert!(outcome.passed, "{}", outcome.reason);
+//! ```
+//!
+//! # Guest → harness protocol
+//! Lines are read from two sources, and patterns match lines from either:
+//! - the serial console (`ttyS0`, so the guest needs `console=ttyS0`);
+//! - the virtio-serial port named [`VIRTIO_PORT_NAME`] (`layerboot.0`), which the guest
+//!   sees as `/dev/virtio-ports/layerboot.0` (needs the `virtio_console` module): one
+//!   message per line, UTF-8, `\n`-terminated, e.g. `echo "LAYERED-OK $id" >
+//!   /dev/virtio-ports/layerboot.0`. Useful when the console is noisy or quiet.
+//!
+//! Expect patterns must be seen in the given order; fail-on patterns end the run as a
+//! failure as soon as one matches (see [`matcher`]). Without expect patterns, a run
+//! passes when the guest powers off by itself without a fail-on hit.
+//!
+//! # Guest hardware
+//! q35, virtio-blk disks (boot disk first, then extra disks with serials `extra1`, …,
+//! so they appear as `/dev/disk/by-id/virtio-extra1`), ISOs as an AHCI CD-ROM, no
+//! network unless added through `extra_qemu_args`; the Ignition config, if any, as
+//! fw_cfg `opt/com.coreos/config` (Ignition's `qemu` platform; in the guest
+//! `/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw`).
+
+pub mod junit;
+pub mod matcher;
+pub mod units;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub use crate::qemu::{Accel, DiskFormat, VIRTIO_PORT_NAME};
+pub use matcher::{Pattern, Source};
+
+use crate::qemu::{self, CdromConfig, DiskConfig, FirmwareConfig, KernelBoot, QemuConfig};
+
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    /// A raw disk image (metal, metal4k).
+    RawDisk(PathBuf),
+    /// A qcow2 disk image.
+    Qcow2(PathBuf),
+    /// An ISO attached as a CD-ROM (the usual live ISO boot).
+    IsoCdrom(PathBuf),
+    /// An ISO attached as a disk (a hybrid ISO written to a USB stick).
+    IsoAsDisk(PathBuf),
+    /// QEMU loads the kernel and initrd directly; no firmware boot path involved.
+    DirectKernel { kernel: PathBuf, initrd: Option<PathBuf>, append: String },
+}
+
+/// The `--kind` values; [`ArtifactKind::detect`] picks one from a file's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArtifactKind {
+    Raw,
+    Qcow2,
+    /// ISO as CD-ROM.
+    Iso,
+    IsoAsDisk,
+}
+
+impl ArtifactKind {
+    /// From magic numbers: qcow2 `QFI\xfb` at 0, ISO9660 `CD001` at 32769, else raw.
+    pub fn detect_bytes(head: &[u8]) -> Self {
+        if head.starts_with(b"QFI\xfb") {
+            ArtifactKind::Qcow2
+        } else if head.len() >= 32774 && &head[32769..32774] == b"CD001" {
+            ArtifactKind::Iso
+        } else {
+            ArtifactKind::Raw
+        }
+    }
+
+    pub fn detect(path: &Path) -> Result<Self> {
+        let mut head = Vec::with_capacity(32774);
+        File::open(path)
+            .with_context(|| format!("opening artifact {}", path.display()))?
+            .take(32774)
+            .read_to_end(&mut head)
+            .with_context(|| format!("reading artifact {}", path.display()))?;
+        Ok(Self::detect_bytes(&head))
+    }
+
+    pub fn artifact(self, path: PathBuf) -> Artifact {
+        match self {
+            ArtifactKind::Raw => Artifact::RawDisk(path),
+            ArtifactKind::Qcow2 => Artifact::Qcow2(path),
+            ArtifactKind::Iso => Artifact::IsoCdrom(path),
+            ArtifactKind::IsoAsDisk => Artifact::IsoAsDisk(path),
+        }
+    }
+}
+
+impl Artifact {
+    /// The boot disk this artifact is attached as, if any.
+    fn boot_disk(&self) -> Option<(&Path, DiskFormat)> {
+        match self {
+            Artifact::RawDisk(p) | Artifact::IsoAsDisk(p) => Some((p, DiskFormat::Raw)),
+            Artifact::Qcow2(p) => Some((p, DiskFormat::Qcow2)),
+            _ => None,
+        }
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        match self {
+            Artifact::RawDisk(p) | Artifact::Qcow2(p) | Artifact::IsoCdrom(p) | Artifact::IsoAsDisk(p) => vec![p],
+            Artifact::DirectKernel { kernel, initrd, .. } => std::iter::once(kernel.as_path()).chain(initrd.as_deref()).collect(),
+        }
+    }
+
+    fn display_name(&self) -> String {
+        let p = self.files()[0];
+        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// OVMF (Debian package `ovmf`).
+    Uefi,
+    /// SeaBIOS.
+    Bios,
+}
+
+impl fmt::Display for Firmware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Firmware::Uefi => "uefi",
+            Firmware::Bios => "bios",
+        })
+    }
+}
+
+/// A disk attached after the boot disk, e.g. the install target of a live ISO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtraDisk {
+    /// A sparse raw file of this many bytes, created for the run and deleted after it.
+    Blank { size: u64 },
+    /// An existing image; writes persist (e.g. to boot an installed disk afterwards).
+    File { path: PathBuf, format: DiskFormat },
+}
+
+/// Everything one boot test needs. Construct with [`BootTestSettings::new`].
+#[derive(Debug, Clone)]
+pub struct BootTestSettings {
+    /// Test case name (JUnit); defaults to the artifact's file name.
+    pub name: String,
+    pub artifact: Artifact,
+    pub firmware: Firmware,
+    /// Logical = physical sector size of the boot disk and extra disks: 512 or 4096.
+    pub sector_size: u32,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// Wall-clock limit for the whole run.
+    pub timeout: Duration,
+    /// Ignition config passed as fw_cfg `opt/com.coreos/config`.
+    pub ignition: Option<PathBuf>,
+    pub extra_disks: Vec<ExtraDisk>,
+    pub expect: Vec<Pattern>,
+    pub fail_on: Vec<Pattern>,
+    /// After every expect pattern was seen, keep going until the guest powers off
+    /// (fail-on still applies) instead of stopping QEMU at once.
+    pub wait_for_poweroff: bool,
+    /// Let the guest's writes reach the boot disk image. Default false: writes go to a
+    /// throwaway overlay and the artifact is left as it was.
+    pub persist_writes: bool,
+    /// Copy of the serial console.
+    pub console_log: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    /// Appended to the QEMU command line.
+    pub extra_qemu_args: Vec<OsString>,
+    pub qemu_binary: PathBuf,
+    /// `None`: KVM if it really works here, else TCG (see [`crate::qemu::accel`]).
+    pub accel: Option<Accel>,
+    /// Stop QEMU and clean up on SIGINT/SIGTERM, returning [`Interrupted`]. This
+    /// installs process-wide handlers; library users with their own handling turn it off.
+    pub handle_signals: bool,
+}
+
+impl BootTestSettings {
+    /// Defaults: UEFI, 512-byte sectors, 2 GiB, 1 vCPU, 10 minutes, no patterns.
+    pub fn new(artifact: Artifact) -> Self {
+        BootTestSettings {
+            name: artifact.display_name(),
+            artifact,
+            firmware: Firmware::Uefi,
+            sector_size: 512,
+            memory_mib: 2048,
+            cpus: 1,
+            timeout: Duration::from_secs(600),
+            ignition: None,
+            extra_disks: Vec::new(),
+            expect: Vec::new(),
+            fail_on: Vec::new(),
+            wait_for_poweroff: false,
+            persist_writes: false,
+            console_log: None,
+            junit: None,
+            extra_qemu_args: Vec::new(),
+            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            accel: None,
+            handle_signals: true,
+        }
+    }
+
+    /// Checks that need no file system.
+    pub fn validate(&self) -> Result<()> {
+        if self.sector_size != 512 && self.sector_size != 4096 {
+            bail!("unsupported sector size {}: use 512 or 4096", self.sector_size);
+        }
+        if self.firmware == Firmware::Bios && self.sector_size == 4096 && self.artifact.boot_disk().is_some() {
+            bail!("BIOS firmware (SeaBIOS) cannot boot a disk with 4096-byte sectors: use --firmware uefi");
+        }
+        if self.memory_mib < 64 {
+            bail!("memory {} MiB is too small (at least 64 MiB)", self.memory_mib);
+        }
+        if self.cpus == 0 {
+            bail!("at least one CPU is needed");
+        }
+        if self.timeout.is_zero() {
+            bail!("timeout must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+/// The run was stopped by a signal; QEMU was killed and temp files removed.
+#[derive(Debug, thiserror::Error)]
+#[error("boot test interrupted by {0}; QEMU stopped")]
+pub struct Interrupted(pub &'static str);
+
+/// Number of console lines kept in [`Outcome::console_tail`] and printed on failure.
+pub const TAIL_LINES: usize = 40;
+
+/// The verdict of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub passed: bool,
+    /// Why it passed or failed, one line.
+    pub reason: String,
+    pub duration: Duration,
+    pub accel: Accel,
+    /// The last [`TAIL_LINES`] lines of the serial console.
+    pub console_tail: Vec<String>,
+    /// The whole serial console.
+    pub console: String,
+    /// Every line the guest wrote to the `layerboot.0` port.
+    pub port_lines: Vec<String>,
+    /// QEMU's exit status when it ended by itself; `None` when the harness stopped it.
+    pub qemu_status: Option<ExitStatus>,
+}
+
+impl Outcome {
+    /// The text a human reads on failure: the reason, then the console tail.
+    pub fn report(&self) -> String {
+        let mut s = format!("boot test {}: {} ({:.1}s, {})\n", if self.passed { "passed" } else { "FAILED" }, self.reason, self.duration.as_secs_f64(), self.accel);
+        if !self.passed {
+            s.push_str(&format!("--- last {} console lines ---\n", self.console_tail.len()));
+            for l in &self.console_tail {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+/// [`run`] on a fresh current-thread runtime, for synchronous callers (tests). Must not
+/// be called from inside a tokio runtime.
+pub fn run_blocking(settings: &BootTestSettings) -> Result<Outcome> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?.block_on(run(settings))
+}
+
+fn make_qemu_config(s: &BootTestSettings, accel: Accel, dir: &Path) -> Result<QemuConfig> {
+    let firmware = match s.firmware {
+        Firmware::Bios => FirmwareConfig::Bios,
+        Firmware::Uefi => {
+            let ovmf = qemu::firmware::locate()?;
+            let vars = dir.join("OVMF_VARS.fd");
+            fs::copy(&ovmf.vars_template, &vars).with_context(|| format!("copying {} to {}", ovmf.vars_template.display(), vars.display()))?;
+            FirmwareConfig::Uefi { code: ovmf.code, vars }
+        }
+    };
+    let mut disks = Vec::new();
+    if let Some((path, format)) = s.artifact.boot_disk() {
+        disks.push(DiskConfig { path: path.to_path_buf(), format, sector_size: s.sector_size, snapshot: !s.persist_writes, read_only: false, bootindex: Some(1), serial: Some("boot".into()) });
+    }
+    for (i, extra) in s.extra_disks.iter().enumerate() {
+        let n = i + 1;
+        let (path, format) = match extra {
+            ExtraDisk::Blank { size } => {
+                let p = dir.join(format!("extra{n}.raw"));
+                File::create(&p).and_then(|f| f.set_len(*size)).with_context(|| format!("creating blank disk {}", p.display()))?;
+                (p, DiskFormat::Raw)
+            }
+            ExtraDisk::File { path, format } => (path.clone(), *format),
+        };
+        disks.push(DiskConfig { path, format, sector_size: s.sector_size, snapshot: false, read_only: false, bootindex: None, serial: Some(format!("extra{n}")) });
+    }
+    let cdrom = match &s.artifact {
+        Artifact::IsoCdrom(p) => Some(CdromConfig { path: p.clone(), bootindex: Some(1) }),
+        _ => None,
+    };
+    let kernel = match &s.artifact {
+        Artifact::DirectKernel { kernel, initrd, append } => Some(KernelBoot { kernel: kernel.clone(), initrd: initrd.clone(), append: append.clone() }),
+        _ => None,
+    };
+    let fw_cfg = s.ignition.iter().map(|p| (qemu::IGNITION_FW_CFG_KEY.to_string(), p.clone())).collect();
+    Ok(QemuConfig {
+        binary: s.qemu_binary.clone(),
+        accel,
+        memory_mib: s.memory_mib,
+        cpus: s.cpus,
+        firmware,
+        disks,
+        cdrom,
+        kernel,
+        fw_cfg,
+        serial_log: dir.join("serial.log"),
+        virtio_log: dir.join("virtio-port.log"),
+        extra_args: s.extra_qemu_args.clone(),
+    })
+}
+
+enum End {
+    Exited(ExitStatus),
+    Decided,
+    TimedOut,
+    Signal(&'static str),
+}
+
+async fn recv_opt(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Boot the artifact and decide. Writes the console log and JUnit file when asked to,
+/// for passed and failed runs alike.
+pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
+    s.validate()?;
+    for f in s.artifact.files().into_iter().chain(s.ignition.as_deref()) {
+        if !f.is_file() {
+            bail!("{} does not exist or is not a file", f.display());
+        }
+    }
+    for e in &s.extra_disks {
+        if let ExtraDisk::File { path, .. } = e {
+            if !path.is_file() {
+                bail!("extra disk {} does not exist", path.display());
+            }
+        }
+    }
+    let (mut sigint, mut sigterm) = if s.handle_signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        (Some(signal(SignalKind::interrupt()).context("installing a SIGINT handler")?), Some(signal(SignalKind::terminate()).context("installing a SIGTERM handler")?))
+    } else {
+        (None, None)
+    };
+    let accel = match s.accel {
+        Some(a) => a,
+        None => {
+            let bin = s.qemu_binary.clone();
+            tokio::task::spawn_blocking(move || qemu::accel::detect(&bin)).await.context("accelerator probe")?
+        }
+    };
+    // Declared before the QEMU process so it is dropped (deleted) after QEMU is dead.
+    let dir = tempfile::Builder::new().prefix("layerboot-boottest-").tempdir().context("creating a temporary directory")?;
+    let config = make_qemu_config(s, accel, dir.path())?;
+    let argv = config.argv();
+    let start = Instant::now();
+    let mut qemu = qemu::runner::QemuProcess::spawn(&argv, &dir.path().join("qemu.stderr"))?;
+    let mut console = qemu::runner::FileTail::new(&config.serial_log);
+    let mut port = qemu::runner::FileTail::new(&config.virtio_log);
+    let mut matcher = matcher::Matcher::new(s.expect.clone(), s.fail_on.clone());
+    let deadline = tokio::time::Instant::now() + s.timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let done = |m: &matcher::Matcher| m.failure().is_some() || (m.has_expects() && m.all_seen() && !s.wait_for_poweroff);
+
+    let end = loop {
+        tokio::select! {
+            status = qemu.wait() => break End::Exited(status?),
+            _ = tick.tick() => {
+                matcher.feed(Source::Console, &console.read_new()?);
+                matcher.feed(Source::Port, &port.read_new()?);
+                if done(&matcher) {
+                    break End::Decided;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break End::TimedOut,
+            _ = recv_opt(&mut sigint) => break End::Signal("SIGINT"),
+            _ = recv_opt(&mut sigterm) => break End::Signal("SIGTERM"),
+        }
+    };
+    let duration = start.elapsed();
+    qemu.kill().await?;
+    let stderr_tail = qemu.stderr_tail(5);
+    matcher.feed(Source::Console, &console.read_new()?);
+    matcher.feed(Source::Port, &port.read_new()?);
+    if let End::Signal(sig) = end {
+        return Err(Interrupted(sig).into());
+    }
+    if matches!(end, End::Exited(_)) {
+        matcher.finish();
+    }
+
+    let next = |m: &matcher::Matcher| m.next_expected().map(|p| format!("'{p}'")).unwrap_or_else(|| "the guest to power off".into());
+    let progress = format!("{} of {} expected patterns seen", matcher.seen(), s.expect.len());
+    let (passed, reason) = if let Some(f) = matcher.failure() {
+        (false, format!("fail-on pattern '{}' matched on the {}: {}", f.pattern, f.source, f.line.trim()))
+    } else {
+        match end {
+            End::Decided => (true, format!("all {} expected patterns seen in order", s.expect.len())),
+            End::Exited(status) if matcher.has_expects() && matcher.all_seen() => {
+                (true, format!("all {} expected patterns seen in order, then the guest powered off ({status})", s.expect.len()))
+            }
+            End::Exited(status) if !matcher.has_expects() && status.success() => (true, "the guest powered off without a fail-on match".into()),
+            End::Exited(status) => {
+                let why = if stderr_tail.is_empty() { String::new() } else { format!("; QEMU said: {stderr_tail}") };
+                (false, format!("QEMU exited ({status}) while waiting for {} ({progress}){why}", next(&matcher)))
+            }
+            End::TimedOut => (false, format!("timed out after {}s waiting for {} ({progress})", s.timeout.as_secs(), next(&matcher))),
+            End::Signal(_) => unreachable!("returned above"),
+        }
+    };
+    let console_bytes = fs::read(&config.serial_log).unwrap_or_default();
+    let console_text = String::from_utf8_lossy(&console_bytes).into_owned();
+    let lines: Vec<&str> = console_text.lines().collect();
+    let console_tail: Vec<String> = lines[lines.len().saturating_sub(TAIL_LINES)..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    let outcome = Outcome {
+        passed,
+        reason,
+        duration,
+        accel,
+        console_tail,
+        console: console_text,
+        port_lines: matcher.port_lines().to_vec(),
+        qemu_status: match end {
+            End::Exited(st) => Some(st),
+            _ => None,
+        },
+    };
+    if let Some(dest) = &s.console_log {
+        crate::io::write_atomic(dest, &console_bytes, 0o644).with_context(|| format!("writing console log {}", dest.display()))?;
+    }
+    if let Some(dest) = &s.junit {
+        let out = outcome.console_tail.join("\n");
+        let classname = format!("layerboot.boot-test.{}", s.firmware);
+        let case = junit::TestCase { name: &s.name, classname: &classname, duration: outcome.duration, failure: (!outcome.passed).then_some(outcome.reason.as_str()), system_out: &out };
+        crate::io::write_atomic(dest, junit::render("layerboot boot-test", &[case]).as_bytes(), 0o644).with_context(|| format!("writing JUnit file {}", dest.display()))?;
+    }
+    log::info!("{}", outcome.report().lines().next().unwrap_or_default());
+    drop(qemu);
+    drop(dir);
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_detection_by_magic() {
+        let mut iso = vec![0u8; 40000];
+        iso[32769..32774].copy_from_slice(b"CD001");
+        let mut qcow = b"QFI\xfb\0\0\0\x03".to_vec();
+        qcow.resize(100, 0);
+        for (name, bytes, want) in [
+            ("iso", iso.clone(), ArtifactKind::Iso),
+            ("qcow2", qcow, ArtifactKind::Qcow2),
+            ("zeros", vec![0u8; 40000], ArtifactKind::Raw),
+            ("short file", b"QF".to_vec(), ArtifactKind::Raw),
+            ("truncated iso", iso[..32770].to_vec(), ArtifactKind::Raw),
+        ] {
+            assert_eq!(ArtifactKind::detect_bytes(&bytes), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn validation_table() {
+        let disk = Artifact::RawDisk("d.raw".into());
+        let kernel = Artifact::DirectKernel { kernel: "k".into(), initrd: None, append: String::new() };
+        let cases: Vec<(&str, BootTestSettings, Option<&str>)> = vec![
+            ("defaults", BootTestSettings::new(disk.clone()), None),
+            ("uefi 4k disk", BootTestSettings { sector_size: 4096, ..BootTestSettings::new(disk.clone()) }, None),
+            ("bios 4k disk", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(disk.clone()) }, Some("SeaBIOS")),
+            ("bios 4k qcow2", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(Artifact::Qcow2("q".into())) }, Some("SeaBIOS")),
+            ("bios 4k extra disk with cdrom", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(Artifact::IsoCdrom("l.iso".into())) }, None),
+            ("bios 4k kernel", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(kernel.clone()) }, None),
+            ("odd sector size", BootTestSettings { sector_size: 1024, ..BootTestSettings::new(disk.clone()) }, Some("1024")),
+            ("tiny memory", BootTestSettings { memory_mib: 16, ..BootTestSettings::new(disk.clone()) }, Some("16 MiB")),
+            ("no cpu", BootTestSettings { cpus: 0, ..BootTestSettings::new(disk.clone()) }, Some("CPU")),
+        ];
+        for (name, s, want_err) in cases {
+            match (s.validate(), want_err) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{name}: {e}"),
+                (r, w) => panic!("{name}: got {r:?}, wanted error containing {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn qemu_config_from_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = BootTestSettings::new(Artifact::IsoCdrom("/x/live.iso".into()));
+        s.firmware = Firmware::Bios;
+        s.sector_size = 4096;
+        s.ignition = Some("/x/c.ign".into());
+        s.extra_disks = vec![ExtraDisk::Blank { size: 1 << 30 }, ExtraDisk::File { path: "/x/d.qcow2".into(), format: DiskFormat::Qcow2 }];
+        let c = make_qemu_config(&s, Accel::Tcg, dir.path()).unwrap();
+        assert_eq!(c.cdrom, Some(CdromConfig { path: "/x/live.iso".into(), bootindex: Some(1) }));
+        assert_eq!(c.disks.len(), 2);
+        assert_eq!(c.disks[0].path, dir.path().join("extra1.raw"));
+        assert_eq!(fs::metadata(&c.disks[0].path).unwrap().len(), 1 << 30);
+        assert_eq!((c.disks[0].sector_size, c.disks[0].bootindex, c.disks[0].snapshot), (4096, None, false));
+        assert_eq!((c.disks[1].format, c.disks[1].serial.as_deref()), (DiskFormat::Qcow2, Some("extra2")));
+        assert_eq!(c.fw_cfg, vec![("opt/com.coreos/config".to_string(), PathBuf::from("/x/c.ign"))]);
+        assert_eq!(c.firmware, FirmwareConfig::Bios);
+
+        let mut s = BootTestSettings::new(Artifact::Qcow2("/x/d.qcow2".into()));
+        s.persist_writes = true;
+        let c = make_qemu_config(&s, Accel::Tcg, dir.path()).unwrap();
+        assert_eq!((c.disks[0].format, c.disks[0].snapshot, c.disks[0].bootindex), (DiskFormat::Qcow2, false, Some(1)));
+        match c.firmware {
+            FirmwareConfig::Uefi { vars, .. } => assert!(vars.starts_with(dir.path()) && vars.is_file(), "private VARS copy"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
