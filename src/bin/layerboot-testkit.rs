@@ -71,20 +71,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let to = dest.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &to)?;
-        } else {
-            std::fs::copy(e.path(), &to).with_context(|| format!("copying to {}", to.display()))?;
-        }
-    }
-    Ok(())
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::BuildTinyImage { kind, to } => {
@@ -97,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
             if to.exists() {
                 anyhow::bail!("{} already exists", to.display());
             }
-            copy_dir(&src, &to)?;
+            ostree_image::copy_dir(&src, &to)?;
             println!("oci:{}:{}", to.display(), ostree_image::FIXTURE_TAG);
             Ok(())
         }

@@ -204,7 +204,8 @@ pub fn layered_image() -> Result<PathBuf> {
     .join("oci"))
 }
 
-fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+/// Copy a directory tree of plain files (a layout).
+pub fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
     fs::create_dir_all(dest)?;
     for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let e = e?;
