@@ -11,6 +11,8 @@ pub mod ignition;
 pub mod install_config;
 pub mod install_kit;
 pub mod manifests;
+pub mod inspect;
+pub mod pull;
 pub mod registry_args;
 
 #[derive(Debug, Parser)]
@@ -39,6 +41,11 @@ pub enum Command {
     /// Manifests, install-config pieces and pointer configs into an installer directory
     /// in one go (as far as its stage allows), with a summary and the next commands.
     InstallKit(install_kit::InstallKitArgs),
+    /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
+    /// layers, and whether it can boot a node.
+    Inspect(inspect::InspectArgs),
+    /// Copy an image into an OCI layout or archive, every blob verified while streaming.
+    Pull(pull::PullArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -50,6 +57,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
         Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
