@@ -18,13 +18,17 @@ pub mod boottest;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
+pub mod inspect;
 pub mod io;
 pub mod iso;
 pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
 pub mod ocilayout;
+pub mod pull;
 pub mod registry;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;
+pub mod installconfig;
+pub mod installkit;
