@@ -17,11 +17,13 @@ pub mod boottest;
 pub mod cli;
 pub mod cmd;
 pub mod imageref;
+pub mod inspect;
 pub mod io;
 pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;
 pub mod ocilayout;
+pub mod pull;
 pub mod registry;
 pub mod cacert;
 pub mod ignition;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 pub mod boot_test;
 pub mod ignition;
+pub mod inspect;
+pub mod pull;
 pub mod registry_args;
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,11 @@ pub enum Command {
     BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
+    /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
+    /// layers, and whether it can boot a node.
+    Inspect(inspect::InspectArgs),
+    /// Copy an image into an OCI layout or archive, every blob verified while streaming.
+    Pull(pull::PullArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -35,6 +42,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
