@@ -9,3 +9,4 @@ pub mod kernel;
 pub mod ostree_image;
 pub mod registry;
 pub mod liveiso;
+pub mod bootdisk;
