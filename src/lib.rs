@@ -28,3 +28,5 @@ pub mod registry;
 pub mod cacert;
 pub mod ignition;
 pub mod manifests;
+pub mod installconfig;
+pub mod installkit;

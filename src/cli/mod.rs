@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 pub mod boot_test;
 pub mod ignition;
+pub mod install_config;
+pub mod install_kit;
+pub mod manifests;
 pub mod inspect;
 pub mod pull;
 pub mod registry_args;
@@ -29,6 +32,15 @@ pub enum Command {
     BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
+    /// Install-time manifests (MachineConfig or MachineOSConfig, MachineConfigPools) that put
+    /// the layered image on the nodes of the given pools.
+    Manifests(manifests::ManifestsArgs),
+    /// The install-config.yaml pieces the layered image needs (pullSecret, trust bundle,
+    /// mirrors, bare-metal OS images): printed, or patched into the file in place.
+    InstallConfig(install_config::InstallConfigArgs),
+    /// Manifests, install-config pieces and pointer configs into an installer directory
+    /// in one go (as far as its stage allows), with a summary and the next commands.
+    InstallKit(install_kit::InstallKitArgs),
     /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
     /// layers, and whether it can boot a node.
     Inspect(inspect::InspectArgs),
@@ -41,7 +53,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BootTest(args) => boot_test::run(args).await,
-        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
+        Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
     }
