@@ -54,6 +54,10 @@ pub struct InstallConfigOptions {
     /// Stream format for clusterOSImage (default: raw.xz, raw.gz, qcow2.xz, … in that order).
     #[arg(long, value_name = "FORMAT")]
     pub stream_format: Option<String>,
+    /// Where the stream's artifacts are served, for stream metadata whose `location` is a
+    /// bare file name (layerboot disk without --base-url).
+    #[arg(long, value_name = "URL")]
+    pub stream_base_url: Option<String>,
     /// Stream architecture (CoreOS naming).
     #[arg(long, value_name = "ARCH", default_value = std::env::consts::ARCH)]
     pub stream_arch: String,
@@ -83,11 +87,12 @@ impl InstallConfigOptions {
             let stream = Stream::parse(&bytes, &what)?;
             let (fmt, disk) = stream.disk(&self.stream_arch, &self.stream_platform, self.stream_format.as_deref(), &what)?;
             let sha = disk.uncompressed_sha256.as_deref().with_context(|| format!("{what}: {} {fmt} disk has no uncompressed-sha256", self.stream_platform))?;
-            p.cluster_os_image = Some(installconfig::os_image_url(&disk.location, sha, &what)?);
+            let base = self.stream_base_url.as_deref();
+            p.cluster_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&disk.location, base), sha, &what)?);
             if self.stream_platform != "qemu" {
                 if let Ok((_, q)) = stream.disk(&self.stream_arch, "qemu", None, &what) {
                     if let Some(qsha) = &q.uncompressed_sha256 {
-                        p.bootstrap_os_image = Some(installconfig::os_image_url(&q.location, qsha, &what)?);
+                        p.bootstrap_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&q.location, base), qsha, &what)?);
                     }
                 }
             }
@@ -161,6 +166,10 @@ pub fn patch_file(path: &Path, opts: &InstallConfigOptions, image: Option<&Regis
 }
 
 pub fn run(args: InstallConfigArgs) -> Result<()> {
+    let o = &args.opts;
+    if args.image.is_none() && o.trust_bundle.is_none() && o.mirrors.is_empty() && o.stream.is_none() && o.cluster_os_image.is_none() && o.bootstrap_os_image.is_none() {
+        bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream or --cluster-os-image");
+    }
     let image = args.image.as_deref().map(crate::cli::manifests::registry_ref).transpose()?;
     let reg = args.registry.resolve()?;
     let creds = reg.auth.merged();
