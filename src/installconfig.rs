@@ -56,6 +56,12 @@ pub struct Patch {
     pub bootstrap_os_image: Option<String>,
 }
 
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.pull_secret.is_none() && self.trust_bundle.is_none() && self.mirrors.is_empty() && self.cluster_os_image.is_none() && self.bootstrap_os_image.is_none()
+    }
+}
+
 impl InstallConfig {
     pub fn parse(text: &str, what: &str) -> Result<InstallConfig> {
         let v: Value = serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: not valid YAML: {e}"))?;

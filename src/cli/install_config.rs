@@ -141,9 +141,8 @@ pub fn merge_pull_secret(existing: Option<&str>, image: &RegistryRef, creds: &Au
     Ok(Some(secret.to_json()))
 }
 
-/// Build the full patch (pull secret included) for `ic`.
-pub fn full_patch(opts: &InstallConfigOptions, image: Option<&RegistryRef>, creds: &AuthFile, existing_pull_secret: Option<&str>) -> Result<Patch> {
-    let mut patch = opts.patch()?;
+/// Complete `patch` (from [`InstallConfigOptions::patch`]) with the merged pull secret.
+pub fn full_patch(mut patch: Patch, image: Option<&RegistryRef>, creds: &AuthFile, existing_pull_secret: Option<&str>) -> Result<Patch> {
     if let Some(image) = image {
         patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
         if patch.pull_secret.is_none() {
@@ -154,9 +153,9 @@ pub fn full_patch(opts: &InstallConfigOptions, image: Option<&RegistryRef>, cred
 }
 
 /// Patch the file at `path`; returns the change lines. Writes atomically, 0600.
-pub fn patch_file(path: &Path, opts: &InstallConfigOptions, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
+pub fn patch_file(path: &Path, base: Patch, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
     let mut ic = InstallConfig::load(path)?;
-    let patch = full_patch(opts, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
+    let patch = full_patch(base, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
     let changes = ic.apply(&patch).with_context(|| path.display().to_string())?;
     if ic.had_comments() {
         eprintln!("note: comments in {} are not kept (openshift-install discards the file on use anyway)", path.display());
@@ -171,6 +170,7 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream or --cluster-os-image");
     }
     let image = args.image.as_deref().map(crate::cli::manifests::registry_ref).transpose()?;
+    let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
     let creds = reg.auth.merged();
     let target = match (&args.install_config, &args.dir) {
@@ -189,14 +189,14 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     };
     match target {
         Some(path) => {
-            let changes = patch_file(&path, &args.opts, image.as_ref(), &creds)?;
+            let changes = patch_file(&path, base, image.as_ref(), &creds)?;
             eprintln!("patched {} (mode 0600):", path.display());
             for c in changes {
                 eprintln!("  {c}");
             }
         }
         None => {
-            let patch = full_patch(&args.opts, image.as_ref(), &creds, None)?;
+            let patch = full_patch(base, image.as_ref(), &creds, None)?;
             if patch.pull_secret.is_some() {
                 eprintln!("note: the pullSecret piece holds only the image registry's entry: merge it into your pull secret, or pass --install-config to patch the file");
             }
@@ -204,4 +204,39 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> RegistryRef {
+        crate::cli::manifests::registry_ref(s).unwrap()
+    }
+
+    #[test]
+    fn pull_secret_merge_never_clobbers_the_release_credentials() {
+        let release = r#"{"auths":{"quay.io":{"auth":"cmVsZWFzZTpyZWxlYXNl","email":"a@b"},"registry.redhat.io":{"auth":"eDp5"}}}"#;
+        let host_creds = AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let repo_creds = AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let cases: &[(Option<&str>, &AuthFile, &str, Option<&[&str]>)] = &[
+            // host taken by other credentials: file under host/repository
+            (Some(release), &host_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"])),
+            // a repository-scoped authfile key is kept as is
+            (Some(release), &repo_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme", "registry.redhat.io"])),
+            // free host: the host key
+            (None, &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            (Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#), &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            // nothing for that registry
+            (Some(release), &host_creds, "registry.example.com/acme/os", None),
+        ];
+        for (existing, creds, image, want) in cases {
+            let got = merge_pull_secret(*existing, &r(image), creds).unwrap();
+            let keys = got.map(|j| AuthFile::parse(&j).unwrap().auths.into_keys().collect::<Vec<_>>());
+            assert_eq!(keys, want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{existing:?} {image}");
+        }
+        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds).unwrap().unwrap();
+        assert!(merged.contains("\"email\":\"a@b\""), "other fields kept: {merged}");
+        assert!(merge_pull_secret(Some("{not json"), &r("quay.io/a/b"), &host_creds).is_err());
+    }
 }
