@@ -8,3 +8,4 @@ pub mod initramfs;
 pub mod kernel;
 pub mod ostree_image;
 pub mod registry;
+pub mod bootdisk;
