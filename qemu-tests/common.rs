@@ -49,3 +49,14 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     }
     found
 }
+
+/// The GPT boot disk fixture (GRUB for UEFI and, with 512-byte sectors, BIOS).
+pub fn boot_disk(sector_size: u32, with_bootloader: bool) -> PathBuf {
+    use layerboot::testkit::bootdisk::{cached_boot_disk, BootDiskSpec};
+    cached_boot_disk(kernel(), guest_initramfs(), BootDiskSpec { sector_size, with_bootloader }).expect("boot disk fixture")
+}
+
+/// A grub-mkrescue hybrid ISO booting the guest (as CD-ROM or as disk, UEFI or BIOS).
+pub fn grub_iso() -> PathBuf {
+    layerboot::testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs()).expect("GRUB ISO fixture")
+}

@@ -5,3 +5,4 @@
 mod boottest;
 mod common;
 mod disk;
+mod iso;

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use layerboot::testkit::layered_image::{layered_image, LayeredImage};
+use layerboot::testkit::registry::{LocalRegistry, Mode};
 
 fn image() -> &'static LayeredImage {
     static I: std::sync::OnceLock<LayeredImage> = std::sync::OnceLock::new();
@@ -78,7 +79,7 @@ fn bad_input_is_refused_before_any_work() {
         (vec!["disk", &oci, "--karg", "ostree=/x", "-o", out_s], "ostree= is set by the deployment"),
         (vec!["disk", &oci, "--stateroot", "a/b", "-o", out_s], "--stateroot 'a/b'"),
         (vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s], "/nonexistent/layout/index.json"),
-        (vec!["disk", "quay.io/acme/os:1", "-o", out_s], "layerboot pull"),
+        (vec!["disk", "docker://quay.io/acme/os", "--karg", "two words", "-o", out_s], "must be one non-empty word"),
     ];
     for (args, want) in cases {
         let t = Instant::now();
@@ -119,11 +120,21 @@ fn metal_build_is_complete_and_described() {
     let defs = definitions(dir.path());
     let out = dir.path().join("metal.raw.gz");
     let before = system_state();
-    let o = run(&["disk", &image().oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "metal-gz", "--karg", "quiet", "--base-url", "https://example.com/img", "-o", out.to_str().unwrap(), "--json"]);
+    // Served by a loopback registry, as users' images are: pulled verified into the cache.
+    let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let pushed = registry.push_oci_dir(Path::new(&format!("{}:layered", image().oci_dir.display())), "acme/debian-layered:41").unwrap();
+    let cache = dir.path().join("cache");
+    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "--bootimages", defs.to_str().unwrap(), "-p", "metal-gz", "--karg", "quiet", "--base-url", "https://example.com/img", "-o", out.to_str().unwrap(), "--json"])
+        .env("LAYERBOOT_CACHE", &cache)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&cache).unwrap();
     assert_eq!(system_state(), before, "mounts or loop devices left behind");
     assert_only(dir.path(), &["defs", "metal.raw.gz", "stream.json"]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The deployment's origin tracks the registry image by digest, for later updates.
+    assert_eq!(report["origin"], format!("ostree-unverified-registry:{}/acme/debian-layered@{}", registry.addr(), image().digest));
 
     let (sha, size) = layerboot::io::sha256_file(&out).unwrap();
     assert_eq!(report["sha256"], sha);
@@ -231,4 +242,35 @@ fn sigterm_mid_build_leaves_nothing_behind() {
         assert_only(dir.path(), &[]);
         assert_eq!(system_state(), before, "mounts or loop devices left behind");
     }
+}
+
+/// Registry images: a non-bootable one is refused from its config before any layer is
+/// fetched; a tampered layer is caught by the verified pull and nothing is written.
+#[test]
+fn registry_images_are_checked_and_verified() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("x.raw");
+    let nonbootable = layerboot::testkit::ostree_image::non_bootable_image().unwrap();
+    let plain = registry.push_oci_dir(&nonbootable, "acme/plain:1").unwrap();
+    let o = layerboot(&["disk", &plain, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a bootable ostree image"), "{}", stderr(&o));
+    let cached_blobs = std::fs::read_dir(cache.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(cached_blobs, 0, "layers were fetched for a non-bootable image");
+
+    let src = format!("{}:layered", image().oci_dir.display());
+    let pushed = registry.push_oci_dir(Path::new(&src), "acme/tampered:1").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(image().oci_dir.join("blobs/sha256").join(image().digest.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().parse::<layerboot::imageref::Digest>().unwrap();
+    let blob = registry.storage_blob_path(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&layer.to_string()), "the error names the bad blob: {}", stderr(&o));
+    assert_only(dir.path(), &["cache"]);
 }

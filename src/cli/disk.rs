@@ -8,12 +8,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::bootimage::{definition::parse_size, Catalog};
+use super::registry_args::RegistryArgs;
+use crate::disk::source::check_bootable_labels;
 use crate::disk::{self, Cancel, DiskSettings, SourceImage};
 use crate::imageref::ImageRef;
 
 #[derive(Debug, Args)]
 pub struct DiskArgs {
-    /// The layered image: `oci:DIR[:TAG]` (a local OCI layout, e.g. from `layerboot pull`).
+    /// The layered image: registry/repo[:tag][@sha256:…] (pulled, verified, into the shared
+    /// cache), oci:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub image: String,
 
     /// Boot image kind: a definition in bootimages/ (qemu, metal, metal4k) or in --bootimages.
@@ -59,18 +62,39 @@ pub struct DiskArgs {
     /// List the known boot image definitions and exit.
     #[arg(long, exclusive = true)]
     pub list: bool,
+
+    /// No pull progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 impl DiskArgs {
-    /// Validate everything that can be validated without touching the image's content.
-    pub fn resolve(&self) -> Result<DiskSettings> {
+    /// Validate the arguments, check the image is bootable from its config (before any
+    /// layer is fetched), then make it available in a local OCI layout.
+    pub async fn resolve(&self) -> Result<DiskSettings> {
         let catalog = Catalog::load(self.bootimages.as_deref())?;
         let definition = catalog.get(&self.platform)?.clone();
         let image_ref: ImageRef = self.image.parse().with_context(|| format!("invalid image reference '{}'", self.image))?;
+        let opts = self.registry.resolve()?;
         let image = match &image_ref {
+            // A local layout is read in place.
             ImageRef::OciDir { path, tag } => SourceImage::open(path, tag.as_deref())?,
-            other => bail!("{other}: layerboot disk reads a local OCI layout (oci:DIR[:TAG]); fetch the image first with `layerboot pull {other} --to oci:DIR`"),
+            _ => {
+                let resolved = crate::registry::resolve(&image_ref, &opts).await?;
+                check_bootable_labels(&image_ref.to_string(), &resolved.config.labels())?;
+                let pulled = crate::pull::pull_resolved_to_cache(&resolved, &opts, self.quiet).await?;
+                let dir = pulled.layout_dir.as_deref().context("the image cache is a directory layout")?;
+                let image = SourceImage::open(dir, Some(&pulled.ref_name))?;
+                match &pulled.pinned {
+                    Some(pinned) => image.with_registry_origin(&pinned.to_string()),
+                    None => image,
+                }
+            }
         };
+        image.check_bootable()?;
         let size = self.size.as_deref().map(parse_size).transpose().context("--size")?;
         if self.stateroot.is_empty() || !self.stateroot.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             bail!("--stateroot '{}' must be letters, digits, '-', '_' or '.'", self.stateroot);
@@ -111,7 +135,10 @@ pub async fn run(args: DiskArgs) -> Result<ExitCode> {
     if args.list {
         return list(&args);
     }
-    let settings = args.resolve()?;
+    let settings = tokio::select! {
+        r = args.resolve() => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted while fetching {}: nothing was written", args.image),
+    };
     let cancel = Cancel::default();
     let worker_cancel = cancel.clone();
     let mut task = tokio::task::spawn_blocking(move || disk::build(&settings, &worker_cancel));

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use crate::cli::manifests::ImageSourceArgs;
 use crate::ignition::pointer::{self, CaSource, Endpoint, PointerSettings};
+use crate::ignition::rebase;
 use crate::ignition::SpecVersion;
 
 #[derive(Debug, Args)]
@@ -20,6 +22,33 @@ pub enum IgnitionCommand {
     /// worker.ign), for any pool: it makes the node fetch its config from the Machine
     /// Config Server.
     Pointer(PointerArgs),
+    /// First-boot config for standalone Fedora/CentOS CoreOS: registry auth, then one
+    /// switch to the layered image (rpm-ostree rebase, or bootc switch for bootc images)
+    /// and exactly one reboot.
+    Rebase(RebaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebaseArgs {
+    /// The layered image (a tag is resolved to its digest first).
+    pub image: String,
+    /// ssh public key file(s) for user core.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Ignition configs to merge in (inline, via ignition.config.merge; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub merge: Vec<PathBuf>,
+    /// Ignition spec version to emit: 3.2.0 (default) .. 3.6.0.
+    #[arg(long, value_name = "VERSION")]
+    pub spec: Option<String>,
+    /// Write to FILE (mode 0600 when it holds registry credentials) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Allow printing a config that holds registry credentials to stdout.
+    #[arg(long)]
+    pub show_secrets: bool,
+    #[command(flatten)]
+    pub source: ImageSourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -82,8 +111,9 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
-pub fn run(args: IgnitionArgs) -> Result<()> {
+pub async fn run(args: IgnitionArgs) -> Result<()> {
     match args.command {
+        IgnitionCommand::Rebase(a) => rebase(a).await,
         IgnitionCommand::Pointer(a) => {
             let settings = a.settings()?;
             // Pool and endpoint are checked in settings(), so what render() can still
@@ -97,6 +127,48 @@ pub fn run(args: IgnitionArgs) -> Result<()> {
             emit(a.output.as_deref(), &rendered, 0o644)
         }
     }
+}
+
+async fn rebase(a: RebaseArgs) -> Result<()> {
+    let image = crate::cli::manifests::registry_ref(&a.image)?;
+    let spec_given = a.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?;
+    let spec = spec_given.unwrap_or_default();
+    let mut ssh_keys = Vec::new();
+    for p in &a.ssh_keys {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading ssh key {}", p.display()))?;
+        ssh_keys.extend(rebase::parse_ssh_keys(&text, &format!("ssh key {}", p.display()))?);
+    }
+    let mut merge = Vec::new();
+    for p in &a.merge {
+        let bytes = read(p, "Ignition config")?;
+        let what = format!("--merge {}", p.display());
+        rebase::check_merge_config(&bytes, &what, spec)?;
+        merge.push((what, bytes));
+    }
+    let reg = a.source.registry.resolve()?;
+    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image).map(|(_, one)| one.to_json_pretty().into_bytes());
+    let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
+    if auth_json.is_some() && to_stdout && !a.show_secrets {
+        bail!("the config holds registry credentials for {}: write it with -o FILE (mode 0600), or pass --show-secrets to print it", image.registry);
+    }
+    let pinned = crate::cli::manifests::pin(&image, &reg, a.source.offline).await?;
+    let switcher = if pinned.bootc { rebase::Switcher::Bootc } else { rebase::Switcher::RpmOstree };
+    let has_secret = auth_json.is_some();
+    let settings = rebase::RebaseSettings { image: pinned.image.clone(), switcher, auth_json, ssh_keys, merge, spec };
+    let rendered = rebase::render(&settings)?;
+    eprintln!("{}", SpecVersion::explain(spec_given));
+    eprintln!(
+        "switch: {} to {}",
+        match switcher {
+            rebase::Switcher::Bootc => "bootc switch (image has containers.bootc=1)",
+            rebase::Switcher::RpmOstree => "rpm-ostree rebase ostree-unverified-registry:",
+        },
+        pinned.image
+    );
+    if !has_secret {
+        eprintln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
+    }
+    emit(a.output.as_deref(), &rendered, if has_secret { 0o600 } else { 0o644 })
 }
 
 /// Write to a file atomically, or to stdout.

@@ -7,8 +7,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod disk;
+pub mod iso;
 pub mod boot_test;
 pub mod ignition;
+pub mod install_config;
+pub mod install_kit;
+pub mod manifests;
+pub mod inspect;
+pub mod pull;
 pub mod registry_args;
 
 #[derive(Debug, Parser)]
@@ -26,10 +32,26 @@ pub struct Cli {
 pub enum Command {
     /// Build a first-boot disk image (qemu qcow2, metal, metal4k) from the layered image itself.
     Disk(disk::DiskArgs),
+    /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
+    Iso(iso::IsoArgs),
     /// Boot an ISO, disk image or kernel in QEMU and check what booted.
     BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
     Ignition(ignition::IgnitionArgs),
+    /// Install-time manifests (MachineConfig or MachineOSConfig, MachineConfigPools) that put
+    /// the layered image on the nodes of the given pools.
+    Manifests(manifests::ManifestsArgs),
+    /// The install-config.yaml pieces the layered image needs (pullSecret, trust bundle,
+    /// mirrors, bare-metal OS images): printed, or patched into the file in place.
+    InstallConfig(install_config::InstallConfigArgs),
+    /// Manifests, install-config pieces and pointer configs into an installer directory
+    /// in one go (as far as its stage allows), with a summary and the next commands.
+    InstallKit(install_kit::InstallKitArgs),
+    /// Show what an image is: digest and pinned pull spec, platform, ostree labels,
+    /// layers, and whether it can boot a node.
+    Inspect(inspect::InspectArgs),
+    /// Copy an image into an OCI layout or archive, every blob verified while streaming.
+    Pull(pull::PullArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -37,8 +59,14 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Disk(args) => disk::run(args).await,
+        Command::Iso(args) => iso::run(args),
         Command::BootTest(args) => boot_test::run(args).await,
-        Command::Ignition(a) => ignition::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
+        Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
     }
 }
 

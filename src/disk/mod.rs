@@ -82,6 +82,8 @@ pub struct BuildReport {
     pub uncompressed_sha256: String,
     pub uncompressed_size: u64,
     pub ostree_commit: String,
+    /// The deployment's origin: what `ostree admin upgrade` / bootc / the MCO follow.
+    pub origin: String,
     pub kargs: Vec<String>,
     pub disk_size: u64,
 }
@@ -314,6 +316,7 @@ fn report(s: &DiskSettings, plan: &Plan, deployed: &deploy::Deployed, h: output:
         uncompressed_sha256: h.uncompressed_sha256,
         uncompressed_size: h.uncompressed_size,
         ostree_commit: deployed.commit.clone(),
+        origin: s.image.target_imgref.clone(),
         kargs: plan.kargs.clone(),
         disk_size: plan.disk_size,
     }

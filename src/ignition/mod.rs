@@ -50,8 +50,8 @@ impl SpecVersion {
     pub fn explain(spec: Option<SpecVersion>) -> String {
         match spec {
             None => format!(
-                "Ignition spec {} (default): it is what openshift-install writes and every boot image since OpenShift 4.6 \
-                 (Ignition ≥ {}) reads it; pass --spec for a newer one",
+                "Ignition spec {} (default): what openshift-install writes, read by every boot image with Ignition ≥ {} \
+                 (OpenShift 4.6+, Fedora/CentOS CoreOS since 2020); pass --spec for a newer one",
                 SpecVersion::V3_2.as_str(),
                 SpecVersion::V3_2.min_ignition()
             ),

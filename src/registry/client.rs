@@ -70,11 +70,43 @@ fn check_pem(path: &Path, pem: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Split PEM text into one PEM block per certificate (reqwest reads one per call).
+pub fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else { break };
+        out.push(format!("{}\n", &rest[start..start + len + END.len()]).into_bytes());
+        rest = &rest[start + len + END.len()..];
+    }
+    out
+}
+
+/// The system CA bundle (Debian, Fedora/RHEL, or $SSL_CERT_FILE), if there is one.
+fn system_bundle() -> Option<Vec<u8>> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    env.into_iter()
+        .chain(["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"].map(PathBuf::from))
+        .find_map(|p| std::fs::read(p).ok())
+}
+
 fn client_config(opts: &RegistryOptions, certs: &[(PathBuf, Vec<u8>)], plain_http: bool) -> ClientConfig {
+    let pem = |data: Vec<u8>| Certificate { encoding: CertificateEncoding::Pem, data };
+    let extra: Vec<Certificate> = certs.iter().flat_map(|(_, p)| split_pem(p)).map(pem).collect();
+    // With the system bundle plus the extra CAs as the only roots, rustls verifies
+    // with webpki; the platform verifier would log its own error line beside ours.
+    let (only, extra) = match system_bundle() {
+        Some(bundle) => (split_pem(&bundle).into_iter().map(pem).chain(extra).collect(), vec![]),
+        None => (vec![], extra),
+    };
     ClientConfig {
         protocol: if plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
         accept_invalid_certificates: !opts.tls_verify,
-        extra_root_certificates: certs.iter().map(|(_, pem)| Certificate { encoding: CertificateEncoding::Pem, data: pem.clone() }).collect(),
+        tls_certs_only: only,
+        extra_root_certificates: extra,
         // We select platforms ourselves, with an error that names what is there.
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(30)),
@@ -97,7 +129,15 @@ impl Connection {
         let mut plain_http = false;
         let client = loop {
             let client = oci_client::Client::new(client_config(opts, &certs, plain_http));
-            match retry(opts, || client.auth(&reference, &auth, RegistryOperation::Pull)).await {
+            // The TLS probe of an insecure registry is tried once: a failure there
+            // means "try plain HTTP", which then gets the retries.
+            let probe_once = !opts.tls_verify && !plain_http;
+            let attempt = if probe_once {
+                client.auth(&reference, &auth, RegistryOperation::Pull).await
+            } else {
+                retry(opts, || client.auth(&reference, &auth, RegistryOperation::Pull)).await
+            };
+            match attempt {
                 Ok(_) => break client,
                 Err(OciDistributionError::RequestError(e)) if !opts.tls_verify && !plain_http && !e.is_status() => {
                     log::info!("{}: no TLS answer ({e}); retrying over plain HTTP as --tls-verify=false allows", r.registry);
@@ -173,7 +213,8 @@ impl Connection {
                 }
                 // oci-client's own digest check fires at the end of the stream; the
                 // caller's check gives the message, so only report transport errors.
-                Err(e) if n == desc.size && e.to_string().contains("Digest") => break,
+                // (It also fires on a short body, which the caller reports as truncation.)
+                Err(e) if e.to_string().to_ascii_lowercase().contains("digest") => break,
                 Err(e) => return Err(BlobStreamError::Transport(anyhow!(e)).into()),
             }
         }
@@ -229,6 +270,8 @@ fn explain(e: OciDistributionError, r: &RegistryRef, had_credentials: bool, cert
                 } else {
                     ": the registry's certificate is not trusted by the given CA files"
                 }
+            } else if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+                ": the registry does not speak TLS; for a plain-HTTP (test) registry pass --tls-verify=false"
             } else {
                 ""
             };
@@ -265,7 +308,12 @@ fn one_line(s: &str) -> String {
 /// Client errors (4xx other than 429) are final.
 pub fn is_transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(re) => re.is_connect() || re.is_timeout() || re.is_body() || (re.is_request() && !re.is_builder()),
+        OciDistributionError::RequestError(re) => {
+            // A TLS failure surfaces as a connect error too, but retrying cannot fix it.
+            let chain = error_chain(re);
+            let tls = ["certificate", "corrupt message", "InvalidContentType", "handshake", "CertificateRequired", "UnknownIssuer"].iter().any(|m| chain.contains(m));
+            !tls && (re.is_connect() || re.is_timeout() || re.is_body() || (re.is_request() && !re.is_builder()))
+        }
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests),
         OciDistributionError::IoError(io) => matches!(
@@ -290,11 +338,60 @@ where
             Ok(v) => return Ok(v),
             Err(e) if attempt < opts.retries && is_transient(&e) => {
                 attempt += 1;
-                log::warn!("transient registry error, retry {attempt}/{} in {delay:?}: {}", opts.retries, one_line(&e.to_string()));
+                log::info!("transient registry error, retry {attempt}/{} in {delay:?}: {}", opts.retries, one_line(&e.to_string()));
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pem_bundles() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        let two = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
+        let bundle = format!("# comment\n{one}\njunk\n{two}\n");
+        let got = split_pem(bundle.as_bytes());
+        assert_eq!(got, vec![format!("{one}\n").into_bytes(), format!("{two}\n").into_bytes()]);
+        assert!(split_pem(b"no certs here").is_empty());
+    }
+
+    #[test]
+    fn only_server_side_and_rate_limit_errors_are_transient() {
+        let server = |code| OciDistributionError::ServerError { code, url: "u".into(), message: "m".into() };
+        let cases = [(500, true), (502, true), (503, true), (429, true), (404, false), (401, false), (403, false), (400, false)];
+        for (code, want) in cases {
+            assert_eq!(is_transient(&server(code)), want, "{code}");
+        }
+        assert!(!is_transient(&OciDistributionError::UnauthorizedError { url: "u".into() }));
+        let io = |k| OciDistributionError::IoError(std::io::Error::from(k));
+        assert!(is_transient(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!is_transient(&io(std::io::ErrorKind::PermissionDenied)));
+    }
+
+    #[tokio::test]
+    async fn retries_transient_then_gives_up() {
+        let opts = RegistryOptions { retries: 2, retry_delay: Duration::from_millis(1), ..Default::default() };
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r: std::result::Result<(), _> = retry(&opts, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(OciDistributionError::ServerError { code: 503, url: "u".into(), message: "busy".into() }) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let r: std::result::Result<(), _> = retry(&opts, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(OciDistributionError::UnauthorizedError { url: "u".into() }) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a 401 is not retried");
     }
 }

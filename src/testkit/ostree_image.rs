@@ -157,7 +157,55 @@ pub fn multiarch_image() -> Result<PathBuf> {
     .join("oci"))
 }
 
-fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+/// The bootable image plus one derived layer (`/usr/share/acme/agent.conf`,
+/// `/usr/bin/acme-agent`), the shape a `FROM base … RUN …` Containerfile build gives:
+/// the ostree labels are inherited and `ostree.final-diffid` still names the base's
+/// last layer.
+pub fn layered_image() -> Result<PathBuf> {
+    let base = bootable_image()?;
+    Ok(cached_fixture("ostree-layered", &[RECIPE], |staging| {
+        let dest = staging.join("oci");
+        copy_dir(&base, &dest)?;
+        let layout = OciLayout::open(&dest)?;
+        let entry = layout.find_ref(Some(FIXTURE_TAG))?;
+        let mut manifest: ImageManifest = serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size))?)?;
+        let mut config: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest.config.digest, Some(manifest.config.size))?)?;
+        let mut tar_bytes = Vec::new();
+        {
+            let mut tar = tar::Builder::new(&mut tar_bytes);
+            let files: [(&str, &[u8], u32); 2] = [
+                ("usr/share/acme/agent.conf", b"endpoint = https://acme.example.com\n", 0o644),
+                ("usr/bin/acme-agent", b"#!/bin/sh\necho acme agent\n", 0o755),
+            ];
+            for (path, content, mode) in files {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(content.len() as u64);
+                h.set_mode(mode);
+                h.set_mtime(1_704_067_200);
+                h.set_cksum();
+                tar.append_data(&mut h, path, content)?;
+            }
+            tar.finish()?;
+        }
+        let diff_id = format!("sha256:{}", crate::io::sha256_reader(&tar_bytes[..])?.0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar_bytes)?;
+        let layer = layout.write_blob("application/vnd.oci.image.layer.v1.tar+gzip", &gz.finish()?)?;
+        config["rootfs"]["diff_ids"].as_array_mut().context("config without rootfs.diff_ids")?.push(diff_id.into());
+        if let Some(h) = config["history"].as_array_mut() {
+            h.push(serde_json::json!({ "created": "2024-01-01T00:00:00Z", "created_by": "RUN install acme-agent (layerboot fixture)" }));
+        }
+        manifest.config = layout.write_blob(OCI_CONFIG, &serde_json::to_vec(&config)?)?;
+        manifest.layers.push(layer);
+        let m = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
+        layout.set_ref(Some(FIXTURE_TAG), &m)?;
+        Ok(())
+    })?
+    .join("oci"))
+}
+
+/// Copy a directory tree of plain files (a layout).
+pub fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
     fs::create_dir_all(dest)?;
     for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let e = e?;

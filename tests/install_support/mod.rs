@@ -2,6 +2,8 @@
 //! ignition-validate, the CRDs from ../shared/reference, and running the binary.
 #![allow(dead_code)]
 
+pub mod crd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
