@@ -19,9 +19,16 @@ fn image() -> &'static LayeredImage {
     I.get_or_init(|| layered_image().expect("example layered image (needs root, debootstrap, network to the Debian mirror)"))
 }
 
+/// One fixed directory, wiped at the start of a run (statics are never dropped, and the
+/// disks are large): it holds the last run's disks and console logs for inspection.
 fn work_dir() -> &'static Path {
-    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
-    D.get_or_init(|| tempfile::Builder::new().prefix("layerboot-qemu-disk-").tempdir_in("/var/tmp").unwrap()).path()
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-disk");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
 }
 
 /// User definitions that reuse the shipped layouts uncompressed: boot-test needs the disk
@@ -103,9 +110,8 @@ fn reported(o: &Outcome, prefix: &str) -> String {
 #[test]
 fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
     let img = image();
-    let src = qemu_disk();
-    let disk = work_dir().join("qemu-boots.qcow2");
-    std::fs::copy(src, &disk).unwrap();
+    // Both boots write to the built disk itself (it is used by this test only).
+    let disk = qemu_disk().clone();
 
     let n = nonce();
     let ign = work_dir().join("first-boot.ign");
@@ -147,15 +153,15 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
 }
 
 /// metal4k: 4096-byte logical sectors, UEFI. The metal definition has no console karg
-/// (as CoreOS), so the proof travels over the virtio-serial port only.
+/// (as CoreOS); like a coreos-installer user we add the serial console with --karg.
 #[test]
 fn metal4k_disk_boots_from_4096_byte_sectors() {
     let img = image();
-    let disk = build_disk("metal4k-plain", &[]);
+    let disk = build_disk("metal4k-plain", &["--karg", "console=ttyS0,115200n8"]);
     let mut head = vec![0u8; 4096 + 8];
     std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut head).unwrap();
     assert_eq!(&head[4096..4104], b"EFI PART", "GPT header in LBA 1 of a 4096-byte sector disk");
     let o = boot(Artifact::RawDisk(disk), Firmware::Uefi, 4096, &[format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()], None, "disk-metal4k-uefi");
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
-    assert!(cmdline.contains("ignition.platform.id=metal"), "{cmdline}");
+    assert!(cmdline.contains("ignition.platform.id=metal") && cmdline.contains("console=ttyS0,115200n8"), "{cmdline}");
 }

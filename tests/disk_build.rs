@@ -3,7 +3,6 @@
 //! heavy work, and a failing or interrupted build leaving nothing behind (no output, no
 //! staging directory, no mount, no loop device). Needs root, like the command itself.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -31,15 +30,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Mounts and loop devices in use, to prove a build left none behind.
-fn system_state() -> (BTreeSet<String>, BTreeSet<String>) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).collect();
+/// Mounts under `dir` and loop devices backed by files under `dir` (other tests run in
+/// parallel, so only what this test could have made counts).
+fn system_state(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let d = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).filter(|m| m.starts_with(&d)).collect();
     let loops = std::fs::read_dir("/sys/block")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
-        .filter(|e| std::fs::read_to_string(e.path().join("size")).is_ok_and(|s| s.trim() != "0"))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|b| b.starts_with(&d))
         .collect();
     (mounts, loops)
 }
@@ -119,7 +119,7 @@ fn metal_build_is_complete_and_described() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let defs = definitions(dir.path());
     let out = dir.path().join("metal.raw.gz");
-    let before = system_state();
+    
     // Served by a loopback registry, as users' images are: pulled verified into the cache.
     let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
     let pushed = registry.push_oci_dir(Path::new(&format!("{}:layered", image().oci_dir.display())), "acme/debian-layered:41").unwrap();
@@ -130,7 +130,7 @@ fn metal_build_is_complete_and_described() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(&cache).unwrap();
-    assert_eq!(system_state(), before, "mounts or loop devices left behind");
+    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
     assert_only(dir.path(), &["defs", "metal.raw.gz", "stream.json"]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // The deployment's origin tracks the registry image by digest, for later updates.
@@ -202,7 +202,7 @@ fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
 fn failing_builds_leave_nothing_behind() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let defs = definitions(dir.path());
-    let before = system_state();
+    
     let out = dir.path().join("x.raw");
     let o = run(&["disk", &image().oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "tiny-boot", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success());
@@ -211,7 +211,7 @@ fn failing_builds_leave_nothing_behind() {
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("disk size 1100MiB is too small for this image: it needs at least") && err.contains("of root content); use --size"), "{err}");
-    assert_eq!(system_state(), before, "mounts or loop devices left behind");
+    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
     assert_only(dir.path(), &["defs"]);
 }
 
@@ -220,7 +220,7 @@ fn failing_builds_leave_nothing_behind() {
 #[test]
 fn sigterm_mid_build_leaves_nothing_behind() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let before = system_state();
+    
     let out = dir.path().join("x.qcow2");
     for delay in [Duration::from_secs(8), Duration::from_secs(40)] {
         let mut child = layerboot(&["disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
@@ -240,7 +240,7 @@ fn sigterm_mid_build_leaves_nothing_behind() {
         assert!(!o.status.success());
         assert!(err.contains("interrupted by SIGTERM"), "{err}");
         assert_only(dir.path(), &[]);
-        assert_eq!(system_state(), before, "mounts or loop devices left behind");
+        assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
     }
 }
 

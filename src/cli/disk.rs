@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::bootimage::{definition::parse_size, Catalog};
+use crate::bootimage::{definition::parse_size, Catalog, PlanOptions};
 use super::registry_args::RegistryArgs;
 use crate::disk::source::check_bootable_labels;
 use crate::disk::{self, Cancel, DiskSettings, SourceImage};
@@ -78,6 +78,12 @@ impl DiskArgs {
         let catalog = Catalog::load(self.bootimages.as_deref())?;
         let definition = catalog.get(&self.platform)?.clone();
         let image_ref: ImageRef = self.image.parse().with_context(|| format!("invalid image reference '{}'", self.image))?;
+        let size = self.size.as_deref().map(parse_size).transpose().context("--size")?;
+        if self.stateroot.is_empty() || !self.stateroot.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            bail!("--stateroot '{}' must be letters, digits, '-', '_' or '.'", self.stateroot);
+        }
+        // Kernel arguments and an impossibly small --size fail before anything is fetched.
+        crate::bootimage::resolve(&self.platform, &definition, &PlanOptions { size, extra_kargs: self.kargs.clone(), content: Default::default() })?;
         let opts = self.registry.resolve()?;
         let image = match &image_ref {
             // A local layout is read in place.
@@ -95,10 +101,6 @@ impl DiskArgs {
             }
         };
         image.check_bootable()?;
-        let size = self.size.as_deref().map(parse_size).transpose().context("--size")?;
-        if self.stateroot.is_empty() || !self.stateroot.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            bail!("--stateroot '{}' must be letters, digits, '-', '_' or '.'", self.stateroot);
-        }
         let output = match &self.output {
             Some(o) => o.clone(),
             None => PathBuf::from(disk::default_output_name(&disk::image_stem(&image.display_name), image.version(), &self.platform, &definition)),

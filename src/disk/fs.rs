@@ -70,11 +70,14 @@ pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path, cancel: &Cancel) -> Resu
             let mnt = image.with_extension("mnt");
             fs::create_dir_all(&mnt)?;
             // cp -a keeps hardlinks (the ostree repo and the deployment share every file),
-            // ownership, modes, xattrs; chattr +i restores ostree's immutable deployment dirs.
+            // ownership, modes, xattrs; chattr +i restores ostree's immutable deployment dirs;
+            // syncfs reports a failed writeback (e.g. the image's filesystem filling up)
+            // that cp and umount would not.
             let script = r#"set -e
 mount -o loop "$1" "$2"
 cp -a "$3"/. "$2"/
 for d in "$2"/ostree/deploy/*/deploy/*.[0-9]; do [ -d "$d" ] && chattr +i "$d"; done
+sync -f "$2"
 umount "$2""#;
             let mut c = Command::new("unshare");
             c.args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "sh", "-c", script, "sh"]).arg(image).arg(&mnt).arg(src);

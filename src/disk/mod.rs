@@ -116,7 +116,21 @@ struct Staging(PathBuf);
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if let Err(e) = remove_sysroot(&self.0.join("sysroot")).and_then(|()| std::fs::remove_dir_all(&self.0).context("removing the staging directory")) {
+        // A cancelled deployment may still have ostree-ext writer tasks finishing in the
+        // background for a moment (dropping the future does not stop them): retry until
+        // they have noticed their files are gone.
+        let mut last = None;
+        for _ in 0..60 {
+            match remove_sysroot(&self.0.join("sysroot")).and_then(|()| match std::fs::remove_dir_all(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the staging directory"),
+                _ => Ok(()),
+            }) {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        if let Some(e) = last {
             log::warn!("could not remove staging directory {}: {e:#}", self.0.display());
         }
     }
@@ -253,13 +267,15 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         let img = st.join(format!("part{}.img", p.number));
         step(&format!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name));
         fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img, cancel)?;
+        if p.role == Role::Root {
+            // The deployed tree now lives in the root image: free its space first.
+            remove_sysroot(&sysroot)?;
+        }
         cancel.check()?;
         fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
         std::fs::remove_file(&img)?;
     }
-    // Deployed tree no longer needed: free the space before the image is converted.
     drop(raw);
-    remove_sysroot(&sysroot)?;
     let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path)?;
     let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
         (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ostree_ext::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use ostree_ext::oci_spec::image::{ImageIndex, ImageManifest};
+
+use crate::registry::manifest::ImageConfig;
 
 /// An image available in a local OCI layout.
 #[derive(Debug, Clone)]
@@ -49,8 +51,10 @@ impl SourceImage {
         let digest = desc.digest().to_string();
         let manifest = ImageManifest::from_file(blob(oci_dir, &digest)).with_context(|| format!("reading manifest {digest} in {}", oci_dir.display()))?;
         let config_digest = manifest.config().digest().to_string();
-        let config = ImageConfiguration::from_file(blob(oci_dir, &config_digest)).with_context(|| format!("reading image config {config_digest} in {}", oci_dir.display()))?;
-        let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default().into_iter().collect();
+        let config_path = blob(oci_dir, &config_digest);
+        let config_bytes = std::fs::read(&config_path).with_context(|| format!("reading image config {config_digest} in {}", oci_dir.display()))?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest} in {}", oci_dir.display()))?;
+        let labels = config.labels();
         let display_name = format!("oci:{}:{oci_ref_name}", oci_dir.display());
         Ok(SourceImage { target_imgref: format!("ostree-unverified-image:{display_name}"), display_name, oci_dir: oci_dir.to_path_buf(), oci_ref_name, digest, labels })
     }
