@@ -258,6 +258,100 @@ mod tests {
         }
     }
 
+    fn resolved(labels: &[(&str, &str)], arch: &str, diff_ids: &[&str]) -> (ResolvedImage, tempfile::TempDir) {
+        use crate::registry::manifest::*;
+        let dir = tempfile::tempdir().unwrap();
+        let d = |c: char| -> crate::imageref::Digest { format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap() };
+        let config = ImageConfig {
+            architecture: arch.into(),
+            os: "linux".into(),
+            created: Some("2024-01-01T00:00:00Z".into()),
+            config: Some(RuntimeConfig { labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()) }),
+            rootfs: Some(RootFs { kind: "layers".into(), diff_ids: diff_ids.iter().map(|s| s.to_string()).collect() }),
+            ..Default::default()
+        };
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: Descriptor::new(OCI_CONFIG, d('c'), 10),
+            layers: vec![Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", d('a'), 1 << 20)],
+            annotations: None,
+        };
+        let r = ResolvedImage {
+            source_ref: "quay.io/acme/x:v1".parse().unwrap(),
+            pinned: Some(match "quay.io/acme/x@sha256:1111111111111111111111111111111111111111111111111111111111111111".parse().unwrap() {
+                ImageRef::Registry(r) => r,
+                _ => unreachable!(),
+            }),
+            manifest_digest: d('1'),
+            manifest_media_type: OCI_MANIFEST.into(),
+            manifest_raw: vec![],
+            manifest,
+            config_raw: vec![],
+            config,
+            platform: Platform::linux(arch),
+            index_digest: None,
+            index_platforms: vec![],
+            blobs: crate::registry::BlobSource::Layout(crate::ocilayout::OciLayout::create(dir.path()).unwrap(), None),
+        };
+        (r, dir)
+    }
+
+    #[test]
+    fn verdicts_and_warnings() {
+        struct Case {
+            name: &'static str,
+            image: &'static str,
+            labels: &'static [(&'static str, &'static str)],
+            arch: &'static str,
+            diff_ids: &'static [&'static str],
+            bootable: bool,
+            summary: &'static str,
+            warnings: &'static [&'static str],
+            derived: Option<usize>,
+        }
+        let rhcos: &[(&str, &str)] = &[("ostree.bootable", "true"), ("containers.bootc", "1"), ("ostree.linux", "5.14.0-427.el9.x86_64"), ("ostree.commit", "abc"), ("ostree.final-diffid", "sha256:b")];
+        let cases = [
+            Case { name: "layered rhcos by digest", image: "quay.io/acme/x@sha256:1111111111111111111111111111111111111111111111111111111111111111", labels: rhcos, arch: "amd64", diff_ids: &["sha256:a", "sha256:b", "sha256:c"], bootable: true, summary: "bootable ostree-native image, kernel 5.14.0-427.el9.x86_64", warnings: &[], derived: Some(1) },
+            Case { name: "by tag", image: "quay.io/acme/x:v1", labels: rhcos, arch: "amd64", diff_ids: &["sha256:b"], bootable: true, summary: "kernel 5.14", warnings: &["tag 'v1' can move: use the digest pull spec quay.io/acme/x@sha256:1111"], derived: Some(0) },
+            Case { name: "wrong arch", image: "oci:/x", labels: rhcos, arch: "arm64", diff_ids: &["sha256:b"], bootable: true, summary: "bootable", warnings: &["architecture mismatch: the image is linux/arm64 but linux/amd64"], derived: Some(0) },
+            Case { name: "plain container", image: "oci:/x", labels: &[("maintainer", "me")], arch: "amd64", diff_ids: &["sha256:a"], bootable: false, summary: "NOT a bootable", warnings: &["not a bootable ostree-native image"], derived: None },
+            Case { name: "ostree but not bootable", image: "oci:/x", labels: &[("ostree.commit", "abc")], arch: "amd64", diff_ids: &[], bootable: false, summary: "ostree-native but NOT bootable", warnings: &["cannot boot a node"], derived: None },
+            Case { name: "bootc without kernel label", image: "oci:/x", labels: &[("containers.bootc", "1"), ("ostree.final-diffid", "sha256:zz")], arch: "amd64", diff_ids: &["sha256:a"], bootable: true, summary: "kernel unknown", warnings: &["no ostree.linux label", "final-diffid names a layer the image does not have"], derived: None },
+        ];
+        let opts = RegistryOptions { arch: "amd64".into(), ..Default::default() };
+        for c in cases {
+            let (r, _dir) = resolved(c.labels, c.arch, c.diff_ids);
+            let image: ImageRef = c.image.parse().unwrap();
+            let rep = report(&image, &r, &opts);
+            assert_eq!(rep.verdict.bootable, c.bootable, "{}", c.name);
+            assert!(rep.verdict.summary.contains(c.summary), "{}: {}", c.name, rep.verdict.summary);
+            assert_eq!(rep.warnings.len(), c.warnings.len(), "{}: {:?}", c.name, rep.warnings);
+            for w in c.warnings {
+                assert!(rep.warnings.iter().any(|x| x.contains(w)), "{}: no warning with '{w}' in {:?}", c.name, rep.warnings);
+            }
+            assert_eq!(rep.ostree.derived_layers, c.derived, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn json_shape_is_stable() {
+        let (r, _dir) = resolved(&[("ostree.bootable", "true"), ("ostree.linux", "6.1"), ("ostree.commit", "abc")], "amd64", &["sha256:a"]);
+        let opts = RegistryOptions { arch: "amd64".into(), ..Default::default() };
+        let rep = report(&"quay.io/acme/x:v1".parse().unwrap(), &r, &opts);
+        let got = serde_json::to_string_pretty(&rep).unwrap();
+        let text = render_text(&rep);
+        if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/inspect");
+            std::fs::write(dir.join("golden-report.json"), format!("{got}\n")).unwrap();
+            std::fs::write(dir.join("golden-report.txt"), &text).unwrap();
+        }
+        let golden = include_str!("inspect/golden-report.json");
+        pretty_assertions::assert_eq!(got.trim(), golden.trim());
+        let golden_text = include_str!("inspect/golden-report.txt");
+        pretty_assertions::assert_eq!(text.trim(), golden_text.trim());
+    }
+
     #[test]
     fn truthiness() {
         let cases = [(Some("true"), true), (Some("1"), true), (Some("false"), false), (Some(""), false), (None, false)];

@@ -152,3 +152,21 @@ fn multiarch_pull_picks_requested_arch() {
         assert_eq!(v["availablePlatforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
     }
 }
+
+#[test]
+fn retries_while_the_registry_is_down() {
+    let img = ostree_image::bootable_image().unwrap();
+    let mut reg = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let src = reg.push_oci_dir(&img, "flaky/bootable:v1").unwrap();
+    reg.pause();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("oci:{}", out.path().join("l").display());
+    let puller = std::thread::spawn(move || layerboot(&["pull", &src, "--to", &dest, "--tls-verify=false", "-v"]));
+    // Connection refused now; the pull backs off (250 ms, 500 ms, 1 s, 2 s) meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    reg.resume().unwrap();
+    let r = puller.join().unwrap();
+    r.ok();
+    assert!(r.stderr.contains("retry"), "no retry logged: {}", r.stderr);
+    assert_layout_verified(&out.path().join("l"));
+}

@@ -346,3 +346,52 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pem_bundles() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        let two = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
+        let bundle = format!("# comment\n{one}\njunk\n{two}\n");
+        let got = split_pem(bundle.as_bytes());
+        assert_eq!(got, vec![format!("{one}\n").into_bytes(), format!("{two}\n").into_bytes()]);
+        assert!(split_pem(b"no certs here").is_empty());
+    }
+
+    #[test]
+    fn only_server_side_and_rate_limit_errors_are_transient() {
+        let server = |code| OciDistributionError::ServerError { code, url: "u".into(), message: "m".into() };
+        let cases = [(500, true), (502, true), (503, true), (429, true), (404, false), (401, false), (403, false), (400, false)];
+        for (code, want) in cases {
+            assert_eq!(is_transient(&server(code)), want, "{code}");
+        }
+        assert!(!is_transient(&OciDistributionError::UnauthorizedError { url: "u".into() }));
+        let io = |k| OciDistributionError::IoError(std::io::Error::from(k));
+        assert!(is_transient(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!is_transient(&io(std::io::ErrorKind::PermissionDenied)));
+    }
+
+    #[tokio::test]
+    async fn retries_transient_then_gives_up() {
+        let opts = RegistryOptions { retries: 2, retry_delay: Duration::from_millis(1), ..Default::default() };
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r: std::result::Result<(), _> = retry(&opts, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(OciDistributionError::ServerError { code: 503, url: "u".into(), message: "busy".into() }) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let r: std::result::Result<(), _> = retry(&opts, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(OciDistributionError::UnauthorizedError { url: "u".into() }) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a 401 is not retried");
+    }
+}

@@ -3,7 +3,7 @@
 //! temporary directory; anonymous, htpasswd Basic auth, or TLS with a throwaway CA.
 //! Dropping it kills and reaps the process and removes everything it wrote.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -88,18 +88,7 @@ impl LocalRegistry {
             config["http"] = http.clone();
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, serde_yaml::to_string(&config)?)?;
-            let log_path = dir.path().join("registry.log");
-            let log = File::create(&log_path)?;
-            let mut command = Command::new("docker-registry");
-            command.arg("serve").arg(&config_path).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            // The registry reads REGISTRY_* overrides from the environment; keep ours.
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("REGISTRY_") {
-                    command.env_remove(k);
-                }
-            }
-            log::info!("starting {}", cmd::display(&command));
-            let child = command.spawn().context("starting docker-registry")?;
+            let child = spawn_registry(dir.path())?;
             let mut reg = LocalRegistry { child: Some(child), dir, addr, mode };
             match reg.wait_ready(Duration::from_secs(20)) {
                 Ok(()) => return Ok(reg),
@@ -111,6 +100,18 @@ impl LocalRegistry {
             }
         }
         Err(last_err.expect("tried at least once"))
+    }
+
+    /// Stop the registry process, keeping its storage and port (to test retries).
+    pub fn pause(&mut self) {
+        self.stop();
+    }
+
+    /// Start the registry again on the same port with the same storage.
+    pub fn resume(&mut self) -> Result<()> {
+        self.stop();
+        self.child = Some(spawn_registry(self.dir.path())?);
+        self.wait_ready(Duration::from_secs(20))
     }
 
     fn take_dir(mut self) -> tempfile::TempDir {
@@ -238,6 +239,21 @@ impl Drop for LocalRegistry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Start `docker-registry serve DIR/config.yml`, logging to DIR/registry.log.
+fn spawn_registry(dir: &Path) -> Result<Child> {
+    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("registry.log"))?;
+    let mut command = Command::new("docker-registry");
+    command.arg("serve").arg(dir.join("config.yml")).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // The registry reads REGISTRY_* overrides from the environment; keep ours.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("REGISTRY_") {
+            command.env_remove(k);
+        }
+    }
+    log::info!("starting {}", cmd::display(&command));
+    command.spawn().context("starting docker-registry")
 }
 
 fn free_port() -> Result<SocketAddr> {
