@@ -81,6 +81,10 @@ pub async fn pull(image: &ImageRef, dest: &Destination, opts: &RegistryOptions, 
         Destination::OciDir { path, tag } => {
             let ref_name = default_tag(tag);
             if path.exists() {
+                let empty_dir = path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+                if !empty_dir && !path.join("oci-layout").is_file() {
+                    bail!("--to {}: exists and is not an OCI image layout", path.display());
+                }
                 // Adding to a layout: only verified blobs land, index.json is replaced
                 // atomically at the end.
                 let layout = OciLayout::create(path)?;
