@@ -81,8 +81,21 @@ step_pull() {
   note "pull: verified OCI layout $WORK/pulled (tag demo) and archive $WORK/pulled.tar; skopeo reads both"
 }
 
-# Later steps (manifests, pointer Ignition, ISO, disk, boot-test) append here.
-steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull)
+step_install_time() {
+  say "install-time outputs for pools worker and worker-automount (MachineConfig method)"
+  local d=$WORK/install
+  rm -rf "$d" && mkdir -p "$d"
+  "$LB" manifests "$IMAGE" --pool worker --pool worker-automount "${REGISTRY_FLAGS[@]}" >"$d/manifests.yaml"
+  grep -q "osImageURL: ${PINNED}" "$d/manifests.yaml" || { echo "manifests not pinned to $PINNED" >&2; return 1; }
+  cp examples/autofs/install-config.yaml "$d/install-config.yaml"
+  "$LB" install-config "$IMAGE" --install-config "$d/install-config.yaml" --trust-bundle "$CA_FILE" "${REGISTRY_FLAGS[@]}"
+  "$LB" ignition pointer --pool worker-automount --api-vip 192.0.2.5 --ca examples/autofs/root-ca.crt -o "$d/worker-automount.ign"
+  ignition-validate "$d/worker-automount.ign"
+  note "install-time: MachineConfigs + MachineConfigPool ($d/manifests.yaml, tag resolved to $PINNED), patched install-config ($d/install-config.yaml), pointer Ignition validated by ignition-validate ($d/worker-automount.ign)"
+}
+
+# Later steps (ISO, disk, boot-test) append here.
+steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time)
 
 main() {
   for s in "${steps[@]}"; do

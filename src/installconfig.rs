@@ -56,6 +56,12 @@ pub struct Patch {
     pub bootstrap_os_image: Option<String>,
 }
 
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.pull_secret.is_none() && self.trust_bundle.is_none() && self.mirrors.is_empty() && self.cluster_os_image.is_none() && self.bootstrap_os_image.is_none()
+    }
+}
+
 impl InstallConfig {
     pub fn parse(text: &str, what: &str) -> Result<InstallConfig> {
         let v: Value = serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: not valid YAML: {e}"))?;
@@ -282,12 +288,20 @@ pub fn os_image_url(location: &str, uncompressed_sha256: &str, what: &str) -> Re
         bail!("{what}: uncompressed-sha256 '{uncompressed_sha256}' is not 64 lowercase hex digits");
     }
     if !(location.starts_with("http://") || location.starts_with("https://")) {
-        bail!("{what}: location '{location}' is not an http(s) URL the installer can download");
+        bail!("{what}: location '{location}' is not an http(s) URL the installer can download (serve the file and pass --stream-base-url URL)");
     }
     if location.contains('?') {
         bail!("{what}: location '{location}' already has a query string");
     }
     Ok(format!("{location}?sha256={uncompressed_sha256}"))
+}
+
+/// A stream `location` made absolute: bare file names are joined to `base_url`.
+pub fn absolute_location(location: &str, base_url: Option<&str>) -> String {
+    match base_url {
+        Some(base) if !location.contains("://") => format!("{}/{}", base.trim_end_matches('/'), location.trim_start_matches('/')),
+        _ => location.to_string(),
+    }
 }
 
 /// sha256 of a disk image after decompression (by extension: .xz, .gz, else raw), streamed.
@@ -354,6 +368,8 @@ mod tests {
         let h = "a".repeat(64);
         assert_eq!(os_image_url("https://h/d.raw.xz", &h, "s").unwrap(), format!("https://h/d.raw.xz?sha256={h}"));
         assert!(os_image_url("file:///d", &h, "s").is_err());
+        assert_eq!(absolute_location("d.raw.xz", Some("http://h:8080/img/")), "http://h:8080/img/d.raw.xz");
+        assert_eq!(absolute_location("https://x/d", Some("http://h")), "https://x/d");
         assert!(os_image_url("https://h/d", "abc", "s").is_err());
         assert!("nodelim".parse::<Mirror>().is_err());
     }

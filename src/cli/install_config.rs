@@ -54,6 +54,10 @@ pub struct InstallConfigOptions {
     /// Stream format for clusterOSImage (default: raw.xz, raw.gz, qcow2.xz, … in that order).
     #[arg(long, value_name = "FORMAT")]
     pub stream_format: Option<String>,
+    /// Where the stream's artifacts are served, for stream metadata whose `location` is a
+    /// bare file name (layerboot disk without --base-url).
+    #[arg(long, value_name = "URL")]
+    pub stream_base_url: Option<String>,
     /// Stream architecture (CoreOS naming).
     #[arg(long, value_name = "ARCH", default_value = std::env::consts::ARCH)]
     pub stream_arch: String,
@@ -83,11 +87,12 @@ impl InstallConfigOptions {
             let stream = Stream::parse(&bytes, &what)?;
             let (fmt, disk) = stream.disk(&self.stream_arch, &self.stream_platform, self.stream_format.as_deref(), &what)?;
             let sha = disk.uncompressed_sha256.as_deref().with_context(|| format!("{what}: {} {fmt} disk has no uncompressed-sha256", self.stream_platform))?;
-            p.cluster_os_image = Some(installconfig::os_image_url(&disk.location, sha, &what)?);
+            let base = self.stream_base_url.as_deref();
+            p.cluster_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&disk.location, base), sha, &what)?);
             if self.stream_platform != "qemu" {
                 if let Ok((_, q)) = stream.disk(&self.stream_arch, "qemu", None, &what) {
                     if let Some(qsha) = &q.uncompressed_sha256 {
-                        p.bootstrap_os_image = Some(installconfig::os_image_url(&q.location, qsha, &what)?);
+                        p.bootstrap_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&q.location, base), qsha, &what)?);
                     }
                 }
             }
@@ -136,9 +141,8 @@ pub fn merge_pull_secret(existing: Option<&str>, image: &RegistryRef, creds: &Au
     Ok(Some(secret.to_json()))
 }
 
-/// Build the full patch (pull secret included) for `ic`.
-pub fn full_patch(opts: &InstallConfigOptions, image: Option<&RegistryRef>, creds: &AuthFile, existing_pull_secret: Option<&str>) -> Result<Patch> {
-    let mut patch = opts.patch()?;
+/// Complete `patch` (from [`InstallConfigOptions::patch`]) with the merged pull secret.
+pub fn full_patch(mut patch: Patch, image: Option<&RegistryRef>, creds: &AuthFile, existing_pull_secret: Option<&str>) -> Result<Patch> {
     if let Some(image) = image {
         patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
         if patch.pull_secret.is_none() {
@@ -149,9 +153,9 @@ pub fn full_patch(opts: &InstallConfigOptions, image: Option<&RegistryRef>, cred
 }
 
 /// Patch the file at `path`; returns the change lines. Writes atomically, 0600.
-pub fn patch_file(path: &Path, opts: &InstallConfigOptions, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
+pub fn patch_file(path: &Path, base: Patch, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
     let mut ic = InstallConfig::load(path)?;
-    let patch = full_patch(opts, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
+    let patch = full_patch(base, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
     let changes = ic.apply(&patch).with_context(|| path.display().to_string())?;
     if ic.had_comments() {
         eprintln!("note: comments in {} are not kept (openshift-install discards the file on use anyway)", path.display());
@@ -161,7 +165,12 @@ pub fn patch_file(path: &Path, opts: &InstallConfigOptions, image: Option<&Regis
 }
 
 pub fn run(args: InstallConfigArgs) -> Result<()> {
+    let o = &args.opts;
+    if args.image.is_none() && o.trust_bundle.is_none() && o.mirrors.is_empty() && o.stream.is_none() && o.cluster_os_image.is_none() && o.bootstrap_os_image.is_none() {
+        bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream or --cluster-os-image");
+    }
     let image = args.image.as_deref().map(crate::cli::manifests::registry_ref).transpose()?;
+    let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
     let creds = reg.auth.merged();
     let target = match (&args.install_config, &args.dir) {
@@ -180,14 +189,14 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     };
     match target {
         Some(path) => {
-            let changes = patch_file(&path, &args.opts, image.as_ref(), &creds)?;
+            let changes = patch_file(&path, base, image.as_ref(), &creds)?;
             eprintln!("patched {} (mode 0600):", path.display());
             for c in changes {
                 eprintln!("  {c}");
             }
         }
         None => {
-            let patch = full_patch(&args.opts, image.as_ref(), &creds, None)?;
+            let patch = full_patch(base, image.as_ref(), &creds, None)?;
             if patch.pull_secret.is_some() {
                 eprintln!("note: the pullSecret piece holds only the image registry's entry: merge it into your pull secret, or pass --install-config to patch the file");
             }
@@ -195,4 +204,39 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> RegistryRef {
+        crate::cli::manifests::registry_ref(s).unwrap()
+    }
+
+    #[test]
+    fn pull_secret_merge_never_clobbers_the_release_credentials() {
+        let release = r#"{"auths":{"quay.io":{"auth":"cmVsZWFzZTpyZWxlYXNl","email":"a@b"},"registry.redhat.io":{"auth":"eDp5"}}}"#;
+        let host_creds = AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let repo_creds = AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let cases: &[(Option<&str>, &AuthFile, &str, Option<&[&str]>)] = &[
+            // host taken by other credentials: file under host/repository
+            (Some(release), &host_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"])),
+            // a repository-scoped authfile key is kept as is
+            (Some(release), &repo_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme", "registry.redhat.io"])),
+            // free host: the host key
+            (None, &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            (Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#), &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            // nothing for that registry
+            (Some(release), &host_creds, "registry.example.com/acme/os", None),
+        ];
+        for (existing, creds, image, want) in cases {
+            let got = merge_pull_secret(*existing, &r(image), creds).unwrap();
+            let keys = got.map(|j| AuthFile::parse(&j).unwrap().auths.into_keys().collect::<Vec<_>>());
+            assert_eq!(keys, want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{existing:?} {image}");
+        }
+        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds).unwrap().unwrap();
+        assert!(merged.contains("\"email\":\"a@b\""), "other fields kept: {merged}");
+        assert!(merge_pull_secret(Some("{not json"), &r("quay.io/a/b"), &host_creds).is_err());
+    }
 }

@@ -35,19 +35,21 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
     let image = mcli::registry_ref(&args.image)?;
     let spec = args.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?;
     let (check, _) = args.manifests.settings(image.clone(), None)?;
-    let patch_check = args.install_config.patch()?;
-    drop(patch_check);
+    let base_patch = args.install_config.patch()?;
     let stage = installkit::stage(&args.dir)?;
     let reg = args.source.registry.resolve()?;
     let creds = reg.auth.merged();
     let pinned = mcli::pin(&image, &reg, args.source.offline).await?;
     eprintln!("image: {}", pinned.image);
 
+    if stage != Stage::InstallConfig && !base_patch.is_empty() {
+        eprintln!("warning: install-config options ignored: `openshift-install create manifests` already consumed install-config.yaml");
+    }
     let mut written: Vec<(PathBuf, OutputFile)> = Vec::new();
     match stage {
         Stage::InstallConfig => {
             let path = args.dir.join("install-config.yaml");
-            let changes = install_config::patch_file(&path, &args.install_config, Some(&pinned.image), &creds)?;
+            let changes = install_config::patch_file(&path, base_patch, Some(&pinned.image), &creds)?;
             let what = if changes.is_empty() { "install-config (nothing to change)".to_string() } else { format!("install-config: {}", changes.join("; ")) };
             written.push((args.dir.clone(), OutputFile { rel_path: "install-config.yaml".into(), contents: vec![], mode: 0o600, what, secret: true }));
         }
