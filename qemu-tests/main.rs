@@ -4,3 +4,4 @@
 
 mod boottest;
 mod common;
+mod iso;

@@ -5,6 +5,7 @@
 //! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
+//! - [`iso`]: customize / show / reset CoreOS live ISOs (coreos-installer compatible).
 //! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
 //! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
@@ -19,6 +20,7 @@ pub mod cmd;
 pub mod imageref;
 pub mod inspect;
 pub mod io;
+pub mod iso;
 pub mod qemu;
 #[doc(hidden)]
 pub mod testkit;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod iso;
 pub mod boot_test;
 pub mod ignition;
 pub mod install_config;
@@ -28,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
+    Iso(iso::IsoArgs),
     /// Boot an ISO, disk image or kernel in QEMU and check what booted.
     BootTest(boot_test::BootTestArgs),
     /// Ignition configs: OpenShift pointer configs, standalone first-boot rebase.
@@ -52,6 +55,7 @@ pub enum Command {
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Iso(args) => iso::run(args),
         Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),

@@ -3,5 +3,5 @@
 mod atomic;
 mod hashing;
 
-pub use atomic::{write_atomic, AtomicFile};
+pub use atomic::{open_rw, write_atomic, AtomicFile};
 pub use hashing::{sha256_file, sha256_reader, HashingReader, HashingWriter};

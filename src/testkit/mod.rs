@@ -8,4 +8,5 @@ pub mod initramfs;
 pub mod kernel;
 pub mod ostree_image;
 pub mod registry;
+pub mod liveiso;
 pub mod bootdisk;

@@ -1,0 +1,327 @@
+//! The Ignition embed area payload: a newc cpio archive, xz-compressed with a CRC32
+//! check, zero-padded to the area size. The bootloader hands the area to the kernel as a
+//! second initrd, so the kernel's initramfs unpacker is the real consumer: it only accepts
+//! xz with CRC32 (or none) and skips zero padding between archives.
+//!
+//! Written byte for byte the way coreos-installer writes it (members sorted by path,
+//! parent directories 040755 created on the way, files 0100600, inode = running index,
+//! nlink 1, mtime 0, uid/gid 0, xz preset 9), so an ISO customized by either tool carries
+//! the same bytes for the same inputs.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use anyhow::{bail, ensure, Context, Result};
+use xz2::stream::{Action, Check, Status, Stream};
+
+/// Where the live initramfs reads NetworkManager keyfiles from.
+pub const NETWORK_DIR: &str = "etc/coreos-firstboot-network";
+/// The live Ignition config, at the root of the embedded archive.
+pub const IGNITION_PATH: &str = "config.ign";
+
+const NEWC_MAGIC: &[u8; 6] = b"070701";
+const NEWC_CRC_MAGIC: &[u8; 6] = b"070702";
+const NEWC_HEADER_LEN: usize = 110;
+const TRAILER: &str = "TRAILER!!!";
+const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
+const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
+/// Decompressed payloads larger than this are refused (a corrupt or hostile area must
+/// not make us allocate without bound; real payloads are a few KiB).
+const MAX_DECOMPRESSED: u64 = 64 << 20;
+
+/// The regular files in an embed-area payload, by path (no leading `/`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Payload {
+    members: BTreeMap<String, Vec<u8>>,
+}
+
+impl Payload {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        self.members.get(path).map(Vec::as_slice)
+    }
+
+    pub fn insert(&mut self, path: impl Into<String>, contents: Vec<u8>) {
+        self.members.insert(path.into(), contents);
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.members.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// NetworkManager keyfiles, by file name.
+    pub fn network_keyfiles(&self) -> BTreeMap<&str, &[u8]> {
+        let prefix = format!("{NETWORK_DIR}/");
+        self.members
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).filter(|n| !n.contains('/')).map(|n| (n, v.as_slice())))
+            .collect()
+    }
+
+    /// The uncompressed newc archive.
+    pub fn to_cpio(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_cpio(&mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Write the newc archive. `flush()` is called after each file whose data needed
+    /// padding: coreos-installer's cpio writer does that, and on its xz encoder a flush
+    /// ends an LZMA2 chunk, which shows in the compressed bytes; doing the same keeps
+    /// the area byte-identical.
+    fn write_cpio(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut ino = 0u32;
+        let mut cwd: Vec<&str> = Vec::new();
+        for (path, contents) in &self.members {
+            let mut parent: Vec<&str> = path.split('/').collect();
+            parent.pop();
+            let common = cwd.iter().zip(&parent).take_while(|(a, b)| a == b).count();
+            cwd.truncate(common);
+            for component in &parent[common..] {
+                cwd.push(component);
+                write_newc_entry(out, ino, &cwd.join("/"), 0o040_755, b"")?;
+                ino += 1;
+            }
+            write_newc_entry(out, ino, path, 0o100_600, contents)?;
+            ino += 1;
+        }
+        write_newc_entry(out, 0, TRAILER, 0, b"")
+    }
+
+    /// The payload as stored in the embed area (before zero padding): xz, CRC32 check.
+    /// An empty payload is stored as no bytes at all (an all-zero area).
+    pub fn to_area_bytes(&self) -> Result<Vec<u8>> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = Stream::new_easy_encoder(9, Check::Crc32).context("creating xz encoder")?;
+        let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
+        self.write_cpio(&mut enc).context("compressing embed payload")?;
+        enc.finish().context("finishing xz stream")
+    }
+
+    /// Parse an embed area: zero or more archives (xz, gzip or uncompressed newc),
+    /// separated and followed by zero padding. Later copies of a path win, as in the
+    /// kernel's unpacker.
+    pub fn from_area_bytes(area: &[u8]) -> Result<Self> {
+        let mut payload = Payload::default();
+        let mut rest = area;
+        loop {
+            let skip = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+            rest = &rest[skip..];
+            if rest.is_empty() {
+                return Ok(payload);
+            }
+            let offset = area.len() - rest.len();
+            if rest.starts_with(XZ_MAGIC) {
+                let (data, used) = xz_decode_one(rest).with_context(|| format!("decompressing xz archive at area offset {offset}"))?;
+                rest = &rest[used..];
+                parse_newc(&data, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+            } else if rest.starts_with(GZIP_MAGIC) {
+                let mut dec = flate2::bufread::GzDecoder::new(rest);
+                let data = read_bounded(&mut dec).with_context(|| format!("decompressing gzip archive at area offset {offset}"))?;
+                rest = dec.into_inner();
+                parse_newc(&data, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+            } else if rest.starts_with(NEWC_MAGIC) || rest.starts_with(NEWC_CRC_MAGIC) {
+                let used = parse_newc(rest, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+                rest = &rest[used..];
+            } else if rest.starts_with(ZSTD_MAGIC) {
+                bail!("zstd-compressed archive at embed area offset {offset}: not supported, only xz, gzip and uncompressed cpio");
+            } else {
+                bail!("unrecognized data at embed area offset {offset}: not an xz, gzip or cpio archive");
+            }
+        }
+    }
+}
+
+/// Decode exactly one xz stream from the front of `input`: the decompressed bytes and the
+/// number of input bytes it occupied (what follows may be padding or another archive).
+fn xz_decode_one(input: &[u8]) -> Result<(Vec<u8>, usize)> {
+    let mut stream = Stream::new_stream_decoder(u64::MAX, 0)?;
+    let mut out = Vec::with_capacity(input.len() * 4);
+    loop {
+        if out.len() == out.capacity() {
+            ensure!((out.len() as u64) < MAX_DECOMPRESSED, "decompresses to more than {MAX_DECOMPRESSED} bytes");
+            out.reserve(out.len().max(64 << 10));
+        }
+        let (in_before, out_before) = (stream.total_in(), out.len());
+        let status = stream.process_vec(&input[in_before as usize..], &mut out, Action::Run)?;
+        if status == Status::StreamEnd {
+            return Ok((out, stream.total_in() as usize));
+        }
+        if stream.total_in() == in_before && out.len() == out_before {
+            bail!("truncated xz stream");
+        }
+    }
+}
+
+fn read_bounded(r: &mut impl Read) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    r.take(MAX_DECOMPRESSED + 1).read_to_end(&mut data)?;
+    ensure!((data.len() as u64) <= MAX_DECOMPRESSED, "decompresses to more than {MAX_DECOMPRESSED} bytes");
+    Ok(data)
+}
+
+fn pad4(len: usize) -> usize {
+    (4 - len % 4) % 4
+}
+
+fn write_newc_entry(out: &mut impl Write, ino: u32, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
+    let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+    let mut header = Vec::with_capacity(NEWC_HEADER_LEN + name.len() + 4);
+    header.extend_from_slice(NEWC_MAGIC);
+    for f in fields {
+        header.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    header.extend_from_slice(name.as_bytes());
+    header.push(0);
+    header.resize(header.len() + pad4(NEWC_HEADER_LEN + name.len() + 1), 0);
+    out.write_all(&header)?;
+    out.write_all(data)?;
+    let pad = pad4(data.len());
+    if pad > 0 {
+        out.write_all(&[0; 3][..pad])?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn hex_field(header: &[u8], index: usize) -> Result<u32> {
+    let raw = &header[6 + index * 8..6 + (index + 1) * 8];
+    let s = std::str::from_utf8(raw).ok().filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
+    let s = s.with_context(|| format!("bad hex field {:?} in cpio header", String::from_utf8_lossy(raw)))?;
+    Ok(u32::from_str_radix(s, 16)?)
+}
+
+/// Parse one newc archive up to and including its trailer, adding regular files to
+/// `members`. Returns the number of bytes consumed.
+pub fn parse_newc(data: &[u8], members: &mut BTreeMap<String, Vec<u8>>) -> Result<usize> {
+    let mut pos = 0usize;
+    loop {
+        let header = data.get(pos..pos + NEWC_HEADER_LEN).context("truncated cpio header")?;
+        ensure!(&header[..6] == NEWC_MAGIC || &header[..6] == NEWC_CRC_MAGIC, "bad cpio magic at offset {pos}");
+        let mode = hex_field(header, 1)?;
+        let size = hex_field(header, 6)? as usize;
+        let namesize = hex_field(header, 11)? as usize;
+        ensure!(namesize >= 1, "empty cpio member name at offset {pos}");
+        let name_start = pos + NEWC_HEADER_LEN;
+        let name_raw = data.get(name_start..name_start + namesize).context("truncated cpio member name")?;
+        let name = std::str::from_utf8(&name_raw[..namesize - 1]).context("non-UTF-8 cpio member name")?;
+        let data_start = name_start + namesize + pad4(NEWC_HEADER_LEN + namesize);
+        let contents = data.get(data_start..data_start + size).with_context(|| format!("truncated cpio member {name}"))?;
+        pos = data_start + size + pad4(size);
+        if name == TRAILER {
+            return Ok(pos.min(data.len()));
+        }
+        if mode & 0o170_000 == 0o100_000 {
+            let name = name.trim_start_matches("./").trim_start_matches('/');
+            members.insert(name.to_string(), contents.to_vec());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(files: &[(&str, &str)]) -> Payload {
+        let mut p = Payload::default();
+        for (k, v) in files {
+            p.insert(*k, v.as_bytes().to_vec());
+        }
+        p
+    }
+
+    #[test]
+    fn cpio_layout_matches_coreos_installer() {
+        // Golden bytes: directories are emitted once, in sorted walk order, with running
+        // inode numbers; the trailer has inode 0 and nlink 1.
+        let p = payload(&[("config.ign", "{}\n"), ("etc/coreos-firstboot-network/a.nmconnection", "x")]);
+        let cpio = p.to_cpio();
+        let mut entries = Vec::new();
+        let mut pos = 0;
+        while pos < cpio.len() {
+            let h = &cpio[pos..pos + 110];
+            let fields: Vec<u32> = (0..13).map(|i| hex_field(h, i).unwrap()).collect();
+            let name = std::str::from_utf8(&cpio[pos + 110..pos + 110 + fields[11] as usize - 1]).unwrap().to_string();
+            entries.push((name.clone(), fields[0], fields[1], fields[4], fields[5]));
+            let ds = pos + 110 + fields[11] as usize + pad4(110 + fields[11] as usize);
+            pos = ds + fields[6] as usize + pad4(fields[6] as usize);
+            if name == TRAILER {
+                break;
+            }
+        }
+        assert_eq!(pos, cpio.len(), "no padding after the trailer");
+        assert_eq!(
+            entries,
+            vec![
+                ("config.ign".into(), 0, 0o100600, 1, 0),
+                ("etc".into(), 1, 0o40755, 1, 0),
+                ("etc/coreos-firstboot-network".into(), 2, 0o40755, 1, 0),
+                ("etc/coreos-firstboot-network/a.nmconnection".into(), 3, 0o100600, 1, 0),
+                (TRAILER.into(), 0, 0, 1, 0),
+            ]
+        );
+        assert_eq!(&cpio[..110], concat!("070701", "00000000", "00008180", "00000000", "00000000", "00000001", "00000000", "00000003", "00000000", "00000000", "00000000", "00000000", "0000000b", "00000000").as_bytes());
+    }
+
+    #[test]
+    fn roundtrip_through_xz_with_crc32_and_padding() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("config.ign", "{\"ignition\":{\"version\":\"3.3.0\"}}\n")],
+            &[("config.ign", "a"), ("etc/coreos-firstboot-network/eth0.nmconnection", "[connection]\n")],
+            &[("a/b/c/d", ""), ("a/b/e", "12345"), ("z", "zz")],
+        ];
+        for files in cases {
+            let p = payload(files);
+            let mut area = p.to_area_bytes().unwrap();
+            assert_eq!(&area[..6], XZ_MAGIC);
+            // stream flags byte 7: check type 1 = CRC32
+            assert_eq!(area[7], 0x01, "xz check must be CRC32");
+            area.resize(area.len() + 4096, 0);
+            assert_eq!(Payload::from_area_bytes(&area).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn empty_payload_is_an_all_zero_area() {
+        assert!(Payload::default().to_area_bytes().unwrap().is_empty());
+        assert!(Payload::from_area_bytes(&[0; 1024]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn concatenated_archives_last_wins() {
+        let mut area = payload(&[("config.ign", "old"), ("keep", "k")]).to_cpio();
+        area.extend_from_slice(&[0; 16]);
+        area.extend(payload(&[("config.ign", "new")]).to_area_bytes().unwrap());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&payload(&[("g", "gzip")]).to_cpio()).unwrap();
+        area.extend(gz.finish().unwrap());
+        let p = Payload::from_area_bytes(&area).unwrap();
+        assert_eq!(p, payload(&[("config.ign", "new"), ("g", "gzip"), ("keep", "k")]));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"hello", "unrecognized data at embed area offset 0"),
+            (b"\0\0\0\0\x28\xb5\x2f\xfd", "zstd"),
+            (b"070701zz", "truncated cpio header"),
+            (b"\xfd7zXZ\x00garbage", "decompressing xz"),
+        ];
+        for (input, want) in cases {
+            let err = format!("{:#}", Payload::from_area_bytes(input).unwrap_err());
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn network_keyfiles_by_name() {
+        let p = payload(&[("config.ign", "{}"), ("etc/coreos-firstboot-network/a.nmconnection", "A"), ("etc/other", "o")]);
+        assert_eq!(p.network_keyfiles().into_iter().collect::<Vec<_>>(), vec![("a.nmconnection", &b"A"[..])]);
+    }
+}
