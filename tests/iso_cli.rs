@@ -214,7 +214,7 @@ fn sigint_during_o_leaves_no_output() {
     std::fs::OpenOptions::new().write(true).open(&iso).unwrap().set_len(2 << 30).unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
         .args(["iso", "customize", s(&iso), "-o", s(&outdir.join("o.iso")), "--live-karg-append", "a"])
         .stderr(Stdio::piped())
         .spawn()
