@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::imageref::{Digest, ImageRef, RegistryRef};
 use crate::ocilayout::{self, OciLayout};
 use crate::registry::client::BlobStreamError;
-use crate::registry::manifest::{Descriptor, ImageConfig};
+use crate::registry::manifest::{Descriptor, ImageConfig, OCI_MANIFEST};
 use crate::registry::{self, BlobSource, RegistryOptions, ResolvedImage};
 
 /// Where `pull --to` writes.
@@ -49,6 +49,8 @@ pub struct PulledImage {
     pub archive: Option<PathBuf>,
     /// `org.opencontainers.image.ref.name` of the image in the layout.
     pub ref_name: String,
+    /// The source's manifest digest (what `pinned` names). The layout's may differ:
+    /// see [`PullStats::layout_digest`].
     pub manifest_digest: Digest,
     /// For registry sources: `registry/repo@sha256:…`.
     pub pinned: Option<RegistryRef>,
@@ -63,8 +65,11 @@ impl PulledImage {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullStats {
+    /// Digest of the manifest as stored in the layout: the source's, except for
+    /// Docker schema 2 images, whose manifest is stored converted to OCI.
+    pub layout_digest: Digest,
     pub blobs_fetched: usize,
     pub blobs_skipped: usize,
     pub bytes_fetched: u64,
@@ -81,6 +86,10 @@ pub async fn pull(image: &ImageRef, dest: &Destination, opts: &RegistryOptions, 
         Destination::OciDir { path, tag } => {
             let ref_name = default_tag(tag);
             if path.exists() {
+                let empty_dir = path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+                if !empty_dir && !path.join("oci-layout").is_file() {
+                    bail!("--to {}: exists and is not an OCI image layout", path.display());
+                }
                 // Adding to a layout: only verified blobs land, index.json is replaced
                 // atomically at the end.
                 let layout = OciLayout::create(path)?;
@@ -187,14 +196,32 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
     .buffer_unordered(opts.max_parallel.max(1));
     results.try_collect::<Vec<()>>().await?;
     // The manifest goes in last: a layout never names an image whose blobs are missing.
-    let manifest_desc = resolved.manifest_descriptor();
-    if !layout.has_blob(&manifest_desc) {
-        let mut w = layout.blob_writer(&manifest_desc)?;
-        w.write_all(&resolved.manifest_raw).context("writing the manifest")?;
-        w.commit()?;
-    }
+    // containers/image (skopeo, ostree-ext) only sees OCI manifests in a layout, so a
+    // Docker schema 2 image is stored with its manifest converted, as skopeo does.
+    let manifest_desc = match resolved.manifest.to_oci() {
+        None => {
+            let d = resolved.manifest_descriptor();
+            if !layout.has_blob(&d) {
+                let mut w = layout.blob_writer(&d)?;
+                w.write_all(&resolved.manifest_raw).context("writing the manifest")?;
+                w.commit()?;
+            }
+            d
+        }
+        Some(oci) => {
+            let mut d = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&oci).context("serializing the manifest")?)?;
+            d.platform = Some(resolved.platform.clone());
+            d
+        }
+    };
     layout.set_ref(Some(ref_name), &manifest_desc)?;
-    let stats = PullStats { blobs_fetched: fetched, blobs_skipped: present.len(), bytes_fetched, elapsed: start.elapsed() };
+    let stats = PullStats {
+        blobs_fetched: fetched,
+        blobs_skipped: present.len(),
+        bytes_fetched,
+        elapsed: start.elapsed(),
+        layout_digest: manifest_desc.digest.clone(),
+    };
     log::info!("pulled {} into {}: {stats:?}", resolved.manifest_digest, layout.root().display());
     Ok(stats)
 }

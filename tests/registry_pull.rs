@@ -170,3 +170,31 @@ fn retries_while_the_registry_is_down() {
     assert!(r.stderr.contains("retry"), "no retry logged: {}", r.stderr);
     assert_layout_verified(&out.path().join("l"));
 }
+
+#[test]
+fn docker_schema2_image_lands_as_oci_for_containers_image() {
+    let img = ostree_image::layered_image().unwrap();
+    let reg = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let src = reg.image_ref("docker/format:v1");
+    let push = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", img.display()))
+        .arg(format!("docker://{src}"))
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    let j = layerboot(&["inspect", &src, "--tls-verify=false", "--json"]);
+    j.ok();
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert_eq!(v["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("l");
+    layerboot(&["pull", &src, "--to", &format!("oci:{}", dest.display()), "--tls-verify=false", "-q"]).ok();
+    assert_layout_verified(&dest);
+    // skopeo (containers/image, as ostree-ext uses it) can read the pulled layout, and
+    // sees the same labels and layers.
+    let sk = skopeo_inspect(&format!("oci:{}:v1", dest.display()));
+    assert_eq!(sk["Labels"]["ostree.bootable"], "true");
+    assert_eq!(sk["Layers"].as_array().unwrap().len(), v["layers"].as_array().unwrap().len());
+    assert_ne!(sk["Digest"], v["digest"], "the stored manifest is the OCI conversion");
+}
