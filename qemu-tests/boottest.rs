@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Pattern};
 
-use crate::common::{guest_initramfs, kernel, nonce, processes_with};
+use crate::common::{guest_initramfs, kernel, nonce, processes_with, wait_for_qemu};
 
 fn direct(append: &str) -> BootTestSettings {
     let mut s = BootTestSettings::new(Artifact::DirectKernel {
@@ -143,14 +143,7 @@ fn cli_sigint_stops_qemu_and_cleans_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let qemu = loop {
-        if let Some(pid) = processes_with(&tag).into_iter().find(|p| *p != child.id()) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "QEMU never started");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let qemu = wait_for_qemu(&tag, child.id());
     std::thread::sleep(Duration::from_secs(2));
     assert!(std::fs::read_dir(tmp.path()).unwrap().count() > 0, "the run keeps its temp files under TMPDIR");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -270,14 +263,7 @@ fn run_blocking_sigint_cleans_up_then_ends_the_process() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let qemu = loop {
-        if let Some(pid) = processes_with(&tag).into_iter().find(|p| *p != child.id()) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "QEMU never started");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let qemu = wait_for_qemu(&tag, child.id());
     std::thread::sleep(Duration::from_secs(1));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
