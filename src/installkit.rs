@@ -94,7 +94,7 @@ pub fn next_steps(dir: &Path, stage: Stage, pools: &[String], rerun: &str) -> Ve
             steps.push(format!("openshift-install wait-for install-complete --dir {d}"));
         }
     }
-    for p in custom {
+    for p in custom.iter().filter(|_| stage != Stage::InstallConfig) {
         steps.push(format!(
             "oc label node <node> node-role.kubernetes.io/{p}=    # nodes join pool '{p}' by this label (IPI: set it in the MachineSet template)"
         ));

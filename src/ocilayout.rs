@@ -123,6 +123,11 @@ impl OciLayout {
     /// Point `name` (or, with `None`, an unnamed entry) at `desc` in index.json,
     /// replacing what the name pointed to before.
     pub fn set_ref(&self, name: Option<&str>, desc: &Descriptor) -> Result<()> {
+        // Several processes may share a layout (the pull cache): serialize the
+        // read-modify-write of index.json so no one's entry is lost.
+        let lock_path = self.root.join(".index.json.lock");
+        let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
         let mut index = self.read_index()?;
         let mut entry = desc.clone();
         let mut annotations = entry.annotations.take().unwrap_or_default();

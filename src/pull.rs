@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::imageref::{Digest, ImageRef, RegistryRef};
 use crate::ocilayout::{self, OciLayout};
 use crate::registry::client::BlobStreamError;
-use crate::registry::manifest::{Descriptor, ImageConfig};
+use crate::registry::manifest::{Descriptor, ImageConfig, OCI_MANIFEST};
 use crate::registry::{self, BlobSource, RegistryOptions, ResolvedImage};
 
 /// Where `pull --to` writes.
@@ -49,6 +49,8 @@ pub struct PulledImage {
     pub archive: Option<PathBuf>,
     /// `org.opencontainers.image.ref.name` of the image in the layout.
     pub ref_name: String,
+    /// The source's manifest digest (what `pinned` names). The layout's may differ:
+    /// see [`PullStats::layout_digest`].
     pub manifest_digest: Digest,
     /// For registry sources: `registry/repo@sha256:…`.
     pub pinned: Option<RegistryRef>,
@@ -63,8 +65,11 @@ impl PulledImage {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullStats {
+    /// Digest of the manifest as stored in the layout: the source's, except for
+    /// Docker schema 2 images, whose manifest is stored converted to OCI.
+    pub layout_digest: Digest,
     pub blobs_fetched: usize,
     pub blobs_skipped: usize,
     pub bytes_fetched: u64,
@@ -81,6 +86,10 @@ pub async fn pull(image: &ImageRef, dest: &Destination, opts: &RegistryOptions, 
         Destination::OciDir { path, tag } => {
             let ref_name = default_tag(tag);
             if path.exists() {
+                let empty_dir = path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+                if !empty_dir && !path.join("oci-layout").is_file() {
+                    bail!("--to {}: exists and is not an OCI image layout", path.display());
+                }
                 // Adding to a layout: only verified blobs land, index.json is replaced
                 // atomically at the end.
                 let layout = OciLayout::create(path)?;
@@ -187,45 +196,68 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
     .buffer_unordered(opts.max_parallel.max(1));
     results.try_collect::<Vec<()>>().await?;
     // The manifest goes in last: a layout never names an image whose blobs are missing.
-    let manifest_desc = resolved.manifest_descriptor();
-    if !layout.has_blob(&manifest_desc) {
-        let mut w = layout.blob_writer(&manifest_desc)?;
-        w.write_all(&resolved.manifest_raw).context("writing the manifest")?;
-        w.commit()?;
-    }
+    // containers/image (skopeo, ostree-ext) only sees OCI manifests in a layout, so a
+    // Docker schema 2 image is stored with its manifest converted, as skopeo does.
+    let manifest_desc = match resolved.manifest.to_oci() {
+        None => {
+            let d = resolved.manifest_descriptor();
+            if !layout.has_blob(&d) {
+                let mut w = layout.blob_writer(&d)?;
+                w.write_all(&resolved.manifest_raw).context("writing the manifest")?;
+                w.commit()?;
+            }
+            d
+        }
+        Some(oci) => {
+            let mut d = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&oci).context("serializing the manifest")?)?;
+            d.platform = Some(resolved.platform.clone());
+            d
+        }
+    };
     layout.set_ref(Some(ref_name), &manifest_desc)?;
-    let stats = PullStats { blobs_fetched: fetched, blobs_skipped: present.len(), bytes_fetched, elapsed: start.elapsed() };
+    let stats = PullStats {
+        blobs_fetched: fetched,
+        blobs_skipped: present.len(),
+        bytes_fetched,
+        elapsed: start.elapsed(),
+        layout_digest: manifest_desc.digest.clone(),
+    };
     log::info!("pulled {} into {}: {stats:?}", resolved.manifest_digest, layout.root().display());
     Ok(stats)
 }
 
-/// Fetch one blob into the layout, retrying the whole blob on transport failures.
+/// Fetch one blob into the layout. A transfer cut short by a transport failure is
+/// resumed from where it stopped (the hash state carries on), with backoff; a registry
+/// that will not resume gets the blob asked again from the start.
 async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, opts: &RegistryOptions, bar: &ProgressBar) -> Result<()> {
+    let conn = match source {
+        BlobSource::Registry(conn) => conn,
+        BlobSource::Layout(src, _) => return copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await,
+    };
     let mut delay = opts.retry_delay;
     let mut attempt = 0;
+    let mut w = layout.blob_writer(desc)?;
     loop {
-        bar.set_position(0);
-        let result = match source {
-            BlobSource::Registry(conn) => {
-                let mut w = layout.blob_writer(desc)?;
-                let streamed = conn
-                    .stream_blob(opts, desc, |chunk| {
-                        w.write_all(chunk).with_context(|| format!("writing blob {}", desc.digest))?;
-                        bar.inc(chunk.len() as u64);
-                        Ok(())
-                    })
-                    .await;
-                streamed.and_then(|_| w.commit())
-            }
-            BlobSource::Layout(src, _) => copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await,
-        };
-        match result {
-            Ok(()) => return Ok(()),
+        let offset = w.written();
+        let streamed = conn
+            .stream_blob(opts, desc, offset, |chunk| {
+                w.write_all(chunk).with_context(|| format!("writing blob {}", desc.digest))?;
+                bar.inc(chunk.len() as u64);
+                Ok(())
+            })
+            .await;
+        match streamed {
+            Ok(_) => return w.commit(),
             Err(e) if attempt < opts.retries && e.downcast_ref::<BlobStreamError>().is_some() => {
                 attempt += 1;
-                log::info!("blob {}: {e:#}; retry {attempt}/{} in {delay:?}", desc.digest, opts.retries);
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
+                if matches!(e.downcast_ref::<BlobStreamError>(), Some(BlobStreamError::RangeIgnored)) {
+                    w = layout.blob_writer(desc)?;
+                    bar.set_position(0);
+                } else {
+                    log::info!("blob {}: {e:#}; resuming at byte {} (retry {attempt}/{}) in {delay:?}", desc.digest, w.written(), opts.retries);
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
             }
             Err(e) => return Err(e),
         }

@@ -142,3 +142,14 @@ fn digest_mismatch_of_pinned_reference() {
     let other: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000".parse().unwrap();
     pull_fails(&reg.image_ref(&format!("acme/pinned@{other}")), &["--tls-verify=false"], &["not found"]);
 }
+
+#[test]
+fn destination_that_is_not_a_layout() {
+    let img = ostree_image::bootable_image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let src = format!("oci:{}", img.display());
+    layerboot(&["pull", &src, "--to", &format!("oci:{}", dir.path().display())]).one_line_error(&["not an OCI image layout"]);
+    assert_eq!(tree(dir.path()), vec!["notes.txt"]);
+    layerboot(&["pull", &src, "--to", "oci-archive:/nonexistent-dir/x.tar"]).one_line_error(&["/nonexistent-dir"]);
+}

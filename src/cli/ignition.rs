@@ -165,7 +165,10 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         },
         pinned.image
     );
-    if !has_secret {
+    if has_secret {
+        let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
+        eprintln!("credentials for {} (from {}) go to /etc/ostree/auth.json, mode 0600", image.registry, files.join(", "));
+    } else {
         eprintln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
     }
     emit(a.output.as_deref(), &rendered, if has_secret { 0o600 } else { 0o644 })

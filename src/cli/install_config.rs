@@ -173,6 +173,12 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
     let creds = reg.auth.merged();
+    if let Some(img) = &image {
+        if creds.entry_for(img).is_some() {
+            let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
+            eprintln!("credentials for {} come from {}", img.registry, files.join(", "));
+        }
+    }
     let target = match (&args.install_config, &args.dir) {
         (Some(f), _) => Some(f.clone()),
         (None, Some(d)) => {

@@ -59,7 +59,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Disk(args) => disk::run(args).await,
-        Command::Iso(args) => iso::run(args),
+        Command::Iso(args) => iso::run(args).await,
         Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),

@@ -194,6 +194,37 @@ impl ImageConfig {
     }
 }
 
+/// The OCI media type for a Docker schema 2 layer or config type; others pass through.
+pub fn oci_media_type(docker: &str) -> &str {
+    match docker {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.docker.container.image.v1+json" => OCI_CONFIG,
+        DOCKER_MANIFEST => OCI_MANIFEST,
+        other => other,
+    }
+}
+
+impl ImageManifest {
+    /// The same image as an OCI manifest: what an OCI layout must hold for
+    /// containers/image (skopeo, ostree-ext) to see it. Blobs are unchanged; only the
+    /// manifest (hence its digest) differs. `None` when it is already OCI.
+    pub fn to_oci(&self) -> Option<ImageManifest> {
+        if self.media_type.as_deref() != Some(DOCKER_MANIFEST) {
+            return None;
+        }
+        let conv = |d: &Descriptor| Descriptor { media_type: oci_media_type(&d.media_type).to_string(), ..d.clone() };
+        Some(ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: conv(&self.config),
+            layers: self.layers.iter().map(conv).collect(),
+            annotations: self.annotations.clone(),
+        })
+    }
+}
+
 /// Choose the entry for `os/arch` from an index. The error lists what the index has.
 pub fn select_platform<'a>(index: &'a ImageIndex, os: &str, arch: &str) -> Result<&'a Descriptor> {
     let arch = oci_arch(arch);
@@ -254,6 +285,21 @@ mod tests {
             let err = format!("{:#}", Manifest::parse(input.as_bytes(), None).unwrap_err());
             assert!(err.contains(want), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn docker_manifest_converts_to_oci() {
+        let docker = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":3}}]}}"#
+        );
+        let Manifest::Image(m) = Manifest::parse(docker.as_bytes(), None).unwrap() else { panic!() };
+        let oci = m.to_oci().unwrap();
+        assert_eq!(oci.media_type.as_deref(), Some(OCI_MANIFEST));
+        assert_eq!(oci.config.media_type, OCI_CONFIG);
+        assert_eq!(oci.config.digest, m.config.digest);
+        assert_eq!(oci.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!((oci.layers[0].digest.clone(), oci.layers[0].size), (m.layers[0].digest.clone(), 3));
+        assert!(oci.to_oci().is_none());
     }
 
     #[test]
