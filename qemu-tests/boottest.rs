@@ -202,19 +202,28 @@ fn uefi_boots_4k_sector_disk_as_qcow2() {
     assert!(o.passed, "{}", o.report());
 }
 
-/// A disk without any boot code must fail (here: nothing on the console, then the timeout),
-/// through the CLI: exit 1, the reason on stderr.
+/// A disk without any boot code must fail (here: nothing on the console, then the
+/// timeout). Run through the CI example script, which must pass on boot-test's exit 1
+/// and leave the JUnit report and console log for publishing.
 #[test]
-fn disk_without_bootloader_fails() {
-    let out = Command::new(env!("CARGO_BIN_EXE_layerboot"))
-        .arg("boot-test")
-        .arg(crate::common::boot_disk(512, false))
+fn disk_without_bootloader_fails_through_ci_example() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let disk = crate::common::boot_disk(512, false);
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ci/boot-test.sh"))
+        .arg(&disk)
         .args(["--firmware", "bios", "--memory", "256M", "--timeout", "15s", "--expect", "GRUB-BOOTED"])
+        .env("LAYERBOOT", env!("CARGO_BIN_EXE_layerboot"))
+        .env("OUT_DIR", out_dir.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("boot test FAILED: timed out after 15s waiting for 'GRUB-BOOTED' (0 of 1 expected patterns seen)"), "{stderr}");
+    let name = disk.file_name().unwrap().to_str().unwrap();
+    let junit = std::fs::read_to_string(out_dir.path().join(format!("{name}.junit.xml"))).unwrap();
+    assert!(junit.contains(&format!("<testcase name=\"{name}\"")) && junit.contains("<failure message=\"timed out after 15s"), "{junit}");
+    assert!(out_dir.path().join(format!("{name}.console.log")).is_file());
 }
 
 #[test]

@@ -550,3 +550,21 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped CI examples stay usable: the workflow is valid YAML whose boot-test
+    /// step goes through the script, and the script passes the reporting options.
+    #[test]
+    fn ci_examples_are_consistent() {
+        let wf: serde_yaml::Value = serde_yaml::from_str(include_str!("../../examples/ci/github-actions-boot-test.yml")).unwrap();
+        let steps = wf["jobs"]["boot-test"]["steps"].as_sequence().unwrap();
+        let run: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+        assert!(run.iter().any(|r| r.contains("examples/ci/boot-test.sh")), "{run:?}");
+        assert!(steps.iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact")) && s["if"].as_str() == Some("always()")));
+        let script = include_str!("../../examples/ci/boot-test.sh");
+        for needle in ["boot-test \"$artifact\"", "--junit", "--console-log", "exit \"$status\""] {
+            assert!(script.contains(needle), "{needle}");
+        }
+    }
+}
