@@ -205,3 +205,26 @@ fn pointer_pool_embeds_the_pools_pointer_config_as_destination() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Bad_Pool"));
     assert!(contents(&iso) == before, "file contents differ");
 }
+
+#[test]
+fn sigint_during_o_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = copy_fixture(dir.path(), "big.iso");
+    // a 2 GiB file (sparse tail after the volume) so the copy takes a while
+    std::fs::OpenOptions::new().write(true).open(&iso).unwrap().set_len(2 << 30).unwrap();
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(["iso", "customize", s(&iso), "-o", s(&outdir.join("o.iso")), "--live-karg-append", "a"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "finished before the signal: {stderr}");
+    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0, "the interrupted -o left files behind");
+}

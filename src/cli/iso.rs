@@ -189,12 +189,34 @@ fn describe(target: Target, input: &Path) -> String {
     }
 }
 
-pub fn run(args: IsoArgs) -> Result<ExitCode> {
+/// Run a blocking ISO operation; SIGINT/SIGTERM stop its copy so that an `-o` output's
+/// temporary file is removed before we exit (nothing half-written stays behind). An
+/// operation that completes despite the signal keeps its result.
+async fn interruptible<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    use std::sync::atomic::Ordering;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut task = tokio::task::spawn_blocking(f);
+    tokio::select! {
+        r = &mut task => r.context("ISO task panicked")?,
+        _ = tokio::signal::ctrl_c() => {
+            iso::exec::CANCEL.store(true, Ordering::Relaxed);
+            task.await.context("ISO task panicked")?.context("interrupted by SIGINT")
+        }
+        _ = term.recv() => {
+            iso::exec::CANCEL.store(true, Ordering::Relaxed);
+            task.await.context("ISO task panicked")?.context("interrupted by SIGTERM")
+        }
+    }
+}
+
+pub async fn run(args: IsoArgs) -> Result<ExitCode> {
     match args.command {
         IsoCommand::Customize(a) => {
             let req = a.resolve()?;
+            let (input, output) = (a.input.clone(), a.output.clone());
+            let plan = interruptible(move || iso::customize(&input, &req, Target::from_output(output.as_deref()))).await?;
             let target = Target::from_output(a.output.as_deref());
-            let plan = iso::customize(&a.input, &req, target)?;
             for n in &plan.notes {
                 eprintln!("{n}");
             }
@@ -210,8 +232,9 @@ pub fn run(args: IsoArgs) -> Result<ExitCode> {
             }
         }
         IsoCommand::Reset(a) => {
+            let (input, output) = (a.input.clone(), a.output.clone());
+            interruptible(move || iso::reset(&input, Target::from_output(output.as_deref()))).await?;
             let target = Target::from_output(a.output.as_deref());
-            iso::reset(&a.input, target)?;
             eprintln!("reset {}: no embedded Ignition, default kernel arguments", describe(target, &a.input));
         }
     }

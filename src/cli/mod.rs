@@ -55,7 +55,7 @@ pub enum Command {
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Iso(args) => iso::run(args),
+        Command::Iso(args) => iso::run(args).await,
         Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),

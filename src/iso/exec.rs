@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 
@@ -31,21 +32,46 @@ impl<'a> Target<'a> {
     }
 }
 
+/// Set (by the CLI's signal handling) to stop a running copy; the copy then fails and
+/// an `-o` output's temporary file is removed.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Unchanged ranges are copied in pieces this large, checking [`CANCEL`] in between.
+const COPY_CHUNK: u64 = 64 << 20;
+
+/// Copy exactly `len` bytes (`None`: to the end) from `input` to `out`.
+fn copy_range(input: &mut File, out: &mut impl Write, len: Option<u64>) -> Result<u64> {
+    let mut done = 0u64;
+    loop {
+        if CANCEL.load(Ordering::Relaxed) {
+            bail!("copy stopped, partial output discarded");
+        }
+        let want = len.map_or(COPY_CHUNK, |l| (l - done).min(COPY_CHUNK));
+        if want == 0 {
+            return Ok(done);
+        }
+        let n = io::copy(&mut Read::by_ref(input).take(want), out).context("copying the ISO")?;
+        done += n;
+        if n < want {
+            return match len {
+                Some(_) => bail!("the ISO ended early while copying"),
+                None => Ok(done),
+            };
+        }
+    }
+}
+
 /// Copy `input` to `out`, substituting the planned writes.
 pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> Result<u64> {
     input.seek(SeekFrom::Start(0)).context("seeking input")?;
     let mut pos = 0u64;
     for w in &plan.writes {
-        let gap = w.offset - pos;
-        let n = io::copy(&mut Read::by_ref(input).take(gap), out).context("copying the ISO")?;
-        if n != gap {
-            bail!("the ISO ended early while copying (at offset {})", pos + n);
-        }
+        copy_range(input, out, Some(w.offset - pos))?;
         out.write_all(&w.bytes).with_context(|| format!("writing the {}", w.what))?;
         input.seek(SeekFrom::Current(w.length as i64)).context("seeking input")?;
         pos = w.offset + w.length;
     }
-    let rest = io::copy(input, out).context("copying the ISO")?;
+    let rest = copy_range(input, out, None)?;
     out.flush().context("flushing output")?;
     Ok(pos + rest)
 }
