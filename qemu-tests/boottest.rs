@@ -273,3 +273,20 @@ fn run_blocking_sigint_cleans_up_then_ends_the_process() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
 }
+
+/// QEMU refusing the artifact (a corrupt qcow2) is a failed boot whose reason carries
+/// QEMU's own message.
+#[test]
+fn corrupt_qcow2_fails_with_qemu_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.qcow2");
+    let mut bytes = b"QFI\xfb\0\0\0\x03".to_vec();
+    bytes.resize(4096, 0xff);
+    std::fs::write(&bad, bytes).unwrap();
+    let mut s = disk(Artifact::Qcow2(bad), Firmware::Bios);
+    s.expect = pats(&["anything"]);
+    let o = run_blocking(&s).unwrap();
+    assert!(!o.passed);
+    assert!(o.reason.starts_with("QEMU exited (exit status: 1) while waiting for 'anything'"), "{}", o.reason);
+    assert!(o.reason.contains("QEMU said:") && o.reason.contains("bad.qcow2"), "{}", o.reason);
+}
