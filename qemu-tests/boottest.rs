@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Pattern};
 
-use crate::common::{guest_initramfs, kernel, nonce, processes_with};
+use crate::common::{guest_initramfs, kernel, nonce, processes_with, wait_for_qemu};
 
 fn direct(append: &str) -> BootTestSettings {
     let mut s = BootTestSettings::new(Artifact::DirectKernel {
@@ -86,7 +86,7 @@ fn timeout_fails_and_leaves_no_qemu_behind() {
     let o = run_blocking(&s).unwrap();
     assert!(!o.passed);
     assert!(o.reason.starts_with("timed out after 8s waiting for 'this never appears'"), "{}", o.reason);
-    assert!(start.elapsed() < Duration::from_secs(30), "the timeout was not enforced");
+    assert!(start.elapsed() < Duration::from_secs(60), "the timeout was not enforced");
     assert!(o.qemu_status.is_none(), "the harness stopped QEMU");
     assert_eq!(processes_with(&tag), Vec::<u32>::new(), "QEMU of this run still alive");
 }
@@ -143,14 +143,7 @@ fn cli_sigint_stops_qemu_and_cleans_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let qemu = loop {
-        if let Some(pid) = processes_with(&tag).into_iter().find(|p| *p != child.id()) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "QEMU never started");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let qemu = wait_for_qemu(&tag, child.id());
     std::thread::sleep(Duration::from_secs(2));
     assert!(std::fs::read_dir(tmp.path()).unwrap().count() > 0, "the run keeps its temp files under TMPDIR");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -242,4 +235,58 @@ fn bios_boots_iso_as_disk() {
     s.expect = pats(&["layerboot-fixture: disk vda", "booted without UEFI", "say GRUB-BOOTED-pc"]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
+}
+
+#[test]
+#[ignore = "helper process of run_blocking_sigint_cleans_up_then_ends_the_process"]
+fn helper_hanging_boot_with_signal_handling() {
+    let mut s = direct("lbtest.hang");
+    s.handle_signals = true;
+    s.timeout = Duration::from_secs(300);
+    s.extra_qemu_args = vec!["-name".into(), std::env::var("LBTEST_TAG").expect("LBTEST_TAG").into()];
+    let r = run_blocking(&s);
+    panic!("run_blocking returned instead of re-raising the signal: {r:?}");
+}
+
+/// Library users get the same guarantee as the CLI: SIGINT stops and reaps QEMU and
+/// removes the temp files, then the process ends by the signal as it would have.
+#[test]
+fn run_blocking_sigint_cleans_up_then_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = format!("lbtest-blocking-{}", nonce());
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "boottest::helper_hanging_boot_with_signal_handling", "--test-threads", "1", "--nocapture"])
+        .env("LBTEST_TAG", &tag)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let qemu = wait_for_qemu(&tag, child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "stdout: {} stderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGINT"));
+    assert!(!std::path::Path::new(&format!("/proc/{qemu}")).exists(), "QEMU {qemu} survived");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+/// QEMU refusing the artifact (a corrupt qcow2) is a failed boot whose reason carries
+/// QEMU's own message.
+#[test]
+fn corrupt_qcow2_fails_with_qemu_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.qcow2");
+    let mut bytes = b"QFI\xfb\0\0\0\x03".to_vec();
+    bytes.resize(4096, 0xff);
+    std::fs::write(&bad, bytes).unwrap();
+    let mut s = disk(Artifact::Qcow2(bad), Firmware::Bios);
+    s.expect = pats(&["anything"]);
+    let o = run_blocking(&s).unwrap();
+    assert!(!o.passed);
+    assert!(o.reason.starts_with("QEMU exited (exit status: 1) while waiting for 'anything'"), "{}", o.reason);
+    assert!(o.reason.contains("QEMU said:") && o.reason.contains("bad.qcow2"), "{}", o.reason);
 }

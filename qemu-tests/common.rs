@@ -60,3 +60,15 @@ pub fn boot_disk(sector_size: u32, with_bootloader: bool) -> PathBuf {
 pub fn grub_iso() -> PathBuf {
     layerboot::testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs()).expect("GRUB ISO fixture")
 }
+
+/// The pid of the QEMU tagged `-name TAG`, started (indirectly) by process `parent`.
+pub fn wait_for_qemu(tag: &str, parent: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(pid) = processes_with(tag).into_iter().find(|p| *p != parent) {
+            return pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "QEMU tagged {tag} never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -226,33 +226,38 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
     Ok(stats)
 }
 
-/// Fetch one blob into the layout, retrying the whole blob on transport failures.
+/// Fetch one blob into the layout. A transfer cut short by a transport failure is
+/// resumed from where it stopped (the hash state carries on), with backoff; a registry
+/// that will not resume gets the blob asked again from the start.
 async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, opts: &RegistryOptions, bar: &ProgressBar) -> Result<()> {
+    let conn = match source {
+        BlobSource::Registry(conn) => conn,
+        BlobSource::Layout(src, _) => return copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await,
+    };
     let mut delay = opts.retry_delay;
     let mut attempt = 0;
+    let mut w = layout.blob_writer(desc)?;
     loop {
-        bar.set_position(0);
-        let result = match source {
-            BlobSource::Registry(conn) => {
-                let mut w = layout.blob_writer(desc)?;
-                let streamed = conn
-                    .stream_blob(opts, desc, |chunk| {
-                        w.write_all(chunk).with_context(|| format!("writing blob {}", desc.digest))?;
-                        bar.inc(chunk.len() as u64);
-                        Ok(())
-                    })
-                    .await;
-                streamed.and_then(|_| w.commit())
-            }
-            BlobSource::Layout(src, _) => copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await,
-        };
-        match result {
-            Ok(()) => return Ok(()),
+        let offset = w.written();
+        let streamed = conn
+            .stream_blob(opts, desc, offset, |chunk| {
+                w.write_all(chunk).with_context(|| format!("writing blob {}", desc.digest))?;
+                bar.inc(chunk.len() as u64);
+                Ok(())
+            })
+            .await;
+        match streamed {
+            Ok(_) => return w.commit(),
             Err(e) if attempt < opts.retries && e.downcast_ref::<BlobStreamError>().is_some() => {
                 attempt += 1;
-                log::info!("blob {}: {e:#}; retry {attempt}/{} in {delay:?}", desc.digest, opts.retries);
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
+                if matches!(e.downcast_ref::<BlobStreamError>(), Some(BlobStreamError::RangeIgnored)) {
+                    w = layout.blob_writer(desc)?;
+                    bar.set_position(0);
+                } else {
+                    log::info!("blob {}: {e:#}; resuming at byte {} (retry {attempt}/{}) in {delay:?}", desc.digest, w.written(), opts.retries);
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
             }
             Err(e) => return Err(e),
         }

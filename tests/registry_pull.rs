@@ -198,3 +198,66 @@ fn docker_schema2_image_lands_as_oci_for_containers_image() {
     assert_eq!(sk["Layers"].as_array().unwrap().len(), v["layers"].as_array().unwrap().len());
     assert_ne!(sk["Digest"], v["digest"], "the stored manifest is the OCI conversion");
 }
+
+#[test]
+fn interrupted_pull_leaves_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("img");
+    ostree_image::make_bench_image(&img, 48, 4).unwrap();
+    let reg = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let src = reg.push_oci_dir(&img, "big/image:v1").unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(["pull", &src, "--to", &format!("oci:{}", out.join("dest").display()), "--tls-verify=false", "-q"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once blobs are streaming: a staged blob file exists.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !tree(&out).iter().any(|p| p.contains("blobs/sha256/.")) {
+        assert!(std::time::Instant::now() < deadline, "pull never started writing: {:?}", tree(&out));
+        assert!(child.try_wait().unwrap().is_none(), "pull finished before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.trim().starts_with("error: interrupted") && stderr.trim().lines().count() == 1, "{stderr}");
+    assert_eq!(tree(&out), Vec::<String>::new(), "left behind after Ctrl-C");
+}
+
+#[test]
+fn transfer_cut_mid_blob_resumes() {
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("img");
+    ostree_image::make_bench_image(&img, 48, 2).unwrap();
+    let mut reg = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let src = reg.push_oci_dir(&img, "big/resume:v1").unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(["pull", &src, "--to", &format!("oci:{}", out.join("dest").display()), "--tls-verify=false", "-q", "-v"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staged_bytes = || -> u64 {
+        tree(&out).iter().filter(|p| p.contains("blobs/sha256/.")).map(|p| std::fs::metadata(out.join(p)).map(|m| m.len()).unwrap_or(0)).sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while staged_bytes() < (1 << 20) {
+        assert!(std::time::Instant::now() < deadline, "pull never got going");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Kill the registry mid-transfer, bring it back on the same port and storage.
+    reg.pause();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    reg.resume().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming at byte"), "no resume logged: {stderr}");
+    assert_layout_verified(&out.join("dest"));
+}

@@ -245,8 +245,11 @@ impl BootTestSettings {
 
 /// The run was stopped by a signal; QEMU was killed and temp files removed.
 #[derive(Debug, thiserror::Error)]
-#[error("boot test interrupted by {0}; QEMU stopped")]
-pub struct Interrupted(pub &'static str);
+#[error("boot test interrupted by {name}; QEMU stopped")]
+pub struct Interrupted {
+    pub name: &'static str,
+    pub signal: i32,
+}
 
 /// Number of console lines kept in [`Outcome::console_tail`] and printed on failure.
 pub const TAIL_LINES: usize = 40;
@@ -285,9 +288,22 @@ impl Outcome {
 }
 
 /// [`run`] on a fresh current-thread runtime, for synchronous callers (tests). Must not
-/// be called from inside a tokio runtime.
+/// be called from inside a tokio runtime. When the run is [`Interrupted`] (and
+/// `handle_signals` is on), QEMU is stopped and cleaned up first, then the signal is
+/// re-raised with its default action, so Ctrl-C ends a test process as usual instead of
+/// surfacing as one failed test among others that keep running.
 pub fn run_blocking(settings: &BootTestSettings) -> Result<Outcome> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?.block_on(run(settings))
+    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?.block_on(run(settings));
+    if let Some(i) = result.as_ref().err().and_then(|e| e.downcast_ref::<Interrupted>()) {
+        eprintln!("{i}");
+        // SAFETY: plain syscalls; restoring the default action and re-raising is how a
+        // program that cleaned up after a signal lets it take its normal effect.
+        unsafe {
+            libc::signal(i.signal, libc::SIG_DFL);
+            libc::raise(i.signal);
+        }
+    }
+    result
 }
 
 fn make_qemu_config(s: &BootTestSettings, accel: Accel, dir: &Path) -> Result<QemuConfig> {
@@ -345,7 +361,7 @@ enum End {
     Exited(ExitStatus),
     Decided,
     TimedOut,
-    Signal(&'static str),
+    Signal(&'static str, i32),
 }
 
 async fn recv_opt(sig: &mut Option<tokio::signal::unix::Signal>) {
@@ -410,8 +426,8 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break End::TimedOut,
-            _ = recv_opt(&mut sigint) => break End::Signal("SIGINT"),
-            _ = recv_opt(&mut sigterm) => break End::Signal("SIGTERM"),
+            _ = recv_opt(&mut sigint) => break End::Signal("SIGINT", libc::SIGINT),
+            _ = recv_opt(&mut sigterm) => break End::Signal("SIGTERM", libc::SIGTERM),
         }
     };
     let duration = start.elapsed();
@@ -419,8 +435,8 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
     let stderr_tail = qemu.stderr_tail(5);
     matcher.feed(Source::Console, &console.read_new()?);
     matcher.feed(Source::Port, &port.read_new()?);
-    if let End::Signal(sig) = end {
-        return Err(Interrupted(sig).into());
+    if let End::Signal(name, signal) = end {
+        return Err(Interrupted { name, signal }.into());
     }
     if matches!(end, End::Exited(_)) {
         matcher.finish();
@@ -442,7 +458,7 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
                 (false, format!("QEMU exited ({status}) while waiting for {} ({progress}){why}", next(&matcher)))
             }
             End::TimedOut => (false, format!("timed out after {}s waiting for {} ({progress})", s.timeout.as_secs(), next(&matcher))),
-            End::Signal(_) => unreachable!("returned above"),
+            End::Signal(..) => unreachable!("returned above"),
         }
     };
     let console_bytes = fs::read(&config.serial_log).unwrap_or_default();

@@ -184,7 +184,7 @@ impl Connection {
             bail!("blob {} is {} bytes, more than the {MAX} allowed for an image config", desc.digest, desc.size);
         }
         let mut buf = Vec::new();
-        self.stream_blob(opts, desc, |chunk| {
+        self.stream_blob(opts, desc, 0, |chunk| {
             buf.extend_from_slice(chunk);
             Ok(())
         })
@@ -192,10 +192,16 @@ impl Connection {
         Ok(buf)
     }
 
-    /// Stream blob `desc` chunk by chunk into `sink`. The caller verifies digest and size
-    /// (it must, and does, as the bytes pass); a transient failure before the first
-    /// byte is retried here, one after it is the caller's to retry with a fresh sink.
-    pub async fn stream_blob(&self, opts: &RegistryOptions, desc: &Descriptor, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    /// Stream blob `desc` from byte `offset` on, chunk by chunk, into `sink`; returns
+    /// the bytes passed. The caller verifies digest and size as the bytes pass (it must,
+    /// and does). A transient failure before the first byte is retried here; one after
+    /// it is the caller's to resume (with `offset` = bytes it has), see
+    /// [`BlobStreamError`].
+    ///
+    /// The request always carries a `Range` header, even from 0: registries answer 206
+    /// with a plain stream, which spares hashing every byte a second time inside
+    /// oci-client (the caller hashes already). A 200 answer is read the same way.
+    pub async fn stream_blob(&self, opts: &RegistryOptions, desc: &Descriptor, offset: u64, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
         let reference = self.reference_for(Some(&desc.digest));
         let od = oci_client::manifest::OciDescriptor {
             media_type: desc.media_type.clone(),
@@ -203,7 +209,12 @@ impl Connection {
             size: desc.size as i64,
             ..Default::default()
         };
-        let mut stream = retry(opts, || self.client.pull_blob_stream(&reference, &od)).await.map_err(|e| self.explain(e))?;
+        let response = retry(opts, || self.client.pull_blob_stream_partial(&reference, &od, offset, None)).await.map_err(|e| self.explain(e))?;
+        let mut stream = match response {
+            oci_client::client::BlobResponse::Partial(s) => s,
+            oci_client::client::BlobResponse::Full(s) if offset == 0 => s,
+            oci_client::client::BlobResponse::Full(_) => return Err(BlobStreamError::RangeIgnored.into()),
+        };
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
             match chunk {
@@ -211,9 +222,9 @@ impl Connection {
                     n += bytes.len() as u64;
                     sink(&bytes)?;
                 }
-                // oci-client's own digest check fires at the end of the stream; the
-                // caller's check gives the message, so only report transport errors.
-                // (It also fires on a short body, which the caller reports as truncation.)
+                // On a full (200) answer oci-client checks the digest itself at the
+                // end; the caller's check gives the message, so only report transport
+                // errors. (It also fires on a short body: the caller reports truncation.)
                 Err(e) if e.to_string().to_ascii_lowercase().contains("digest") => break,
                 Err(e) => return Err(BlobStreamError::Transport(anyhow!(e)).into()),
             }
@@ -226,11 +237,14 @@ impl Connection {
     }
 }
 
-/// A failure in the middle of a blob transfer; the caller may retry with a fresh sink.
+/// A failure in the middle of a blob transfer; the caller may resume it.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobStreamError {
     #[error("connection failed during blob transfer: {0:#}")]
     Transport(anyhow::Error),
+    /// Asked to resume, the registry sent the whole blob: start over from 0.
+    #[error("the registry does not support resuming a blob transfer")]
+    RangeIgnored,
 }
 
 /// Turn oci-client's errors into one-line messages naming the image and the cause.
