@@ -37,6 +37,9 @@ fn bad_input_table() {
     std::fs::write(&bad_authfile, "{\"auths\": {\"quay.io\": ").unwrap();
     let good_authfile = s.join("good-auth.json");
     std::fs::write(&good_authfile, "{\"auths\": {\"quay.io\": {\"auth\": \"dTpw\"}}}").unwrap();
+    let long_cf = s.join("Containerfile");
+    std::fs::write(&long_cf, format!("FROM configs AS final\n{}", "RUN true\n".repeat(600))).unwrap();
+    let long_cf = long_cf.to_str().unwrap();
     let empty = tempfile::tempdir().unwrap();
     let empty_dir = empty.path().to_str().unwrap();
     let pre = tempfile::tempdir().unwrap();
@@ -70,6 +73,9 @@ fn bad_input_table() {
         (d.path(), vec!["manifests", IMAGE, "--pool", "master-gpu", "--dir", dir], "'master-gpu'"),
         (d.path(), vec!["manifests", IMAGE, "--pool", "worker", "--method", "machineosconfig", "--push-spec", "quay.io/acme/rendered", "--dir", dir], "quay.io/acme/rendered"),
         (d.path(), vec!["manifests", IMAGE, "--pool", "worker", "--method", "machineosconfig", "--openshift-version", "4.19", "--dir", dir], "4.19"),
+        (d.path(), vec!["manifests", IMAGE, "--pool", "worker", "--openshift-version", "5.1", "--dir", dir], "'5.1'"),
+        (d.path(), vec!["manifests", IMAGE, "--pool", "worker", "--method", "machineosconfig", "--push-spec", "quay.io/a/r:latest", "--push-secret-name", "Bad_Secret", "--dir", dir], "'Bad_Secret'"),
+        (d.path(), vec!["manifests", IMAGE, "--pool", "worker", "--method", "machineosconfig", "--push-spec", "quay.io/a/r:latest", "--containerfile", long_cf, "--dir", dir], "4096"),
         // malformed pull-secret JSON: in the install-config, and as an authfile
         (s, vec!["install-config", IMAGE, "--install-config", ic_bad_secret, "--authfile", good_authfile], "pullSecret"),
         (s, vec!["install-config", IMAGE, "--install-config", ic_bad_secret, "--authfile", bad_authfile], "auth.json"),

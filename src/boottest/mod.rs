@@ -181,7 +181,10 @@ pub struct BootTestSettings {
     /// (fail-on still applies) instead of stopping QEMU at once.
     pub wait_for_poweroff: bool,
     /// Let the guest's writes reach the boot disk image. Default false: writes go to a
-    /// throwaway overlay and the artifact is left as it was.
+    /// throwaway overlay and the artifact is left as it was. When the run stops at the
+    /// last expect pattern, QEMU gets SIGTERM (it flushes and closes its images cleanly),
+    /// but what the guest itself has not written back yet is lost: combine with
+    /// `wait_for_poweroff` when a later boot depends on this one's writes.
     pub persist_writes: bool,
     /// Copy of the serial console.
     pub console_log: Option<PathBuf>,

@@ -145,7 +145,10 @@ impl ManifestOptions {
             containerfile,
         });
         if let Some(p) = &push {
-            manifests::names::validate_push_spec(&p.spec)?;
+            manifests::validate_push(p).map_err(|e| match &self.containerfile {
+                Some(cf) if e.to_string().starts_with("Containerfile") => e.context(format!("--containerfile {}", cf.display())),
+                _ => e,
+            })?;
         }
         Ok((ManifestSettings { image, pools: self.pools.clone(), method, push }, format!("method: {method} ({why})")))
     }

@@ -163,6 +163,20 @@ pub fn validate_pools(pools: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The MachineOSConfig method's inputs, against the CRD's rules.
+pub fn validate_push(push: &PushSettings) -> Result<()> {
+    names::validate_push_spec(&push.spec)?;
+    if !names::is_dns1123_subdomain(&push.secret_name) {
+        bail!("invalid push secret name '{}': must be a DNS-1123 subdomain", push.secret_name);
+    }
+    if let Some(cf) = &push.containerfile {
+        if cf.len() > CONTAINERFILE_MAX_LEN {
+            bail!("Containerfile is {} bytes; the MachineOSConfig CRD allows at most {CONTAINERFILE_MAX_LEN}", cf.len());
+        }
+    }
+    Ok(())
+}
+
 /// Render every manifest for `s`, in a stable order. Pure: nothing is written.
 pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
     validate_pools(&s.pools)?;
@@ -198,15 +212,7 @@ pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
             let push = s.push.as_ref().context(
                 "the machineosconfig method needs --push-spec (a tagged pull spec the MCO pushes later builds to); or use --method machineconfig",
             )?;
-            names::validate_push_spec(&push.spec)?;
-            if !names::is_dns1123_subdomain(&push.secret_name) {
-                bail!("invalid push secret name '{}': must be a DNS-1123 subdomain", push.secret_name);
-            }
-            if let Some(cf) = &push.containerfile {
-                if cf.len() > CONTAINERFILE_MAX_LEN {
-                    bail!("Containerfile is {} bytes; the MachineOSConfig CRD allows at most {CONTAINERFILE_MAX_LEN}", cf.len());
-                }
-            }
+            validate_push(push)?;
             if let Some(auths) = &push.dockerconfigjson {
                 let secret = push_secret(&push.secret_name, auths);
                 out.push(OutputFile {
