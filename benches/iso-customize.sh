@@ -4,7 +4,7 @@
 # wall-time ratio (layerboot / coreos-installer, target <= 1.0) and peak RSS of both
 # (from /usr/bin/time -v), and layerboot's peak RSS at two ISO sizes (memory must be flat).
 #
-#   benches/iso-customize.sh            # 1 GiB padding, 5 runs each
+#   benches/iso-customize.sh            # 1 GiB padding, 3 runs each
 #   PAD_MIB=2048 RUNS=3 benches/iso-customize.sh
 #
 # Needs: a release build (made here), coreos-installer 0.27 (.ci/install-deps), the
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pad_mib=${PAD_MIB:-1024}
-runs=${RUNS:-5}
+runs=${RUNS:-3}
 lb=$PWD/target/release/layerboot
 ci=$(command -v coreos-installer || echo "${CARGO_HOME:-$HOME/.cargo}/bin/coreos-installer")
 "$ci" --version | grep -q '^coreos-installer 0\.27\.' || { echo "coreos-installer 0.27 not found: run .ci/install-deps" >&2; exit 1; }
