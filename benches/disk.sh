@@ -5,13 +5,16 @@
 # measured in the same run. Prints wall times, the ratio to the floor, and peak RSS
 # (/usr/bin/time -v). Needs root (like `layerboot disk`) and a release build.
 #
-# usage: benches/disk.sh [oci:DIR:TAG]   (default: the example layered image from the
+# usage: [LAYERBOOT_BIN=…] benches/disk.sh [oci:DIR:TAG]   (default: the example layered image from the
 #        test fixture cache, built by `cargo test --test disk_fixture` if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet --bin layerboot
-LB=$PWD/target/release/layerboot
+# LAYERBOOT_BIN overrides the binary (e.g. a debug build when a release build is too costly).
+if [[ -z ${LAYERBOOT_BIN:-} ]]; then
+  cargo build --release --quiet --bin layerboot
+fi
+LB=${LAYERBOOT_BIN:-$PWD/target/release/layerboot}
 IMAGE=${1:-}
 if [[ -z $IMAGE ]]; then
   cache=${LAYERBOOT_TEST_CACHE:-/var/cache/layerboot-tests}

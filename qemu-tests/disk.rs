@@ -85,7 +85,7 @@ fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[Stri
     s.name = name.to_string();
     s.firmware = firmware;
     s.sector_size = sector_size;
-    s.timeout = Duration::from_secs(600);
+    s.timeout = Duration::from_secs(900);
     s.persist_writes = true;
     s.ignition = ignition.map(Path::to_path_buf);
     s.expect = pats(expect);
