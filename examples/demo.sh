@@ -94,8 +94,25 @@ step_install_time() {
   note "install-time: MachineConfigs + MachineConfigPool ($d/manifests.yaml, tag resolved to $PINNED), patched install-config ($d/install-config.yaml), pointer Ignition validated by ignition-validate ($d/worker-automount.ign)"
 }
 
+step_disk() {
+  say "layerboot disk: a first-boot qemu disk built from a bootable layered image, booted with boot-test"
+  local d=$WORK/disk
+  rm -rf "$d" && mkdir -p "$d"
+  # The tiny image above has no real kernel; this example is a bootable Debian 12 ostree
+  # image with Ignition and a derived layer that prints LAYERED-OK (examples/debian-layered).
+  local example
+  example=$("$TK" build-example-image --to "$d/example")
+  skopeo copy -q --dest-cert-dir "$(dirname "$CA_FILE")" "$example" "docker://$ADDR/acme/debian-layered:12"
+  "$LB" disk "$ADDR/acme/debian-layered:12" "${REGISTRY_FLAGS[@]}" --quiet -p qemu -o "$d/debian-layered-qemu.x86_64.qcow2.xz"
+  xz -dkT0 "$d/debian-layered-qemu.x86_64.qcow2.xz"
+  "$LB" boot-test "$d/debian-layered-qemu.x86_64.qcow2" --firmware uefi --timeout 900s \
+    --expect "LAYERED-OK" --expect "LAYERED-DONE" --fail-on "Kernel panic" --fail-on "Entering emergency mode" \
+    --console-log "$d/console.log"
+  note "disk: $d/debian-layered-qemu.x86_64.qcow2.xz (stream metadata $d/stream.json) booted under UEFI to the derived layer's LAYERED-OK"
+}
+
 # Later steps (ISO, disk, boot-test) append here.
-steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time)
+steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time step_disk)
 
 main() {
   for s in "${steps[@]}"; do

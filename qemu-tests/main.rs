@@ -4,4 +4,5 @@
 
 mod boottest;
 mod common;
+mod disk;
 mod iso;

@@ -9,6 +9,7 @@
 //! - [`qemu`]: the QEMU command-line builder, accelerator probe, OVMF lookup, process owner.
 //! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
+//! - [`disk`]: the disk image builder (deploy, bootloader, filesystems, GPT, artifact, stream metadata).
 //! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
 //! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
@@ -17,6 +18,7 @@ pub mod bootimage;
 pub mod boottest;
 pub mod cli;
 pub mod cmd;
+pub mod disk;
 pub mod imageref;
 pub mod inspect;
 pub mod io;

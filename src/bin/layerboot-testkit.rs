@@ -49,6 +49,12 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         info_file: Option<PathBuf>,
     },
+    /// Copy the bootable example layered image (examples/debian-layered: Debian 12,
+    /// Ignition, a derived layer printing LAYERED-OK) to an OCI layout; built once, needs root.
+    BuildExampleImage {
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
     /// An image of random (incompressible) uncompressed tar layers, for benchmarks.
     MakeBenchImage {
         #[arg(long, value_name = "N")]
@@ -118,6 +124,15 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::Ok(())
             })?;
             drop(reg);
+            Ok(())
+        }
+        Cmd::BuildExampleImage { to } => {
+            let img = layerboot::testkit::layered_image::layered_image()?;
+            if to.exists() {
+                anyhow::bail!("{} already exists", to.display());
+            }
+            ostree_image::copy_dir(&img.oci_dir, &to)?;
+            println!("oci:{}:{}", to.display(), layerboot::testkit::layered_image::LAYERED_TAG);
             Ok(())
         }
         Cmd::MakeBenchImage { size_mib, layers, to } => {

@@ -184,13 +184,8 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             let rounded = requested.div_ceil(MIB) * MIB;
             if rounded < min_bytes {
                 let suggest = min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE;
-                bail!(
-                    "disk size {} is too small for this image: it needs at least {} ({} of root content); use --size {} or more",
-                    format_size(requested),
-                    format_size(min_bytes),
-                    format_size(opts.content.root),
-                    format_size(suggest)
-                );
+                let content = if opts.content.root > 0 { format!(" ({} of root content)", format_size(opts.content.root)) } else { String::new() };
+                bail!("disk size {} is too small for this image: it needs at least {}{content}; use --size {} or more", format_size(requested), format_size(min_bytes), format_size(suggest));
             }
             rounded
         }

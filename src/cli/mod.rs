@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod disk;
 pub mod iso;
 pub mod boot_test;
 pub mod ignition;
@@ -29,6 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a first-boot disk image (qemu qcow2, metal, metal4k) from the layered image itself.
+    Disk(disk::DiskArgs),
     /// Customize, show and reset CoreOS live ISOs (coreos-installer compatible)
     Iso(iso::IsoArgs),
     /// Boot an ISO, disk image or kernel in QEMU and check what booted.
@@ -55,6 +58,7 @@ pub enum Command {
 /// boot test that failed); `Err` is an error to print on one line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Disk(args) => disk::run(args).await,
         Command::Iso(args) => iso::run(args).await,
         Command::BootTest(args) => boot_test::run(args).await,
         Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),

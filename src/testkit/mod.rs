@@ -4,6 +4,7 @@
 //! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
 
 pub mod cache;
+pub mod layered_image;
 pub mod initramfs;
 pub mod kernel;
 pub mod ostree_image;

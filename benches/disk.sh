@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmark: `layerboot disk` building the qemu image (qcow2, xz as shipped, and
+# uncompressed) from an image already in a local OCI layout, against the floor of
+# reading, decompressing and hashing every layer of that image once (gzip -dc | sha256sum),
+# measured in the same run. Prints wall times, the ratio to the floor, and peak RSS
+# (/usr/bin/time -v). Needs root (like `layerboot disk`) and a release build.
+#
+# usage: benches/disk.sh [oci:DIR:TAG]   (default: the example layered image from the
+#        test fixture cache, built by `cargo test --test disk_fixture` if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --quiet --bin layerboot
+LB=$PWD/target/release/layerboot
+IMAGE=${1:-}
+if [[ -z $IMAGE ]]; then
+  cache=${LAYERBOOT_TEST_CACHE:-/var/cache/layerboot-tests}
+  dir=$(ls -dt "$cache"/debian-layered-[0-9a-f]*/oci 2>/dev/null | head -n1 || true)
+  if [[ -z $dir ]]; then
+    cargo test --quiet --test disk_fixture >/dev/null
+    dir=$(ls -dt "$cache"/debian-layered-[0-9a-f]*/oci | head -n1)
+  fi
+  IMAGE="oci:$dir:layered"
+fi
+layout=${IMAGE#oci:}
+tag=${layout##*:}
+layout=${layout%:*}
+
+WORK=$(mktemp -d /var/tmp/layerboot-bench-disk.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/defs"
+sed 's/^compression = "xz"/compression = "none"/' bootimages/qemu.toml > "$WORK/defs/qemu-plain.toml"
+
+# Layers of the image, from its manifest.
+manifest=$(python3 -c '
+import json,sys
+idx=json.load(open(sys.argv[1]+"/index.json"))
+m=[d for d in idx["manifests"] if d.get("annotations",{}).get("org.opencontainers.image.ref.name")==sys.argv[2]][0]
+print(m["digest"].split(":")[1])' "$layout" "$tag")
+layers=$(python3 -c '
+import json,sys
+m=json.load(open(sys.argv[1]+"/blobs/sha256/"+sys.argv[2]))
+print(" ".join(l["digest"].split(":")[1] for l in m["layers"]))' "$layout" "$manifest")
+
+measure() { # name, command… → prints "name wall_s rss_kib"
+  local name=$1; shift
+  /usr/bin/time -v -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$WORK/$name.time")
+  rss=$(awk -F': ' '/Maximum resident set size/{print $2}' "$WORK/$name.time")
+  echo "$name $wall $rss"
+}
+
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+floor=$(measure floor sh -c "cd '$layout/blobs/sha256' && for l in $layers; do gzip -dc \$l | sha256sum >/dev/null; done")
+plain=$(measure qcow2 "$LB" disk "$IMAGE" --bootimages "$WORK/defs" -p qemu-plain -o "$WORK/plain.qcow2")
+xz=$(measure qcow2.xz "$LB" disk "$IMAGE" -p qemu -o "$WORK/disk.qcow2.xz")
+
+read -r _ fw frss <<<"$floor"
+echo
+printf '%-34s %9s %8s %12s\n' "" "wall (s)" "× floor" "peak RSS"
+printf '%-34s %9.1f %8s %9d KiB\n' "floor: gzip -dc | sha256sum layers" "$fw" "1.0" "$frss"
+for r in "$plain" "$xz"; do
+  read -r n w rss <<<"$r"
+  printf '%-34s %9.1f %8.2f %9d KiB\n' "layerboot disk -p qemu ($n)" "$w" "$(awk -v a="$w" -v b="$fw" 'BEGIN{print a/b}')" "$rss"
+done
+echo
+echo "image: $IMAGE ($(du -shL "$layout/blobs" | cut -f1) of blobs); artifacts: $(du -h "$WORK/plain.qcow2" | cut -f1) qcow2, $(du -h "$WORK/disk.qcow2.xz" | cut -f1) qcow2.xz"

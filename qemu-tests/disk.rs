@@ -1,0 +1,171 @@
+//! Disk images built by `layerboot disk` from the example layered image, booted with
+//! boot-test: the *layered* image boots (its derived layer's marker), under UEFI and BIOS,
+//! from a 4096-byte-sector disk, with the expected kernel command line and deployment; an
+//! Ignition config passed through fw_cfg is applied on the first boot and not again on
+//! the second. Boots are few and disks are shared: TCG boots cost ~40-60 s each.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Outcome, Pattern};
+use layerboot::testkit::layered_image::{layered_image, LayeredImage};
+
+use crate::common::nonce;
+
+fn image() -> &'static LayeredImage {
+    static I: OnceLock<LayeredImage> = OnceLock::new();
+    I.get_or_init(|| layered_image().expect("example layered image (needs root, debootstrap, network to the Debian mirror)"))
+}
+
+/// One fixed directory, wiped at the start of a run (statics are never dropped, and the
+/// disks are large): it holds the last run's disks and console logs for inspection.
+fn work_dir() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-disk");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// User definitions that reuse the shipped layouts uncompressed: boot-test needs the disk
+/// itself, and compression is covered by the fast suite.
+fn definitions() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = work_dir().join("bootimages");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["qemu", "metal4k"] {
+            let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages").join(format!("{name}.toml"))).unwrap();
+            let plain = shipped.replace("compression = \"xz\"", "compression = \"none\"");
+            assert_ne!(plain, shipped);
+            std::fs::write(dir.join(format!("{name}-plain.toml")), plain).unwrap();
+        }
+        dir
+    })
+}
+
+/// Run `layerboot disk` (the CLI, end to end) and return the image path.
+fn build_disk(platform: &str, extra: &[&str]) -> PathBuf {
+    let out = work_dir().join(format!("{platform}.img"));
+    let t = std::time::Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .arg("disk")
+        .arg(image().oci_ref())
+        .args(["--platform", platform, "--bootimages"])
+        .arg(definitions())
+        .arg("-o")
+        .arg(&out)
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success(), "layerboot disk --platform {platform} failed");
+    eprintln!("built {platform} disk in {:.1}s", t.elapsed().as_secs_f64());
+    out
+}
+
+/// Under TCG on a busy machine udev can take minutes to announce a disk; systemd's
+/// default 90 s device timeout then fails the boot for no fault of the image.
+const SLOW_MACHINE_KARG: &str = "systemd.default_timeout_start_sec=600";
+
+fn qemu_disk() -> &'static PathBuf {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| build_disk("qemu-plain", &["--karg", SLOW_MACHINE_KARG]))
+}
+
+fn pats(p: &[String]) -> Vec<Pattern> {
+    p.iter().map(|s| Pattern::parse(s).unwrap()).collect()
+}
+
+fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> Outcome {
+    let mut s = BootTestSettings::new(artifact);
+    s.name = name.to_string();
+    s.firmware = firmware;
+    s.sector_size = sector_size;
+    s.timeout = Duration::from_secs(600);
+    s.persist_writes = true;
+    s.ignition = ignition.map(Path::to_path_buf);
+    s.expect = pats(expect);
+    s.fail_on = pats(&["Kernel panic".into(), "Entering emergency mode".into(), "You are in emergency mode".into(), "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into()]);
+    s.console_log = Some(work_dir().join(format!("{name}.console.log")));
+    s.handle_signals = false;
+    let t = std::time::Instant::now();
+    let o = run_blocking(&s).unwrap();
+    eprintln!("{name}: {:.1}s, {}", t.elapsed().as_secs_f64(), o.reason);
+    assert!(o.passed, "{}", o.report());
+    o
+}
+
+/// The line the guest reported with `prefix` (console or port).
+fn reported(o: &Outcome, prefix: &str) -> String {
+    o.port_lines
+        .iter()
+        .chain(o.console.lines().map(str::to_string).collect::<Vec<_>>().iter())
+        .find_map(|l| l.find(prefix).map(|i| l[i + prefix.len()..].trim().to_string()))
+        .unwrap_or_else(|| panic!("guest never reported {prefix}"))
+}
+
+/// First boot under UEFI with an Ignition config via fw_cfg, then a second boot of the same
+/// disk under BIOS: Ignition's file is there, marked by the first boot and not rewritten,
+/// the first-boot stamp is gone and `ignition.firstboot` no longer on the command line.
+#[test]
+fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
+    let img = image();
+    // Both boots write to the built disk itself (it is used by this test only).
+    let disk = qemu_disk().clone();
+
+    let n = nonce();
+    let ign = work_dir().join("first-boot.ign");
+    let config = serde_json::json!({
+        "ignition": {"version": "3.3.0"},
+        "storage": {"files": [{"path": "/etc/layered-ok/ignition", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,IGN-{n}")}}]}
+    });
+    std::fs::write(&ign, config.to_string()).unwrap();
+
+    let marker = format!("LAYERED-OK {}", img.marker);
+    let o = boot(
+        Artifact::Qcow2(disk.clone()),
+        Firmware::Uefi,
+        512,
+        &[marker.clone(), "LAYERED-CMDLINE".into(), "LAYERED-DEPLOYMENT".into(), "LAYERED-ETC from-the-derived-layer".into(), format!("LAYERED-IGNITION IGN-{n}"), "LAYERED-DONE".into()],
+        Some(&ign),
+        "disk-qemu-uefi-firstboot",
+    );
+    let cmdline = reported(&o, "LAYERED-CMDLINE ");
+    for karg in ["root=LABEL=root", "rw", "console=ttyS0,115200n8", "ignition.platform.id=qemu", "ignition.firstboot", "ostree=/ostree/boot."] {
+        assert!(cmdline.split_whitespace().any(|a| a == karg || (karg.ends_with('.') && a.starts_with(karg))), "{karg} missing from {cmdline}");
+    }
+    let deployment = reported(&o, "LAYERED-DEPLOYMENT ");
+    let (deploy, origin) = deployment.split_once(' ').unwrap();
+    assert!(deploy.starts_with("default/") && deploy.ends_with(".0"), "{deployment}");
+    assert!(origin.ends_with(&format!("{}:layered", img.oci_dir.display())), "origin tracks the image: {deployment}");
+
+    let o = boot(
+        Artifact::Qcow2(disk.clone()),
+        Firmware::Bios,
+        512,
+        &[marker, format!("LAYERED-IGNITION IGN-{n}+seen"), "LAYERED-FIRSTBOOT-STAMP absent".into(), "LAYERED-DONE".into()],
+        Some(&ign),
+        "disk-qemu-bios-secondboot",
+    );
+    let cmdline = reported(&o, "LAYERED-CMDLINE ");
+    assert!(!cmdline.split_whitespace().any(|a| a == "ignition.firstboot"), "second boot still first boot: {cmdline}");
+    assert_eq!(reported(&o, "LAYERED-DEPLOYMENT "), deployment, "same deployment on the second boot");
+}
+
+/// metal4k: 4096-byte logical sectors, UEFI. The metal definition has no console karg
+/// (as CoreOS); like a coreos-installer user we add the serial console with --karg.
+#[test]
+fn metal4k_disk_boots_from_4096_byte_sectors() {
+    let img = image();
+    let disk = build_disk("metal4k-plain", &["--karg", "console=ttyS0,115200n8", "--karg", SLOW_MACHINE_KARG]);
+    let mut head = vec![0u8; 4096 + 8];
+    std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut head).unwrap();
+    assert_eq!(&head[4096..4104], b"EFI PART", "GPT header in LBA 1 of a 4096-byte sector disk");
+    let o = boot(Artifact::RawDisk(disk), Firmware::Uefi, 4096, &[format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()], None, "disk-metal4k-uefi");
+    let cmdline = reported(&o, "LAYERED-CMDLINE ");
+    assert!(cmdline.contains("ignition.platform.id=metal") && cmdline.contains("console=ttyS0,115200n8"), "{cmdline}");
+}

@@ -1,0 +1,212 @@
+//! Filesystem images, populated offline wherever the tools allow: ext4 with `mke2fs -d`,
+//! the ESP with the fatfs crate. XFS has no directory-population mode in Debian 12's
+//! xfsprogs (only protofiles, which lose hardlinks and xattrs), so the XFS root is filled
+//! through a loop mount inside a private mount and PID namespace: if layerboot dies, the
+//! kernel tears the namespace down, which unmounts and frees the (autoclear) loop device.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::Cancel;
+use crate::bootimage::definition::parse_vfat_id;
+use crate::bootimage::Filesystem;
+use crate::cmd;
+
+/// Bytes the files under `dir` occupy (4 KiB blocks, hardlinks once).
+pub fn tree_size(dir: &Path) -> Result<u64> {
+    fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) -> Result<()> {
+        for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            let md = e.metadata()?;
+            *total += 4096; // inode/dirent share, roughly
+            if md.is_dir() {
+                walk(&e.path(), seen, total)?;
+            } else if md.nlink() == 1 || seen.insert((md.dev(), md.ino())) {
+                *total += md.len().div_ceil(4096) * 4096;
+            }
+        }
+        Ok(())
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    walk(dir, &mut seen, &mut total)?;
+    Ok(total)
+}
+
+pub struct FsSpec<'a> {
+    pub fs: Filesystem,
+    pub label: &'a str,
+    pub uuid: &'a str,
+    pub size: u64,
+    pub sector_size: u64,
+}
+
+/// Create `image` holding a filesystem with the content of `src`.
+pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path, cancel: &Cancel) -> Result<()> {
+    let f = File::create(image).with_context(|| format!("creating {}", image.display()))?;
+    f.set_len(spec.size)?;
+    drop(f);
+    match spec.fs {
+        Filesystem::Ext4 => {
+            cmd::require("mke2fs", "e2fsprogs")?;
+            let mut c = Command::new("mke2fs");
+            c.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", spec.label, "-U", spec.uuid, "-E", "root_owner=0:0", "-d"]).arg(src).arg(image);
+            cmd::run(&mut c)?;
+        }
+        Filesystem::Xfs => {
+            cmd::require("mkfs.xfs", "xfsprogs")?;
+            cmd::require("unshare", "util-linux")?;
+            let sector = spec.sector_size.to_string();
+            let mut c = Command::new("mkfs.xfs");
+            c.args(["-q", "-f", "-L", spec.label, "-m", &format!("uuid={}", spec.uuid), "-s", &format!("size={sector}")]).arg(image);
+            cmd::run(&mut c)?;
+            cancel.check()?;
+            let mnt = image.with_extension("mnt");
+            fs::create_dir_all(&mnt)?;
+            // cp -a keeps hardlinks (the ostree repo and the deployment share every file),
+            // ownership, modes, xattrs; chattr +i restores ostree's immutable deployment dirs;
+            // syncfs reports a failed writeback (e.g. the image's filesystem filling up)
+            // that cp and umount would not.
+            let script = r#"set -e
+mount -o loop "$1" "$2"
+cp -a "$3"/. "$2"/
+for d in "$2"/ostree/deploy/*/deploy/*.[0-9]; do [ -d "$d" ] && chattr +i "$d"; done
+sync -f "$2"
+umount "$2""#;
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "sh", "-c", script, "sh"]).arg(image).arg(&mnt).arg(src);
+            cmd::run(&mut c).context("populating the XFS root through a loop mount (needs root)")?;
+            fs::remove_dir(&mnt).ok();
+        }
+        Filesystem::Vfat => {
+            let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
+            make_vfat(spec, src, file)?;
+        }
+    }
+    Ok(())
+}
+
+fn make_vfat(spec: &FsSpec, src: &Path, mut file: File) -> Result<()> {
+    let mut label = [b' '; 11];
+    for (d, s) in label.iter_mut().zip(spec.label.bytes()) {
+        *d = s;
+    }
+    let opts = fatfs::FormatVolumeOptions::new().volume_label(label).volume_id(parse_vfat_id(spec.uuid)?).bytes_per_sector(spec.sector_size as u16);
+    fatfs::format_volume(&mut file, opts).context("formatting the EFI system partition")?;
+    file.seek(SeekFrom::Start(0))?;
+    let fat = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).context("opening the new EFI system partition")?;
+    copy_into_fat(&fat.root_dir(), src)?;
+    fat.unmount()?;
+    Ok(())
+}
+
+fn copy_into_fat<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, src: &Path) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src).with_context(|| format!("reading {}", src.display()))?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type()?.is_dir() {
+            let sub = dir.create_dir(&name)?;
+            copy_into_fat(&sub, &e.path())?;
+        } else {
+            let mut out = dir.create_file(&name)?;
+            out.truncate()?;
+            let mut input = File::open(e.path())?;
+            io::copy(&mut input, &mut out).with_context(|| format!("copying {} to the ESP", e.path().display()))?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy `image` into `disk` at `offset`, skipping holes and zero blocks so the disk stays
+/// sparse.
+pub fn copy_sparse(image: &Path, disk: &mut File, offset: u64, cancel: &Cancel) -> Result<()> {
+    let mut input = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let len = input.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        cancel.check()?;
+        // Jump over holes.
+        let data = seek_data(&input, pos).unwrap_or(pos);
+        if data >= len {
+            break;
+        }
+        pos = data;
+        input.seek(SeekFrom::Start(pos))?;
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            disk.seek(SeekFrom::Start(offset + pos))?;
+            disk.write_all(&buf[..n])?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+fn seek_data(f: &File, from: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a valid fd has no memory effects.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, libc::SEEK_DATA) };
+    if r < 0 {
+        // ENXIO: no data after `from`.
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+            return Some(u64::MAX);
+        }
+        return None;
+    }
+    Some(r as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vfat_image_holds_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("esp");
+        fs::create_dir_all(src.join("EFI/BOOT")).unwrap();
+        fs::write(src.join("EFI/BOOT/BOOTX64.EFI"), vec![7u8; 100_000]).unwrap();
+        for sector in [512u64, 4096] {
+            let img = dir.path().join(format!("esp-{sector}.img"));
+            let spec = FsSpec { fs: Filesystem::Vfat, label: "EFI-SYSTEM", uuid: "ABCD-1234", size: 127 << 20, sector_size: sector };
+            make_fs(&spec, &src, &img, &Cancel::default()).unwrap();
+            let f = File::open(&img).unwrap();
+            let fat = fatfs::FileSystem::new(f, fatfs::FsOptions::new()).unwrap();
+            assert_eq!(fat.volume_id(), 0xABCD1234);
+            assert_eq!(fat.volume_label().trim_end(), "EFI-SYSTEM");
+            let mut data = Vec::new();
+            fat.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut data).unwrap();
+            assert_eq!(data, vec![7u8; 100_000]);
+        }
+    }
+
+    #[test]
+    fn sparse_copy_lands_at_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("part.img");
+        let mut f = File::create(&img).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.seek(SeekFrom::Start(5 << 20)).unwrap();
+        f.write_all(b"hello").unwrap();
+        let disk_path = dir.path().join("disk.img");
+        let mut disk = fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(&disk_path).unwrap();
+        disk.set_len(16 << 20).unwrap();
+        copy_sparse(&img, &mut disk, 1 << 20, &Cancel::default()).unwrap();
+        let all = fs::read(&disk_path).unwrap();
+        assert_eq!(&all[(6 << 20)..(6 << 20) + 5], b"hello");
+        assert_eq!(all.iter().filter(|&&b| b != 0).count(), 5);
+        assert!(fs::metadata(&disk_path).unwrap().blocks() * 512 < 4 << 20, "disk stayed sparse");
+    }
+}

@@ -1,0 +1,369 @@
+//! The disk image builder: executes a [`crate::bootimage::Plan`] for one layered image.
+//!
+//! Steps (each a module): deploy the image into a staged physical root with ostree-ext
+//! ([`deploy`]), write the aleph file and the first-boot stamp, stage the bootloader from the
+//! image's own files ([`bootloader`]), build the filesystems ([`fs`]), assemble the GPT disk
+//! ([`assemble`]), convert/compress/hash and describe it in stream metadata ([`output`]).
+//! Everything happens in a staging directory beside the destination that is removed on
+//! success, failure or cancellation; the artifact appears only by atomic rename at the end.
+
+pub mod assemble;
+pub mod bootloader;
+pub mod deploy;
+pub mod fs;
+pub mod output;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::bootimage::{self, Definition, Firmware, Format, Plan, PlanOptions, Role};
+use crate::io::AtomicFile;
+pub use source::SourceImage;
+
+/// Cooperative cancellation (SIGINT/SIGTERM): checked between steps and inside long loops.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(cancelled_error())
+        } else {
+            Ok(())
+        }
+    }
+    /// Resolves once cancelled (for racing async work).
+    pub async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn cancelled_error() -> anyhow::Error {
+    anyhow::anyhow!("cancelled")
+}
+
+/// Everything a build needs, validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    pub image: SourceImage,
+    pub bootimage_name: String,
+    pub definition: Definition,
+    pub size: Option<u64>,
+    pub extra_kargs: Vec<String>,
+    pub stateroot: String,
+    pub output: PathBuf,
+    pub stream_metadata: PathBuf,
+    pub stream_name: String,
+    /// Prefix for `location` in stream metadata (else the bare file name).
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub stream_metadata: PathBuf,
+    pub stream_format: String,
+    pub sha256: String,
+    pub size: u64,
+    pub uncompressed_sha256: String,
+    pub uncompressed_size: u64,
+    pub ostree_commit: String,
+    /// The deployment's origin: what `ostree admin upgrade` / bootc / the MCO follow.
+    pub origin: String,
+    pub kargs: Vec<String>,
+    pub disk_size: u64,
+}
+
+/// CoreOS's `/.coreos-aleph-version.json`: what the disk was built from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aleph {
+    pub build: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(rename = "ostree-commit")]
+    pub ostree_commit: String,
+    pub imgid: String,
+    #[serde(rename = "container-image")]
+    pub container_image: AlephImage,
+    pub version: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub builder: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlephImage {
+    pub image: String,
+    pub digest: String,
+    pub transport: String,
+}
+
+/// Removes the staging tree on drop, whatever happened.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // A cancelled deployment may still have ostree-ext writer tasks finishing in the
+        // background for a moment (dropping the future does not stop them): retry until
+        // they have noticed their files are gone.
+        let mut last = None;
+        for _ in 0..60 {
+            match remove_sysroot(&self.0.join("sysroot")).and_then(|()| match std::fs::remove_dir_all(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the staging directory"),
+                _ => Ok(()),
+            }) {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        if let Some(e) = last {
+            log::warn!("could not remove staging directory {}: {e:#}", self.0.display());
+        }
+    }
+}
+
+/// Remove a staged sysroot. ostree makes each deployment directory immutable, so clear
+/// exactly those bits first.
+fn remove_sysroot(sysroot: &std::path::Path) -> Result<()> {
+    let deploy = sysroot.join("ostree/deploy");
+    if let Ok(stateroots) = std::fs::read_dir(&deploy) {
+        for sr in stateroots.flatten() {
+            for d in std::fs::read_dir(sr.path().join("deploy")).into_iter().flatten().flatten() {
+                if d.file_type().is_ok_and(|t| t.is_dir()) {
+                    crate::cmd::run(std::process::Command::new("chattr").arg("-i").arg(d.path()))?;
+                }
+            }
+        }
+    }
+    match std::fs::remove_dir_all(sysroot) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", sysroot.display())),
+        _ => Ok(()),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Default artifact name: `<image>-<version>-<bootimage>.x86_64.<format>[.xz|.gz]`, as
+/// CoreOS names its disk images.
+pub fn default_output_name(image_stem: &str, version: Option<&str>, bootimage_name: &str, def: &Definition) -> String {
+    let v = version.map(|v| format!("-{v}")).unwrap_or_default();
+    format!("{image_stem}{v}-{bootimage_name}.x86_64.{}{}", def.format, def.compression.suffix())
+}
+
+/// Build the disk. Runs blocking work; deploy needs a Tokio runtime handle (call from
+/// `spawn_blocking`).
+pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
+    if !is_root() {
+        bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits, and the XFS root is populated through a loop mount");
+    }
+    s.image.check_bootable()?;
+    let def = &s.definition;
+    let needs_xfs = def.partitions.iter().any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs));
+    for (tool, pkg) in [("ostree", "ostree"), ("skopeo", "skopeo"), ("mke2fs", "e2fsprogs"), ("grub-mkimage", "grub-common"), ("chattr", "e2fsprogs")] {
+        crate::cmd::require(tool, pkg)?;
+    }
+    if needs_xfs {
+        crate::cmd::require("mkfs.xfs", "xfsprogs")?;
+    }
+    if def.format == Format::Qcow2 {
+        crate::cmd::require("qemu-img", "qemu-utils")?;
+    }
+    // Everything except content-dependent sizes is known now: fail on a bad definition,
+    // bad kargs or an impossibly small --size before deploying anything.
+    let early = bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: None, extra_kargs: s.extra_kargs.clone(), content: Default::default() })?;
+    if let Some(size) = s.size {
+        bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: Some(size), extra_kargs: s.extra_kargs.clone(), content: Default::default() })?;
+    }
+
+    let out_dir = match s.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = tempfile::Builder::new().prefix(".layerboot-disk-").tempdir_in(&out_dir).with_context(|| format!("creating a staging directory in {}", out_dir.display()))?.keep();
+    let staging = Staging(staging);
+    let st = &staging.0;
+
+    let started = std::time::Instant::now();
+    let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+    step(&format!("deploying {} into a staged sysroot", s.image.display_name));
+    let sysroot = st.join("sysroot");
+    std::fs::create_dir_all(&sysroot)?;
+    let deployed = deploy::deploy(&s.image, &sysroot, &s.stateroot, &early.kargs, cancel)?;
+    cancel.check()?;
+
+    let file_name = s.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let aleph = Aleph {
+        build: s.image.version().map(str::to_string).unwrap_or_else(|| s.image.digest.clone()),
+        reference: s.image.target_imgref.clone(),
+        ostree_commit: deployed.commit.clone(),
+        imgid: file_name.clone(),
+        container_image: AlephImage { image: s.image.display_name.clone(), digest: s.image.digest.clone(), transport: if s.image.target_imgref.contains("-registry:") { "registry".into() } else { "oci".into() } },
+        version: s.image.version().map(str::to_string),
+        labels: s.image.labels.clone(),
+        builder: format!("layerboot {}", env!("CARGO_PKG_VERSION")),
+    };
+    std::fs::write(sysroot.join(".coreos-aleph-version.json"), serde_json::to_string_pretty(&aleph)? + "\n")?;
+
+    // /boot becomes its own filesystem; the root keeps an empty mount point.
+    let boot_dir = st.join("boot");
+    std::fs::rename(sysroot.join("boot"), &boot_dir)?;
+    std::fs::create_dir(sysroot.join("boot"))?;
+    // The first-boot stamp: GRUB adds ignition.firstboot while it exists.
+    std::fs::write(boot_dir.join("ignition.firstboot"), "")?;
+
+    let boot_label = early.partition(Role::Boot).and_then(|p| p.label.clone()).unwrap_or_else(|| "boot".into());
+    let work = st.join("work");
+    std::fs::create_dir_all(&work)?;
+    let files = bootloader::prepare(&bootloader::Inputs {
+        deployment: &sysroot.join(&deployed.deploy_path),
+        boot_dir: &boot_dir,
+        boot_label: &boot_label,
+        serial: early.grub_serial,
+        uefi: early.firmware.contains(&Firmware::Uefi),
+        bios: early.firmware.contains(&Firmware::Bios),
+        work: &work,
+    })?;
+    let esp_dir = st.join("esp");
+    std::fs::create_dir_all(&esp_dir)?;
+    for (rel, src) in &files.esp {
+        let dest = esp_dir.join(rel);
+        std::fs::create_dir_all(dest.parent().expect("relative path has a parent"))?;
+        std::fs::copy(src, &dest).with_context(|| format!("staging {rel} for the ESP"))?;
+    }
+    cancel.check()?;
+
+    step("bootloader staged");
+    let content = bootimage::ContentSizes { esp: fs::tree_size(&esp_dir)?, boot: fs::tree_size(&boot_dir)?, root: fs::tree_size(&sysroot)? };
+    let plan = bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: s.size, extra_kargs: s.extra_kargs.clone(), content })?;
+    log::info!("disk {} bytes: {:?}", plan.disk_size, content);
+
+    let raw_path = st.join("disk.raw");
+    let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
+    for p in &plan.partitions {
+        let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else { continue };
+        let src = match p.role {
+            Role::Esp => &esp_dir,
+            Role::Boot => &boot_dir,
+            Role::Root => &sysroot,
+            Role::BiosBoot => continue,
+        };
+        let img = st.join(format!("part{}.img", p.number));
+        step(&format!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name));
+        fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img, cancel)?;
+        if p.role == Role::Root {
+            // The deployed tree now lives in the root image: free its space first.
+            remove_sysroot(&sysroot)?;
+        }
+        cancel.check()?;
+        fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
+        std::fs::remove_file(&img)?;
+    }
+    drop(raw);
+    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path)?;
+    let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
+        (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {
+            // GRUB's blocklists count 512-byte sectors (BIOS is 512-only, validated).
+            let core = bootloader::patch_core_img(core, bb.first_lba, bb.size)?;
+            assemble::write_at(&mut raw, bb.offset, &core)?;
+            Some(bootloader::patch_boot_img(boot_img, bb.first_lba)?)
+        }
+        _ => None,
+    };
+    let raw = assemble::write_partition_table(&plan, raw, bootcode)?;
+    raw.sync_all()?;
+    drop(raw);
+    cancel.check()?;
+
+    step("disk assembled");
+    let uncompressed = match plan.format {
+        Format::Raw => raw_path.clone(),
+        Format::Qcow2 => {
+            let q = st.join("disk.qcow2");
+            output::to_qcow2(&raw_path, &q)?;
+            std::fs::remove_file(&raw_path)?;
+            q
+        }
+    };
+    cancel.check()?;
+    step(&format!("writing {}", s.output.display()));
+    let mut out = AtomicFile::create(&s.output, 0o644)?;
+    let hashes = output::compress(&uncompressed, &mut out, plan.compression, plan.compression_level, cancel)?;
+    cancel.check()?;
+    out.commit()?;
+
+    let location = match &s.base_url {
+        Some(u) => format!("{}/{}", u.trim_end_matches('/'), file_name),
+        None => file_name.clone(),
+    };
+    let existing = std::fs::read(&s.stream_metadata).ok().and_then(|b| serde_json::from_slice::<output::Stream>(&b).ok());
+    let artifact = output::Artifact { location, sha256: hashes.sha256.clone(), uncompressed_sha256: Some(hashes.uncompressed_sha256.clone()) };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stream = output::add_to_stream(existing, &s.stream_name, &now, "x86_64", &plan.platform, &aleph.build, &plan.stream_format, artifact);
+    crate::io::write_atomic(&s.stream_metadata, (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(), 0o644)?;
+
+    step("done");
+    Ok(report(s, &plan, &deployed, hashes))
+}
+
+fn report(s: &DiskSettings, plan: &Plan, deployed: &deploy::Deployed, h: output::Hashes) -> BuildReport {
+    BuildReport {
+        output: s.output.clone(),
+        stream_metadata: s.stream_metadata.clone(),
+        stream_format: plan.stream_format.clone(),
+        sha256: h.sha256,
+        size: h.size,
+        uncompressed_sha256: h.uncompressed_sha256,
+        uncompressed_size: h.uncompressed_size,
+        ostree_commit: deployed.commit.clone(),
+        origin: s.image.target_imgref.clone(),
+        kargs: plan.kargs.clone(),
+        disk_size: plan.disk_size,
+    }
+}
+
+/// The stem used in default file names: last path component of the image name, without tag.
+pub fn image_stem(display_name: &str) -> String {
+    let name = display_name.split('@').next().unwrap_or(display_name);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let stem = last.split(':').next().unwrap_or(last);
+    if stem.is_empty() {
+        "layered".into()
+    } else {
+        stem.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names() {
+        let cat = bootimage::Catalog::shipped().unwrap();
+        let cases: &[(&str, Option<&str>, &str, &str)] = &[
+            ("quay.io/acme/rhcos-layered@sha256:abcd", Some("418.94"), "qemu", "rhcos-layered-418.94-qemu.x86_64.qcow2.xz"),
+            ("quay.io/acme/os:latest", None, "metal", "os-metal.x86_64.raw.xz"),
+            ("quay.io/acme/os:latest", None, "metal4k", "os-metal4k.x86_64.raw.xz"),
+        ];
+        for (img, ver, bi, want) in cases {
+            assert_eq!(default_output_name(&image_stem(img), *ver, bi, cat.get(bi).unwrap()), *want);
+        }
+    }
+}

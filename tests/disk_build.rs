@@ -1,0 +1,276 @@
+//! `layerboot disk` end to end, without QEMU: a real build from the example layered image
+//! (artifact, hashes, stream metadata, partition contents), bad input refused before any
+//! heavy work, and a failing or interrupted build leaving nothing behind (no output, no
+//! staging directory, no mount, no loop device). Needs root, like the command itself.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use layerboot::testkit::layered_image::{layered_image, LayeredImage};
+use layerboot::testkit::registry::{LocalRegistry, Mode};
+
+fn image() -> &'static LayeredImage {
+    static I: std::sync::OnceLock<LayeredImage> = std::sync::OnceLock::new();
+    I.get_or_init(|| layered_image().expect("example layered image (needs root, debootstrap, network to the Debian mirror)"))
+}
+
+fn layerboot(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_layerboot"));
+    c.args(args);
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    layerboot(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Mounts under `dir` and loop devices backed by files under `dir` (other tests run in
+/// parallel, so only what this test could have made counts).
+fn system_state(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let d = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).filter(|m| m.starts_with(&d)).collect();
+    let loops = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|b| b.starts_with(&d))
+        .collect();
+    (mounts, loops)
+}
+
+/// Nothing but `allowed` in `dir` (no output, no staging directory, no temp file).
+fn assert_only(dir: &Path, allowed: &[&str]) {
+    let left: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !allowed.contains(&n.as_str())).collect();
+    assert!(left.is_empty(), "left behind in {}: {left:?}", dir.display());
+}
+
+/// User definitions: `tiny-boot` has a /boot partition too small for the image (fails
+/// after deployment, mid-build), `metal-gz` is metal compressed with gzip level 1.
+fn definitions(dir: &Path) -> PathBuf {
+    let defs = dir.join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    let metal = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml")).unwrap();
+    std::fs::write(defs.join("tiny-boot.toml"), metal.replace("size = \"384MiB\"", "size = \"24MiB\"")).unwrap();
+    std::fs::write(defs.join("metal-gz.toml"), metal.replace("compression = \"xz\"", "compression = \"gzip\"\ncompression-level = 1")).unwrap();
+    defs
+}
+
+#[test]
+fn bad_input_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.raw");
+    let out_s = out.to_str().unwrap();
+    // A well-formed OCI image that is not an ostree-bootable one.
+    let layout = dir.path().join("plain");
+    make_plain_oci(&layout);
+    let plain = format!("oci:{}:plain", layout.display());
+    let oci = image().oci_ref();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["disk", &plain, "-o", out_s], "is not a bootable ostree image"),
+        (vec!["disk", &oci, "--platform", "azure", "-o", out_s], "unknown boot image 'azure': known are metal, metal4k, qemu"),
+        (vec!["disk", &oci, "--size", "10 parsecs", "-o", out_s], "unknown unit"),
+        (vec!["disk", &oci, "--size", "100MiB", "-o", out_s], "disk size 100MiB is too small for this image: it needs at least"),
+        (vec!["disk", &oci, "--karg", "ostree=/x", "-o", out_s], "ostree= is set by the deployment"),
+        (vec!["disk", &oci, "--stateroot", "a/b", "-o", out_s], "--stateroot 'a/b'"),
+        (vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s], "/nonexistent/layout/index.json"),
+        (vec!["disk", "docker://quay.io/acme/os", "--karg", "two words", "-o", out_s], "must be one non-empty word"),
+    ];
+    for (args, want) in cases {
+        let t = Instant::now();
+        let o = run(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{args:?} did heavy work before failing");
+    }
+    assert_only(dir.path(), &["plain"]);
+}
+
+fn make_plain_oci(layout: &Path) {
+    use sha2::{Digest, Sha256};
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Labels": {"org.opencontainers.image.title": "plain"}}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": []});
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "plain"}}]});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A full metal build: the artifact's hashes and the stream metadata agree with the
+/// bytes, the GPT is the planned one, the ESP holds the image's GRUB, /boot the generated
+/// config, the first-boot stamp and the BLS entry with our kernel arguments.
+#[test]
+fn metal_build_is_complete_and_described() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let defs = definitions(dir.path());
+    let out = dir.path().join("metal.raw.gz");
+    
+    // Served by a loopback registry, as users' images are: pulled verified into the cache.
+    let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let pushed = registry.push_oci_dir(Path::new(&format!("{}:layered", image().oci_dir.display())), "acme/debian-layered:41").unwrap();
+    let cache = dir.path().join("cache");
+    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "--bootimages", defs.to_str().unwrap(), "-p", "metal-gz", "--karg", "quiet", "--base-url", "https://example.com/img", "-o", out.to_str().unwrap(), "--json"])
+        .env("LAYERBOOT_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+    assert_only(dir.path(), &["defs", "metal.raw.gz", "stream.json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The deployment's origin tracks the registry image by digest, for later updates.
+    assert_eq!(report["origin"], format!("ostree-unverified-registry:{}/acme/debian-layered@{}", registry.addr(), image().digest));
+
+    let (sha, size) = layerboot::io::sha256_file(&out).unwrap();
+    assert_eq!(report["sha256"], sha);
+    assert_eq!(report["size"], size);
+    let raw = dir.path().join("metal.raw");
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(&out).unwrap());
+    std::io::copy(&mut gz, &mut std::fs::File::create(&raw).unwrap()).unwrap();
+    let (usha, usize_) = layerboot::io::sha256_file(&raw).unwrap();
+    assert_eq!(report["uncompressed_sha256"], usha);
+    assert_eq!(usize_ % (256 << 20), 0, "automatic size is a multiple of 256 MiB");
+
+    let stream: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("stream.json")).unwrap()).unwrap();
+    let disk = &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"]["raw.gz"]["disk"];
+    assert_eq!(disk["location"], "https://example.com/img/metal.raw.gz");
+    assert_eq!(disk["sha256"], sha);
+    assert_eq!(disk["uncompressed-sha256"], usha);
+    assert!(stream["architectures"]["x86_64"]["artifacts"]["metal"]["release"].as_str().unwrap().starts_with("12.0."));
+    assert!(stream["metadata"]["last-modified"].as_str().unwrap().ends_with('Z'));
+
+    let gpt = gpt::GptConfig::new().open(&raw).unwrap();
+    let names: Vec<&str> = gpt.partitions().values().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["BIOS-BOOT", "EFI-SYSTEM", "boot", "root"]);
+    let parts: Vec<_> = gpt.partitions().values().cloned().collect();
+    let mut f = std::fs::File::open(&raw).unwrap();
+    let mut mbr = [0u8; 512];
+    f.read_exact(&mut mbr).unwrap();
+    assert_eq!(&mbr[0x5c..0x64], &parts[0].first_lba.to_le_bytes(), "MBR boot code points at BIOS-BOOT");
+
+    // ESP: the image's GRUB as the removable-media loader.
+    let esp = extract(&raw, parts[1].first_lba * 512, (parts[1].last_lba + 1 - parts[1].first_lba) * 512, &dir.path().join("esp.img"));
+    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let mut efi = Vec::new();
+    fat.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut efi).unwrap();
+    assert_eq!(&efi[..2], b"MZ", "a PE binary");
+    assert_eq!(fat.volume_label().trim_end(), "EFI-SYSTEM");
+
+    // /boot: read rootlessly with debugfs.
+    let boot = extract(&raw, parts[2].first_lba * 512, (parts[2].last_lba + 1 - parts[2].first_lba) * 512, &dir.path().join("boot.img"));
+    let debugfs = |req: &str| String::from_utf8(Command::new("debugfs").args(["-R", req]).arg(&boot).output().unwrap().stdout).unwrap();
+    let grub_cfg = debugfs("cat /grub/grub.cfg");
+    assert!(grub_cfg.contains("if [ -f /ignition.firstboot ]"), "{grub_cfg}");
+    assert!(grub_cfg.contains("$ignition_firstboot"), "{grub_cfg}");
+    assert!(debugfs("ls -l /").contains("ignition.firstboot"), "first-boot stamp");
+    let entries = debugfs("ls /loader/entries");
+    let entry_name = entries.split_whitespace().find(|w| w.ends_with(".conf")).expect("a BLS entry");
+    let entry = debugfs(&format!("cat /loader/entries/{entry_name}"));
+    let options = entry.lines().find(|l| l.starts_with("options ")).unwrap();
+    for karg in ["root=LABEL=root", "rw", "ignition.platform.id=metal", "quiet", "ostree=/ostree/boot."] {
+        assert!(options.contains(karg), "{karg} not in {options}");
+    }
+    assert!(!options.contains("console="), "metal has no console karg: {options}");
+}
+
+fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(raw).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    std::io::copy(&mut f.take(len), &mut std::fs::File::create(to).unwrap()).unwrap();
+    to.to_path_buf()
+}
+
+/// A step failing after deployment (here: /boot too small for the content) and a size
+/// too small for the deployed content both name the problem and leave nothing behind.
+#[test]
+fn failing_builds_leave_nothing_behind() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let defs = definitions(dir.path());
+    
+    let out = dir.path().join("x.raw");
+    let o = run(&["disk", &image().oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "tiny-boot", "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("partition 'boot' (24MiB) is too small for its"), "{}", stderr(&o));
+    let o = run(&["disk", &image().oci_ref(), "-p", "metal", "--size", "1100MiB", "-o", out.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("disk size 1100MiB is too small for this image: it needs at least") && err.contains("of root content); use --size"), "{err}");
+    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+    assert_only(dir.path(), &["defs"]);
+}
+
+/// SIGTERM while the build is deploying or populating filesystems: the process exits
+/// non-zero after cleaning up, with no output, staging tree, mount or loop device left.
+#[test]
+fn sigterm_mid_build_leaves_nothing_behind() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    
+    let out = dir.path().join("x.qcow2");
+    for delay in [Duration::from_secs(8), Duration::from_secs(40)] {
+        let mut child = layerboot(&["disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+        let t = Instant::now();
+        // Wait until the staging tree exists, then let the build get into its work.
+        while !std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".layerboot-disk-")) {
+            assert!(t.elapsed() < Duration::from_secs(30), "no staging directory appeared");
+            assert!(child.try_wait().unwrap().is_none(), "build ended early");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(delay);
+        assert!(child.try_wait().unwrap().is_none(), "build finished before the signal; raise the delay");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(err.contains("interrupted by SIGTERM"), "{err}");
+        assert_only(dir.path(), &[]);
+        assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+    }
+}
+
+/// Registry images: a non-bootable one is refused from its config before any layer is
+/// fetched; a tampered layer is caught by the verified pull and nothing is written.
+#[test]
+fn registry_images_are_checked_and_verified() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("x.raw");
+    let nonbootable = layerboot::testkit::ostree_image::non_bootable_image().unwrap();
+    let plain = registry.push_oci_dir(&nonbootable, "acme/plain:1").unwrap();
+    let o = layerboot(&["disk", &plain, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a bootable ostree image"), "{}", stderr(&o));
+    let cached_blobs = std::fs::read_dir(cache.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(cached_blobs, 0, "layers were fetched for a non-bootable image");
+
+    let src = format!("{}:layered", image().oci_dir.display());
+    let pushed = registry.push_oci_dir(Path::new(&src), "acme/tampered:1").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(image().oci_dir.join("blobs/sha256").join(image().digest.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().parse::<layerboot::imageref::Digest>().unwrap();
+    let blob = registry.storage_blob_path(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&layer.to_string()), "the error names the bad blob: {}", stderr(&o));
+    assert_only(dir.path(), &["cache"]);
+}
