@@ -85,7 +85,9 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
                 f.seek(SeekFrom::Start(w.offset)).with_context(|| format!("seeking in {}", input.display()))?;
                 f.write_all(&w.bytes).with_context(|| format!("writing the {} of {}", w.what, input.display()))?;
             }
-            f.sync_all().with_context(|| format!("syncing {}", input.display()))?;
+            // No fsync, as coreos-installer: the writes are a few hundred KiB, but an fsync
+            // would also flush whatever else of the (GiB-sized) image is still dirty.
+            f.flush().with_context(|| format!("writing {}", input.display()))?;
         }
         Target::File(dest) => {
             let mut src = File::open(input).with_context(|| format!("opening {}", input.display()))?;
