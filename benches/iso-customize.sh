@@ -64,44 +64,63 @@ measure() {
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-bench() { # MODE ISO TOOL -> "median_secs max_rss"
-  local mode=$1 iso=$2 tool=$3 secs=() rss=0 i r
+# one run of TOOL in MODE on ISO -> "secs kib"
+once() {
+  local mode=$1 iso=$2 tool=$3
+  rm -f "$work/out.iso"
+  if [ "$mode" = inplace ]; then
+    measure "$tool" iso customize "${opts[@]}" "$work/inplace.iso"
+  elif [ "$tool" = ci+fsync ]; then
+    # coreos-installer renames its -o output into place without fsync; layerboot's
+    # atomic output is fsynced before the rename. Same durability: add the fsync.
+    measure bash -c '"$1" iso customize "${@:3}" -o "$2" "$0" && sync "$2"' "$iso" "$ci" "$work/out.iso" "${opts[@]}"
+  else
+    measure "$tool" iso customize "${opts[@]}" -o "$work/out.iso" "$iso"
+  fi
+  rm -f "$work/out.iso"
+  sync  # the next run does not inherit this one's writeback
+}
+
+# MODE ISO TOOL... : the tools take turns within each round, so drift in the machine's
+# load and writeback hits them alike; prints "median_secs max_rss" per tool.
+bench() {
+  local mode=$1 iso=$2 tool r i
+  shift 2
+  declare -A secs rss
   cp "$iso" "$work/inplace.iso"
-  sync  # no tool should pay for flushing the setup copy
+  sync
   cat "$iso" >/dev/null
   for ((i = 0; i < runs; i++)); do
-    rm -f "$work/out.iso"
-    if [ "$mode" = inplace ]; then
-      r=$(measure "$tool" iso customize "${opts[@]}" "$work/inplace.iso")
-    elif [ "$tool" = "$ci+fsync" ]; then
-      # coreos-installer renames its -o output into place without fsync; layerboot's
-      # atomic output is fsynced before the rename. Same durability: add the fsync.
-      r=$(measure bash -c '"$1" iso customize "${@:3}" -o "$2" "$0" && sync "$2"' "$iso" "$ci" "$work/out.iso" "${opts[@]}")
-    else
-      r=$(measure "$tool" iso customize "${opts[@]}" -o "$work/out.iso" "$iso")
-    fi
-    secs+=("${r% *}")
-    ((${r#* } > rss)) && rss=${r#* }
+    for tool in "$@"; do
+      local bin=$tool
+      [ "$tool" = lb ] && bin=$lb
+      [ "$tool" = ci ] && bin=$ci
+      r=$(once "$mode" "$iso" "$bin")
+      secs[$tool]+="${r% *} "
+      ((${r#* } > ${rss[$tool]:-0})) && rss[$tool]=${r#* }
+    done
   done
-  rm -f "$work/out.iso" "$work/inplace.iso"
-  echo "$(printf '%s\n' "${secs[@]}" | median) $rss"
+  rm -f "$work/inplace.iso"
+  for tool in "$@"; do
+    echo "$tool $(printf '%s\n' ${secs[$tool]} | median) ${rss[$tool]}"
+  done
 }
 
 printf '\n%-10s %-18s %10s %12s\n' mode tool "wall (s)" "peak RSS"
 for mode in inplace output; do
-  read -r lb_s lb_rss < <(bench "$mode" "$big" "$lb")
-  read -r ci_s ci_rss < <(bench "$mode" "$big" "$ci")
-  printf '%-10s %-18s %10.3f %9d KiB\n' "$mode" layerboot "$lb_s" "$lb_rss" "$mode" coreos-installer "$ci_s" "$ci_rss"
-  printf '%-10s %-18s %10.2fx %9.2fx\n' "$mode" "ratio (lb/ci)" "$(awk "BEGIN {print $lb_s / $ci_s}")" "$(awk "BEGIN {print $lb_rss / $ci_rss}")"
-  if [ "$mode" = output ]; then
-    read -r cs_s cs_rss < <(bench "$mode" "$big" "$ci+fsync")
-    printf '%-10s %-18s %10.3f %9d KiB\n' "$mode" "coreos-inst.+fsync" "$cs_s" "$cs_rss"
-    printf '%-10s %-18s %10.2fx\n' "$mode" "ratio (lb/ci+fsync)" "$(awk "BEGIN {print $lb_s / $cs_s}")"
-  fi
+  tools=(lb ci)
+  [ "$mode" = output ] && tools+=(ci+fsync)
+  declare -A S R
+  while read -r t s r; do S[$t]=$s R[$t]=$r; done < <(bench "$mode" "$big" "${tools[@]}")
+  for t in "${tools[@]}"; do
+    printf '%-10s %-18s %10.3f %9d KiB\n' "$mode" "$t" "${S[$t]}" "${R[$t]}"
+  done
+  printf '%-10s %-18s %10.2fx %9.2fx\n' "$mode" "ratio lb/ci" "$(awk "BEGIN {print ${S[lb]} / ${S[ci]}}")" "$(awk "BEGIN {print ${R[lb]} / ${R[ci]}}")"
+  [ "$mode" = output ] && printf '%-10s %-18s %10.2fx\n' "$mode" "ratio lb/ci+fsync" "$(awk "BEGIN {print ${S[lb]} / ${S[ci+fsync]}}")"
 done
 
 printf '\nlayerboot peak RSS by ISO size (-o):\n'
 for iso in "$small" "$big"; do
-  read -r s r < <(bench output "$iso" "$lb")
+  read -r _ s r < <(bench output "$iso" lb)
   printf '  %12d bytes: %6d KiB (%.3f s)\n' "$(stat -c %s "$iso")" "$r" "$s"
 done
