@@ -94,6 +94,24 @@ step_install_time() {
   note "install-time: MachineConfigs + MachineConfigPool ($d/manifests.yaml, tag resolved to $PINNED), patched install-config ($d/install-config.yaml), pointer Ignition validated by ignition-validate ($d/worker-automount.ign)"
 }
 
+step_iso() {
+  say "layerboot iso customize: a bare-metal live ISO that installs pool worker-automount with our metal image"
+  local d=$WORK/iso url=https://images.example.com/debian-layered-metal.x86_64.raw.xz
+  rm -rf "$d" && mkdir -p "$d"
+  # A small live ISO with the CoreOS layout (Debian kernel; its guest prints what the ISO embeds).
+  "$TK" build-live-iso --to "$d/live.iso" >/dev/null
+  "$LB" iso customize "$d/live.iso" -o "$d/worker-automount.iso" \
+    --pointer-pool worker-automount --api-vip 192.0.2.5 --ca examples/autofs/root-ca.crt \
+    --dest-device /dev/sda --image-url "$url" --live-karg-append layerboot.demo=worker-automount
+  "$LB" iso show "$d/worker-automount.iso"
+  "$LB" boot-test "$d/worker-automount.iso" --firmware bios --timeout 600s \
+    --expect 're:^LIVEISO-CMDLINE: .*layerboot\.demo=worker-automount' \
+    --expect 'LIVEISO-INSTALLER-BEGIN /etc/coreos/installer.d/' --expect "image-url: $url" \
+    --expect 'ignition-file: /etc/coreos/dest.ign' --expect 'dest-device: /dev/sda' --expect LIVEISO-DONE --fail-on 'Kernel panic' \
+    --console-log "$d/console.log"
+  note "iso: $d/worker-automount.iso embeds the pointer Ignition, /dev/sda and the metal image URL; booted under BIOS, the live system saw them"
+}
+
 step_disk() {
   say "layerboot disk: a first-boot qemu disk built from a bootable layered image, booted with boot-test"
   local d=$WORK/disk
@@ -111,8 +129,7 @@ step_disk() {
   note "disk: $d/debian-layered-qemu.x86_64.qcow2.xz (stream metadata $d/stream.json) booted under UEFI to the derived layer's LAYERED-OK"
 }
 
-# Later steps (ISO, disk, boot-test) append here.
-steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time step_disk)
+steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time step_iso step_disk)
 
 main() {
   for s in "${steps[@]}"; do

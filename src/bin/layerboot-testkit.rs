@@ -55,6 +55,12 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Copy the live ISO fixture (CoreOS live ISO layout, Debian kernel, a guest that
+    /// prints what the ISO embeds) to FILE; built once and cached.
+    BuildLiveIso {
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
     /// An image of random (incompressible) uncompressed tar layers, for benchmarks.
     MakeBenchImage {
         #[arg(long, value_name = "N")]
@@ -133,6 +139,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             ostree_image::copy_dir(&img.oci_dir, &to)?;
             println!("oci:{}:{}", to.display(), layerboot::testkit::layered_image::LAYERED_TAG);
+            Ok(())
+        }
+        Cmd::BuildLiveIso { to } => {
+            let iso = layerboot::testkit::liveiso::live_iso()?;
+            if to.exists() {
+                anyhow::bail!("{} already exists", to.display());
+            }
+            std::fs::copy(&iso, &to).with_context(|| format!("copying {} to {}", iso.display(), to.display()))?;
+            println!("{}", to.display());
             Ok(())
         }
         Cmd::MakeBenchImage { size_mib, layers, to } => {
