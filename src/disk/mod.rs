@@ -277,9 +277,8 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         }
         _ => None,
     };
-    let raw = assemble::write_partition_table(&plan, raw, bootcode)?;
-    raw.sync_all()?;
-    drop(raw);
+    // No sync: the raw image is staging, read back from the page cache by the next step.
+    drop(assemble::write_partition_table(&plan, raw, bootcode)?);
     cancel.check()?;
 
     step("disk assembled");
@@ -297,7 +296,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     let mut out = AtomicFile::create(&s.output, 0o644)?;
     let hashes = output::compress(&uncompressed, &mut out, plan.compression, plan.compression_level, cancel)?;
     cancel.check()?;
-    out.commit()?;
+    out.commit_unsynced()?;
 
     let location = match &s.base_url {
         Some(u) => format!("{}/{}", u.trim_end_matches('/'), file_name),
