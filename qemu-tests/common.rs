@@ -1,7 +1,7 @@
 //! Shared fixtures of the QEMU suite.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use layerboot::testkit::initramfs::{cached_initramfs, InitramfsSpec};
 use layerboot::testkit::kernel::{debian_kernel, Kernel};
@@ -71,4 +71,18 @@ pub fn wait_for_qemu(tag: &str, parent: u32) -> u32 {
         assert!(std::time::Instant::now() < deadline, "QEMU tagged {tag} never started");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Held by every test that boots a full systemd OS (the disk images): on a 2-core TCG host
+/// two such guests at once starve each other until udev misses systemd's device timeouts.
+/// Small busybox guests do not take it. A test that failed while holding it poisons the
+/// mutex; the next one still gets the lock (the guard protects no data).
+pub fn full_os_boot_lock() -> MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    let t = std::time::Instant::now();
+    let g = L.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if t.elapsed().as_secs() > 1 {
+        eprintln!("waited {:.0}s for the full-OS boot lock", t.elapsed().as_secs_f64());
+    }
+    g
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Outcome, Pattern};
 use layerboot::testkit::layered_image::{layered_image, LayeredImage};
 
-use crate::common::nonce;
+use crate::common::{full_os_boot_lock, nonce};
 
 fn image() -> &'static LayeredImage {
     static I: OnceLock<LayeredImage> = OnceLock::new();
@@ -67,13 +67,25 @@ fn build_disk(platform: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// Under TCG on a busy machine udev can take minutes to announce a disk; systemd's
-/// default 90 s device timeout then fails the boot for no fault of the image.
-const SLOW_MACHINE_KARG: &str = "systemd.default_timeout_start_sec=600";
+/// Under TCG on a busy machine udev can take minutes to announce a disk, and a unit
+/// minutes to start: the default 90 s start timeout and 180 s udev event timeout then fail
+/// the boot for no fault of the image. systemd 252 (Debian 12) has no kernel argument for
+/// the *device* timeout (`systemd.default_device_timeout_sec=` came later; 252 reads
+/// `DefaultDeviceTimeoutSec=` from system.conf only), so that one is raised through the
+/// first-boot Ignition config where there is one ([`SLOW_MACHINE_DROPIN`]).
+const SLOW_MACHINE_KARGS: &[&str] = &["systemd.default_timeout_start_sec=600", "udev.event_timeout=600", "rd.udev.event_timeout=600"];
+
+/// `system.conf.d` drop-in raising the device timeout, written by Ignition on first boot.
+const SLOW_MACHINE_DROPIN: &str = "[Manager]\nDefaultDeviceTimeoutSec=600\n";
+
+/// `--karg` arguments for [`SLOW_MACHINE_KARGS`].
+fn slow_machine_args() -> Vec<&'static str> {
+    SLOW_MACHINE_KARGS.iter().flat_map(|k| ["--karg", *k]).collect()
+}
 
 fn qemu_disk() -> &'static PathBuf {
     static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| build_disk("qemu-plain", &["--karg", SLOW_MACHINE_KARG]))
+    D.get_or_init(|| build_disk("qemu-plain", &slow_machine_args()))
 }
 
 fn pats(p: &[String]) -> Vec<Pattern> {
@@ -99,6 +111,11 @@ fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[Stri
     o
 }
 
+/// Percent-encoding for a `data:` URL (RFC 2397): everything but unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
 /// The line the guest reported with `prefix` (console or port).
 fn reported(o: &Outcome, prefix: &str) -> String {
     o.port_lines
@@ -113,6 +130,7 @@ fn reported(o: &Outcome, prefix: &str) -> String {
 /// the first-boot stamp is gone and `ignition.firstboot` no longer on the command line.
 #[test]
 fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
+    let _serial = full_os_boot_lock();
     let img = image();
     // Both boots write to the built disk itself (it is used by this test only).
     let disk = qemu_disk().clone();
@@ -121,7 +139,10 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
     let ign = work_dir().join("first-boot.ign");
     let config = serde_json::json!({
         "ignition": {"version": "3.3.0"},
-        "storage": {"files": [{"path": "/etc/layered-ok/ignition", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,IGN-{n}")}}]}
+        "storage": {"files": [
+            {"path": "/etc/layered-ok/ignition", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,IGN-{n}")}},
+            {"path": "/etc/systemd/system.conf.d/50-slow-tcg-host.conf", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,{}", urlencode(SLOW_MACHINE_DROPIN))}}
+        ]}
     });
     std::fs::write(&ign, config.to_string()).unwrap();
 
@@ -160,8 +181,11 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
 /// (as CoreOS); like a coreos-installer user we add the serial console with --karg.
 #[test]
 fn metal4k_disk_boots_from_4096_byte_sectors() {
+    let _serial = full_os_boot_lock();
     let img = image();
-    let disk = build_disk("metal4k-plain", &["--karg", "console=ttyS0,115200n8", "--karg", SLOW_MACHINE_KARG]);
+    let mut args = vec!["--karg", "console=ttyS0,115200n8"];
+    args.extend(slow_machine_args());
+    let disk = build_disk("metal4k-plain", &args);
     let mut head = vec![0u8; 4096 + 8];
     std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut head).unwrap();
     assert_eq!(&head[4096..4104], b"EFI PART", "GPT header in LBA 1 of a 4096-byte sector disk");
