@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # LAYERBOOT_BIN overrides the binary (e.g. a debug build when a release build is too costly).
 if [[ -z ${LAYERBOOT_BIN:-} ]]; then
-  cargo build --release --quiet --bin layerboot
+  cargo build --release --quiet --bin layerboot --bin layerboot-deploy
 fi
 LB=${LAYERBOOT_BIN:-$PWD/target/release/layerboot}
 IMAGE=${1:-}
@@ -77,5 +77,15 @@ for r in "${rows[@]}"; do
   read -r n w rss <<<"$r"
   printf '%-40s %9.1f %8.2f %9d KiB\n' "layerboot disk -p qemu ($n)" "$w" "$(awk -v a="$w" -v b="$fw" 'BEGIN{print a/b}')" "$rss"
 done
+
+# Memory against image size: the same build from the image plus one more layer of
+# GROW_MIB (default 1024) MiB of incompressible data.
+grow=${GROW_MIB:-1024}
+python3 benches/lib/grow-oci-image.py "$layout" "$tag" "$WORK/grown" grown "$grow"
+big=$(measure "qcow2+${grow}MiB" "$LB" disk "oci:$WORK/grown:grown" --bootimages "$WORK/defs" -p qemu-plain -o "$WORK/big.qcow2")
+read -r _ pw prss <<<"$plain"
+read -r _ bw brss <<<"$big"
+printf '\npeak RSS by image size (uncompressed qcow2): %s KiB -> %s KiB with %s MiB more (%.1f s -> %.1f s)\n' "$prss" "$brss" "$grow" "$pw" "$bw"
+
 echo
 echo "image: $IMAGE ($(du -shL "$layout/blobs" | cut -f1) of blobs); artifacts: $(du -h "$WORK/plain.qcow2" | cut -f1) qcow2, $(du -h "$WORK/disk.qcow2.gz" | cut -f1) qcow2.gz (level 1), $(du -h "$WORK/disk6.qcow2.gz" | cut -f1) (level 6)"
