@@ -98,6 +98,10 @@ fn pats(p: &[String]) -> Vec<Pattern> {
 }
 
 fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> Outcome {
+    run_boot(&settings(artifact, firmware, sector_size, expect, ignition, name))
+}
+
+fn settings(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> BootTestSettings {
     let mut s = BootTestSettings::new(artifact);
     s.name = name.to_string();
     s.firmware = firmware;
@@ -109,9 +113,13 @@ fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[Stri
     s.fail_on = pats(&["Kernel panic".into(), "Entering emergency mode".into(), "You are in emergency mode".into(), "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into()]);
     s.console_log = Some(work_dir().join(format!("{name}.console.log")));
     s.handle_signals = false;
+    s
+}
+
+fn run_boot(s: &BootTestSettings) -> Outcome {
     let t = std::time::Instant::now();
-    let o = run_blocking(&s).unwrap();
-    eprintln!("{name}: {:.1}s, {}", t.elapsed().as_secs_f64(), o.reason);
+    let o = run_blocking(s).unwrap();
+    eprintln!("{}: {:.1}s, {}", s.name, t.elapsed().as_secs_f64(), o.reason);
     assert!(o.passed, "{}", o.report());
     o
 }
@@ -146,13 +154,40 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
 /// through shim (the ESP's only loader is shim as `EFI/BOOT/BOOTX64.EFI`, its fallback
 /// and the signed GRUB reading `EFI/debian/grub.cfg`), Ignition runs through the static
 /// config's `$ignition_firstboot`, and the same disk boots under BIOS from the image's
-/// i386-pc GRUB with `/boot/grub2` as prefix. The marker is the bootupd layer's own.
+/// i386-pc GRUB with `/boot/grub2` as prefix; then under UEFI Secure Boot with
+/// Microsoft's keys, the chain verified end to end. The marker is the bootupd layer's own.
 #[test]
-fn bootupd_image_disk_boots_through_shim_uefi_then_bios() {
+fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
     let _serial = full_os_boot_lock();
     let img = layerboot::testkit::bootupd_image::bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror for the signed shim/GRUB packages)");
     let disk = build_disk_from(&img.oci_ref(), "qemu-plain", "bootupd-qemu.img", &slow_machine_args());
     first_boot_uefi_then_second_boot_bios(&disk, &img.marker, &format!("{}:bootupd", img.oci_dir.display()), "disk-bootupd");
+
+    // Then under Secure Boot (OVMF with Microsoft's keys enrolled): shim is verified by
+    // the firmware, the signed GRUB by shim, the kernel by GRUB through shim. Boot-test
+    // offers only OVMF's plain build, so with its own firmware off (`Bios`: no pflash) the
+    // secure build goes in through extra QEMU arguments: SMM on, secure pflash.
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
+    let vars_template = Path::new("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+    assert!(code.is_file() && vars_template.is_file(), "Secure Boot OVMF images missing: install the Debian package 'ovmf'");
+    let vars = work_dir().join("secboot-vars.fd");
+    std::fs::copy(vars_template, &vars).unwrap();
+    let mut s = settings(
+        Artifact::Qcow2(disk.clone()),
+        Firmware::Bios,
+        512,
+        &["secureboot: Secure boot enabled".into(), format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()],
+        None,
+        "disk-bootupd-uefi-secureboot",
+    );
+    s.fail_on.extend(pats(&["Verification failed".into(), "Security Violation".into(), "bad shim signature".into()]));
+    s.extra_qemu_args = ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on", "-drive"]
+        .iter()
+        .map(Into::into)
+        .chain([format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()).into(), "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()).into()])
+        .collect();
+    let o = run_boot(&s);
+    assert!(o.console.contains("GNU GRUB"), "GRUB's menu was on the console");
 }
 
 fn first_boot_uefi_then_second_boot_bios(disk: &Path, marker: &str, origin_suffix: &str, name: &str) {
