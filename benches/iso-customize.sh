@@ -70,10 +70,6 @@ once() {
   rm -f "$work/out.iso"
   if [ "$mode" = inplace ]; then
     measure "$tool" iso customize "${opts[@]}" "$work/inplace.iso"
-  elif [ "$tool" = ci+fsync ]; then
-    # coreos-installer renames its -o output into place without fsync; layerboot's
-    # atomic output is fsynced before the rename. Same durability: add the fsync.
-    measure bash -c '"$1" iso customize "${@:3}" -o "$2" "$0" && sync "$2"' "$iso" "$ci" "$work/out.iso" "${opts[@]}"
   else
     measure "$tool" iso customize "${opts[@]}" -o "$work/out.iso" "$iso"
   fi
@@ -108,15 +104,14 @@ bench() {
 
 printf '\n%-10s %-18s %10s %12s\n' mode tool "wall (s)" "peak RSS"
 for mode in inplace output; do
+  # Both tools rename -o output into place without an fsync (same durability).
   tools=(lb ci)
-  [ "$mode" = output ] && tools+=(ci+fsync)
   declare -A S R
   while read -r t s r; do S[$t]=$s R[$t]=$r; done < <(bench "$mode" "$big" "${tools[@]}")
   for t in "${tools[@]}"; do
     printf '%-10s %-18s %10.3f %9d KiB\n' "$mode" "$t" "${S[$t]}" "${R[$t]}"
   done
   printf '%-10s %-18s %10.2fx %9.2fx\n' "$mode" "ratio lb/ci" "$(awk "BEGIN {print ${S[lb]} / ${S[ci]}}")" "$(awk "BEGIN {print ${R[lb]} / ${R[ci]}}")"
-  [ "$mode" = output ] && printf '%-10s %-18s %10.2fx\n' "$mode" "ratio lb/ci+fsync" "$(awk "BEGIN {print ${S[lb]} / ${S[ci+fsync]}}")"
 done
 
 printf '\nlayerboot peak RSS by ISO size (-o):\n'

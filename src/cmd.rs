@@ -79,6 +79,74 @@ pub fn require(program: &str, debian_package: &str) -> Result<()> {
     }
 }
 
+/// Run to completion like [`run`], but stop it when `cancelled()` turns true: the child gets
+/// SIGTERM (SIGKILL after `grace`) and is reaped before this returns `Ok(None)`. The child
+/// also dies with us (PR_SET_PDEATHSIG), so an abrupt end of layerboot leaves no orphan.
+/// stderr lines are passed through to ours as they come (logs of a long step stay visible)
+/// and the last of them go into the error.
+pub fn run_cancellable(cmd: &mut Command, cancelled: impl Fn() -> bool, grace: std::time::Duration) -> Result<Option<Output>> {
+    use std::io::{BufRead, Read};
+    use std::os::unix::process::CommandExt;
+
+    log::debug!("running: {}", display(cmd));
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {}", cmd.get_program().to_string_lossy()))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for line in std::io::BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+            eprintln!("{}", String::from_utf8_lossy(&line));
+            kept.extend_from_slice(&line);
+            kept.push(b'\n');
+        }
+        kept
+    });
+    let mut signalled_at = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {}", display(cmd)))? {
+            break status;
+        }
+        match signalled_at {
+            None if cancelled() => {
+                // SAFETY: kill on our own child's pid, which is not reaped yet.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                signalled_at = Some(std::time::Instant::now());
+            }
+            Some(t) if t.elapsed() > grace => {
+                let _ = child.kill();
+            }
+            _ => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = out_reader.join().expect("stdout reader").with_context(|| format!("reading the output of {}", display(cmd)))?;
+    let stderr = err_reader.join().expect("stderr reader");
+    if signalled_at.is_some() {
+        return Ok(None);
+    }
+    let output = Output { status, stdout, stderr };
+    check(cmd, &output)?;
+    Ok(Some(output))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +168,22 @@ mod tests {
         let err = run(&mut Command::new("layerboot-no-such-program")).unwrap_err();
         assert!(format!("{err:#}").contains("layerboot-no-such-program"));
         assert!(require("layerboot-no-such-program", "pkg").unwrap_err().to_string().contains("'pkg'"));
+    }
+
+    #[test]
+    fn cancellable_run_stops_and_reaps_the_child() {
+        let started = std::time::Instant::now();
+        let r = run_cancellable(Command::new("sleep").arg("30"), || started.elapsed() > std::time::Duration::from_millis(200), std::time::Duration::from_secs(5)).unwrap();
+        assert!(r.is_none(), "a cancelled run reports no output");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "sleep 30 was stopped");
+    }
+
+    #[test]
+    fn cancellable_run_returns_output_and_errors_like_run() {
+        let out = run_cancellable(Command::new("sh").args(["-c", "echo out; echo log >&2"]), || false, std::time::Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"log\n");
+        let err = run_cancellable(Command::new("sh").args(["-c", "echo bad input >&2; exit 4"]), || false, std::time::Duration::from_secs(1)).unwrap_err().to_string();
+        assert!(err.contains("bad input") && err.contains("exit status: 4"), "{err}");
     }
 }

@@ -241,7 +241,24 @@ fn sigterm_mid_build_leaves_nothing_behind() {
         assert!(err.contains("interrupted by SIGTERM"), "{err}");
         assert_only(dir.path(), &[]);
         assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+        assert_eq!(processes_mentioning(dir.path()), Vec::<String>::new(), "helper processes left behind");
     }
+}
+
+/// Command lines of live processes that name `path` (the deploy helper gets the staging
+/// sysroot on its command line).
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
 }
 
 /// Registry images: a non-bootable one is refused from its config before any layer is

@@ -116,21 +116,13 @@ struct Staging(PathBuf);
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        // A cancelled deployment may still have ostree-ext writer tasks finishing in the
-        // background for a moment (dropping the future does not stop them): retry until
-        // they have noticed their files are gone.
-        let mut last = None;
-        for _ in 0..60 {
-            match remove_sysroot(&self.0.join("sysroot")).and_then(|()| match std::fs::remove_dir_all(&self.0) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the staging directory"),
-                _ => Ok(()),
-            }) {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        if let Some(e) = last {
+        // The deploy helper has been reaped before we get here, so nothing writes into the
+        // tree any more.
+        let removed = remove_sysroot(&self.0.join("sysroot")).and_then(|()| match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the staging directory"),
+            _ => Ok(()),
+        });
+        if let Err(e) = removed {
             log::warn!("could not remove staging directory {}: {e:#}", self.0.display());
         }
     }
@@ -167,8 +159,7 @@ pub fn default_output_name(image_stem: &str, version: Option<&str>, bootimage_na
     format!("{image_stem}{v}-{bootimage_name}.x86_64.{}{}", def.format, def.compression.suffix())
 }
 
-/// Build the disk. Runs blocking work; deploy needs a Tokio runtime handle (call from
-/// `spawn_blocking`).
+/// Build the disk. Blocking: call from `spawn_blocking` in async code.
 pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     if !is_root() {
         bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits, and the XFS root is populated through a loop mount");
@@ -287,9 +278,8 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         }
         _ => None,
     };
-    let raw = assemble::write_partition_table(&plan, raw, bootcode)?;
-    raw.sync_all()?;
-    drop(raw);
+    // No sync: the raw image is staging, read back from the page cache by the next step.
+    drop(assemble::write_partition_table(&plan, raw, bootcode)?);
     cancel.check()?;
 
     step("disk assembled");
@@ -307,7 +297,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     let mut out = AtomicFile::create(&s.output, 0o644)?;
     let hashes = output::compress(&uncompressed, &mut out, plan.compression, plan.compression_level, cancel)?;
     cancel.check()?;
-    out.commit()?;
+    out.commit_unsynced()?;
 
     let location = match &s.base_url {
         Some(u) => format!("{}/{}", u.trim_end_matches('/'), file_name),

@@ -51,7 +51,21 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("not committed");
         tmp.as_file().sync_all().with_context(|| format!("syncing {}", tmp.path().display()))?;
-        tmp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("renaming into {}", self.dest.display()))?;
+        Self::persist(tmp, &self.dest)
+    }
+
+    /// Rename over the destination without waiting for the data to reach the disk: for
+    /// GiB-sized artifacts that can be rebuilt (ISOs, disk images), where an fsync would
+    /// double the time of the whole command. An interrupted run still never leaves a
+    /// half-written destination; only a power loss right after the rename could (as with
+    /// coreos-installer's and cp's outputs). Config files and secrets use [`Self::commit`].
+    pub fn commit_unsynced(mut self) -> Result<()> {
+        let tmp = self.tmp.take().expect("not committed");
+        Self::persist(tmp, &self.dest)
+    }
+
+    fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+        tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("renaming into {}", dest.display()))?;
         Ok(())
     }
 }
@@ -101,5 +115,18 @@ mod tests {
         write_atomic(&dest, b"new", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&dest).unwrap(), "new");
         assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unsynced_commit_replaces_destination_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("disk.raw");
+        fs::write(&dest, "old").unwrap();
+        let mut f = AtomicFile::create(&dest, 0o644).unwrap();
+        f.write_all(b"new image").unwrap();
+        f.commit_unsynced().unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "new image");
+        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
     }
 }

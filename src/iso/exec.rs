@@ -76,24 +76,33 @@ pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> 
     Ok(pos + rest)
 }
 
+/// Write the planned areas into `f` (a copy of the ISO, or the ISO itself).
+fn patch(f: &mut File, plan: &Plan) -> Result<()> {
+    for w in &plan.writes {
+        f.seek(SeekFrom::Start(w.offset)).with_context(|| format!("seeking to the {}", w.what))?;
+        f.write_all(&w.bytes).with_context(|| format!("writing the {}", w.what))?;
+    }
+    f.flush().context("flushing")
+}
+
 /// Apply `plan` to the ISO at `input`.
 pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
     match target {
         Target::InPlace => {
             let mut f = crate::io::open_rw(input)?;
-            for w in &plan.writes {
-                f.seek(SeekFrom::Start(w.offset)).with_context(|| format!("seeking in {}", input.display()))?;
-                f.write_all(&w.bytes).with_context(|| format!("writing the {} of {}", w.what, input.display()))?;
-            }
             // No fsync, as coreos-installer: the writes are a few hundred KiB, but an fsync
             // would also flush whatever else of the (GiB-sized) image is still dirty.
-            f.flush().with_context(|| format!("writing {}", input.display()))?;
+            patch(&mut f, plan).with_context(|| format!("writing {}", input.display()))?;
         }
         Target::File(dest) => {
             let mut src = File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut out = AtomicFile::create(dest, 0o644)?;
-            stream_with_plan(&mut src, plan, out.file()).with_context(|| format!("writing {}", dest.display()))?;
-            out.commit()?;
+            // Copy the whole image, then patch the areas: embed areas need not be page
+            // aligned, and a kernel copy resumed at an unaligned offset after an area runs
+            // ~1.5x slower than one aligned copy.
+            copy_range(&mut src, out.file(), None).with_context(|| format!("writing {}", dest.display()))?;
+            patch(out.file(), plan).with_context(|| format!("writing {}", dest.display()))?;
+            out.commit_unsynced()?;
         }
         Target::Stdout => {
             let stdout = io::stdout();

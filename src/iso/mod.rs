@@ -15,6 +15,7 @@ pub mod iso9660;
 pub mod live;
 pub mod payload;
 pub mod plan;
+pub mod xz;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use anyhow::{bail, ensure, Context, Result};
-use xz2::stream::{Action, Check, Status, Stream};
+use xz2::stream::{Action, Status, Stream};
 
 /// Where the live initramfs reads NetworkManager keyfiles from.
 pub const NETWORK_DIR: &str = "etc/coreos-firstboot-network";
@@ -98,8 +98,7 @@ impl Payload {
         if self.is_empty() {
             return Ok(Vec::new());
         }
-        let stream = Stream::new_easy_encoder(9, Check::Crc32).context("creating xz encoder")?;
-        let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
+        let mut enc = super::xz::XzVecWriter::new(9)?;
         self.write_cpio(&mut enc).context("compressing embed payload")?;
         enc.finish().context("finishing xz stream")
     }
