@@ -121,12 +121,12 @@ step_disk() {
   local example
   example=$("$TK" build-example-image --to "$d/example")
   skopeo copy -q --dest-cert-dir "$(dirname "$CA_FILE")" "$example" "docker://$ADDR/acme/debian-layered:12"
-  "$LB" disk "$ADDR/acme/debian-layered:12" "${REGISTRY_FLAGS[@]}" --quiet -p qemu -o "$d/debian-layered-qemu.x86_64.qcow2.xz"
-  xz -dkT0 "$d/debian-layered-qemu.x86_64.qcow2.xz"
+  "$LB" disk "$ADDR/acme/debian-layered:12" "${REGISTRY_FLAGS[@]}" --quiet -p qemu -o "$d/debian-layered-qemu.x86_64.qcow2.gz"
+  gzip -dk "$d/debian-layered-qemu.x86_64.qcow2.gz"
   "$LB" boot-test "$d/debian-layered-qemu.x86_64.qcow2" --firmware uefi --timeout 900s \
     --expect "LAYERED-OK" --expect "LAYERED-DONE" --fail-on "Kernel panic" --fail-on "Entering emergency mode" \
     --console-log "$d/console.log"
-  note "disk: $d/debian-layered-qemu.x86_64.qcow2.xz (stream metadata $d/stream.json) booted under UEFI to the derived layer's LAYERED-OK"
+  note "disk: $d/debian-layered-qemu.x86_64.qcow2.gz (stream metadata $d/stream.json) booted under UEFI to the derived layer's LAYERED-OK"
 }
 
 steps=(step_build_tools step_build_image step_serve_registry step_inspect step_pull step_install_time step_iso step_disk)

@@ -222,17 +222,25 @@ fn sigterm_mid_build_leaves_nothing_behind() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     
     let out = dir.path().join("x.qcow2");
-    for delay in [Duration::from_secs(8), Duration::from_secs(40)] {
+    // Once while the deploy helper runs, once while the XFS root is being populated
+    // through its loop mount.
+    for phase in ["deploying", "populating the root filesystem"] {
         let mut child = layerboot(&["disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
         let t = Instant::now();
-        // Wait until the staging tree exists, then let the build get into its work.
-        while !std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".layerboot-disk-")) {
-            assert!(t.elapsed() < Duration::from_secs(30), "no staging directory appeared");
-            assert!(child.try_wait().unwrap().is_none(), "build ended early");
-            std::thread::sleep(Duration::from_millis(100));
+        let staging = || std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(".layerboot-disk-")).map(|e| e.path());
+        let in_phase = || match (phase, staging()) {
+            ("deploying", Some(st)) => st.join("sysroot/ostree/repo/objects").is_dir(),
+            (_, Some(st)) => std::fs::read_dir(&st).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".mnt"))).unwrap_or(false),
+            _ => false,
+        };
+        while !in_phase() {
+            assert!(t.elapsed() < Duration::from_secs(600), "the build never got to {phase}");
+            assert!(child.try_wait().unwrap().is_none(), "build ended before {phase}");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(delay);
-        assert!(child.try_wait().unwrap().is_none(), "build finished before the signal; raise the delay");
+        // Let the step get going.
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(child.try_wait().unwrap().is_none(), "build finished before the signal ({phase})");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let o = child.wait_with_output().unwrap();

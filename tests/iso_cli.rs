@@ -86,13 +86,16 @@ fn in_place_touches_only_the_embed_areas_and_matches_o_and_stdout() {
     let human = String::from_utf8(layerboot_ok(&["iso", "show", s(&in_place)])).unwrap();
     assert!(human.contains("Customized:      yes") && human.contains("dest-device: /dev/sda"), "{human}");
 
-    // re-customizing needs --force; forced, the new content replaces the old
+    // re-customizing needs --force; forced, the new content replaces the old embedded
+    // configs, and kernel arguments stay as they are unless edited (coreos-installer's rule)
     let out = layerboot(&["iso", "customize", "--live-ignition", s(&i.live_ign), s(&in_place)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already customized"));
+    let kargs_before = show_json(&in_place)["kargs"]["current"].clone();
+    assert_ne!(kargs_before, liveiso::DEFAULT_KARGS);
     layerboot_ok(&["iso", "customize", "--force", "--live-ignition", s(&i.live_ign), s(&in_place)]);
     let r = show_json(&in_place);
-    assert_eq!(r["kargs"]["current"], liveiso::DEFAULT_KARGS);
+    assert_eq!(r["kargs"]["current"], kargs_before);
     assert_eq!(r["installer_configs"], serde_json::json!({}));
     assert!(r["ignition"].as_str().unwrap().contains("\"merge\""));
 

@@ -42,6 +42,27 @@ fn same_inputs_give_byte_identical_isos() {
     assert!(contents(&ours) == contents(&theirs), "layerboot and coreos-installer produced different ISOs for the same inputs");
 }
 
+/// Forced re-customization of an already customized ISO: same bytes as coreos-installer,
+/// whether or not the new run edits kernel arguments.
+#[test]
+fn forced_recustomization_matches_coreos_installer() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let ours = copy_fixture(dir.path(), "ours.iso");
+    let theirs = copy_fixture(dir.path(), "theirs.iso");
+    for iso in [&ours, &theirs] {
+        coreos_ok(&["iso", "customize", "--live-karg-append", "first=1", "--live-ignition", s(&i.live_ign), s(iso)]);
+    }
+    let rounds: [&[&str]; 2] = [&["--dest-ignition", s(&i.dest_ign), "--dest-device", "/dev/vda"], &["--live-karg-append", "second=2", "--live-karg-delete", "quiet"]];
+    for opts in rounds {
+        layerboot_ok(&args(&["iso", "customize", "--force", s(&ours)], &opts.iter().map(|o| o.to_string()).collect::<Vec<_>>()));
+        coreos_ok(&args(&["iso", "customize", "--force", s(&theirs)], &opts.iter().map(|o| o.to_string()).collect::<Vec<_>>()));
+        assert!(contents(&ours) == contents(&theirs), "forced re-customization with {opts:?} differs from coreos-installer's");
+    }
+    let kargs = String::from_utf8(coreos_ok(&["iso", "kargs", "show", s(&ours)])).unwrap();
+    assert!(kargs.contains("second=2") && !kargs.contains("first=1") && !kargs.contains(" quiet"), "{kargs}");
+}
+
 #[test]
 fn what_layerboot_embeds_reads_back_in_coreos_installer() {
     let dir = tempfile::tempdir().unwrap();

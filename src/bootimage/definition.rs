@@ -375,7 +375,8 @@ mod tests {
             ("size = \"127MiB\"", "size = \"127 furlongs\"", "unknown unit"),
             ("role = \"boot\"", "role = \"root\"", "exactly one partition must have role Boot"),
             ("label = \"EFI-SYSTEM\"", "label = \"EFI-SYSTEM-PARTITION\"", "must be 1-11 ASCII characters"),
-            ("compression = \"xz\"", "compression = \"zstd\"", "unknown variant `zstd`"),
+            ("compression = \"gzip\"", "compression = \"zstd\"", "unknown variant `zstd`"),
+            ("compression-level = 1", "compression-level = 0", "compression-level for gzip must be 1-9"),
             ("label = \"root\"", "", "root partition needs a label"),
         ];
         for (from, to, want) in cases {

@@ -325,7 +325,7 @@ mod tests {
         let plan = resolve("qemu", cat.get("qemu").unwrap(), &PlanOptions { size: Some(4 << 30), extra_kargs: vec!["enforcing=0".into()], ..Default::default() }).unwrap();
         assert_eq!(plan.kargs, ["root=LABEL=root", "rw", "console=tty0", "console=ttyS0,115200n8", "ignition.platform.id=qemu", "enforcing=0"]);
         assert_eq!(plan.grub_serial, Some(SerialConsole { unit: 0, speed: 115200 }));
-        assert_eq!(plan.stream_format, "qcow2.xz");
+        assert_eq!(plan.stream_format, "qcow2.gz");
         let metal4k = resolve("metal4k", cat.get("metal4k").unwrap(), &PlanOptions { size: Some(4 << 30), ..Default::default() }).unwrap();
         assert_eq!(metal4k.stream_format, "4k.raw.xz");
         assert_eq!(metal4k.grub_serial, None);

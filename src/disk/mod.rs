@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::bootimage::{self, Definition, Firmware, Format, Plan, PlanOptions, Role};
+use crate::bootimage::{self, Compression, Definition, Firmware, Format, Plan, PlanOptions, Role};
 use crate::io::AtomicFile;
 pub use source::SourceImage;
 
@@ -283,19 +283,32 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     cancel.check()?;
 
     step("disk assembled");
-    let uncompressed = match plan.format {
-        Format::Raw => raw_path.clone(),
-        Format::Qcow2 => {
-            let q = st.join("disk.qcow2");
-            output::to_qcow2(&raw_path, &q)?;
+    let mut out = AtomicFile::create(&s.output, 0o644)?;
+    let hashes = match (plan.format, plan.compression) {
+        // Nothing to compress: qemu-img writes the artifact itself, read once to hash it.
+        (Format::Qcow2, Compression::None) => {
+            step(&format!("writing {}", s.output.display()));
+            output::to_qcow2(&raw_path, out.temp_path())?;
             std::fs::remove_file(&raw_path)?;
-            q
+            cancel.check()?;
+            let (sha256, size) = crate::io::sha256_file(out.temp_path())?;
+            output::Hashes { uncompressed_sha256: sha256.clone(), uncompressed_size: size, sha256, size }
+        }
+        (format, compression) => {
+            let uncompressed = match format {
+                Format::Raw => raw_path.clone(),
+                Format::Qcow2 => {
+                    let q = st.join("disk.qcow2");
+                    output::to_qcow2(&raw_path, &q)?;
+                    std::fs::remove_file(&raw_path)?;
+                    q
+                }
+            };
+            cancel.check()?;
+            step(&format!("writing {}", s.output.display()));
+            output::compress(&uncompressed, &mut out, compression, plan.compression_level, cancel)?
         }
     };
-    cancel.check()?;
-    step(&format!("writing {}", s.output.display()));
-    let mut out = AtomicFile::create(&s.output, 0o644)?;
-    let hashes = output::compress(&uncompressed, &mut out, plan.compression, plan.compression_level, cancel)?;
     cancel.check()?;
     out.commit_unsynced()?;
 
@@ -349,7 +362,7 @@ mod tests {
     fn output_names() {
         let cat = bootimage::Catalog::shipped().unwrap();
         let cases: &[(&str, Option<&str>, &str, &str)] = &[
-            ("quay.io/acme/rhcos-layered@sha256:abcd", Some("418.94"), "qemu", "rhcos-layered-418.94-qemu.x86_64.qcow2.xz"),
+            ("quay.io/acme/rhcos-layered@sha256:abcd", Some("418.94"), "qemu", "rhcos-layered-418.94-qemu.x86_64.qcow2.gz"),
             ("quay.io/acme/os:latest", None, "metal", "os-metal.x86_64.raw.xz"),
             ("quay.io/acme/os:latest", None, "metal4k", "os-metal4k.x86_64.raw.xz"),
         ];

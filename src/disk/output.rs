@@ -1,5 +1,5 @@
-//! The published artifact: qcow2 conversion (qemu-img), compression (xz multi-threaded or
-//! gzip), sha256 of the compressed and uncompressed bytes in the same pass, and the CoreOS
+//! The published artifact: qcow2 conversion (qemu-img), compression (xz or gzip, both on
+//! every core), sha256 of the compressed and uncompressed bytes in the same pass, and the CoreOS
 //! stream metadata that describes it.
 
 use std::collections::BTreeMap;
@@ -79,7 +79,8 @@ pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, le
             w.finish()?
         }
         Compression::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let mut w = crate::io::ParallelGzWriter::new(sink, level, threads);
             copy_all(&mut reader, &mut w).with_context(|| format!("compressing {}", input.display()))?;
             w.finish()?
         }

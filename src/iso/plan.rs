@@ -135,9 +135,10 @@ fn kargs_writes(plan: &mut Plan, layout: &Layout, kargs: &str) -> Result<()> {
     Ok(())
 }
 
-/// Plan a customization. The Ignition area is always rewritten (an empty spec clears
-/// it); kernel arguments are the defaults edited by the live karg options, so a forced
-/// re-customization starts from the pristine state rather than stacking edits.
+/// Plan a customization, with coreos-installer's semantics so the same inputs give the
+/// same bytes: the Ignition area is always rewritten (an empty spec clears it); with live
+/// karg options the kernel arguments become the defaults edited by them (a forced
+/// re-customization does not stack edits), without any they are left as they are.
 pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result<Plan> {
     if !req.force && state.customized(layout) {
         bail!(AlreadyCustomized);
@@ -149,10 +150,6 @@ pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result
         let k = layout.kargs.as_ref().context("this ISO does not support customizing live kernel arguments (no /coreos/kargs.json)")?;
         let kargs = edit_kargs(&k.default, &req.live_karg_append, &req.live_karg_delete);
         kargs_writes(&mut plan, layout, &kargs)?;
-    } else if let (Some(k), Some(cur)) = (&layout.kargs, &state.kargs) {
-        if *cur != k.default {
-            kargs_writes(&mut plan, layout, &k.default.clone())?;
-        }
     }
     plan.finish()
 }
@@ -234,10 +231,14 @@ mod tests {
         state.kargs = Some("console=ttyS0 quiet extra".into());
         let req = Customize::default();
         assert!(plan_customize(&layout(), &state, &req).unwrap_err().downcast_ref::<AlreadyCustomized>().is_some());
-        let forced = plan_customize(&layout(), &state, &Customize { force: true, ..req }).unwrap();
-        // forcing restores default kargs as the starting point
-        assert_eq!(forced.writes.len(), 3);
-        assert!(forced.writes[0].bytes.starts_with(b"console=ttyS0 quiet\n#"));
+        let forced = plan_customize(&layout(), &state, &Customize { force: true, ..req.clone() }).unwrap();
+        // forcing without karg options rewrites only the Ignition area
+        assert_eq!(summary(&forced).len(), 1);
+        assert!(summary(&forced)[0].0.starts_with("Ignition area"));
+        // with karg options, the edits apply to the defaults, not to the current kargs
+        let edited = plan_customize(&layout(), &state, &Customize { force: true, live_karg_append: vec!["new=1".into()], ..req }).unwrap();
+        assert_eq!(edited.writes.len(), 3);
+        assert!(edited.writes[0].bytes.starts_with(b"console=ttyS0 quiet new=1\n#"));
 
         let mut state = pristine();
         state.payload.insert("config.ign", b"{}".to_vec());
