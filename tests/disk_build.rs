@@ -314,8 +314,16 @@ fn bootupd_layout_image_gets_its_own_boot_chain() {
     let defs = dir.path().join("defs");
     std::fs::create_dir_all(&defs).unwrap();
     let qemu = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/qemu.toml")).unwrap();
-    let raw_def = qemu.replace("format = \"qcow2\"", "format = \"raw\"").replace("compression = \"xz\"", "compression = \"none\"");
-    assert_ne!(raw_def, qemu);
+    let raw_def: String = qemu
+        .lines()
+        .filter(|l| !l.starts_with("compression-level"))
+        .map(|l| match l {
+            l if l.starts_with("compression =") => "compression = \"none\"\n".to_string(),
+            l if l.starts_with("format =") => "format = \"raw\"\n".to_string(),
+            l => format!("{l}\n"),
+        })
+        .collect();
+    assert!(raw_def.contains("format = \"raw\"\n") && raw_def.contains("compression = \"none\"\n"), "{raw_def}");
     std::fs::write(defs.join("qemu-raw.toml"), raw_def).unwrap();
     let raw = dir.path().join("bootupd.raw");
     let o = run(&["disk", &img.oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "qemu-raw", "-o", raw.to_str().unwrap()]);
