@@ -52,13 +52,18 @@ fn definitions() -> &'static Path {
     })
 }
 
-/// Run `layerboot disk` (the CLI, end to end) and return the image path.
+/// Run `layerboot disk` (the CLI, end to end) on the example image; returns the image path.
 fn build_disk(platform: &str, extra: &[&str]) -> PathBuf {
-    let out = work_dir().join(format!("{platform}.img"));
+    build_disk_from(&image().oci_ref(), platform, &format!("{platform}.img"), extra)
+}
+
+/// Run `layerboot disk` on `image_ref`, writing `out_name` in the work directory.
+fn build_disk_from(image_ref: &str, platform: &str, out_name: &str, extra: &[&str]) -> PathBuf {
+    let out = work_dir().join(out_name);
     let t = std::time::Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_layerboot"))
         .arg("disk")
-        .arg(image().oci_ref())
+        .arg(image_ref)
         .args(["--platform", platform, "--bootimages"])
         .arg(definitions())
         .arg("-o")
@@ -97,6 +102,10 @@ fn pats(p: &[String]) -> Vec<Pattern> {
 }
 
 fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> Outcome {
+    run_boot(&settings(artifact, firmware, sector_size, expect, ignition, name))
+}
+
+fn settings(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> BootTestSettings {
     let mut s = BootTestSettings::new(artifact);
     s.name = name.to_string();
     s.firmware = firmware;
@@ -108,9 +117,13 @@ fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[Stri
     s.fail_on = pats(&["Kernel panic".into(), "Entering emergency mode".into(), "You are in emergency mode".into(), "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into()]);
     s.console_log = Some(work_dir().join(format!("{name}.console.log")));
     s.handle_signals = false;
+    s
+}
+
+fn run_boot(s: &BootTestSettings) -> Outcome {
     let t = std::time::Instant::now();
-    let o = run_blocking(&s).unwrap();
-    eprintln!("{name}: {:.1}s, {}", t.elapsed().as_secs_f64(), o.reason);
+    let o = run_blocking(s).unwrap();
+    eprintln!("{}: {:.1}s, {}", s.name, t.elapsed().as_secs_f64(), o.reason);
     assert!(o.passed, "{}", o.report());
     o
 }
@@ -137,10 +150,53 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
     let _serial = full_os_boot_lock();
     let img = image();
     // Both boots write to the built disk itself (it is used by this test only).
-    let disk = qemu_disk().clone();
+    first_boot_uefi_then_second_boot_bios(qemu_disk(), &img.marker, &format!("{}:layered", img.oci_dir.display()), "disk-qemu");
+}
 
+/// The bootupd path: an image carrying bootupd's payload (Debian's signed shim and GRUB in
+/// `/usr/lib/bootupd/updates/EFI`, static GRUB configs in `grub2-static/`) boots under UEFI
+/// through shim (the ESP's only loader is shim as `EFI/BOOT/BOOTX64.EFI`, its fallback
+/// and the signed GRUB reading `EFI/debian/grub.cfg`), Ignition runs through the static
+/// config's `$ignition_firstboot`, and the same disk boots under BIOS from the image's
+/// i386-pc GRUB with `/boot/grub2` as prefix; then under UEFI Secure Boot with
+/// Microsoft's keys, the chain verified end to end. The marker is the bootupd layer's own.
+#[test]
+fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
+    let _serial = full_os_boot_lock();
+    let img = layerboot::testkit::bootupd_image::bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror for the signed shim/GRUB packages)");
+    let disk = build_disk_from(&img.oci_ref(), "qemu-plain", "bootupd-qemu.img", &slow_machine_args());
+    first_boot_uefi_then_second_boot_bios(&disk, &img.marker, &format!("{}:bootupd", img.oci_dir.display()), "disk-bootupd");
+
+    // Then under Secure Boot (OVMF with Microsoft's keys enrolled): shim is verified by
+    // the firmware, the signed GRUB by shim, the kernel by GRUB through shim. Boot-test
+    // offers only OVMF's plain build, so with its own firmware off (`Bios`: no pflash) the
+    // secure build goes in through extra QEMU arguments: SMM on, secure pflash.
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
+    let vars_template = Path::new("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+    assert!(code.is_file() && vars_template.is_file(), "Secure Boot OVMF images missing: install the Debian package 'ovmf'");
+    let vars = work_dir().join("secboot-vars.fd");
+    std::fs::copy(vars_template, &vars).unwrap();
+    let mut s = settings(
+        Artifact::Qcow2(disk.clone()),
+        Firmware::Bios,
+        512,
+        &["secureboot: Secure boot enabled".into(), format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()],
+        None,
+        "disk-bootupd-uefi-secureboot",
+    );
+    s.fail_on.extend(pats(&["Verification failed".into(), "Security Violation".into(), "bad shim signature".into()]));
+    s.extra_qemu_args = ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on", "-drive"]
+        .iter()
+        .map(Into::into)
+        .chain([format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()).into(), "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()).into()])
+        .collect();
+    let o = run_boot(&s);
+    assert!(o.console.contains("GNU GRUB"), "GRUB's menu was on the console");
+}
+
+fn first_boot_uefi_then_second_boot_bios(disk: &Path, marker: &str, origin_suffix: &str, name: &str) {
     let n = nonce();
-    let ign = work_dir().join("first-boot.ign");
+    let ign = work_dir().join(format!("{name}-first-boot.ign"));
     let config = serde_json::json!({
         "ignition": {"version": "3.3.0"},
         "storage": {"files": [
@@ -150,31 +206,32 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
     });
     std::fs::write(&ign, config.to_string()).unwrap();
 
-    let marker = format!("LAYERED-OK {}", img.marker);
+    let marker = format!("LAYERED-OK {marker}");
     let o = boot(
-        Artifact::Qcow2(disk.clone()),
+        Artifact::Qcow2(disk.to_path_buf()),
         Firmware::Uefi,
         512,
         &[marker.clone(), "LAYERED-CMDLINE".into(), "LAYERED-DEPLOYMENT".into(), "LAYERED-ETC from-the-derived-layer".into(), format!("LAYERED-IGNITION IGN-{n}"), "LAYERED-DONE".into()],
         Some(&ign),
-        "disk-qemu-uefi-firstboot",
+        &format!("{name}-uefi-firstboot"),
     );
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
     for karg in ["root=LABEL=root", "rw", "console=ttyS0,115200n8", "ignition.platform.id=qemu", "ignition.firstboot", "ostree=/ostree/boot."] {
         assert!(cmdline.split_whitespace().any(|a| a == karg || (karg.ends_with('.') && a.starts_with(karg))), "{karg} missing from {cmdline}");
     }
+    assert!(!cmdline.contains("ignition_firstboot"), "GRUB left the variable unexpanded: {cmdline}");
     let deployment = reported(&o, "LAYERED-DEPLOYMENT ");
     let (deploy, origin) = deployment.split_once(' ').unwrap();
     assert!(deploy.starts_with("default/") && deploy.ends_with(".0"), "{deployment}");
-    assert!(origin.ends_with(&format!("{}:layered", img.oci_dir.display())), "origin tracks the image: {deployment}");
+    assert!(origin.ends_with(origin_suffix), "origin tracks the image: {deployment}");
 
     let o = boot(
-        Artifact::Qcow2(disk.clone()),
+        Artifact::Qcow2(disk.to_path_buf()),
         Firmware::Bios,
         512,
         &[marker, format!("LAYERED-IGNITION IGN-{n}+seen"), "LAYERED-FIRSTBOOT-STAMP absent".into(), "LAYERED-DONE".into()],
         Some(&ign),
-        "disk-qemu-bios-secondboot",
+        &format!("{name}-bios-secondboot"),
     );
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
     assert!(!cmdline.split_whitespace().any(|a| a == "ignition.firstboot"), "second boot still first boot: {cmdline}");

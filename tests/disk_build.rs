@@ -299,3 +299,107 @@ fn registry_images_are_checked_and_verified() {
     assert!(stderr(&o).contains(&layer.to_string()), "the error names the bad blob: {}", stderr(&o));
     assert_only(dir.path(), &["cache"]);
 }
+
+/// The bootupd path, offline: a disk built from the bootupd-layout image has, on its ESP,
+/// exactly the image's EFI payload plus the vendor stub config and `bootuuid.cfg`; on
+/// /boot, the static config assembled as bootupd does (image's pre, Ignition glue,
+/// `configs.d`), with generated entries standing in for `blscfg` (Debian's GRUB lacks it),
+/// `bootuuid.cfg` naming the real boot filesystem, `grubenv`, `console.cfg`, the i386-pc
+/// modules; BLS options carry `$ignition_firstboot`; the MBR and BIOS-BOOT hold GRUB.
+#[test]
+fn bootupd_layout_image_gets_its_own_boot_chain() {
+    use layerboot::testkit::bootupd_image::{bootupd_image, VENDOR};
+    let img = bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror)");
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    let qemu = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/qemu.toml")).unwrap();
+    let raw_def: String = qemu
+        .lines()
+        .filter(|l| !l.starts_with("compression-level"))
+        .map(|l| match l {
+            l if l.starts_with("compression =") => "compression = \"none\"\n".to_string(),
+            l if l.starts_with("format =") => "format = \"raw\"\n".to_string(),
+            l => format!("{l}\n"),
+        })
+        .collect();
+    assert!(raw_def.contains("format = \"raw\"\n") && raw_def.contains("compression = \"none\"\n"), "{raw_def}");
+    std::fs::write(defs.join("qemu-raw.toml"), raw_def).unwrap();
+    let raw = dir.path().join("bootupd.raw");
+    let o = run(&["disk", &img.oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "qemu-raw", "-o", raw.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("has no blscfg"), "the stand-in for blscfg is announced: {}", stderr(&o));
+
+    let gpt = gpt::GptConfig::new().open(&raw).unwrap();
+    let parts: Vec<_> = gpt.partitions().values().cloned().collect();
+    let part = |i: usize, name: &str| extract(&raw, parts[i].first_lba * 512, (parts[i].last_lba + 1 - parts[i].first_lba) * 512, &dir.path().join(name));
+    let boot = part(2, "boot.img");
+    let dumpe2fs = String::from_utf8(Command::new("dumpe2fs").arg("-h").arg(&boot).output().unwrap().stdout).unwrap();
+    let boot_uuid = dumpe2fs.lines().find_map(|l| l.strip_prefix("Filesystem UUID:")).expect("boot fs UUID").trim().to_string();
+    let bootuuid_cfg = format!("set BOOT_UUID=\"{boot_uuid}\"\n");
+
+    // ESP: the payload as is, plus exactly the two configs bootupd adds.
+    let esp = part(1, "esp.img");
+    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let mut found = Vec::new();
+    fn walk<T: fatfs::ReadWriteSeek>(d: fatfs::Dir<T>, prefix: &str, out: &mut Vec<String>) {
+        for e in d.iter().map(Result::unwrap).filter(|e| e.file_name() != "." && e.file_name() != "..") {
+            let p = format!("{prefix}{}", e.file_name());
+            if e.is_dir() {
+                walk(e.to_dir(), &format!("{p}/"), out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    walk(fat.root_dir(), "", &mut found);
+    found.sort();
+    let mut want: Vec<String> = ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/fbx64.efi"].iter().map(|s| s.to_string()).collect();
+    want.extend(["BOOTX64.CSV", "bootuuid.cfg", "grub.cfg", "grubx64.efi", "mmx64.efi", "shimx64.efi"].iter().map(|f| format!("EFI/{VENDOR}/{f}")));
+    assert_eq!(found, want, "ESP contents");
+    let read = |p: &str| {
+        let mut v = Vec::new();
+        fat.root_dir().open_file(p).unwrap().read_to_end(&mut v).unwrap();
+        v
+    };
+    let shim = read("EFI/BOOT/BOOTX64.EFI");
+    assert_eq!(&shim[..2], b"MZ");
+    assert_eq!(read(&format!("EFI/{VENDOR}/shimx64.efi")), shim, "the removable-media loader is the vendor's shim");
+    let grub = read(&format!("EFI/{VENDOR}/grubx64.efi"));
+    assert!(grub.windows(11).any(|w| w == b"/EFI/debian"), "Debian's signed GRUB (prefix /EFI/debian)");
+    assert_eq!(String::from_utf8(read(&format!("EFI/{VENDOR}/grub.cfg"))).unwrap(), include_str!("../src/testkit/bootupd/grub-static-efi.cfg"), "the image's grub-static-efi.cfg");
+    assert_eq!(String::from_utf8(read(&format!("EFI/{VENDOR}/bootuuid.cfg"))).unwrap(), bootuuid_cfg);
+
+    // /boot, read rootlessly with debugfs.
+    let debugfs = |req: &str| String::from_utf8(Command::new("debugfs").args(["-R", req]).arg(&boot).output().unwrap().stdout).unwrap();
+    let cfg = debugfs("cat /grub2/grub.cfg");
+    let pre = include_str!("../src/testkit/bootupd/grub-static-pre.cfg");
+    assert!(cfg.contains(pre), "the image's grub-static-pre.cfg heads grub.cfg:\n{cfg}");
+    let begins: Vec<&str> = cfg.lines().filter_map(|l| l.strip_prefix("### BEGIN ")).collect();
+    assert_eq!(begins, ["00_layerboot-timeout.cfg ###", "05_ignition.cfg ###", "10_blscfg.cfg ###"], "{cfg}");
+    assert!(!cfg.lines().any(|l| l.trim() == "blscfg"), "blscfg replaced: {cfg}");
+    let linux = cfg.lines().map(str::trim).find(|l| l.starts_with("linux /ostree/")).unwrap_or_else(|| panic!("a generated entry: {cfg}"));
+    assert!(linux.contains(" ostree=/ostree/boot.") && linux.ends_with(" $ignition_firstboot"), "{linux}");
+    assert_eq!(linux.matches("ignition_firstboot").count(), 1, "{linux}");
+    assert!(debugfs("stat /grub2/grub.cfg").contains("Mode:  0600"), "grub.cfg is 0600 as bootupd writes it");
+    assert_eq!(debugfs("cat /grub2/bootuuid.cfg"), bootuuid_cfg);
+    assert_eq!(debugfs("cat /grub2/grubenv").len(), 1024);
+    assert!(debugfs("cat /grub2/console.cfg").starts_with("serial --unit=0 --speed=115200\n"));
+    assert!(debugfs("ls /grub2/i386-pc").contains("normal.mod"), "BIOS modules on /boot");
+    assert!(!debugfs("ls /").contains(" grub "), "no plain-GRUB config beside bootupd's");
+    assert!(debugfs("ls -l /").contains("ignition.firstboot"), "first-boot stamp");
+    let entries = debugfs("ls /loader/entries");
+    let entry_name = entries.split_whitespace().find(|w| w.ends_with(".conf")).expect("a BLS entry");
+    let options = debugfs(&format!("cat /loader/entries/{entry_name}"));
+    let options = options.lines().find(|l| l.starts_with("options ")).unwrap();
+    assert!(options.ends_with(" $ignition_firstboot") && options.contains("ignition.platform.id=qemu"), "{options}");
+
+    // BIOS: MBR boot code and the core image's blocklist point into BIOS-BOOT.
+    let mut f = std::fs::File::open(&raw).unwrap();
+    let mut mbr = [0u8; 512];
+    f.read_exact(&mut mbr).unwrap();
+    assert_eq!(&mbr[0x5c..0x64], &parts[0].first_lba.to_le_bytes());
+    let core = part(0, "biosboot.img");
+    let core = std::fs::read(core).unwrap();
+    assert_eq!(&core[0x1f4..0x1fc], &(parts[0].first_lba + 1).to_le_bytes(), "core image loads its rest from the next sector");
+}

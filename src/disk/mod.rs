@@ -226,6 +226,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         deployment: &sysroot.join(&deployed.deploy_path),
         boot_dir: &boot_dir,
         boot_label: &boot_label,
+        boot_uuid: early.partition(Role::Boot).and_then(|p| p.fs_uuid.as_deref()),
         serial: early.grub_serial,
         uefi: early.firmware.contains(&Firmware::Uefi),
         bios: early.firmware.contains(&Firmware::Bios),

@@ -34,7 +34,14 @@ pub fn resolve_package() -> Result<(String, String)> {
         .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
         .context("apt-cache depends linux-image-amd64 names no linux-image-<abi>-amd64 package: run 'apt-get update'")?
         .to_string();
-    let policy = cmd::run_stdout(Command::new("apt-cache").args(["policy", &pkg]))?;
+    let version = candidate_version(&pkg)?;
+    Ok((pkg, version))
+}
+
+/// The version apt would install of a Debian package.
+pub fn candidate_version(pkg: &str) -> Result<String> {
+    cmd::require("apt-cache", "apt")?;
+    let policy = cmd::run_stdout(Command::new("apt-cache").args(["policy", pkg]))?;
     let version = policy
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Candidate: "))
@@ -42,7 +49,25 @@ pub fn resolve_package() -> Result<(String, String)> {
         .find(|v| *v != "(none)")
         .with_context(|| format!("no installable version of {pkg}: run 'apt-get update'"))?
         .to_string();
-    Ok((pkg, version))
+    Ok(version)
+}
+
+/// The `.deb` of `pkg=version`: from apt's archive cache when there, else downloaded into
+/// `download_dir`.
+pub fn fetch_deb(pkg: &str, version: &str, download_dir: &Path) -> Result<PathBuf> {
+    // Debian's epoch colon is written as %3a in archive file names.
+    let deb_name = format!("{pkg}_{}_amd64.deb", version.replace(':', "%3a"));
+    let archived = Path::new("/var/cache/apt/archives").join(&deb_name);
+    if archived.is_file() {
+        return Ok(archived);
+    }
+    std::fs::create_dir_all(download_dir).with_context(|| format!("creating {}", download_dir.display()))?;
+    cmd::run(Command::new("apt-get").args(["download", "-q", &format!("{pkg}={version}")]).current_dir(download_dir))?;
+    let deb = download_dir.join(&deb_name);
+    if !deb.is_file() {
+        bail!("apt-get download did not produce {}", deb.display());
+    }
+    Ok(deb)
 }
 
 /// The cached Debian kernel, downloaded and unpacked on first use.
@@ -59,20 +84,7 @@ pub fn debian_kernel() -> Result<Kernel> {
 
 fn unpack(pkg: &str, version: &str, staging: &Path) -> Result<()> {
     cmd::require("dpkg-deb", "dpkg")?;
-    // Debian's epoch colon is written as %3a in archive file names.
-    let deb_name = format!("{pkg}_{}_amd64.deb", version.replace(':', "%3a"));
-    let archived = Path::new("/var/cache/apt/archives").join(&deb_name);
-    let deb = if archived.is_file() {
-        archived
-    } else {
-        let dl = staging.join("download");
-        std::fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
-        cmd::run(Command::new("apt-get").args(["download", "-q", &format!("{pkg}={version}")]).current_dir(&dl))?;
-        dl.join(&deb_name)
-    };
-    if !deb.is_file() {
-        bail!("apt-get download did not produce {}", deb.display());
-    }
+    let deb = fetch_deb(pkg, version, &staging.join("download"))?;
     let root = staging.join("root");
     cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     for keep in ["boot", "lib"] {

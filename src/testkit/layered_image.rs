@@ -161,8 +161,40 @@ fn write_blob(oci_dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
     Ok((digest, n))
 }
 
-/// Append the derived layer (a gzip tar) to the image tagged `from`, tagging the result `to`.
+/// One entry of a derived layer.
+#[derive(Debug, Clone)]
+pub enum LayerEntry {
+    File { path: String, mode: u32, content: Vec<u8> },
+    Symlink { path: String, target: String },
+}
+
+impl LayerEntry {
+    fn path(&self) -> &str {
+        match self {
+            LayerEntry::File { path, .. } | LayerEntry::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// Append the example's derived layer to the image tagged `from`, tagging the result `to`.
 fn add_derived_layer(oci_dir: &Path, from: &str, to: &str, marker: &str) -> Result<()> {
+    let mut entries: Vec<LayerEntry> = LAYER_FILES.iter().map(|(p, m, c)| LayerEntry::File { path: p.to_string(), mode: *m, content: c.to_vec() }).collect();
+    entries.push(LayerEntry::File { path: MARKER_PATH.into(), mode: 0o644, content: format!("{marker}\n").into_bytes() });
+    entries.extend(LAYER_LINKS.iter().map(|(p, t)| LayerEntry::Symlink { path: p.to_string(), target: t.to_string() }));
+    append_layer(
+        oci_dir,
+        from,
+        to,
+        &entries,
+        "RUN install layered-ok && ostree container commit (layerboot example derived layer)",
+        &[("org.opencontainers.image.title", "debian-layered"), ("io.layerboot.example.marker", marker)],
+    )
+}
+
+/// Append a plain tar layer (gzip), as `RUN … && ostree container commit` adds one, to the
+/// image tagged `from` in an OCI layout, tagging the result `to`; `labels` are set on the
+/// new image's config. Parent directories are created (0755, root) before the entries.
+pub fn append_layer(oci_dir: &Path, from: &str, to: &str, entries: &[LayerEntry], created_by: &str, labels: &[(&str, &str)]) -> Result<()> {
     // The layer, streamed: tar → hash (diff id) → gzip → hash (blob digest) → file.
     let tmp = oci_dir.join("blobs/sha256/.layer.tmp");
     let file = BufWriter::new(File::create(&tmp)?);
@@ -171,10 +203,9 @@ fn add_derived_layer(oci_dir: &Path, from: &str, to: &str, marker: &str) -> Resu
     let diff_hasher = HashingWriter::new(gz);
     let mut tar = tar::Builder::new(diff_hasher);
     let mut dirs: Vec<String> = Vec::new();
-    let mut entries: Vec<(&str, u32, Vec<u8>)> = LAYER_FILES.iter().map(|(p, m, c)| (*p, *m, c.to_vec())).collect();
-    let marker_line = format!("{marker}\n");
-    entries.push((MARKER_PATH, 0o644, marker_line.into_bytes()));
-    for path in entries.iter().map(|e| e.0).chain(LAYER_LINKS.iter().map(|l| l.0)) {
+    // Files first, then links: the order the example layer has always had.
+    let ordered: Vec<&LayerEntry> = entries.iter().filter(|e| matches!(e, LayerEntry::File { .. })).chain(entries.iter().filter(|e| matches!(e, LayerEntry::Symlink { .. }))).collect();
+    for path in ordered.iter().map(|e| e.path()) {
         let mut p = Path::new(path).parent();
         let mut chain = Vec::new();
         while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
@@ -201,13 +232,17 @@ fn add_derived_layer(oci_dir: &Path, from: &str, to: &str, marker: &str) -> Resu
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())?;
     }
-    for (path, mode, content) in &entries {
-        let mut h = header(tar::EntryType::Regular, *mode, content.len() as u64);
-        tar.append_data(&mut h, path, content.as_slice())?;
-    }
-    for (path, target) in LAYER_LINKS {
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-        tar.append_link(&mut h, path, target)?;
+    for e in &ordered {
+        match e {
+            LayerEntry::File { path, mode, content } => {
+                let mut h = header(tar::EntryType::Regular, *mode, content.len() as u64);
+                tar.append_data(&mut h, path, content.as_slice())?;
+            }
+            LayerEntry::Symlink { path, target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                tar.append_link(&mut h, path, target)?;
+            }
+        }
     }
     let diff_hasher = tar.into_inner()?;
     let (gz, diff_hex, _) = diff_hasher.finish();
@@ -223,17 +258,14 @@ fn add_derived_layer(oci_dir: &Path, from: &str, to: &str, marker: &str) -> Resu
     let mut config = ImageConfiguration::from_file(blob_path(oci_dir, manifest.config().digest().as_ref()))?;
     config.rootfs_mut().diff_ids_mut().push(format!("sha256:{diff_hex}"));
     let mut history = config.history().clone();
-    history.push(
-        HistoryBuilder::default()
-            .created_by("RUN install layered-ok && ostree container commit (layerboot example derived layer)")
-            .build()?,
-    );
+    history.push(HistoryBuilder::default().created_by(created_by).build()?);
     config.set_history(history);
     if let Some(mut cfg) = config.config().clone() {
-        let mut labels = cfg.labels().clone().unwrap_or_default();
-        labels.insert("org.opencontainers.image.title".into(), "debian-layered".into());
-        labels.insert("io.layerboot.example.marker".into(), marker.into());
-        cfg.set_labels(Some(labels));
+        let mut all = cfg.labels().clone().unwrap_or_default();
+        for (k, v) in labels {
+            all.insert(k.to_string(), v.to_string());
+        }
+        cfg.set_labels(Some(all));
         config.set_config(Some(cfg));
     }
     let (config_digest, config_size) = write_blob(oci_dir, config.to_string()?.as_bytes())?;

@@ -11,3 +11,4 @@ pub mod ostree_image;
 pub mod registry;
 pub mod liveiso;
 pub mod bootdisk;
+pub mod bootupd_image;
