@@ -50,6 +50,7 @@ print(" ".join(l["digest"].split(":")[1] for l in m["layers"]))' "$layout" "$man
 
 measure() { # name, command… → prints "name wall_s rss_kib"
   local name=$1; shift
+  sync  # no run pays for the previous one's writeback
   /usr/bin/time -v -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/{n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$WORK/$name.time")
