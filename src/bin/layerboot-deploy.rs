@@ -29,10 +29,15 @@ struct Args {
     kargs: Vec<String>,
 }
 
+impl From<Args> for DeployRequest {
+    fn from(a: Args) -> Self {
+        DeployRequest { sysroot: a.sysroot, stateroot: a.stateroot, source_imgref: a.source, target_imgref: a.target, kargs: a.kargs, display_name: a.name }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
-    let a = Args::parse();
-    let req = DeployRequest { sysroot: a.sysroot, stateroot: a.stateroot, source_imgref: a.source, target_imgref: a.target, kargs: a.kargs, display_name: a.name };
+    let req = DeployRequest::from(Args::parse());
     let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(deploy_here(&req))).and_then(|d| Ok(serde_json::to_string(&d)?));
     match result {
         Ok(json) => {
@@ -43,5 +48,27 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent_and_reads_what_layerboot_disk_passes() {
+        Args::command().debug_assert();
+        let req = DeployRequest {
+            sysroot: "/staging/sysroot".into(),
+            stateroot: "rhcos".into(),
+            source_imgref: "ostree-unverified-image:oci:/cache:layered".into(),
+            target_imgref: "ostree-unverified-registry:quay.io/acme/os@sha256:ab".into(),
+            kargs: vec!["-dash-first".into(), "console=ttyS0,115200n8".into()],
+            display_name: "quay.io/acme/os@sha256:ab".into(),
+        };
+        let a = Args::try_parse_from(std::iter::once("layerboot-deploy".to_string()).chain(req.to_args())).unwrap();
+        assert_eq!(DeployRequest::from(a), req);
     }
 }
