@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # LAYERBOOT_BIN overrides the binary (e.g. a debug build when a release build is too costly).
 if [[ -z ${LAYERBOOT_BIN:-} ]]; then
-  cargo build --release --quiet --bin layerboot --bin layerboot-deploy
+  cargo build --release --quiet --bin layerboot --bin layerboot-deploy --bin layerboot-testkit
 fi
 LB=${LAYERBOOT_BIN:-$PWD/target/release/layerboot}
 IMAGE=${1:-}
@@ -82,8 +82,8 @@ done
 # Memory against image size: the same build from the image plus one more layer of
 # GROW_MIB (default 1024) MiB of incompressible data.
 grow=${GROW_MIB:-1024}
-python3 benches/lib/grow-oci-image.py "$layout" "$tag" "$WORK/grown" grown "$grow"
-big=$(measure "qcow2+${grow}MiB" "$LB" disk "oci:$WORK/grown:grown" --bootimages "$WORK/defs" -p qemu-plain -o "$WORK/big.qcow2")
+grown=$("${LB%/*}/layerboot-testkit" grow-image --layout "$layout" --from "$tag" --filler-mib "$grow" --to "$WORK/grown")
+big=$(measure "qcow2+${grow}MiB" "$LB" disk "$grown" --bootimages "$WORK/defs" -p qemu-plain -o "$WORK/big.qcow2")
 read -r _ pw prss <<<"$plain"
 read -r _ bw brss <<<"$big"
 printf '\npeak RSS by image size (uncompressed qcow2): %s KiB -> %s KiB with %s MiB more (%.1f s -> %.1f s)\n' "$prss" "$brss" "$grow" "$pw" "$bw"

@@ -68,6 +68,18 @@ mod tests {
             kargs: vec!["-dash-first".into(), "console=ttyS0,115200n8".into()],
             display_name: "quay.io/acme/os@sha256:ab".into(),
         };
+        assert_eq!(
+            req.to_args(),
+            [
+                "--sysroot=/staging/sysroot",
+                "--stateroot=rhcos",
+                "--source=ostree-unverified-image:oci:/cache:layered",
+                "--target=ostree-unverified-registry:quay.io/acme/os@sha256:ab",
+                "--name=quay.io/acme/os@sha256:ab",
+                "--karg=-dash-first",
+                "--karg=console=ttyS0,115200n8"
+            ]
+        );
         let a = Args::try_parse_from(std::iter::once("layerboot-deploy".to_string()).chain(req.to_args())).unwrap();
         assert_eq!(DeployRequest::from(a), req);
     }

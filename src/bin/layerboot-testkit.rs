@@ -61,6 +61,18 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Copy an OCI layout (blobs hard-linked) and give image FROM one more layer of
+    /// MIB MiB of random bytes, tagged "grown": a bigger image for benchmarks.
+    GrowImage {
+        #[arg(long, value_name = "DIR")]
+        layout: PathBuf,
+        #[arg(long, value_name = "TAG")]
+        from: String,
+        #[arg(long, value_name = "MIB")]
+        filler_mib: u64,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
     /// An image of random (incompressible) uncompressed tar layers, for benchmarks.
     MakeBenchImage {
         #[arg(long, value_name = "N")]
@@ -148,6 +160,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::fs::copy(&iso, &to).with_context(|| format!("copying {} to {}", iso.display(), to.display()))?;
             println!("{}", to.display());
+            Ok(())
+        }
+        Cmd::GrowImage { layout, from, filler_mib, to } => {
+            layerboot::testkit::layered_image::grow_image(&layout, &from, &to, "grown", filler_mib)?;
+            println!("oci:{}:grown", to.display());
             Ok(())
         }
         Cmd::MakeBenchImage { size_mib, layers, to } => {

@@ -162,24 +162,3 @@ fn read_back(sysroot: &Path, stateroot: &str, commit: &str, display_name: &str) 
     }
     Ok(Deployed { sysroot: sysroot.to_path_buf(), stateroot: stateroot.to_string(), commit: commit.to_string(), deploy_path, kernel_version })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_args_keep_dashed_kargs_as_values() {
-        let req = DeployRequest {
-            sysroot: "/s".into(),
-            stateroot: "rhcos".into(),
-            source_imgref: "ostree-unverified-image:oci:/c:t".into(),
-            target_imgref: "ostree-unverified-registry:q/x@sha256:ab".into(),
-            kargs: vec!["-weird".into(), "console=ttyS0".into()],
-            display_name: "q/x".into(),
-        };
-        assert_eq!(
-            req.to_args(),
-            ["--sysroot=/s", "--stateroot=rhcos", "--source=ostree-unverified-image:oci:/c:t", "--target=ostree-unverified-registry:q/x@sha256:ab", "--name=q/x", "--karg=-weird", "--karg=console=ttyS0"]
-        );
-    }
-}

@@ -44,12 +44,6 @@ impl Cancel {
             Ok(())
         }
     }
-    /// Resolves once cancelled (for racing async work).
-    pub async fn cancelled(&self) {
-        while !self.is_cancelled() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
 }
 
 pub fn cancelled_error() -> anyhow::Error {

@@ -80,7 +80,7 @@ pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, le
         }
         Compression::Gzip => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            let mut w = crate::io::ParallelGzWriter::new(sink, level, threads);
+            let mut w = crate::io::ParallelGzWriter::new(sink, level, threads)?;
             copy_all(&mut reader, &mut w).with_context(|| format!("compressing {}", input.display()))?;
             w.finish()?
         }

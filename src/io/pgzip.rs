@@ -45,7 +45,6 @@ pub struct ParallelGzWriter<W: Write> {
     max_in_flight: u64,
     crc: crc32fast::Hasher,
     total: u64,
-    header_written: bool,
 }
 
 fn deflate_chunk(data: &[u8], level: Compression, last: bool) -> io::Result<Vec<u8>> {
@@ -67,8 +66,9 @@ fn deflate_chunk(data: &[u8], level: Compression, last: bool) -> io::Result<Vec<
 }
 
 impl<W: Write> ParallelGzWriter<W> {
-    /// `threads` workers (at least one) at `level` (0-9).
-    pub fn new(inner: W, level: u32, threads: usize) -> Self {
+    /// `threads` workers (at least one) at `level` (0-9); writes the gzip header.
+    pub fn new(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        inner.write_all(&HEADER)?;
         let threads = threads.max(1);
         let level = Compression::new(level);
         let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(threads);
@@ -92,7 +92,7 @@ impl<W: Write> ParallelGzWriter<W> {
                 })
             })
             .collect();
-        ParallelGzWriter {
+        Ok(ParallelGzWriter {
             inner: Some(inner),
             buf: Vec::with_capacity(CHUNK),
             jobs: Some(jobs_tx),
@@ -104,8 +104,7 @@ impl<W: Write> ParallelGzWriter<W> {
             max_in_flight: 2 * threads as u64,
             crc: crc32fast::Hasher::new(),
             total: 0,
-            header_written: false,
-        }
+        })
     }
 
     fn inner(&mut self) -> &mut W {
@@ -121,10 +120,6 @@ impl<W: Write> ParallelGzWriter<W> {
 
     /// Write out finished chunks in order; block while more than `keep` are in flight.
     fn drain(&mut self, keep: u64) -> io::Result<()> {
-        if !self.header_written {
-            self.inner().write_all(&HEADER)?;
-            self.header_written = true;
-        }
         loop {
             while let Ok(d) = self.done.try_recv() {
                 self.pending.insert(d.index, d);
@@ -202,7 +197,7 @@ mod tests {
     fn output_is_one_gzip_member_that_decodes_to_the_input() {
         for data in inputs() {
             for threads in [1, 3] {
-                let mut w = ParallelGzWriter::new(Vec::new(), 6, threads);
+                let mut w = ParallelGzWriter::new(Vec::new(), 6, threads).unwrap();
                 // Odd-sized writes, so chunk boundaries fall inside writes.
                 for piece in data.chunks(100_003) {
                     w.write_all(piece).unwrap();
@@ -222,7 +217,7 @@ mod tests {
     #[test]
     fn system_gzip_accepts_the_output() {
         let data = b"0123456789abcdef".repeat(300_000);
-        let mut w = ParallelGzWriter::new(Vec::new(), 1, 2);
+        let mut w = ParallelGzWriter::new(Vec::new(), 1, 2).unwrap();
         w.write_all(&data).unwrap();
         let gz = w.finish().unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -165,13 +165,15 @@ fn write_blob(oci_dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
 #[derive(Debug, Clone)]
 pub enum LayerEntry {
     File { path: String, mode: u32, content: Vec<u8> },
+    /// A regular file whose content is streamed from `source` on the host (large content).
+    HostFile { path: String, mode: u32, source: PathBuf },
     Symlink { path: String, target: String },
 }
 
 impl LayerEntry {
     fn path(&self) -> &str {
         match self {
-            LayerEntry::File { path, .. } | LayerEntry::Symlink { path, .. } => path,
+            LayerEntry::File { path, .. } | LayerEntry::HostFile { path, .. } | LayerEntry::Symlink { path, .. } => path,
         }
     }
 }
@@ -191,6 +193,26 @@ fn add_derived_layer(oci_dir: &Path, from: &str, to: &str, marker: &str) -> Resu
     )
 }
 
+/// A copy of the OCI layout `src` (blobs hard-linked: they are immutable and named by
+/// digest) in which image `from` gets one more layer holding `filler_mib` MiB of random,
+/// incompressible bytes, tagged `to`: the same image, bigger, for benchmarks.
+pub fn grow_image(src: &Path, from: &str, dest: &Path, to: &str, filler_mib: u64) -> Result<()> {
+    if dest.exists() {
+        bail!("{} already exists", dest.display());
+    }
+    crate::cmd::run(std::process::Command::new("cp").arg("-al").arg(src).arg(dest))?;
+    let filler = dest.join(".filler");
+    let mut out = BufWriter::new(File::create(&filler).with_context(|| format!("creating {}", filler.display()))?);
+    let mut random = File::open("/dev/urandom").context("opening /dev/urandom")?.take(filler_mib << 20);
+    std::io::copy(&mut random, &mut out).context("writing the filler")?;
+    out.flush()?;
+    drop(out);
+    let entries = [LayerEntry::HostFile { path: "usr/share/layerboot-bench/filler.bin".into(), mode: 0o644, source: filler.clone() }];
+    append_layer(dest, from, to, &entries, &format!("layerboot bench: {filler_mib} MiB filler"), &[])?;
+    fs::remove_file(&filler).with_context(|| format!("removing {}", filler.display()))?;
+    Ok(())
+}
+
 /// Append a plain tar layer (gzip), as `RUN … && ostree container commit` adds one, to the
 /// image tagged `from` in an OCI layout, tagging the result `to`; `labels` are set on the
 /// new image's config. Parent directories are created (0755, root) before the entries.
@@ -204,7 +226,7 @@ pub fn append_layer(oci_dir: &Path, from: &str, to: &str, entries: &[LayerEntry]
     let mut tar = tar::Builder::new(diff_hasher);
     let mut dirs: Vec<String> = Vec::new();
     // Files first, then links: the order the example layer has always had.
-    let ordered: Vec<&LayerEntry> = entries.iter().filter(|e| matches!(e, LayerEntry::File { .. })).chain(entries.iter().filter(|e| matches!(e, LayerEntry::Symlink { .. }))).collect();
+    let ordered: Vec<&LayerEntry> = entries.iter().filter(|e| !matches!(e, LayerEntry::Symlink { .. })).chain(entries.iter().filter(|e| matches!(e, LayerEntry::Symlink { .. }))).collect();
     for path in ordered.iter().map(|e| e.path()) {
         let mut p = Path::new(path).parent();
         let mut chain = Vec::new();
@@ -237,6 +259,11 @@ pub fn append_layer(oci_dir: &Path, from: &str, to: &str, entries: &[LayerEntry]
             LayerEntry::File { path, mode, content } => {
                 let mut h = header(tar::EntryType::Regular, *mode, content.len() as u64);
                 tar.append_data(&mut h, path, content.as_slice())?;
+            }
+            LayerEntry::HostFile { path, mode, source } => {
+                let f = File::open(source).with_context(|| format!("opening {}", source.display()))?;
+                let mut h = header(tar::EntryType::Regular, *mode, f.metadata()?.len());
+                tar.append_data(&mut h, path, BufReader::with_capacity(1 << 20, f))?;
             }
             LayerEntry::Symlink { path, target } => {
                 let mut h = header(tar::EntryType::Symlink, 0o777, 0);
