@@ -121,6 +121,8 @@ pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
     // later: per-object fsyncs only slow the import. The shipped repo gets the default back.
     cmd::run(Command::new("ostree").arg(&repo_arg).args(["config", "set", "core.fsync", "false"]))?;
     cmd::run(Command::new("ostree").args(["admin", "os-init", stateroot, &format!("--sysroot={sysroot_s}")]))?;
+    // The base layer through the parallel verified importer; ostree-ext then finds it present.
+    super::ostree_import::prefill_for_source(&repo, &req.source_imgref)?;
 
     let source = OstreeImageReference::try_from(req.source_imgref.as_str()).context("source image reference")?;
     let target = OstreeImageReference::try_from(req.target_imgref.as_str()).context("target image reference")?;

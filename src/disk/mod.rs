@@ -11,6 +11,7 @@ pub mod assemble;
 pub mod bootloader;
 pub mod deploy;
 pub mod fs;
+pub mod ostree_import;
 pub mod output;
 pub mod source;
 
