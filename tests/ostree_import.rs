@@ -44,7 +44,9 @@ fn bare_repo(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn commit_layer(img: &LayeredImage, tag: &str) -> (String, String, PathBuf) {
-    ostree_import::commit_layer(&img.oci_dir, tag).unwrap().unwrap()
+    let (l, components) = ostree_import::ostree_layers(&img.oci_dir, tag).unwrap().unwrap();
+    assert!(components.is_empty(), "the example image is not chunked");
+    (l.digest, l.media_type, l.path)
 }
 
 /// Everything observable about an object file: type and mode, owner, size, mtime (content
@@ -91,12 +93,12 @@ fn resolve(repo: &Path, r: &str) -> String {
 }
 
 /// Fill `repo` the way a real pull does: ostree-ext's container importer (through skopeo).
-fn pull_with_ostree_ext(repo: &Path, img: &LayeredImage, tag: &str) {
+fn pull_with_ostree_ext(repo: &Path, oci_dir: &Path, tag: &str) {
     use ostree_ext::container::store::{ImageImporter, PrepareResult};
     use ostree_ext::container::OstreeImageReference;
     let r = ostree_ext::ostree::Repo::new_for_path(repo);
     r.open(ostree_ext::gio::Cancellable::NONE).unwrap();
-    let imgref = OstreeImageReference::try_from(format!("ostree-unverified-image:oci:{}:{tag}", img.oci_dir.display()).as_str()).unwrap();
+    let imgref = OstreeImageReference::try_from(format!("ostree-unverified-image:oci:{}:{tag}", oci_dir.display()).as_str()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let mut imp = ImageImporter::new(&r, &imgref, Default::default()).await.expect("opening the image with ostree-ext");
@@ -117,8 +119,8 @@ fn import_equals_ostree_ext_pull_and_passes_fsck() {
 
     let ours = bare_repo(dir.path(), "ours");
     let stats = match ostree_import::prefill_from_oci(&ours, &img.oci_dir, LAYERED_TAG).unwrap() {
-        Outcome::Imported(s) => s,
-        Outcome::Skipped(why) => panic!("importer skipped a bare repo: {why}"),
+        Outcome::Imported(mut s) if s.len() == 1 => s.remove(0),
+        o => panic!("expected one layer imported into a bare repo: {o:?}"),
     };
     eprintln!("{stats:?}");
     assert_eq!(stats.layer_digest, digest);
@@ -136,17 +138,98 @@ fn import_equals_ostree_ext_pull_and_passes_fsck() {
 
     // The reference: ostree-ext's own pull of the base image into another bare repo.
     let theirs = bare_repo(dir.path(), "theirs");
-    pull_with_ostree_ext(&theirs, img, BASE_TAG);
+    pull_with_ostree_ext(&theirs, &img.oci_dir, BASE_TAG);
     assert_eq!(resolve(&theirs, &ref_name), stats.commit, "ostree-ext's layer ref points at another commit");
-    let (a, b) = (objects(&ours), objects(&theirs));
+    assert_same_objects(&ours, &theirs);
+    let ls = |repo: &Path| ostree(&["ls", &format!("--repo={}", repo.display()), "-R", "-X", "-C", &stats.commit]);
+    assert_eq!(ls(&ours), ls(&theirs));
+}
+
+/// Every object we wrote is in ostree-ext's repo with the same facts; ostree-ext has no
+/// content object we lack (it adds only its merge commit and, if the tree changed, metadata).
+fn assert_same_objects(ours: &Path, theirs: &Path) {
+    let (a, b) = (objects(ours), objects(theirs));
     for (name, facts) in &a {
         assert_eq!(Some(facts), b.get(name), "object {name}: ours (left) differs from ostree-ext's (right)");
     }
-    // ostree-ext adds only its merge commit (and, if the tree changed, its metadata).
     let extra: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
     assert!(extra.iter().all(|k| !k.ends_with(".file")), "content objects ostree-ext has and we lack: {extra:?}");
-    let ls = |repo: &Path| ostree(&["ls", &format!("--repo={}", repo.display()), "-R", "-X", "-C", &stats.commit]);
-    assert_eq!(ls(&ours), ls(&theirs));
+}
+
+/// A chunked variant of the example base image, as RHCOS is built: ostree-ext's encapsulate
+/// with content metadata (here: objects grouped by their top three path components, as if
+/// they were packages) and a layer limit, so content sits in component layers and the
+/// commit layer keeps the metadata and the rest. Cached by the base image's digest.
+fn chunked_image() -> PathBuf {
+    use ostree_ext::chunking::ObjectMetaSized;
+    use ostree_ext::container::{Config, ExportOpts, ImageReference, Transport};
+    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+    let img = image();
+    let parts: [&[u8]; 2] = [b"ostree-import chunked fixture v1", img.base_digest.as_bytes()];
+    let dir = layerboot::testkit::cache::cached_fixture("ostree-chunked", &parts, |staging| {
+        let repo = bare_repo(staging, "repo");
+        let commit = match ostree_import::prefill_from_oci(&repo, &img.oci_dir, BASE_TAG)? {
+            Outcome::Imported(s) => s.last().unwrap().commit.clone(),
+            o => anyhow::bail!("importing the base: {o:?}"),
+        };
+        let listing = ostree(&["ls", &format!("--repo={}", repo.display()), "-R", "-C", &commit]);
+        let mut meta = ObjectMeta::default();
+        for line in listing.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(path) = f.iter().find(|s| s.starts_with('/')) else { continue };
+            if f[0].starts_with('d') {
+                continue;
+            }
+            let id: std::rc::Rc<str> = path.split('/').take(4).collect::<Vec<_>>().join("/").into();
+            meta.set.insert(ObjectSourceMeta { identifier: id.clone(), name: id.clone(), srcid: id.clone(), change_time_offset: 1, change_frequency: 1 });
+            meta.map.insert(f[4].to_string(), id);
+        }
+        let r = ostree_ext::ostree::Repo::new_for_path(&repo);
+        r.open(ostree_ext::gio::Cancellable::NONE)?;
+        let sized = ObjectMetaSized::compute_sizes(&r, meta)?;
+        let mut opts = ExportOpts::default();
+        opts.max_layers = std::num::NonZeroU32::new(8);
+        opts.contentmeta = Some(&sized);
+        let dest = ImageReference { transport: Transport::OciDir, name: format!("{}:chunked", staging.join("oci").display()) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(ostree_ext::container::encapsulate(&r, &commit, &Config::default(), Some(opts), &dest))?;
+        drop(r);
+        fs::remove_dir_all(&repo)?;
+        Ok(())
+    })
+    .expect("building the chunked example image");
+    dir.join("oci")
+}
+
+/// Chunked images: the component layers (object sets) and the commit layer, each with the
+/// ref ostree-ext would write (for component layers, the synthetic commit over the object
+/// set must be byte-identical to ostree-ext's for the refs to agree).
+#[test]
+fn chunked_image_layers_equal_ostree_ext_pull() {
+    require_root_and_ostree();
+    let oci = chunked_image();
+    let (commit_layer, components) = ostree_import::ostree_layers(&oci, "chunked").unwrap().unwrap();
+    assert!(components.len() >= 3, "the fixture is not chunked: {components:?}");
+    let dir = scratch();
+    let ours = bare_repo(dir.path(), "ours");
+    let done = match ostree_import::prefill_from_oci(&ours, &oci, "chunked").unwrap() {
+        Outcome::Imported(s) => s,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(done.len(), components.len() + 1);
+    assert_eq!(done.last().unwrap().layer_digest, commit_layer.digest);
+    // Each component layer: content objects only, recorded by a dirmeta, a dirtree and a commit.
+    assert!(done[..components.len()].iter().all(|s| s.metadata_objects == 3), "{done:?}");
+    assert!(done[..components.len()].iter().filter(|s| s.content_objects > 0).count() >= 3, "{done:?}");
+    ostree(&["fsck", &format!("--repo={}", ours.display())]);
+
+    let theirs = bare_repo(dir.path(), "theirs");
+    pull_with_ostree_ext(&theirs, &oci, "chunked");
+    for s in &done {
+        assert_eq!(resolve(&theirs, &s.ref_name), s.commit, "layer {}", s.layer_digest);
+        assert_eq!(resolve(&ours, &s.ref_name), s.commit, "layer {}", s.layer_digest);
+    }
+    assert_same_objects(&ours, &theirs);
 }
 
 /// `ostree commit` (libostree's own checksum code) and our header serialization agree on

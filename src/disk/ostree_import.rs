@@ -1,22 +1,27 @@
-//! Fast, parallel, verified import of an ostree-native image's commit layer into a `bare`
-//! ostree repo, laid out exactly as ostree-ext's own pull leaves it: every object of the
-//! layer under `objects/`, then the ref `ostree/container/blob/<escaped layer digest>`
-//! pointing at the commit. `container::deploy` then finds the layer present (ostree-ext's
-//! `query_layer`) and imports only the rest (derived layers, component layers of chunked
-//! images), writes the merge commit and deploys as usual.
+//! Fast, parallel, verified import of an ostree-native image's ostree layers into a `bare`
+//! ostree repo, laid out exactly as ostree-ext's own pull leaves them: every object of the
+//! layer under `objects/`, then the ref `ostree/container/blob/<escaped layer digest>`.
+//! `container::deploy` then finds those layers present (ostree-ext's `query_layer`) and
+//! imports only the derived layers, writes the merge commit and deploys as usual.
 //!
-//! Why: ostree-ext imports the layer on one thread through skopeo, GLib's SHA-256 (no
-//! SHA-NI) and zlib; for a 876 MB base that is most of `layerboot disk`. Here one thread
-//! reads the blob (hashing it against the manifest digest), inflates it (zlib-rs, ~2x
-//! system zlib here) and walks the tar; N workers hash (sha2, SHA-NI) and write the objects.
-//! At most [`BYTES_IN_FLIGHT`] of content is buffered, so memory stays flat in image size.
+//! Layers, as ostree-ext's `parse_manifest_layout` splits them: the commit layer (always the
+//! first: the commit, all metadata objects and the content not in components) and, for
+//! chunked images such as RHCOS, the component layers up to the `ostree.final-diffid` one
+//! (content objects only; ostree-ext records each as a synthetic commit of a flat tree of
+//! them, which is written here with the same libostree calls so the refs agree).
+//!
+//! Why: ostree-ext imports a layer on one thread through skopeo, GLib's SHA-256 (no SHA-NI)
+//! and zlib; for a 876 MB base that was most of `layerboot disk`. Here one thread reads the
+//! blob (hashing it against the manifest digest), inflates it (zlib-rs, ~2x system zlib
+//! here) and walks the tar; N workers hash (sha2, SHA-NI) and write the objects. At most
+//! [`BYTES_IN_FLIGHT`] of content is buffered, so memory stays flat in image size.
 //!
 //! Every object is verified before it is renamed into place: metadata objects by the sha256
 //! of their (normal-form) GVariant bytes, content objects by ostree's content checksum
 //! (sha256 of the size-prefixed file header GVariant `(uuuusa(ayay))` followed by the file
-//! content). A mismatch is an error naming the object. The ref is written only after every
-//! object landed and the blob's own digest matched; on any error the caller discards the
-//! staging sysroot.
+//! content). A mismatch is an error naming the object. A layer's ref is written only after
+//! every object landed and the blob's own digest matched; on any error the caller discards
+//! the staging sysroot.
 //!
 //! Tar layout read here (ostree-ext's export format): under `sysroot/ostree/repo/`,
 //! `objects/xx/<rest>.commit` first, optionally `.commitmeta`, metadata `.dirtree` /
@@ -24,6 +29,11 @@
 //! v1 `.file-xattrs-link` (hard link to a `.file-xattrs` object named by the sha256 of the
 //! serialized `a(ayay)`, or a regular file holding it) or v0 `.file.xattrs` (hard link to
 //! `xattrs/<sha256>`). Everything else (the hard-linked checkout, config, refs) is ignored.
+//!
+//! Objects are written as libostree writes them in a bare repo: content as real files or
+//! symlinks with the object's owner, mode and xattrs, regular files with mtime 0 (libostree
+//! 2022.7 leaves empty ones at their write time; here they get 0 too), metadata as 0644
+//! files, detached metadata as `.commitmeta`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -72,7 +82,8 @@ pub struct ImportStats {
 /// Whether the importer ran, and if not, why ostree-ext is left to do it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Imported(ImportStats),
+    /// One entry per layer imported, the commit layer last.
+    Imported(Vec<ImportStats>),
     Skipped(String),
 }
 
@@ -587,9 +598,24 @@ fn owner_mode(h: &tar::Header) -> Result<(u32, u32, u32)> {
     Ok((u32::try_from(h.uid()?)?, u32::try_from(h.gid()?)?, h.mode()?))
 }
 
+/// Which of ostree-ext's two layer kinds a blob is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// The first layer: the commit, all metadata objects, content not in components.
+    Commit,
+    /// A chunked image's component layer: content objects only ("object set"), recorded by
+    /// ostree-ext as a synthetic commit of a flat tree of them.
+    ObjectSet,
+}
+
 /// Import the ostree commit layer `blob` (media type `media_type`, manifest digest
 /// `digest`) into the bare repo `repo` and set its layer ref.
 pub fn import_commit_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str) -> Result<ImportStats> {
+    import_layer(repo, blob, media_type, digest, LayerKind::Commit)
+}
+
+/// Import one ostree layer of either kind and set its layer ref as ostree-ext would.
+pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, kind: LayerKind) -> Result<ImportStats> {
     let start = Instant::now();
     let compression = compression_for(media_type).ok_or_else(|| anyhow!("layer {digest}: unsupported media type {media_type}"))?;
     let expected_hex = digest.strip_prefix("sha256:").filter(|h| valid_sha256(h)).ok_or_else(|| anyhow!("layer digest {digest} is not sha256"))?;
@@ -633,7 +659,7 @@ pub fn import_commit_layer(repo: &Path, blob: &Path, media_type: &str, digest: &
                 }
             });
         }
-        let parsed = read_layer(decoder, &tx, &budget, digest);
+        let parsed = read_layer(decoder, &tx, &budget, digest, kind);
         drop(tx);
         parsed.map_err(|e| {
             budget.fail(e);
@@ -648,24 +674,67 @@ pub fn import_commit_layer(repo: &Path, blob: &Path, media_type: &str, digest: &
     if blob_hex != expected_hex {
         bail!("layer blob {} does not match its digest {digest} (it hashes to sha256:{blob_hex})", blob.display());
     }
-    let (commit, commit_data) = parsed.commit.ok_or_else(|| anyhow!("layer {digest} holds no ostree commit object"))?;
-    // The commit last: it is what makes the objects a commit for ostree.
-    if let Some(meta) = &parsed.commitmeta {
-        objects.write_metadata(&commit, "commitmeta", meta, 0)?;
-    }
-    objects.write_metadata(&commit, "commit", &commit_data, 0)?;
     let ref_name = layer_ref(digest)?;
-    set_ref(repo, &ref_name, &commit)?;
+    let (commit, extra_meta) = match kind {
+        LayerKind::Commit => {
+            let (commit, commit_data) = parsed.commit.ok_or_else(|| anyhow!("layer {digest} holds no ostree commit object"))?;
+            // The commit last: it is what makes the objects a commit for ostree.
+            if let Some(meta) = &parsed.commitmeta {
+                objects.write_metadata(&commit, "commitmeta", meta, 0)?;
+            }
+            objects.write_metadata(&commit, "commit", &commit_data, 0)?;
+            set_ref(repo, &ref_name, &commit)?;
+            (commit, 1 + u64::from(parsed.commitmeta.is_some()))
+        }
+        LayerKind::ObjectSet => (write_object_set_commit(repo, &parsed.object_set, &ref_name)?, 3),
+    };
     Ok(ImportStats {
         commit,
         layer_digest: digest.to_string(),
         ref_name,
         content_objects: content_objects.into_inner(),
-        metadata_objects: metadata_objects.into_inner() + 1 + u64::from(parsed.commitmeta.is_some()),
+        metadata_objects: metadata_objects.into_inner() + extra_meta,
         content_bytes: content_bytes.into_inner(),
         blob_bytes,
         elapsed: start.elapsed(),
     })
+}
+
+/// ostree-ext's record of an object-set layer (`Importer::finish_import_object_set`): one
+/// directory (root-owned, 0755, no xattrs) holding every content object under its checksum,
+/// committed with no parent, subject or metadata at time 0, and the layer ref on it. Written
+/// with libostree's own calls so the bytes (and so the commit checksum) are the ones
+/// ostree-ext writes.
+fn write_object_set_commit(repo: &Path, objects: &std::collections::BTreeSet<String>, ref_name: &str) -> Result<String> {
+    use ostree_ext::gio::{self, prelude::*};
+    use ostree_ext::ostree;
+    let r = ostree::Repo::new_for_path(repo);
+    r.open(gio::Cancellable::NONE).with_context(|| format!("opening ostree repo {}", repo.display()))?;
+    let ctx = || format!("writing the object-set commit for {ref_name}");
+    r.prepare_transaction(gio::Cancellable::NONE).with_context(ctx)?;
+    let result = (|| -> Result<String> {
+        let mtree = ostree::MutableTree::new();
+        for c in objects {
+            mtree.replace_file(c, c)?;
+        }
+        let finfo = gio::FileInfo::new();
+        finfo.set_attribute_uint32("unix::uid", 0);
+        finfo.set_attribute_uint32("unix::gid", 0);
+        finfo.set_attribute_uint32("unix::mode", libc::S_IFDIR | 0o755);
+        let dirmeta = ostree::create_directory_metadata(&finfo, None);
+        let dm = r.write_metadata(ostree::ObjectType::DirMeta, None, &dirmeta, gio::Cancellable::NONE)?;
+        mtree.set_metadata_checksum(&dm.to_hex());
+        let tree = r.write_mtree(&mtree, gio::Cancellable::NONE)?;
+        let root = tree.downcast_ref::<ostree::RepoFile>().ok_or_else(|| anyhow!("write_mtree returned no repo file"))?;
+        let commit = r.write_commit_with_time(None, None, None, None, root, 0, gio::Cancellable::NONE)?;
+        r.transaction_set_ref(None, ref_name, Some(commit.as_str()));
+        r.commit_transaction(gio::Cancellable::NONE)?;
+        Ok(commit.to_string())
+    })();
+    if result.is_err() {
+        let _ = r.abort_transaction(gio::Cancellable::NONE);
+    }
+    result.with_context(ctx)
 }
 
 fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
@@ -679,6 +748,8 @@ fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
 struct Parsed {
     commit: Option<(String, Vec<u8>)>,
     commitmeta: Option<Vec<u8>>,
+    /// Content objects of an object-set layer.
+    object_set: std::collections::BTreeSet<String>,
     blob: (String, u64),
 }
 
@@ -690,8 +761,9 @@ fn read_small(entry: &mut impl Read, size: u64, max: u64, what: &str) -> Result<
 }
 
 /// The reader thread: walk the tar, verify small things inline, hand objects to workers.
-fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &Arc<Budget>, digest: &str) -> Result<Parsed> {
+fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &Arc<Budget>, digest: &str, layer: LayerKind) -> Result<Parsed> {
     let mut archive = tar::Archive::new(decoder);
+    let mut object_set = std::collections::BTreeSet::new();
     let mut commit: Option<(String, Vec<u8>)> = None;
     let mut commitmeta = None;
     let mut xattrs: HashMap<String, Arc<Xattrs>> = HashMap::new();
@@ -721,6 +793,11 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
         ensure!(path.to_str().is_some(), "layer {digest}: non-UTF-8 path {path:?}");
         let kind = classify(&path)?;
         let size = entry.header().size()?;
+        if layer == LayerKind::ObjectSet {
+            if let EntryKind::Commit(c) | EntryKind::CommitMeta(c) | EntryKind::DirTree(c) | EntryKind::DirMeta(c) = &kind {
+                bail!("component layer {digest} holds metadata object {c} ({}); only content objects belong there", path.display());
+            }
+        }
         match kind {
             EntryKind::Ignored => {}
             EntryKind::Commit(c) => {
@@ -780,7 +857,11 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
                 let mut key = [0u8; 32];
                 hex::decode_to_slice(&c, &mut key).expect("validated hex");
                 if !seen.insert(key) {
+                    ensure!(layer == LayerKind::Commit, "component layer {digest} holds object {c}.file twice");
                     continue;
+                }
+                if layer == LayerKind::ObjectSet {
+                    object_set.insert(c.clone());
                 }
                 let (uid, gid, mode) = owner_mode(entry.header())?;
                 let body = match etype {
@@ -822,7 +903,7 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
         bail!("layer {digest} ends after the xattrs of object {f}");
     }
     let blob = archive.into_inner().finish().with_context(|| format!("reading layer {digest} to its end"))?;
-    Ok(Parsed { commit, commitmeta, blob })
+    Ok(Parsed { commit, commitmeta, object_set, blob })
 }
 
 fn read_chunk(entry: &mut impl Read, n: usize, budget: &Arc<Budget>, checksum: &str) -> Result<Chunk> {
@@ -834,9 +915,25 @@ fn read_chunk(entry: &mut impl Read, n: usize, budget: &Arc<Budget>, checksum: &
     Ok(chunk)
 }
 
-/// The ostree commit layer of the image tagged `tag` in the OCI layout `oci_dir`:
-/// (digest, media type, blob path), or why there is none.
-pub fn commit_layer(oci_dir: &Path, tag: &str) -> Result<std::result::Result<(String, String, PathBuf), String>> {
+/// One layer blob of an image in an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub digest: String,
+    pub media_type: String,
+    pub path: PathBuf,
+}
+
+/// ostree-ext's `parse_manifest_layout` over layer indices: the commit layer is always the
+/// first; component ("chunk") layers are the others up to and including the layer whose
+/// diff id is `final_diffid`; the rest are derived layers. Returns the component indices.
+pub fn component_layers(diff_ids: &[String], final_diffid: &str) -> std::result::Result<Vec<usize>, String> {
+    let target = diff_ids.iter().position(|d| d == final_diffid).ok_or_else(|| format!("ostree.final-diffid {final_diffid} is not one of the image's diff ids"))?;
+    Ok((1..=target).collect())
+}
+
+/// The ostree layers of the image tagged `tag` in `oci_dir`: the commit layer, then the
+/// component layers; or why the image is left to ostree-ext.
+pub fn ostree_layers(oci_dir: &Path, tag: &str) -> Result<std::result::Result<(LayerBlob, Vec<LayerBlob>), String>> {
     let blob = |d: &str| {
         let (alg, hex) = d.split_once(':').unwrap_or(("sha256", d));
         oci_dir.join("blobs").join(alg).join(hex)
@@ -850,56 +947,75 @@ pub fn commit_layer(oci_dir: &Path, tag: &str) -> Result<std::result::Result<(St
     let config_digest = manifest.config().digest().to_string();
     let config = ImageConfiguration::from_file(blob(&config_digest)).with_context(|| format!("reading image config {config_digest}"))?;
     let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
-    // ostree-ext's `parse_manifest_layout`: the ostree commit layer is always the first.
-    if !labels.contains_key("ostree.final-diffid") && !labels.contains_key("ostree.commit") {
-        return Ok(Err("not an ostree-native image (no ostree.final-diffid / ostree.commit label)".into()));
+    let Some(final_diffid) = labels.get("ostree.final-diffid") else {
+        return Ok(Err("not an ostree-native image (no ostree.final-diffid label)".into()));
+    };
+    let layers = manifest.layers();
+    if layers.is_empty() || config.rootfs().diff_ids().len() != layers.len() {
+        return Ok(Err(format!("manifest {manifest_digest} has {} layers for {} diff ids", layers.len(), config.rootfs().diff_ids().len())));
     }
-    let Some(layer) = manifest.layers().first() else { return Ok(Err("the image has no layers".into())) };
-    let digest = layer.digest().to_string();
-    Ok(Ok((digest.clone(), layer.media_type().to_string(), blob(&digest))))
+    let components = match component_layers(config.rootfs().diff_ids(), final_diffid) {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
+    let as_blob = |i: usize| LayerBlob { digest: layers[i].digest().to_string(), media_type: layers[i].media_type().to_string(), path: blob(layers[i].digest().as_ref()) };
+    Ok(Ok((as_blob(0), components.into_iter().map(as_blob).collect())))
 }
 
-/// Pre-fill `repo` (bare) with the commit layer of the image tagged `tag` in `oci_dir`.
+/// Pre-fill `repo` (bare) with the ostree layers (component layers, then the commit layer)
+/// of the image tagged `tag` in `oci_dir`. Layers already present are left alone.
 pub fn prefill_from_oci(repo: &Path, oci_dir: &Path, tag: &str) -> Result<Outcome> {
     let config = std::fs::read_to_string(repo.join("config")).with_context(|| format!("reading {}/config", repo.display()))?;
     match repo_mode(&config) {
         Some("bare") => {}
         m => return Ok(Outcome::Skipped(format!("repo mode is {}, not bare", m.unwrap_or("unset")))),
     }
-    let (digest, media_type, blob) = match commit_layer(oci_dir, tag)? {
+    let (commit, components) = match ostree_layers(oci_dir, tag)? {
         Ok(l) => l,
         Err(why) => return Ok(Outcome::Skipped(why)),
     };
-    if compression_for(&media_type).is_none() {
-        return Ok(Outcome::Skipped(format!("layer media type {media_type} not handled here")));
+    let todo: Vec<(LayerBlob, LayerKind)> = components.into_iter().map(|l| (l, LayerKind::ObjectSet)).chain([(commit, LayerKind::Commit)]).collect();
+    if let Some((l, _)) = todo.iter().find(|(l, _)| compression_for(&l.media_type).is_none()) {
+        return Ok(Outcome::Skipped(format!("layer {} has media type {}, not handled here", l.digest, l.media_type)));
     }
-    if repo.join("refs/heads").join(layer_ref(&digest)?).exists() {
-        return Ok(Outcome::Skipped(format!("layer {digest} already in the repo")));
+    let mut done = Vec::new();
+    for (l, kind) in todo {
+        if repo.join("refs/heads").join(layer_ref(&l.digest)?).exists() {
+            continue;
+        }
+        done.push(import_layer(repo, &l.path, &l.media_type, &l.digest, kind)?);
     }
-    import_commit_layer(repo, &blob, &media_type, &digest).map(Outcome::Imported)
+    if done.is_empty() {
+        return Ok(Outcome::Skipped("every ostree layer is already in the repo".into()));
+    }
+    Ok(Outcome::Imported(done))
 }
 
 /// The deploy helper's hook: for `ostree-unverified-image:oci:DIR:TAG` sources, import the
-/// commit layer into `repo` ahead of ostree-ext; anything else is left to ostree-ext.
+/// ostree layers into `repo` ahead of ostree-ext; anything else is left to ostree-ext.
 pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
     let Some((dir, tag)) = parse_oci_source(source_imgref) else {
         return Ok(Outcome::Skipped(format!("source {source_imgref} is not an oci: layout")));
     };
+    let start = Instant::now();
     let outcome = prefill_from_oci(repo, &dir, &tag)?;
     match &outcome {
-        Outcome::Imported(s) => {
-            let secs = s.elapsed.as_secs_f64();
+        Outcome::Imported(layers) => {
+            let secs = start.elapsed().as_secs_f64();
+            let mib = layers.iter().map(|s| s.content_bytes).sum::<u64>() as f64 / 1048576.0;
+            let commit = layers.last().map(|s| s.commit.as_str()).unwrap_or("");
+            for s in layers {
+                log::debug!("layer {} → {}: {} content objects, {} metadata objects, {:.2} s", s.layer_digest, s.commit, s.content_objects, s.metadata_objects, s.elapsed.as_secs_f64());
+            }
             log::info!(
-                "imported ostree commit {} from layer {}: {} content objects ({:.0} MiB), {} metadata objects in {secs:.2} s ({:.0} MiB/s)",
-                s.commit,
-                s.layer_digest,
-                s.content_objects,
-                s.content_bytes as f64 / 1048576.0,
-                s.metadata_objects,
-                s.content_bytes as f64 / 1048576.0 / secs.max(1e-9)
+                "imported {} ostree layer(s) (commit {commit}): {} content objects ({mib:.0} MiB), {} metadata objects in {secs:.2} s ({:.0} MiB/s)",
+                layers.len(),
+                layers.iter().map(|s| s.content_objects).sum::<u64>(),
+                layers.iter().map(|s| s.metadata_objects).sum::<u64>(),
+                mib / secs.max(1e-9)
             );
         }
-        Outcome::Skipped(why) => log::info!("fast layer import skipped ({why}); ostree-ext imports the base layer"),
+        Outcome::Skipped(why) => log::info!("fast layer import skipped ({why}); ostree-ext imports the ostree layers"),
     }
     Ok(outcome)
 }
@@ -939,6 +1055,24 @@ mod tests {
             match want {
                 Ok(k) => assert_eq!(got.unwrap(), k, "{p}"),
                 Err(w) => assert!(got.as_ref().unwrap_err().to_string().contains(w), "{p}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn layout_split_like_ostree_ext() {
+        let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let cases: &[(&str, Result<Vec<usize>, &str>)] = &[
+            ("a", Ok(vec![])),        // plain encapsulation (+ derived layers b c d)
+            ("c", Ok(vec![1, 2])),    // chunked: b c are components, d derived
+            ("d", Ok(vec![1, 2, 3])), // chunked, nothing derived
+            ("x", Err("not one of the image's diff ids")),
+        ];
+        for (target, want) in cases {
+            match (component_layers(&ids, target), want) {
+                (Ok(got), Ok(w)) => assert_eq!(&got, w, "{target}"),
+                (Err(got), Err(w)) => assert!(got.contains(w), "{target}: {got}"),
+                (got, w) => panic!("{target}: {got:?} vs {w:?}"),
             }
         }
     }
