@@ -346,12 +346,26 @@ fn tampered_layer_is_refused_naming_the_object() {
     // The same prefix untampered imports; with a digest that is not the blob's, refused.
     let (good, _) = layer_prefix(&blob, |_| {});
     let repo = bare_repo(dir.path(), "good");
-    ostree_import::import_commit_layer(&repo, &write(dir.path(), &good), &media_type, &digest_of(&good)).expect("untampered prefix");
+    let good_stats = ostree_import::import_commit_layer(&repo, &write(dir.path(), &good), &media_type, &digest_of(&good)).expect("untampered prefix");
     let repo = bare_repo(dir.path(), "wrongdigest");
     let wrong = format!("sha256:{}", "ab".repeat(32));
     let err = format!("{:#}", check(&good, &wrong, &repo).unwrap_err());
     assert!(err.contains("does not match its digest") && err.contains(&wrong), "{err}");
     assert!(ostree(&["refs", &format!("--repo={}", repo.display())]).trim().is_empty());
+
+    // The same layer as zstd and as plain tar, by media type.
+    let tar_bytes = {
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(&good[..]).read_to_end(&mut v).unwrap();
+        v
+    };
+    let zst = zstd::encode_all(&tar_bytes[..], 3).unwrap();
+    for (bytes, mt) in [(&zst, "application/vnd.oci.image.layer.v1.tar+zstd"), (&tar_bytes, "application/vnd.oci.image.layer.v1.tar")] {
+        let repo = bare_repo(dir.path(), mt.rsplit(['.', '+']).next().unwrap());
+        let s = ostree_import::import_commit_layer(&repo, &write(dir.path(), bytes), mt, &digest_of(bytes)).unwrap_or_else(|e| panic!("{mt}: {e:#}"));
+        assert_eq!(resolve(&repo, &s.ref_name), s.commit, "{mt}");
+        assert_eq!((s.commit, s.content_objects, s.metadata_objects), (good_stats.commit.clone(), good_stats.content_objects, good_stats.metadata_objects), "{mt}");
+    }
 
     // A corrupt gzip stream names the layer.
     let mut cut = good.clone();
