@@ -188,6 +188,35 @@ pub fn deploy(image: &SourceImage, mountpoint: &Path, target: MountRequest, stat
     Ok(Mounted { helper, deployed, root, root_size })
 }
 
+/// Waits, when dropped, until no loop device is backed by the disk image any more. When the
+/// helper dies, the kernel unmounts its filesystems with its namespace, but the final
+/// unmount (XFS writing back) and the autoclear of the loop device finish asynchronously
+/// after the reap: layerboot must not report "done" or "cleaned up" before that.
+pub struct LoopRelease(pub PathBuf);
+
+impl LoopRelease {
+    fn held(&self) -> bool {
+        let Ok(dir) = fs::read_dir("/sys/block") else { return false };
+        dir.flatten().filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok()).any(|b| {
+            let b = b.trim_end_matches('\n');
+            Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)) == self.0
+        })
+    }
+}
+
+impl Drop for LoopRelease {
+    fn drop(&mut self) {
+        let t = std::time::Instant::now();
+        while self.held() {
+            if t.elapsed() > Duration::from_secs(120) {
+                log::warn!("a loop device still uses {} after 120 s", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A deploy that ran out of space names the filesystem that was too small and the way out.
 pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
     let text = format!("{e:#}");
@@ -256,4 +285,27 @@ fn read_back(sysroot: &Path, stateroot: &str, commit: &str, display_name: &str) 
         bail!("{} has no kernel: no /usr/lib/modules/<version>/vmlinuz in the image", display_name);
     }
     Ok(Deployed { sysroot: sysroot.to_path_buf(), stateroot: stateroot.to_string(), commit: commit.to_string(), deploy_path, kernel_version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_space_names_the_root_size_and_the_way_out() {
+        let cases: &[(&str, bool)] = &[
+            ("command failed (exit status: 1): layerboot-deploy …: error: deploying: Importing: writing object: No space left on device", true),
+            ("writing /x/.coreos-aleph-version.json: No space left on device (os error 28)", true),
+            ("command failed (exit status: 1): layerboot-deploy …: error: Permission denied (os error 13)", false),
+        ];
+        for &(text, enospc) in cases {
+            let e = explain_enospc(anyhow::anyhow!("{text}"), 1300 << 20);
+            let shown = format!("{e:#}");
+            assert!(shown.ends_with(text), "the cause is kept: {shown}");
+            assert_eq!(shown.starts_with("the root filesystem of 1300MiB was too small for the deployment: pass a larger --size: "), enospc, "{shown}");
+        }
+        // Through the std::io::Error layout the aleph write produces.
+        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(format!("{:#}", explain_enospc(io, 1 << 30)).starts_with("the root filesystem of 1GiB was too small"));
+    }
 }

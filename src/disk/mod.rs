@@ -190,6 +190,8 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     std::fs::create_dir(&mountpoint)?;
     std::fs::create_dir(&boot_dir)?;
     let target = deploy::MountRequest { image: raw_path.clone(), offset: root_part.offset, size: root_part.size, boot_dir: boot_dir.clone() };
+    // Dropped after the helper (declared before it): waits for its loop device to go.
+    let loop_release = deploy::LoopRelease(raw_path.clone());
     let mounted = deploy::deploy(&s.image, &mountpoint, target, &s.stateroot, &plan.kargs, cancel)?;
     let deployed = mounted.deployed.clone();
     let root = &mounted.root;
@@ -234,6 +236,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     log_root_usage(root, root_part.size, root_estimate);
     cancel.check()?;
     mounted.finish(cancel)?;
+    drop(loop_release);
     cancel.check()?;
 
     step("root filesystem unmounted; building the ESP and boot filesystems");
