@@ -7,6 +7,9 @@
 //! chunk, so the concatenation is one valid deflate stream. The CRC-32 of the whole input
 //! is combined from the chunks' CRCs. Chunks of 1 MiB cost a few bytes of flush each and a
 //! fraction of a percent of ratio (no shared dictionary across chunks).
+//!
+//! Deflate is zlib-rs's (zlib-ng's algorithms): at level 1 it uses the "quick" strategy,
+//! 2.5x faster than zlib's level 1 for output about 15% larger (measured on a qcow2 disk).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -14,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use zlib_rs::{DeflateFlush, Status};
 
 const CHUNK: usize = 1 << 20;
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS = Unix.
@@ -47,22 +50,18 @@ pub struct ParallelGzWriter<W: Write> {
     total: u64,
 }
 
-fn deflate_chunk(data: &[u8], level: Compression, last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(level, false);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 1024);
-    loop {
-        let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
-        let all_in = c.total_in() as usize == data.len();
-        // Done when all input is in and the flush finished (zlib's rule: it returned with
-        // output space to spare), or, for the last chunk, at the stream end.
-        match status {
-            Status::StreamEnd => return Ok(out),
-            _ if !last && all_in && out.len() < out.capacity() => return Ok(out),
-            _ => out.reserve(out.capacity().max(64 << 10)),
-        }
+fn deflate_chunk(data: &[u8], level: i32, last: bool) -> io::Result<Vec<u8>> {
+    let mut deflate = zlib_rs::Deflate::new(level, false, 15);
+    let flush = if last { DeflateFlush::Finish } else { DeflateFlush::SyncFlush };
+    // The bound holds the whole chunk plus the flush, so one call finishes it.
+    let mut out = vec![0u8; zlib_rs::compress_bound(data.len()) + 64];
+    let status = deflate.compress(data, &mut out, flush).map_err(|e| io::Error::other(e.as_str()))?;
+    let complete = deflate.total_in() == data.len() as u64 && (!last || status == Status::StreamEnd);
+    if !complete {
+        return Err(io::Error::other(format!("deflate stopped early ({status:?}, {} of {} bytes in)", deflate.total_in(), data.len())));
     }
+    out.truncate(deflate.total_out() as usize);
+    Ok(out)
 }
 
 impl<W: Write> ParallelGzWriter<W> {
@@ -70,7 +69,7 @@ impl<W: Write> ParallelGzWriter<W> {
     pub fn new(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
         inner.write_all(&HEADER)?;
         let threads = threads.max(1);
-        let level = Compression::new(level);
+        let level = level.min(9) as i32;
         let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(threads);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, done_rx) = mpsc::channel::<Done>();
