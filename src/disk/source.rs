@@ -81,7 +81,7 @@ impl SourceImage {
         let manifest = ImageManifest::from_file(blob(&self.oci_dir, &self.digest)).with_context(|| format!("reading manifest {} in {}", self.digest, self.oci_dir.display()))?;
         let mut total = 0;
         for layer in manifest.layers() {
-            let path = blob(&self.oci_dir, &layer.digest().to_string());
+            let path = blob(&self.oci_dir, layer.digest().as_ref());
             let mut f = std::fs::File::open(&path).with_context(|| format!("opening layer {}", path.display()))?;
             let len = f.metadata()?.len();
             total += super::estimate::layer_size(&mut f, len).with_context(|| format!("measuring layer {}", path.display()))?;
