@@ -146,7 +146,7 @@ pub fn copy_sparse(image: &Path, disk: &mut File, offset: u64, cancel: &Cancel) 
         }
         if buf[..n].iter().any(|&b| b != 0) {
             disk.seek(SeekFrom::Start(offset + pos))?;
-            disk.write_all(&buf[..n])?;
+            disk.write_all(&buf[..n]).with_context(|| format!("copying {} into the disk image", image.display()))?;
         }
         pos += n as u64;
     }

@@ -187,8 +187,9 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     step(&format!("deploying {} into the root filesystem", s.image.display_name));
     let mountpoint = st.join("root");
     let boot_dir = st.join("boot");
-    std::fs::create_dir(&mountpoint)?;
-    std::fs::create_dir(&boot_dir)?;
+    for d in [&mountpoint, &boot_dir] {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     let target = deploy::MountRequest { image: raw_path.clone(), offset: root_part.offset, size: root_part.size, boot_dir: boot_dir.clone() };
     // Dropped after the helper (declared before it): waits for its loop device to go.
     let loop_release = deploy::LoopRelease(raw_path.clone());
@@ -211,7 +212,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     let aleph_path = root.join(".coreos-aleph-version.json");
     std::fs::write(&aleph_path, serde_json::to_string_pretty(&aleph)? + "\n").map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size)).with_context(|| format!("writing {}", aleph_path.display()))?;
     // The first-boot stamp: GRUB adds ignition.firstboot while it exists.
-    std::fs::write(boot_dir.join("ignition.firstboot"), "")?;
+    std::fs::write(boot_dir.join("ignition.firstboot"), "").context("writing the first-boot stamp")?;
 
     let boot_label = plan.partition(Role::Boot).and_then(|p| p.label.clone()).unwrap_or_else(|| "boot".into());
     let work = st.join("work");
