@@ -22,6 +22,10 @@ pub fn display(cmd: &Command) -> String {
 }
 
 fn check(cmd: &Command, output: &Output) -> Result<()> {
+    check_line(&display(cmd), output)
+}
+
+fn check_line(line: &str, output: &Output) -> Result<()> {
     if output.status.success() {
         return Ok(());
     }
@@ -31,7 +35,7 @@ fn check(cmd: &Command, output: &Output) -> Result<()> {
     bail!(
         "command failed ({}): {}{}{}",
         output.status,
-        display(cmd),
+        line,
         if tail.is_empty() { "" } else { ": " },
         tail.join(" | ")
     )
@@ -85,66 +89,173 @@ pub fn require(program: &str, debian_package: &str) -> Result<()> {
 /// stderr lines are passed through to ours as they come (logs of a long step stay visible)
 /// and the last of them go into the error.
 pub fn run_cancellable(cmd: &mut Command, cancelled: impl Fn() -> bool, grace: std::time::Duration) -> Result<Option<Output>> {
-    use std::io::{BufRead, Read};
-    use std::os::unix::process::CommandExt;
+    let mut child = CancellableChild::spawn(cmd, false, grace)?;
+    child.finish(cancelled)
+}
 
-    log::debug!("running: {}", display(cmd));
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
+/// A child started like [`run_cancellable`] runs it, for a conversation: the caller reads
+/// lines of its stdout while it runs, may hold its stdin open (the child's cue to go on is
+/// EOF), then [`finish`](Self::finish)es it. Dropping it unfinished stops and reaps it.
+pub struct CancellableChild {
+    child: std::process::Child,
+    line: String,
+    grace: std::time::Duration,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<Vec<u8>>,
+    stdout: Vec<u8>,
+    out_reader: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    err_reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+    reaped: bool,
+}
+
+/// How often a waiting caller looks at its cancellation flag.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl CancellableChild {
+    /// Start `cmd` with stdout and stderr piped, stdin piped when `keep_stdin` (else null).
+    pub fn spawn(cmd: &mut Command, keep_stdin: bool, grace: std::time::Duration) -> Result<CancellableChild> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+
+        let line = display(cmd);
+        log::debug!("running: {line}");
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .stdin(if keep_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("failed to start {}", cmd.get_program().to_string_lossy()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out_reader = std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(stdout);
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l)? == 0 {
+                    return Ok(());
+                }
+                // The receiver may be gone (the caller gave up): keep draining the pipe.
+                let _ = tx.send(l);
             }
-            Ok(())
         });
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("failed to start {}", cmd.get_program().to_string_lossy()))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf).map(|_| buf)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        for line in std::io::BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
-            eprintln!("{}", String::from_utf8_lossy(&line));
-            kept.extend_from_slice(&line);
-            kept.push(b'\n');
-        }
-        kept
-    });
-    let mut signalled_at = None;
-    let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {}", display(cmd)))? {
-            break status;
-        }
-        match signalled_at {
-            None if cancelled() => {
-                // SAFETY: kill on our own child's pid, which is not reaped yet.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-                signalled_at = Some(std::time::Instant::now());
+        let err_reader = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in std::io::BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+                eprintln!("{}", String::from_utf8_lossy(&line));
+                kept.extend_from_slice(&line);
+                kept.push(b'\n');
             }
-            Some(t) if t.elapsed() > grace => {
-                let _ = child.kill();
-            }
-            _ => {}
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let stdout = out_reader.join().expect("stdout reader").with_context(|| format!("reading the output of {}", display(cmd)))?;
-    let stderr = err_reader.join().expect("stderr reader");
-    if signalled_at.is_some() {
-        return Ok(None);
+            kept
+        });
+        Ok(CancellableChild { stdin: child.stdin.take(), child, line, grace, lines, stdout: Vec::new(), out_reader: Some(out_reader), err_reader: Some(err_reader), reaped: false })
     }
-    let output = Output { status, stdout, stderr };
-    check(cmd, &output)?;
-    Ok(Some(output))
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line of the child's stdout (without the newline). `Ok(None)` when cancelled
+    /// (the child is then stopped and reaped); an error when the child ends first, carrying
+    /// its stderr like [`run`].
+    pub fn read_line(&mut self, cancelled: impl Fn() -> bool) -> Result<Option<Vec<u8>>> {
+        loop {
+            if cancelled() {
+                self.stop();
+                return Ok(None);
+            }
+            match self.lines.recv_timeout(POLL) {
+                Ok(mut l) => {
+                    self.stdout.extend_from_slice(&l);
+                    if l.last() == Some(&b'\n') {
+                        l.pop();
+                    }
+                    return Ok(Some(l));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the child is ending; report how.
+                    let out = self.finish(cancelled)?;
+                    match out {
+                        None => return Ok(None),
+                        Some(o) => bail!("{} ended without the expected output (stdout: {:?})", self.line, String::from_utf8_lossy(&o.stdout).trim()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Close the child's stdin and wait for it to end. `Ok(None)` when cancelled meanwhile
+    /// (stopped and reaped); an error carrying its stderr if it fails.
+    pub fn finish(&mut self, cancelled: impl Fn() -> bool) -> Result<Option<Output>> {
+        drop(self.stdin.take());
+        let status = loop {
+            if let Some(status) = self.child.try_wait().with_context(|| format!("waiting for {}", self.line))? {
+                break status;
+            }
+            if cancelled() {
+                self.stop();
+                return Ok(None);
+            }
+            std::thread::sleep(POLL);
+        };
+        self.reaped = true;
+        let (stdout, stderr) = self.collect()?;
+        let output = Output { status, stdout, stderr };
+        check_line(&self.line, &output)?;
+        Ok(Some(output))
+    }
+
+    fn collect(&mut self) -> Result<(Vec<u8>, Vec<u8>)> {
+        if let Some(r) = self.out_reader.take() {
+            r.join().expect("stdout reader").with_context(|| format!("reading the output of {}", self.line))?;
+        }
+        let mut stdout = std::mem::take(&mut self.stdout);
+        while let Ok(l) = self.lines.try_recv() {
+            stdout.extend_from_slice(&l);
+        }
+        let stderr = self.err_reader.take().map(|r| r.join().expect("stderr reader")).unwrap_or_default();
+        Ok((stdout, stderr))
+    }
+
+    /// SIGTERM, SIGKILL after the grace period, reap.
+    fn stop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        drop(self.stdin.take());
+        // SAFETY: kill on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let t = std::time::Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if t.elapsed() > self.grace => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(POLL),
+            }
+        }
+        self.reaped = true;
+        let _ = self.collect();
+    }
+}
+
+impl Drop for CancellableChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +287,31 @@ mod tests {
         let r = run_cancellable(Command::new("sleep").arg("30"), || started.elapsed() > std::time::Duration::from_millis(200), std::time::Duration::from_secs(5)).unwrap();
         assert!(r.is_none(), "a cancelled run reports no output");
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "sleep 30 was stopped");
+    }
+
+    #[test]
+    fn conversation_reads_a_line_then_ends_on_stdin_eof() {
+        let script = r#"echo '{"ready":1}'; cat >/dev/null; echo done"#;
+        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", script]), true, std::time::Duration::from_secs(5)).unwrap();
+        assert!(c.pid() > 0);
+        assert_eq!(c.read_line(|| false).unwrap().unwrap(), br#"{"ready":1}"#);
+        // Still running: it waits for EOF on stdin.
+        assert!(c.child.try_wait().unwrap().is_none());
+        let out = c.finish(|| false).unwrap().unwrap();
+        assert_eq!(out.stdout, b"{\"ready\":1}\ndone\n");
+
+        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", "echo oops >&2; exit 2"]), true, std::time::Duration::from_secs(5)).unwrap();
+        let err = c.read_line(|| false).unwrap_err().to_string();
+        assert!(err.contains("oops") && err.contains("exit status: 2"), "{err}");
+
+        // Dropped mid-conversation: stopped and reaped.
+        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", "echo hi; exec sleep 30"]), true, std::time::Duration::from_secs(5)).unwrap();
+        c.read_line(|| false).unwrap().unwrap();
+        let pid = c.pid();
+        let t = std::time::Instant::now();
+        drop(c);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child reaped");
     }
 
     #[test]

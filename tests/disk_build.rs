@@ -76,6 +76,8 @@ fn bad_input_is_refused_before_any_work() {
         (vec!["disk", &oci, "--platform", "azure", "-o", out_s], "unknown boot image 'azure': known are metal, metal4k, qemu"),
         (vec!["disk", &oci, "--size", "10 parsecs", "-o", out_s], "unknown unit"),
         (vec!["disk", &oci, "--size", "100MiB", "-o", out_s], "disk size 100MiB is too small for this image: it needs at least"),
+        // Sized from the layers before deploying: refused at once too.
+        (vec!["disk", &oci, "-p", "metal", "--size", "1100MiB", "-o", out_s], "of root content); use --size"),
         (vec!["disk", &oci, "--karg", "ostree=/x", "-o", out_s], "ostree= is set by the deployment"),
         (vec!["disk", &oci, "--stateroot", "a/b", "-o", out_s], "--stateroot 'a/b'"),
         (vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s], "/nonexistent/layout/index.json"),
@@ -186,6 +188,46 @@ fn metal_build_is_complete_and_described() {
         assert!(options.contains(karg), "{karg} not in {options}");
     }
     assert!(!options.contains("console="), "metal has no console karg: {options}");
+    // The kernel and initramfs the deploy wrote through the bind mount.
+    let ostree_boot = debugfs("ls -p /ostree");
+    // `ls -p` lines: /inode/mode/uid/gid/name/size/
+    let os_dir = ostree_boot.lines().filter_map(|l| l.split('/').nth(5)).find(|n| !n.is_empty() && *n != "." && *n != "..").unwrap_or_else(|| panic!("a kernel directory in /boot/ostree: {ostree_boot}"));
+    let kernels = debugfs(&format!("ls /ostree/{os_dir}"));
+    assert!(kernels.contains("vmlinuz-") && kernels.contains("initramfs-"), "{kernels}");
+
+    // Root: an XFS labelled root holding the repo, the deployment (immutable, as ostree
+    // makes it), the aleph file, and an empty /boot mount point. Read through a read-only
+    // loop mount in a private mount namespace of its own.
+    let root = &parts[3];
+    let (offset, len) = (root.first_lba * 512, (root.last_lba + 1 - root.first_lba) * 512);
+    let blkid = Command::new("blkid").args(["-p", "-O", &offset.to_string(), "-S", &len.to_string(), "-o", "export"]).arg(&raw).output().unwrap();
+    let blkid = String::from_utf8_lossy(&blkid.stdout);
+    assert!(blkid.contains("TYPE=xfs") && blkid.contains("LABEL=root"), "{blkid}");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = r#"set -e
+mount -o ro,loop,offset=$2,sizelimit=$3 "$1" "$4"
+cd "$4"
+echo "repo: $(test -d ostree/repo/objects && echo yes)"
+echo "boot: [$(ls -A boot)]"
+for d in ostree/deploy/*/deploy/*.0; do echo "deployment: $d $(lsattr -d "$d" | cut -c1-20)"; echo "kernel: $(ls "$d"/usr/lib/modules/*/vmlinuz)"; done
+echo "aleph: $(cat .coreos-aleph-version.json | tr -d '\n')"
+cd /
+umount "$4""#;
+    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"]).arg(&raw).arg(offset.to_string()).arg(len.to_string()).arg(&mnt).output().unwrap();
+    let seen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}{}", seen, stderr(&o));
+    assert!(seen.contains("repo: yes\n"), "{seen}");
+    assert!(seen.contains("boot: []\n"), "/boot is an empty mount point: {seen}");
+    let deployment = seen.lines().find_map(|l| l.strip_prefix("deployment: ")).unwrap_or_else(|| panic!("a deployment: {seen}"));
+    assert!(deployment.contains(&format!("/deploy/{}.0 ", report["ostree_commit"].as_str().unwrap())), "the reported commit is deployed: {seen}");
+    assert!(deployment.split_whitespace().nth(1).is_some_and(|attrs| attrs.contains('i')), "deployment is immutable: {seen}");
+    assert!(seen.contains("/usr/lib/modules/") && seen.contains("/vmlinuz\n"), "{seen}");
+    let aleph: serde_json::Value = serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("aleph: ")).unwrap()).unwrap();
+    assert_eq!(aleph["ostree-commit"], report["ostree_commit"]);
+    assert_eq!(aleph["container-image"]["digest"], image().digest);
+    std::fs::remove_dir(&mnt).unwrap();
+    assert_eq!(system_state(dir.path()), (vec![], vec![]), "the test's own mount went away");
 }
 
 fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
@@ -197,7 +239,7 @@ fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
 }
 
 /// A step failing after deployment (here: /boot too small for the content) and a size
-/// too small for the deployed content both name the problem and leave nothing behind.
+/// too small for the image's content both name the problem and leave nothing behind.
 #[test]
 fn failing_builds_leave_nothing_behind() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -215,42 +257,82 @@ fn failing_builds_leave_nothing_behind() {
     assert_only(dir.path(), &["defs"]);
 }
 
-/// SIGTERM while the build is deploying or populating filesystems: the process exits
-/// non-zero after cleaning up, with no output, staging tree, mount or loop device left.
+/// SIGTERM while the deploy helper writes into the loop-mounted root filesystem, and while
+/// layerboot works on the deployed tree through `/proc/<helper>/root`: the process exits
+/// non-zero after cleaning up, with no output, staging tree, mount, loop device or helper
+/// process left.
 #[test]
 fn sigterm_mid_build_leaves_nothing_behind() {
+    use std::io::BufRead;
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    
+
     let out = dir.path().join("x.qcow2");
-    // Once while the deploy helper runs, once while the XFS root is being populated
-    // through its loop mount.
-    for phase in ["deploying", "populating the root filesystem"] {
-        let mut child = layerboot(&["disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    for phase in ["deploying", "working through /proc/PID/root"] {
+        let mut child = layerboot(&["-v", "disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+        // The step log, line by line, kept for the failure message.
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let logger = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut log = String::new();
         let t = Instant::now();
         let staging = || std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(".layerboot-disk-")).map(|e| e.path());
-        let in_phase = || match (phase, staging()) {
-            ("deploying", Some(st)) => st.join("sysroot/ostree/repo/objects").is_dir(),
-            (_, Some(st)) => std::fs::read_dir(&st).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".mnt"))).unwrap_or(false),
-            _ => false,
-        };
-        while !in_phase() {
-            assert!(t.elapsed() < Duration::from_secs(600), "the build never got to {phase}");
-            assert!(child.try_wait().unwrap().is_none(), "build ended before {phase}");
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            while let Ok(l) = lines.try_recv() {
+                log.push_str(&l);
+                log.push('\n');
+            }
+            let in_phase = match phase {
+                // The deploy helper's view of the mounted root: the repo is being written.
+                "deploying" => staging().is_some_and(|st| helper_pids(dir.path()).iter().any(|pid| Path::new(&format!("/proc/{pid}/root")).join(st.join("root/ostree/repo/objects").strip_prefix("/").unwrap()).is_dir())),
+                _ => log.contains("deployed; completing the root filesystem"),
+            };
+            if in_phase {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(600), "the build never got to {phase}:\n{log}");
+            assert!(child.try_wait().unwrap().is_none(), "build ended before {phase}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // Let the step get going.
-        std::thread::sleep(Duration::from_secs(1));
+        if phase == "deploying" {
+            // Let the step get going.
+            std::thread::sleep(Duration::from_secs(1));
+        }
         assert!(child.try_wait().unwrap().is_none(), "build finished before the signal ({phase})");
+        assert!(!helper_pids(dir.path()).is_empty(), "the deploy helper holds the mount during {phase}");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let o = child.wait_with_output().unwrap();
-        let err = stderr(&o);
-        assert!(!o.status.success());
-        assert!(err.contains("interrupted by SIGTERM"), "{err}");
+        let status = child.wait().unwrap();
+        logger.join().unwrap();
+        while let Ok(l) = lines.try_recv() {
+            log.push_str(&l);
+            log.push('\n');
+        }
+        assert!(!status.success());
+        assert!(log.contains("interrupted by SIGTERM"), "{log}");
         assert_only(dir.path(), &[]);
-        assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
-        assert_eq!(processes_mentioning(dir.path()), Vec::<String>::new(), "helper processes left behind");
+        assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind ({phase})");
+        assert_eq!(processes_mentioning(dir.path()), Vec::<String>::new(), "helper processes left behind ({phase})");
     }
+}
+
+/// Pids of deploy helpers working under `dir`.
+fn helper_pids(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with(&format!("{}\0", env!("CARGO_BIN_EXE_layerboot-deploy"))) && cmdline.contains(&needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
 }
 
 /// Command lines of live processes that name `path` (the deploy helper gets the staging

@@ -1,12 +1,16 @@
 //! layerboot-deploy: the ostree deployment step of `layerboot disk`, in a process of its own
 //! so that libostree is loaded only when a disk is built (see `layerboot::disk::deploy`).
 //! `layerboot disk` runs it; it is not meant to be run by hand. Prints the deployment as JSON.
+//!
+//! With `--mount-image` it deploys into a filesystem inside the disk image, mounted in a
+//! mount namespace of its own, and after the report keeps that namespace (and the mount)
+//! alive until its stdin reaches EOF, then unmounts and exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use layerboot::disk::deploy::{deploy_here, DeployRequest};
+use layerboot::disk::deploy::{self, deploy_here, DeployRequest, MountRequest};
 
 #[derive(Parser)]
 #[command(name = "layerboot-deploy", version, about = "Deploy a container image into a staged ostree sysroot (internal step of `layerboot disk`)")]
@@ -27,23 +31,56 @@ struct Args {
     name: String,
     #[arg(long = "karg")]
     kargs: Vec<String>,
+    /// Disk image holding the filesystem to mount on --sysroot (in a private mount namespace).
+    #[arg(long, requires_all = ["offset", "sizelimit", "boot_dir"])]
+    mount_image: Option<PathBuf>,
+    /// Byte offset of the filesystem in --mount-image.
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Byte length of the filesystem in --mount-image.
+    #[arg(long)]
+    sizelimit: Option<u64>,
+    /// Directory bind-mounted on <sysroot>/boot.
+    #[arg(long)]
+    boot_dir: Option<PathBuf>,
 }
 
 impl From<Args> for DeployRequest {
     fn from(a: Args) -> Self {
-        DeployRequest { sysroot: a.sysroot, stateroot: a.stateroot, source_imgref: a.source, target_imgref: a.target, kargs: a.kargs, display_name: a.name }
+        let mount = match (a.mount_image, a.offset, a.sizelimit, a.boot_dir) {
+            (Some(image), Some(offset), Some(size), Some(boot_dir)) => Some(MountRequest { image, offset, size, boot_dir }),
+            _ => None,
+        };
+        DeployRequest { sysroot: a.sysroot, stateroot: a.stateroot, source_imgref: a.source, target_imgref: a.target, kargs: a.kargs, display_name: a.name, mount }
     }
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     let req = DeployRequest::from(Args::parse());
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(deploy_here(&req))).and_then(|d| Ok(serde_json::to_string(&d)?));
-    match result {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    // Before anything can start a thread (the runtime, glib): unshare needs a single thread.
+    let entered = match &req.mount {
+        Some(m) => deploy::enter_private_mount_namespace().and_then(|()| deploy::mount_target(m, &req.sysroot)).map(|()| true),
+        None => Ok(false),
+    };
+    let result = entered.and_then(|mounted| {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let json = rt.block_on(deploy_here(&req)).and_then(|d| Ok(serde_json::to_string(&d)?));
+        // No thread of ours may keep a file open on the filesystem when it is unmounted.
+        drop(rt);
+        let json = json?;
+        println!("{json}");
+        if mounted {
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            // The caller works on the tree through /proc/<our pid>/root meanwhile.
+            std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())?;
+            deploy::unmount_target(&req.sysroot)?;
         }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -67,6 +104,7 @@ mod tests {
             target_imgref: "ostree-unverified-registry:quay.io/acme/os@sha256:ab".into(),
             kargs: vec!["-dash-first".into(), "console=ttyS0,115200n8".into()],
             display_name: "quay.io/acme/os@sha256:ab".into(),
+            mount: Some(MountRequest { image: "/staging/disk.raw".into(), offset: 538968064, size: 1610612736, boot_dir: "/staging/boot".into() }),
         };
         assert_eq!(
             req.to_args(),
@@ -77,7 +115,11 @@ mod tests {
                 "--target=ostree-unverified-registry:quay.io/acme/os@sha256:ab",
                 "--name=quay.io/acme/os@sha256:ab",
                 "--karg=-dash-first",
-                "--karg=console=ttyS0,115200n8"
+                "--karg=console=ttyS0,115200n8",
+                "--mount-image=/staging/disk.raw",
+                "--offset=538968064",
+                "--sizelimit=1610612736",
+                "--boot-dir=/staging/boot"
             ]
         );
         let a = Args::try_parse_from(std::iter::once("layerboot-deploy".to_string()).chain(req.to_args())).unwrap();

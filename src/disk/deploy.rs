@@ -7,6 +7,16 @@
 //! made every layerboot command start ~12 ms slower; out of process it costs only `disk`.
 //! Cancelling is then a signal and a reap, instead of ostree-ext writer tasks outliving
 //! the future that was dropped.
+//!
+//! The helper deploys straight into the root filesystem inside the disk image: it enters a
+//! private mount namespace first thing, loop-mounts the root partition's region of
+//! `disk.raw` (autoclear) and bind-mounts the host's staging boot directory onto its
+//! `/boot`, so ostree writes the kernel, initramfs and BLS entries into what becomes the
+//! boot filesystem (copied across the mount, as on any system with a separate /boot).
+//! After its report it keeps the namespace alive until its stdin closes: layerboot reads
+//! and completes the deployed tree through `/proc/<pid>/root/<mountpoint>` meanwhile. Its
+//! end, however it comes, unmounts everything with the namespace; a clean end unmounts
+//! explicitly and reports a failure to do so.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::source::SourceImage;
 use super::Cancel;
-use crate::cmd;
+use crate::cmd::{self, CancellableChild};
 
 /// File name of the deploy helper binary.
 pub const HELPER: &str = "layerboot-deploy";
@@ -47,6 +57,17 @@ pub struct DeployRequest {
     pub kargs: Vec<String>,
     /// For messages: the image as the user named it.
     pub display_name: String,
+    /// Mount this filesystem on `sysroot` (a mount point in the staging directory) first.
+    pub mount: Option<MountRequest>,
+}
+
+/// A filesystem in a region of a disk image, and the directory to become its `/boot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRequest {
+    pub image: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+    pub boot_dir: PathBuf,
 }
 
 impl DeployRequest {
@@ -60,7 +81,61 @@ impl DeployRequest {
             format!("--name={}", self.display_name),
         ];
         a.extend(self.kargs.iter().map(|k| format!("--karg={k}")));
+        if let Some(m) = &self.mount {
+            a.extend([format!("--mount-image={}", m.image.display()), format!("--offset={}", m.offset), format!("--sizelimit={}", m.size), format!("--boot-dir={}", m.boot_dir.display())]);
+        }
         a
+    }
+}
+
+/// Enter a mount namespace of our own, with every mount private so nothing we mount
+/// propagates back to the host. Must run before the process has threads (unshare of the
+/// mount namespace fails with EINVAL in a multithreaded process).
+pub fn enter_private_mount_namespace() -> Result<()> {
+    // SAFETY: unshare has no memory effects; the caller guarantees a single thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNS) (needs root)");
+    }
+    cmd::run(Command::new("mount").args(["--make-rprivate", "/"]))?;
+    Ok(())
+}
+
+/// Mount `m`'s filesystem on `at` and its boot directory on `at/boot`. The loop device is
+/// autoclear (mount(8) sets it), so it goes away with the last unmount.
+pub fn mount_target(m: &MountRequest, at: &Path) -> Result<()> {
+    let opts = format!("loop,offset={},sizelimit={}", m.offset, m.size);
+    cmd::run(Command::new("mount").args(["-o", &opts]).arg(&m.image).arg(at)).context("mounting the root filesystem of the disk image")?;
+    let boot = at.join("boot");
+    fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    cmd::run(Command::new("mount").arg("--bind").arg(&m.boot_dir).arg(&boot)).context("bind-mounting the staging boot directory")?;
+    Ok(())
+}
+
+/// Undo [`mount_target`]; a failure here means the filesystem may not be complete.
+pub fn unmount_target(at: &Path) -> Result<()> {
+    cmd::run(Command::new("umount").arg(at.join("boot")))?;
+    cmd::run(Command::new("umount").arg(at)).context("unmounting the root filesystem of the disk image")?;
+    Ok(())
+}
+
+/// A finished deployment inside the helper's namespace, the helper waiting for us.
+pub struct Mounted {
+    helper: CancellableChild,
+    pub deployed: Deployed,
+    /// The deployed root filesystem as this process sees it: `/proc/<helper>/root/<mnt>`.
+    pub root: PathBuf,
+    root_size: u64,
+}
+
+impl Mounted {
+    /// Let the helper unmount and end; its exit status says whether that worked.
+    pub fn finish(mut self, cancel: &Cancel) -> Result<()> {
+        let root_size = self.root_size;
+        match self.helper.finish(|| cancel.is_cancelled()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(super::cancelled_error()),
+            Err(e) => Err(explain_enospc(e, root_size)).context("finishing the root filesystem"),
+        }
     }
 }
 
@@ -81,26 +156,75 @@ pub fn helper_path() -> Result<PathBuf> {
     bail!("{HELPER} not found beside {}: it is part of layerboot (cargo install and cargo build install/build both binaries), or set LAYERBOOT_DEPLOY", exe.display())
 }
 
-/// Deploy `image` into `sysroot` (an empty directory) with kernel arguments `kargs`, in the
-/// helper process. Returns the cancellation error if `cancel` fires meanwhile; the helper is
-/// stopped and reaped first, so the caller can remove the sysroot right away.
-pub fn deploy(image: &SourceImage, sysroot: &Path, stateroot: &str, kargs: &[String], cancel: &Cancel) -> Result<Deployed> {
+/// Deploy `image` with kernel arguments `kargs` into the filesystem `target` describes,
+/// mounted by the helper on `mountpoint` (an empty directory, absolute path). Returns the
+/// cancellation error if `cancel` fires meanwhile; the helper is stopped and reaped first.
+/// Dropping the result unfinished also stops and reaps it (the mounts go with it).
+pub fn deploy(image: &SourceImage, mountpoint: &Path, target: MountRequest, stateroot: &str, kargs: &[String], cancel: &Cancel) -> Result<Mounted> {
+    let root_size = target.size;
     let req = DeployRequest {
-        sysroot: sysroot.to_path_buf(),
+        sysroot: mountpoint.to_path_buf(),
         stateroot: stateroot.to_string(),
         source_imgref: image.source_imgref(),
         target_imgref: image.target_imgref.clone(),
         kargs: kargs.to_vec(),
         display_name: image.display_name.clone(),
+        mount: Some(target),
     };
     let mut c = Command::new(helper_path()?);
     c.args(req.to_args());
     if std::env::var_os("RUST_LOG").is_none() {
         c.env("RUST_LOG", log::max_level().to_string().to_lowercase());
     }
-    let out = cmd::run_cancellable(&mut c, || cancel.is_cancelled(), Duration::from_secs(10)).with_context(|| format!("deploying {}", image.display_name))?;
-    let Some(out) = out else { return Err(super::cancelled_error()) };
-    serde_json::from_slice(&out.stdout).with_context(|| format!("reading {HELPER}'s report"))
+    let mut helper = CancellableChild::spawn(&mut c, true, Duration::from_secs(10))?;
+    let line = match helper.read_line(|| cancel.is_cancelled()) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(super::cancelled_error()),
+        Err(e) => return Err(explain_enospc(e, root_size)).with_context(|| format!("deploying {}", image.display_name)),
+    };
+    let deployed: Deployed = serde_json::from_slice(&line).with_context(|| format!("reading {HELPER}'s report"))?;
+    let rel = mountpoint.strip_prefix("/").context("the mount point must be an absolute path")?;
+    let root = PathBuf::from(format!("/proc/{}/root", helper.pid())).join(rel);
+    Ok(Mounted { helper, deployed, root, root_size })
+}
+
+/// Waits, when dropped, until no loop device is backed by the disk image any more. When the
+/// helper dies, the kernel unmounts its filesystems with its namespace, but the final
+/// unmount (XFS writing back) and the autoclear of the loop device finish asynchronously
+/// after the reap: layerboot must not report "done" or "cleaned up" before that.
+pub struct LoopRelease(pub PathBuf);
+
+impl LoopRelease {
+    fn held(&self) -> bool {
+        let Ok(dir) = fs::read_dir("/sys/block") else { return false };
+        dir.flatten().filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok()).any(|b| {
+            let b = b.trim_end_matches('\n');
+            Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)) == self.0
+        })
+    }
+}
+
+impl Drop for LoopRelease {
+    fn drop(&mut self) {
+        let t = std::time::Instant::now();
+        while self.held() {
+            if t.elapsed() > Duration::from_secs(120) {
+                log::warn!("a loop device still uses {} after 120 s", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A deploy that ran out of space names the filesystem that was too small and the way out.
+pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("No space left on device") || text.contains("os error 28") {
+        let size = crate::bootimage::definition::format_size(root_size);
+        return e.context(format!("the root filesystem of {size} was too small for the deployment: pass a larger --size"));
+    }
+    e
 }
 
 /// The deployment itself; runs inside `layerboot-deploy`.
@@ -163,4 +287,27 @@ fn read_back(sysroot: &Path, stateroot: &str, commit: &str, display_name: &str) 
         bail!("{} has no kernel: no /usr/lib/modules/<version>/vmlinuz in the image", display_name);
     }
     Ok(Deployed { sysroot: sysroot.to_path_buf(), stateroot: stateroot.to_string(), commit: commit.to_string(), deploy_path, kernel_version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_space_names_the_root_size_and_the_way_out() {
+        let cases: &[(&str, bool)] = &[
+            ("command failed (exit status: 1): layerboot-deploy …: error: deploying: Importing: writing object: No space left on device", true),
+            ("writing /x/.coreos-aleph-version.json: No space left on device (os error 28)", true),
+            ("command failed (exit status: 1): layerboot-deploy …: error: Permission denied (os error 13)", false),
+        ];
+        for &(text, enospc) in cases {
+            let e = explain_enospc(anyhow::anyhow!("{text}"), 1300 << 20);
+            let shown = format!("{e:#}");
+            assert!(shown.ends_with(text), "the cause is kept: {shown}");
+            assert_eq!(shown.starts_with("the root filesystem of 1300MiB was too small for the deployment: pass a larger --size: "), enospc, "{shown}");
+        }
+        // Through the std::io::Error layout the aleph write produces.
+        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(format!("{:#}", explain_enospc(io, 1 << 30)).starts_with("the root filesystem of 1GiB was too small"));
+    }
 }

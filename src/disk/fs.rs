@@ -1,8 +1,8 @@
 //! Filesystem images, populated offline wherever the tools allow: ext4 with `mke2fs -d`,
 //! the ESP with the fatfs crate. XFS has no directory-population mode in Debian 12's
-//! xfsprogs (only protofiles, which lose hardlinks and xattrs), so the XFS root is filled
-//! through a loop mount inside a private mount and PID namespace: if layerboot dies, the
-//! kernel tears the namespace down, which unmounts and frees the (autoclear) loop device.
+//! xfsprogs (only protofiles, which lose hardlinks and xattrs), so the root filesystem is
+//! created empty ([`make_empty`]) and the deploy writes into it through a loop mount in
+//! the deploy helper's own mount namespace (see [`super::deploy`]).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::Cancel;
 use crate::bootimage::definition::parse_vfat_id;
@@ -48,47 +48,46 @@ pub struct FsSpec<'a> {
 }
 
 /// Create `image` holding a filesystem with the content of `src`.
-pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path, cancel: &Cancel) -> Result<()> {
+pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path) -> Result<()> {
+    let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(image).with_context(|| format!("creating {}", image.display()))?;
+    f.set_len(spec.size)?;
+    match spec.fs {
+        Filesystem::Ext4 => {
+            drop(f);
+            mke2fs(spec, Some(src), image)
+        }
+        Filesystem::Xfs => bail!("XFS filesystems cannot be populated offline: create them empty and deploy into them"),
+        Filesystem::Vfat => make_vfat(spec, src, f),
+    }
+}
+
+/// Create `image` (sparse, `spec.size` bytes) holding an empty filesystem, as the deploy
+/// expects the root: XFS with the layout's sector size, or ext4.
+pub fn make_empty(spec: &FsSpec, image: &Path) -> Result<()> {
     let f = File::create(image).with_context(|| format!("creating {}", image.display()))?;
     f.set_len(spec.size)?;
     drop(f);
     match spec.fs {
-        Filesystem::Ext4 => {
-            cmd::require("mke2fs", "e2fsprogs")?;
-            let mut c = Command::new("mke2fs");
-            c.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", spec.label, "-U", spec.uuid, "-E", "root_owner=0:0", "-d"]).arg(src).arg(image);
-            cmd::run(&mut c)?;
-        }
         Filesystem::Xfs => {
             cmd::require("mkfs.xfs", "xfsprogs")?;
-            cmd::require("unshare", "util-linux")?;
-            let sector = spec.sector_size.to_string();
             let mut c = Command::new("mkfs.xfs");
-            c.args(["-q", "-f", "-L", spec.label, "-m", &format!("uuid={}", spec.uuid), "-s", &format!("size={sector}")]).arg(image);
+            c.args(["-q", "-f", "-L", spec.label, "-m", &format!("uuid={}", spec.uuid), "-s", &format!("size={}", spec.sector_size)]).arg(image);
             cmd::run(&mut c)?;
-            cancel.check()?;
-            let mnt = image.with_extension("mnt");
-            fs::create_dir_all(&mnt)?;
-            // cp -a keeps hardlinks (the ostree repo and the deployment share every file),
-            // ownership, modes, xattrs; chattr +i restores ostree's immutable deployment dirs;
-            // syncfs reports a failed writeback (e.g. the image's filesystem filling up)
-            // that cp and umount would not.
-            let script = r#"set -e
-mount -o loop "$1" "$2"
-cp -a "$3"/. "$2"/
-for d in "$2"/ostree/deploy/*/deploy/*.[0-9]; do [ -d "$d" ] && chattr +i "$d"; done
-sync -f "$2"
-umount "$2""#;
-            let mut c = Command::new("unshare");
-            c.args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "sh", "-c", script, "sh"]).arg(image).arg(&mnt).arg(src);
-            cmd::run(&mut c).context("populating the XFS root through a loop mount (needs root)")?;
-            fs::remove_dir(&mnt).ok();
+            Ok(())
         }
-        Filesystem::Vfat => {
-            let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
-            make_vfat(spec, src, file)?;
-        }
+        Filesystem::Ext4 => mke2fs(spec, None, image),
+        Filesystem::Vfat => bail!("the root filesystem cannot be vfat"),
     }
+}
+
+fn mke2fs(spec: &FsSpec, src: Option<&Path>, image: &Path) -> Result<()> {
+    cmd::require("mke2fs", "e2fsprogs")?;
+    let mut c = Command::new("mke2fs");
+    c.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", spec.label, "-U", spec.uuid, "-E", "root_owner=0:0"]);
+    if let Some(src) = src {
+        c.arg("-d").arg(src);
+    }
+    cmd::run(c.arg(image))?;
     Ok(())
 }
 
@@ -147,7 +146,7 @@ pub fn copy_sparse(image: &Path, disk: &mut File, offset: u64, cancel: &Cancel) 
         }
         if buf[..n].iter().any(|&b| b != 0) {
             disk.seek(SeekFrom::Start(offset + pos))?;
-            disk.write_all(&buf[..n])?;
+            disk.write_all(&buf[..n]).with_context(|| format!("copying {} into the disk image", image.display()))?;
         }
         pos += n as u64;
     }
@@ -181,7 +180,7 @@ mod tests {
         for sector in [512u64, 4096] {
             let img = dir.path().join(format!("esp-{sector}.img"));
             let spec = FsSpec { fs: Filesystem::Vfat, label: "EFI-SYSTEM", uuid: "ABCD-1234", size: 127 << 20, sector_size: sector };
-            make_fs(&spec, &src, &img, &Cancel::default()).unwrap();
+            make_fs(&spec, &src, &img).unwrap();
             let f = File::open(&img).unwrap();
             let fat = fatfs::FileSystem::new(f, fatfs::FsOptions::new()).unwrap();
             assert_eq!(fat.volume_id(), 0xABCD1234);

@@ -1,15 +1,21 @@
 //! The disk image builder: executes a [`crate::bootimage::Plan`] for one layered image.
 //!
-//! Steps (each a module): deploy the image into a staged physical root with ostree-ext
-//! ([`deploy`]), write the aleph file and the first-boot stamp, stage the bootloader from the
-//! image's own files ([`bootloader`]), build the filesystems ([`fs`]), assemble the GPT disk
-//! ([`assemble`]), convert/compress/hash and describe it in stream metadata ([`output`]).
-//! Everything happens in a staging directory beside the destination that is removed on
-//! success, failure or cancellation; the artifact appears only by atomic rename at the end.
+//! Steps (each a module): size the root filesystem from the layers ([`estimate`]) and
+//! resolve the plan before any heavy work; create the sparse disk with an empty root
+//! filesystem at its offset ([`fs`]); deploy the image with ostree-ext straight into that
+//! filesystem, loop-mounted by the deploy helper in its own mount namespace, with /boot
+//! going to a staging directory ([`deploy`]); write the aleph file and the first-boot stamp
+//! and stage the bootloader from the image's own files ([`bootloader`]) through the
+//! helper's view of the mount; build the ESP and boot filesystems offline ([`fs`]) and
+//! assemble the GPT disk ([`assemble`]); convert/compress/hash and describe it in stream
+//! metadata ([`output`]). Everything happens in a staging directory beside the destination
+//! that is removed on success, failure or cancellation; the artifact appears only by atomic
+//! rename at the end.
 
 pub mod assemble;
 pub mod bootloader;
 pub mod deploy;
+pub mod estimate;
 pub mod fs;
 pub mod ostree_import;
 pub mod output;
@@ -111,34 +117,12 @@ struct Staging(PathBuf);
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        // The deploy helper has been reaped before we get here, so nothing writes into the
-        // tree any more.
-        let removed = remove_sysroot(&self.0.join("sysroot")).and_then(|()| match std::fs::remove_dir_all(&self.0) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the staging directory"),
-            _ => Ok(()),
-        });
-        if let Err(e) = removed {
-            log::warn!("could not remove staging directory {}: {e:#}", self.0.display());
+        // The deploy helper has been reaped before we get here (it is dropped first), so
+        // nothing writes into the tree any more and nothing is mounted in it.
+        match std::fs::remove_dir_all(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => log::warn!("could not remove staging directory {}: {e}", self.0.display()),
+            _ => {}
         }
-    }
-}
-
-/// Remove a staged sysroot. ostree makes each deployment directory immutable, so clear
-/// exactly those bits first.
-fn remove_sysroot(sysroot: &std::path::Path) -> Result<()> {
-    let deploy = sysroot.join("ostree/deploy");
-    if let Ok(stateroots) = std::fs::read_dir(&deploy) {
-        for sr in stateroots.flatten() {
-            for d in std::fs::read_dir(sr.path().join("deploy")).into_iter().flatten().flatten() {
-                if d.file_type().is_ok_and(|t| t.is_dir()) {
-                    crate::cmd::run(std::process::Command::new("chattr").arg("-i").arg(d.path()))?;
-                }
-            }
-        }
-    }
-    match std::fs::remove_dir_all(sysroot) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", sysroot.display())),
-        _ => Ok(()),
     }
 }
 
@@ -157,26 +141,26 @@ pub fn default_output_name(image_stem: &str, version: Option<&str>, bootimage_na
 /// Build the disk. Blocking: call from `spawn_blocking` in async code.
 pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     if !is_root() {
-        bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits, and the XFS root is populated through a loop mount");
+        bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
     }
     s.image.check_bootable()?;
     let def = &s.definition;
-    let needs_xfs = def.partitions.iter().any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs));
-    for (tool, pkg) in [("ostree", "ostree"), ("skopeo", "skopeo"), ("mke2fs", "e2fsprogs"), ("grub-mkimage", "grub-common"), ("chattr", "e2fsprogs")] {
+    for (tool, pkg) in [("ostree", "ostree"), ("skopeo", "skopeo"), ("mke2fs", "e2fsprogs"), ("grub-mkimage", "grub-common"), ("mount", "mount"), ("umount", "mount")] {
         crate::cmd::require(tool, pkg)?;
     }
-    if needs_xfs {
+    if def.partitions.iter().any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs)) {
         crate::cmd::require("mkfs.xfs", "xfsprogs")?;
     }
     if def.format == Format::Qcow2 {
         crate::cmd::require("qemu-img", "qemu-utils")?;
     }
-    // Everything except content-dependent sizes is known now: fail on a bad definition,
-    // bad kargs or an impossibly small --size before deploying anything.
-    let early = bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: None, extra_kargs: s.extra_kargs.clone(), content: Default::default() })?;
-    if let Some(size) = s.size {
-        bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: Some(size), extra_kargs: s.extra_kargs.clone(), content: Default::default() })?;
-    }
+    // The root's content is known from the layers: the whole layout is fixed, and a bad
+    // definition, bad kargs or a too small --size fail here, before anything heavy.
+    let root_estimate = s.image.unpacked_size()?;
+    let opts = |esp: u64, boot: u64| PlanOptions { size: s.size, extra_kargs: s.extra_kargs.clone(), content: bootimage::ContentSizes { esp, boot, root: root_estimate } };
+    let plan = bootimage::resolve(&s.bootimage_name, def, &opts(0, 0))?;
+    let root_part = plan.partition(Role::Root).context("the boot image definition has no root partition")?.clone();
+    let (Some(root_fs), Some(root_uuid)) = (root_part.filesystem, root_part.fs_uuid.as_deref()) else { bail!("the root partition has no filesystem") };
 
     let out_dir = match s.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -184,16 +168,37 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     };
     let staging = tempfile::Builder::new().prefix(".layerboot-disk-").tempdir_in(&out_dir).with_context(|| format!("creating a staging directory in {}", out_dir.display()))?.keep();
     let staging = Staging(staging);
-    let st = &staging.0;
+    // Absolute: the helper's mount point is reached through /proc/<pid>/root/<path>.
+    let st = &std::path::absolute(&staging.0)?;
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
-    step(&format!("deploying {} into a staged sysroot", s.image.display_name));
-    let sysroot = st.join("sysroot");
-    std::fs::create_dir_all(&sysroot)?;
-    let deployed = deploy::deploy(&s.image, &sysroot, &s.stateroot, &early.kargs, cancel)?;
+    log::info!("disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes of content", plan.disk_size, root_part.size);
+    let raw_path = st.join("disk.raw");
+    let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
+    step(&format!("creating the {root_fs} root filesystem"));
+    let root_img = st.join("root.img");
+    fs::make_empty(&fs::FsSpec { fs: root_fs, label: root_part.label.as_deref().unwrap_or(""), uuid: root_uuid, size: root_part.size, sector_size: plan.sector_size }, &root_img)?;
+    fs::copy_sparse(&root_img, &mut raw, root_part.offset, cancel)?;
+    std::fs::remove_file(&root_img)?;
+    // The helper writes through its loop device while this handle stays unused.
+    drop(raw);
     cancel.check()?;
 
+    step(&format!("deploying {} into the root filesystem", s.image.display_name));
+    let mountpoint = st.join("root");
+    let boot_dir = st.join("boot");
+    for d in [&mountpoint, &boot_dir] {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let target = deploy::MountRequest { image: raw_path.clone(), offset: root_part.offset, size: root_part.size, boot_dir: boot_dir.clone() };
+    // Dropped after the helper (declared before it): waits for its loop device to go.
+    let loop_release = deploy::LoopRelease(raw_path.clone());
+    let mounted = deploy::deploy(&s.image, &mountpoint, target, &s.stateroot, &plan.kargs, cancel)?;
+    let deployed = mounted.deployed.clone();
+    let root = &mounted.root;
+
+    step("deployed; completing the root filesystem and staging the bootloader");
     let file_name = s.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let aleph = Aleph {
         build: s.image.version().map(str::to_string).unwrap_or_else(|| s.image.digest.clone()),
@@ -205,26 +210,22 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         labels: s.image.labels.clone(),
         builder: format!("layerboot {}", env!("CARGO_PKG_VERSION")),
     };
-    std::fs::write(sysroot.join(".coreos-aleph-version.json"), serde_json::to_string_pretty(&aleph)? + "\n")?;
-
-    // /boot becomes its own filesystem; the root keeps an empty mount point.
-    let boot_dir = st.join("boot");
-    std::fs::rename(sysroot.join("boot"), &boot_dir)?;
-    std::fs::create_dir(sysroot.join("boot"))?;
+    let aleph_path = root.join(".coreos-aleph-version.json");
+    std::fs::write(&aleph_path, serde_json::to_string_pretty(&aleph)? + "\n").map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size)).with_context(|| format!("writing {}", aleph_path.display()))?;
     // The first-boot stamp: GRUB adds ignition.firstboot while it exists.
-    std::fs::write(boot_dir.join("ignition.firstboot"), "")?;
+    std::fs::write(boot_dir.join("ignition.firstboot"), "").context("writing the first-boot stamp")?;
 
-    let boot_label = early.partition(Role::Boot).and_then(|p| p.label.clone()).unwrap_or_else(|| "boot".into());
+    let boot_label = plan.partition(Role::Boot).and_then(|p| p.label.clone()).unwrap_or_else(|| "boot".into());
     let work = st.join("work");
     std::fs::create_dir_all(&work)?;
     let files = bootloader::prepare(&bootloader::Inputs {
-        deployment: &sysroot.join(&deployed.deploy_path),
+        deployment: &root.join(&deployed.deploy_path),
         boot_dir: &boot_dir,
         boot_label: &boot_label,
-        boot_uuid: early.partition(Role::Boot).and_then(|p| p.fs_uuid.as_deref()),
-        serial: early.grub_serial,
-        uefi: early.firmware.contains(&Firmware::Uefi),
-        bios: early.firmware.contains(&Firmware::Bios),
+        boot_uuid: plan.partition(Role::Boot).and_then(|p| p.fs_uuid.as_deref()),
+        serial: plan.grub_serial,
+        uefi: plan.firmware.contains(&Firmware::Uefi),
+        bios: plan.firmware.contains(&Firmware::Bios),
         work: &work,
     })?;
     let esp_dir = st.join("esp");
@@ -234,30 +235,27 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         std::fs::create_dir_all(dest.parent().expect("relative path has a parent"))?;
         std::fs::copy(src, &dest).with_context(|| format!("staging {rel} for the ESP"))?;
     }
+    log_root_usage(root, root_part.size, root_estimate);
+    cancel.check()?;
+    mounted.finish(cancel)?;
+    drop(loop_release);
     cancel.check()?;
 
-    step("bootloader staged");
-    let content = bootimage::ContentSizes { esp: fs::tree_size(&esp_dir)?, boot: fs::tree_size(&boot_dir)?, root: fs::tree_size(&sysroot)? };
-    let plan = bootimage::resolve(&s.bootimage_name, def, &PlanOptions { size: s.size, extra_kargs: s.extra_kargs.clone(), content })?;
-    log::info!("disk {} bytes: {:?}", plan.disk_size, content);
-
-    let raw_path = st.join("disk.raw");
-    let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
+    step("root filesystem unmounted; building the ESP and boot filesystems");
+    // The fixed partitions must hold what was staged for them.
+    let checked = bootimage::resolve(&s.bootimage_name, def, &opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?))?;
+    anyhow::ensure!(checked.partitions == plan.partitions, "the layout changed once /boot and the ESP were staged");
+    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path).with_context(|| format!("opening {}", raw_path.display()))?;
     for p in &plan.partitions {
         let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else { continue };
         let src = match p.role {
             Role::Esp => &esp_dir,
             Role::Boot => &boot_dir,
-            Role::Root => &sysroot,
-            Role::BiosBoot => continue,
+            Role::Root | Role::BiosBoot => continue,
         };
         let img = st.join(format!("part{}.img", p.number));
         step(&format!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name));
-        fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img, cancel)?;
-        if p.role == Role::Root {
-            // The deployed tree now lives in the root image: free its space first.
-            remove_sysroot(&sysroot)?;
-        }
+        fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img)?;
         cancel.check()?;
         fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
         std::fs::remove_file(&img)?;
@@ -319,6 +317,18 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
 
     step("done");
     Ok(report(s, &plan, &deployed, hashes))
+}
+
+/// How full the deploy left the root filesystem, against the estimate it was sized from.
+fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else { return };
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+        let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+        log::info!("root filesystem: {used} bytes used of {fs_size} after the deploy ({estimate} bytes estimated from the layers)");
+    }
 }
 
 fn report(s: &DiskSettings, plan: &Plan, deployed: &deploy::Deployed, h: output::Hashes) -> BuildReport {

@@ -63,12 +63,13 @@ fn copy_all(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
 /// Compress `input` into `out` (an uncommitted atomic file), hashing both sides.
 pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, level: u32, cancel: &Cancel) -> Result<Hashes> {
     let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let dest = out.dest().to_path_buf();
     let mut reader = HashingReader::new(CancelReader { inner: BufReader::with_capacity(1 << 20, f), cancel });
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, out.file().try_clone()?));
     let sink = match compression {
         Compression::None => {
             let mut w = sink;
-            copy_all(&mut reader, &mut w)?;
+            copy_all(&mut reader, &mut w).with_context(|| format!("writing {}", dest.display()))?;
             w
         }
         Compression::Xz => {
@@ -86,7 +87,7 @@ pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, le
         }
     };
     let (mut buf, sha256, size) = sink.finish();
-    buf.flush()?;
+    buf.flush().with_context(|| format!("writing {}", dest.display()))?;
     let (uncompressed_sha256, uncompressed_size) = reader.finish();
     Ok(Hashes { sha256, size, uncompressed_sha256, uncompressed_size })
 }

@@ -75,6 +75,20 @@ impl SourceImage {
         self.labels.get("org.opencontainers.image.version").or_else(|| self.labels.get("version")).map(String::as_str)
     }
 
+    /// What the layers unpack to (tar streams, summed): the root filesystem's content
+    /// before deploying (see [`super::estimate`]).
+    pub fn unpacked_size(&self) -> Result<u64> {
+        let manifest = ImageManifest::from_file(blob(&self.oci_dir, &self.digest)).with_context(|| format!("reading manifest {} in {}", self.digest, self.oci_dir.display()))?;
+        let mut total = 0;
+        for layer in manifest.layers() {
+            let path = blob(&self.oci_dir, layer.digest().as_ref());
+            let mut f = std::fs::File::open(&path).with_context(|| format!("opening layer {}", path.display()))?;
+            let len = f.metadata()?.len();
+            total += super::estimate::layer_size(&mut f, len).with_context(|| format!("measuring layer {}", path.display()))?;
+        }
+        Ok(total)
+    }
+
     /// Refuse images that cannot boot, naming why, before anything heavy happens.
     pub fn check_bootable(&self) -> Result<()> {
         check_bootable_labels(&self.display_name, &self.labels)
