@@ -294,7 +294,12 @@ fn sigterm_mid_build_leaves_nothing_behind() {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(600), "the build never got to {phase}:\n{log}");
-            assert!(child.try_wait().unwrap().is_none(), "build ended before {phase}:\n{log}");
+            if let Some(status) = child.try_wait().unwrap() {
+                // Wait for the last lines (the error) before reporting.
+                logger.join().unwrap();
+                log.extend(lines.try_iter().map(|l| l + "\n"));
+                panic!("build ended ({status}) before {phase}:\n{log}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         if phase == "deploying" {
