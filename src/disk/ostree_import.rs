@@ -48,7 +48,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ostree_ext::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest as _, Sha256};
 
 use crate::io::HashingReader;
@@ -63,7 +62,6 @@ const CHUNK: usize = 1 << 20;
 /// Same limits as ostree-ext's importer.
 const MAX_XATTR_SIZE: u64 = 1024 * 1024;
 const MAX_METADATA_SIZE: u64 = 10 * 1024 * 1024;
-const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// What one import did.
 #[derive(Debug, Clone)]
@@ -915,13 +913,7 @@ fn read_chunk(entry: &mut impl Read, n: usize, budget: &Arc<Budget>, checksum: &
     Ok(chunk)
 }
 
-/// One layer blob of an image in an OCI layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerBlob {
-    pub digest: String,
-    pub media_type: String,
-    pub path: PathBuf,
-}
+pub use super::source::LayerBlob;
 
 /// ostree-ext's `parse_manifest_layout` over layer indices: the commit layer is always the
 /// first; component ("chunk") layers are the others up to and including the layer whose
@@ -934,32 +926,18 @@ pub fn component_layers(diff_ids: &[String], final_diffid: &str) -> std::result:
 /// The ostree layers of the image tagged `tag` in `oci_dir`: the commit layer, then the
 /// component layers; or why the image is left to ostree-ext.
 pub fn ostree_layers(oci_dir: &Path, tag: &str) -> Result<std::result::Result<(LayerBlob, Vec<LayerBlob>), String>> {
-    let blob = |d: &str| {
-        let (alg, hex) = d.split_once(':').unwrap_or(("sha256", d));
-        oci_dir.join("blobs").join(alg).join(hex)
-    };
-    let index = ImageIndex::from_file(oci_dir.join("index.json")).with_context(|| format!("reading {}/index.json", oci_dir.display()))?;
-    let Some(desc) = index.manifests().iter().find(|m| m.annotations().as_ref().and_then(|a| a.get(OCI_REF_NAME)).is_some_and(|n| n == tag)) else {
-        return Ok(Err(format!("no image tagged {tag} in {}", oci_dir.display())));
-    };
-    let manifest_digest = desc.digest().to_string();
-    let manifest = ImageManifest::from_file(blob(&manifest_digest)).with_context(|| format!("reading manifest {manifest_digest}"))?;
-    let config_digest = manifest.config().digest().to_string();
-    let config = ImageConfiguration::from_file(blob(&config_digest)).with_context(|| format!("reading image config {config_digest}"))?;
-    let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
-    let Some(final_diffid) = labels.get("ostree.final-diffid") else {
+    let image = super::source::SourceImage::open(oci_dir, Some(tag))?;
+    let Some(final_diffid) = image.labels.get("ostree.final-diffid") else {
         return Ok(Err("not an ostree-native image (no ostree.final-diffid label)".into()));
     };
-    let layers = manifest.layers();
-    if layers.is_empty() || config.rootfs().diff_ids().len() != layers.len() {
-        return Ok(Err(format!("manifest {manifest_digest} has {} layers for {} diff ids", layers.len(), config.rootfs().diff_ids().len())));
+    if image.layers.is_empty() || image.diff_ids.len() != image.layers.len() {
+        return Ok(Err(format!("manifest {} has {} layers for {} diff ids", image.digest, image.layers.len(), image.diff_ids.len())));
     }
-    let components = match component_layers(config.rootfs().diff_ids(), final_diffid) {
+    let components = match component_layers(&image.diff_ids, final_diffid) {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
-    let as_blob = |i: usize| LayerBlob { digest: layers[i].digest().to_string(), media_type: layers[i].media_type().to_string(), path: blob(layers[i].digest().as_ref()) };
-    Ok(Ok((as_blob(0), components.into_iter().map(as_blob).collect())))
+    Ok(Ok((image.layers[0].clone(), components.into_iter().map(|i| image.layers[i].clone()).collect())))
 }
 
 /// Pre-fill `repo` (bare) with the ostree layers (component layers, then the commit layer)

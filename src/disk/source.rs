@@ -24,6 +24,18 @@ pub struct SourceImage {
     pub target_imgref: String,
     /// Human name for the aleph file (`quay.io/acme/os@sha256:…` or `oci:DIR:tag`).
     pub display_name: String,
+    /// The manifest's layers, in order.
+    pub layers: Vec<LayerBlob>,
+    /// The config's `rootfs.diff_ids`, one per layer.
+    pub diff_ids: Vec<String>,
+}
+
+/// One layer blob of an image in an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub digest: String,
+    pub media_type: String,
+    pub path: PathBuf,
 }
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -55,8 +67,10 @@ impl SourceImage {
         let config_bytes = std::fs::read(&config_path).with_context(|| format!("reading image config {config_digest} in {}", oci_dir.display()))?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest} in {}", oci_dir.display()))?;
         let labels = config.labels();
+        let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+        let layers = manifest.layers().iter().map(|l| LayerBlob { digest: l.digest().to_string(), media_type: l.media_type().to_string(), path: blob(oci_dir, l.digest().as_ref()) }).collect();
         let display_name = format!("oci:{}:{oci_ref_name}", oci_dir.display());
-        Ok(SourceImage { target_imgref: format!("ostree-unverified-image:{display_name}"), display_name, oci_dir: oci_dir.to_path_buf(), oci_ref_name, digest, labels })
+        Ok(SourceImage { target_imgref: format!("ostree-unverified-image:{display_name}"), display_name, oci_dir: oci_dir.to_path_buf(), oci_ref_name, digest, labels, layers, diff_ids })
     }
 
     /// Point the deployment origin and the aleph file at the registry the image came from.
@@ -78,13 +92,11 @@ impl SourceImage {
     /// What the layers unpack to (tar streams, summed): the root filesystem's content
     /// before deploying (see [`super::estimate`]).
     pub fn unpacked_size(&self) -> Result<u64> {
-        let manifest = ImageManifest::from_file(blob(&self.oci_dir, &self.digest)).with_context(|| format!("reading manifest {} in {}", self.digest, self.oci_dir.display()))?;
         let mut total = 0;
-        for layer in manifest.layers() {
-            let path = blob(&self.oci_dir, layer.digest().as_ref());
-            let mut f = std::fs::File::open(&path).with_context(|| format!("opening layer {}", path.display()))?;
+        for layer in &self.layers {
+            let mut f = std::fs::File::open(&layer.path).with_context(|| format!("opening layer {}", layer.path.display()))?;
             let len = f.metadata()?.len();
-            total += super::estimate::layer_size(&mut f, len).with_context(|| format!("measuring layer {}", path.display()))?;
+            total += super::estimate::layer_size(&mut f, len).with_context(|| format!("measuring layer {}", layer.path.display()))?;
         }
         Ok(total)
     }
