@@ -260,8 +260,6 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
         std::fs::remove_file(&img)?;
     }
-    drop(raw);
-    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path)?;
     let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
         (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {
             // GRUB's blocklists count 512-byte sectors (BIOS is 512-only, validated).
