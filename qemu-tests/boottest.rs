@@ -31,10 +31,19 @@ fn pats(p: &[&str]) -> Vec<Pattern> {
 fn direct_kernel_boot_reaches_marker() {
     let n = nonce();
     let mut s = direct(&format!("lbtest.say=DIRECT-{n}"));
-    s.expect = pats(&["layerboot-fixture: init running", &format!("say DIRECT-{n}")]);
+    s.expect = pats(&[
+        "layerboot-fixture: init running",
+        &format!("say DIRECT-{n}"),
+    ]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
-    assert!(o.console.contains(&format!("Linux version {}", kernel().release.split('-').next().unwrap())), "the Debian kernel booted");
+    assert!(
+        o.console.contains(&format!(
+            "Linux version {}",
+            kernel().release.split('-').next().unwrap()
+        )),
+        "the Debian kernel booted"
+    );
 }
 
 #[test]
@@ -48,7 +57,10 @@ fn marker_over_virtio_serial_port() {
     assert_eq!(o.port_lines, vec![format!("PORT-{n}")]);
     // The marker only travels over the port: the kernel command line echo aside, the
     // console never prints it on a line of its own.
-    assert!(!o.console.lines().any(|l| l.trim() == format!("PORT-{n}")), "marker leaked to the console");
+    assert!(
+        !o.console.lines().any(|l| l.trim() == format!("PORT-{n}")),
+        "marker leaked to the console"
+    );
 }
 
 #[test]
@@ -56,7 +68,9 @@ fn ignition_config_is_visible_in_the_guest_via_fw_cfg() {
     let n = nonce();
     let dir = tempfile::tempdir().unwrap();
     let ign = dir.path().join("config.ign");
-    let config = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{{"path":"/etc/marker","contents":{{"source":"data:,{n}"}}}}]}}}}"#);
+    let config = format!(
+        r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{{"path":"/etc/marker","contents":{{"source":"data:,{n}"}}}}]}}}}"#
+    );
     std::fs::write(&ign, &config).unwrap();
     let mut s = direct("");
     s.ignition = Some(ign);
@@ -71,8 +85,16 @@ fn kernel_panic_is_reported_as_failure() {
     s.expect = pats(&["layerboot-fixture: done"]);
     let o = run_blocking(&s).unwrap();
     assert!(!o.passed, "a panicking guest must fail: {}", o.report());
-    assert!(o.reason.contains("fail-on pattern 'Kernel panic'"), "{}", o.reason);
-    assert!(o.console_tail.iter().any(|l| l.contains("Kernel panic")), "{:?}", o.console_tail);
+    assert!(
+        o.reason.contains("fail-on pattern 'Kernel panic'"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        o.console_tail.iter().any(|l| l.contains("Kernel panic")),
+        "{:?}",
+        o.console_tail
+    );
 }
 
 #[test]
@@ -85,10 +107,22 @@ fn timeout_fails_and_leaves_no_qemu_behind() {
     let start = Instant::now();
     let o = run_blocking(&s).unwrap();
     assert!(!o.passed);
-    assert!(o.reason.starts_with("timed out after 8s waiting for 'this never appears'"), "{}", o.reason);
-    assert!(start.elapsed() < Duration::from_secs(60), "the timeout was not enforced");
+    assert!(
+        o.reason
+            .starts_with("timed out after 8s waiting for 'this never appears'"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "the timeout was not enforced"
+    );
     assert!(o.qemu_status.is_none(), "the harness stopped QEMU");
-    assert_eq!(processes_with(&tag), Vec::<u32>::new(), "QEMU of this run still alive");
+    assert_eq!(
+        processes_with(&tag),
+        Vec::<u32>::new(),
+        "QEMU of this run still alive"
+    );
 }
 
 /// The CLI end to end: exit codes, the printed report, console log and JUnit files.
@@ -100,31 +134,84 @@ fn cli_pass_and_fail_exit_codes_and_reports() {
     let i = guest_initramfs().to_str().unwrap().to_string();
     let common = |append: &str, junit: &str, log: &str| {
         let mut c = Command::new(bin);
-        c.args(["boot-test", "--kernel", &k, "--initrd", &i, "--firmware", "bios", "--memory", "384M", "--timeout", "90s"])
-            .args(["--append", &format!("console=ttyS0 {append}"), "--fail-on", "Kernel panic"])
-            .arg("--junit")
-            .arg(dir.path().join(junit))
-            .arg("--console-log")
-            .arg(dir.path().join(log));
+        c.args([
+            "boot-test",
+            "--kernel",
+            &k,
+            "--initrd",
+            &i,
+            "--firmware",
+            "bios",
+            "--memory",
+            "384M",
+            "--timeout",
+            "90s",
+        ])
+        .args([
+            "--append",
+            &format!("console=ttyS0 {append}"),
+            "--fail-on",
+            "Kernel panic",
+        ])
+        .arg("--junit")
+        .arg(dir.path().join(junit))
+        .arg("--console-log")
+        .arg(dir.path().join(log));
         c
     };
-    let out = common("lbtest.say=CLI-OK", "pass.xml", "pass.log").args(["--expect", "init running", "--expect", "say CLI-OK"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("boot test passed: all 2 expected patterns seen in order"));
+    let out = common("lbtest.say=CLI-OK", "pass.xml", "pass.log")
+        .args(["--expect", "init running", "--expect", "say CLI-OK"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("boot test passed: all 2 expected patterns seen in order"));
     let junit = std::fs::read_to_string(dir.path().join("pass.xml")).unwrap();
-    assert!(junit.contains("tests=\"1\" failures=\"0\"") && !junit.contains("<failure"), "{junit}");
-    assert!(std::fs::read_to_string(dir.path().join("pass.log")).unwrap().contains("CLI-OK"));
+    assert!(
+        junit.contains("tests=\"1\" failures=\"0\"") && !junit.contains("<failure"),
+        "{junit}"
+    );
+    assert!(std::fs::read_to_string(dir.path().join("pass.log"))
+        .unwrap()
+        .contains("CLI-OK"));
 
-    let out = common("lbtest.panic", "fail.xml", "fail.log").args(["--expect", "never"]).output().unwrap();
+    let out = common("lbtest.panic", "fail.xml", "fail.log")
+        .args(["--expect", "never"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("boot test FAILED: fail-on pattern 'Kernel panic' matched"), "{stderr}");
+    assert!(
+        stderr.contains("boot test FAILED: fail-on pattern 'Kernel panic' matched"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--- last 40 console lines ---"), "{stderr}");
-    assert!(stderr.lines().filter(|l| !l.starts_with("boot test") && !l.starts_with("---")).count() >= 10, "console tail printed: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with("boot test") && !l.starts_with("---"))
+            .count()
+            >= 10,
+        "console tail printed: {stderr}"
+    );
     let junit = std::fs::read_to_string(dir.path().join("fail.xml")).unwrap();
-    assert!(junit.contains("failures=\"1\"") && junit.contains("<failure message=\"fail-on pattern &apos;Kernel panic&apos;"), "{junit}");
-    assert!(junit.contains("exiting init on purpose"), "console tail in system-out: {junit}");
-    assert!(std::fs::read_to_string(dir.path().join("fail.log")).unwrap().contains("Kernel panic"));
+    assert!(
+        junit.contains("failures=\"1\"")
+            && junit.contains("<failure message=\"fail-on pattern &apos;Kernel panic&apos;"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("exiting init on purpose"),
+        "console tail in system-out: {junit}"
+    );
+    assert!(std::fs::read_to_string(dir.path().join("fail.log"))
+        .unwrap()
+        .contains("Kernel panic"));
 }
 
 /// SIGINT to the CLI: QEMU is killed and reaped, temp files are gone, exit 130.
@@ -137,7 +224,18 @@ fn cli_sigint_stops_qemu_and_cleans_up() {
         .arg(&kernel().vmlinuz)
         .arg("--initrd")
         .arg(guest_initramfs())
-        .args(["--append", "console=ttyS0 lbtest.hang", "--firmware", "bios", "--memory", "256", "--expect", "never", "--timeout", "5m"])
+        .args([
+            "--append",
+            "console=ttyS0 lbtest.hang",
+            "--firmware",
+            "bios",
+            "--memory",
+            "256",
+            "--expect",
+            "never",
+            "--timeout",
+            "5m",
+        ])
         .args(["--qemu-arg=-name", &format!("--qemu-arg={tag}")])
         .env("TMPDIR", tmp.path())
         .stderr(std::process::Stdio::piped())
@@ -145,14 +243,28 @@ fn cli_sigint_stops_qemu_and_cleans_up() {
         .unwrap();
     let qemu = wait_for_qemu(&tag, child.id());
     std::thread::sleep(Duration::from_secs(2));
-    assert!(std::fs::read_dir(tmp.path()).unwrap().count() > 0, "the run keeps its temp files under TMPDIR");
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().count() > 0,
+        "the run keeps its temp files under TMPDIR"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGINT"));
-    assert!(!std::path::Path::new(&format!("/proc/{qemu}")).exists(), "QEMU {qemu} survived");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists(),
+        "QEMU {qemu} survived"
+    );
     assert_eq!(processes_with(&tag), Vec::<u32>::new());
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
 }
 
@@ -168,16 +280,30 @@ fn disk(artifact: Artifact, firmware: Firmware) -> BootTestSettings {
 
 #[test]
 fn uefi_boots_gpt_disk_through_grub() {
-    let mut s = disk(Artifact::RawDisk(crate::common::boot_disk(512, true)), Firmware::Uefi);
-    s.expect = pats(&["GRUB (efi) loading the kernel", "booted via UEFI", "say GRUB-BOOTED-efi"]);
+    let mut s = disk(
+        Artifact::RawDisk(crate::common::boot_disk(512, true)),
+        Firmware::Uefi,
+    );
+    s.expect = pats(&[
+        "GRUB (efi) loading the kernel",
+        "booted via UEFI",
+        "say GRUB-BOOTED-efi",
+    ]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
 }
 
 #[test]
 fn bios_boots_gpt_disk_through_grub() {
-    let mut s = disk(Artifact::RawDisk(crate::common::boot_disk(512, true)), Firmware::Bios);
-    s.expect = pats(&["GRUB (pc) loading the kernel", "booted without UEFI", "say GRUB-BOOTED-pc"]);
+    let mut s = disk(
+        Artifact::RawDisk(crate::common::boot_disk(512, true)),
+        Firmware::Bios,
+    );
+    s.expect = pats(&[
+        "GRUB (pc) loading the kernel",
+        "booted without UEFI",
+        "say GRUB-BOOTED-pc",
+    ]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
 }
@@ -187,10 +313,20 @@ fn uefi_boots_4k_sector_disk_as_qcow2() {
     let dir = tempfile::tempdir().unwrap();
     let qcow = dir.path().join("disk4k.qcow2");
     let raw = crate::common::boot_disk(4096, true);
-    layerboot::cmd::run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&raw).arg(&qcow)).unwrap();
+    layerboot::cmd::run(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow),
+    )
+    .unwrap();
     let mut s = disk(Artifact::Qcow2(qcow), Firmware::Uefi);
     s.sector_size = 4096;
-    s.expect = pats(&["disk vda logical_block_size=4096", "booted via UEFI", "say GRUB-BOOTED-efi"]);
+    s.expect = pats(&[
+        "disk vda logical_block_size=4096",
+        "booted via UEFI",
+        "say GRUB-BOOTED-efi",
+    ]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
 }
@@ -203,9 +339,21 @@ fn disk_without_bootloader_fails_through_ci_example() {
     let out_dir = tempfile::tempdir().unwrap();
     let disk = crate::common::boot_disk(512, false);
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ci/boot-test.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/ci/boot-test.sh"
+        ))
         .arg(&disk)
-        .args(["--firmware", "bios", "--memory", "256M", "--timeout", "15s", "--expect", "GRUB-BOOTED"])
+        .args([
+            "--firmware",
+            "bios",
+            "--memory",
+            "256M",
+            "--timeout",
+            "15s",
+            "--expect",
+            "GRUB-BOOTED",
+        ])
         .env("LAYERBOOT", env!("CARGO_BIN_EXE_layerboot"))
         .env("OUT_DIR", out_dir.path())
         .output()
@@ -215,14 +363,21 @@ fn disk_without_bootloader_fails_through_ci_example() {
     assert!(stderr.contains("boot test FAILED: timed out after 15s waiting for 'GRUB-BOOTED' (0 of 1 expected patterns seen)"), "{stderr}");
     let name = disk.file_name().unwrap().to_str().unwrap();
     let junit = std::fs::read_to_string(out_dir.path().join(format!("{name}.junit.xml"))).unwrap();
-    assert!(junit.contains(&format!("<testcase name=\"{name}\"")) && junit.contains("<failure message=\"timed out after 15s"), "{junit}");
+    assert!(
+        junit.contains(&format!("<testcase name=\"{name}\""))
+            && junit.contains("<failure message=\"timed out after 15s"),
+        "{junit}"
+    );
     assert!(out_dir.path().join(format!("{name}.console.log")).is_file());
 }
 
 #[test]
 fn uefi_boots_iso_as_cdrom() {
     let iso = crate::common::grub_iso();
-    assert_eq!(layerboot::boottest::ArtifactKind::detect(&iso).unwrap(), layerboot::boottest::ArtifactKind::Iso);
+    assert_eq!(
+        layerboot::boottest::ArtifactKind::detect(&iso).unwrap(),
+        layerboot::boottest::ArtifactKind::Iso
+    );
     let mut s = disk(Artifact::IsoCdrom(iso), Firmware::Uefi);
     s.expect = pats(&["booted via UEFI", "say GRUB-BOOTED-efi"]);
     let o = run_blocking(&s).unwrap();
@@ -231,8 +386,15 @@ fn uefi_boots_iso_as_cdrom() {
 
 #[test]
 fn bios_boots_iso_as_disk() {
-    let mut s = disk(Artifact::IsoAsDisk(crate::common::grub_iso()), Firmware::Bios);
-    s.expect = pats(&["layerboot-fixture: disk vda", "booted without UEFI", "say GRUB-BOOTED-pc"]);
+    let mut s = disk(
+        Artifact::IsoAsDisk(crate::common::grub_iso()),
+        Firmware::Bios,
+    );
+    s.expect = pats(&[
+        "layerboot-fixture: disk vda",
+        "booted without UEFI",
+        "say GRUB-BOOTED-pc",
+    ]);
     let o = run_blocking(&s).unwrap();
     assert!(o.passed, "{}", o.report());
 }
@@ -243,7 +405,10 @@ fn helper_hanging_boot_with_signal_handling() {
     let mut s = direct("lbtest.hang");
     s.handle_signals = true;
     s.timeout = Duration::from_secs(300);
-    s.extra_qemu_args = vec!["-name".into(), std::env::var("LBTEST_TAG").expect("LBTEST_TAG").into()];
+    s.extra_qemu_args = vec![
+        "-name".into(),
+        std::env::var("LBTEST_TAG").expect("LBTEST_TAG").into(),
+    ];
     let r = run_blocking(&s);
     panic!("run_blocking returned instead of re-raising the signal: {r:?}");
 }
@@ -256,7 +421,14 @@ fn run_blocking_sigint_cleans_up_then_ends_the_process() {
     let tmp = tempfile::tempdir().unwrap();
     let tag = format!("lbtest-blocking-{}", nonce());
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "boottest::helper_hanging_boot_with_signal_handling", "--test-threads", "1", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "boottest::helper_hanging_boot_with_signal_handling",
+            "--test-threads",
+            "1",
+            "--nocapture",
+        ])
         .env("LBTEST_TAG", &tag)
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::piped())
@@ -267,10 +439,22 @@ fn run_blocking_sigint_cleans_up_then_ends_the_process() {
     std::thread::sleep(Duration::from_secs(1));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.signal(), Some(libc::SIGINT), "stdout: {} stderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGINT),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGINT"));
-    assert!(!std::path::Path::new(&format!("/proc/{qemu}")).exists(), "QEMU {qemu} survived");
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{qemu}")).exists(),
+        "QEMU {qemu} survived"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
 }
 
@@ -287,6 +471,15 @@ fn corrupt_qcow2_fails_with_qemu_message() {
     s.expect = pats(&["anything"]);
     let o = run_blocking(&s).unwrap();
     assert!(!o.passed);
-    assert!(o.reason.starts_with("QEMU exited (exit status: 1) while waiting for 'anything'"), "{}", o.reason);
-    assert!(o.reason.contains("QEMU said:") && o.reason.contains("bad.qcow2"), "{}", o.reason);
+    assert!(
+        o.reason
+            .starts_with("QEMU exited (exit status: 1) while waiting for 'anything'"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        o.reason.contains("QEMU said:") && o.reason.contains("bad.qcow2"),
+        "{}",
+        o.reason
+    );
 }

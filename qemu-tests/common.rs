@@ -9,7 +9,10 @@ use layerboot::testkit::kernel::{debian_kernel, Kernel};
 /// The Debian kernel (downloaded once, cached).
 pub fn kernel() -> &'static Kernel {
     static K: OnceLock<Kernel> = OnceLock::new();
-    K.get_or_init(|| debian_kernel().expect("Debian kernel fixture (needs 'apt-get update' and the Debian package 'dpkg')"))
+    K.get_or_init(|| {
+        debian_kernel()
+            .expect("Debian kernel fixture (needs 'apt-get update' and the Debian package 'dpkg')")
+    })
 }
 
 /// Modules the test guest needs: fw_cfg in sysfs, the virtio-serial port, disks.
@@ -30,7 +33,10 @@ pub fn guest_initramfs() -> &'static PathBuf {
 /// A fresh token so a pattern cannot match output of an earlier run or of the recipe.
 pub fn nonce() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", t, std::process::id())
 }
 
@@ -38,11 +44,15 @@ pub fn nonce() -> String {
 pub fn processes_with(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         if String::from_utf8_lossy(&cmdline).contains(needle) {
             found.push(pid);
         }
@@ -53,12 +63,21 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 /// The GPT boot disk fixture (GRUB for UEFI and, with 512-byte sectors, BIOS).
 pub fn boot_disk(sector_size: u32, with_bootloader: bool) -> PathBuf {
     use layerboot::testkit::bootdisk::{cached_boot_disk, BootDiskSpec};
-    cached_boot_disk(kernel(), guest_initramfs(), BootDiskSpec { sector_size, with_bootloader }).expect("boot disk fixture")
+    cached_boot_disk(
+        kernel(),
+        guest_initramfs(),
+        BootDiskSpec {
+            sector_size,
+            with_bootloader,
+        },
+    )
+    .expect("boot disk fixture")
 }
 
 /// A grub-mkrescue hybrid ISO booting the guest (as CD-ROM or as disk, UEFI or BIOS).
 pub fn grub_iso() -> PathBuf {
-    layerboot::testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs()).expect("GRUB ISO fixture")
+    layerboot::testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs())
+        .expect("GRUB ISO fixture")
 }
 
 /// The pid of the QEMU tagged `-name TAG`, started (indirectly) by process `parent`.
@@ -68,7 +87,10 @@ pub fn wait_for_qemu(tag: &str, parent: u32) -> u32 {
         if let Some(pid) = processes_with(tag).into_iter().find(|p| *p != parent) {
             return pid;
         }
-        assert!(std::time::Instant::now() < deadline, "QEMU tagged {tag} never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU tagged {tag} never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -82,7 +104,10 @@ pub fn full_os_boot_lock() -> MutexGuard<'static, ()> {
     let t = std::time::Instant::now();
     let g = L.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if t.elapsed().as_secs() > 1 {
-        eprintln!("waited {:.0}s for the full-OS boot lock", t.elapsed().as_secs_f64());
+        eprintln!(
+            "waited {:.0}s for the full-OS boot lock",
+            t.elapsed().as_secs_f64()
+        );
     }
     g
 }

@@ -16,7 +16,10 @@ use crate::common::{full_os_boot_lock, nonce};
 
 fn image() -> &'static LayeredImage {
     static I: OnceLock<LayeredImage> = OnceLock::new();
-    I.get_or_init(|| layered_image().expect("example layered image (needs root, debootstrap, network to the Debian mirror)"))
+    I.get_or_init(|| {
+        layered_image()
+            .expect("example layered image (needs root, debootstrap, network to the Debian mirror)")
+    })
 }
 
 /// One fixed directory, wiped at the start of a run (statics are never dropped, and the
@@ -39,11 +42,22 @@ fn definitions() -> &'static Path {
         let dir = work_dir().join("bootimages");
         std::fs::create_dir_all(&dir).unwrap();
         for name in ["qemu", "metal4k"] {
-            let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages").join(format!("{name}.toml"))).unwrap();
+            let shipped = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("bootimages")
+                    .join(format!("{name}.toml")),
+            )
+            .unwrap();
             let plain: String = shipped
                 .lines()
                 .filter(|l| !l.starts_with("compression-level"))
-                .map(|l| if l.starts_with("compression =") { "compression = \"none\"\n".to_string() } else { format!("{l}\n") })
+                .map(|l| {
+                    if l.starts_with("compression =") {
+                        "compression = \"none\"\n".to_string()
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
                 .collect();
             assert_ne!(plain, shipped);
             std::fs::write(dir.join(format!("{name}-plain.toml")), plain).unwrap();
@@ -54,7 +68,12 @@ fn definitions() -> &'static Path {
 
 /// Run `layerboot disk` (the CLI, end to end) on the example image; returns the image path.
 fn build_disk(platform: &str, extra: &[&str]) -> PathBuf {
-    build_disk_from(&image().oci_ref(), platform, &format!("{platform}.img"), extra)
+    build_disk_from(
+        &image().oci_ref(),
+        platform,
+        &format!("{platform}.img"),
+        extra,
+    )
 }
 
 /// Run `layerboot disk` on `image_ref`, writing `out_name` in the work directory.
@@ -71,7 +90,10 @@ fn build_disk_from(image_ref: &str, platform: &str, out_name: &str, extra: &[&st
         .args(extra)
         .status()
         .unwrap();
-    assert!(status.success(), "layerboot disk --platform {platform} failed");
+    assert!(
+        status.success(),
+        "layerboot disk --platform {platform} failed"
+    );
     eprintln!("built {platform} disk in {:.1}s", t.elapsed().as_secs_f64());
     out
 }
@@ -82,14 +104,21 @@ fn build_disk_from(image_ref: &str, platform: &str, out_name: &str, extra: &[&st
 /// the *device* timeout (`systemd.default_device_timeout_sec=` came later; 252 reads
 /// `DefaultDeviceTimeoutSec=` from system.conf only), so that one is raised through the
 /// first-boot Ignition config where there is one ([`SLOW_MACHINE_DROPIN`]).
-const SLOW_MACHINE_KARGS: &[&str] = &["systemd.default_timeout_start_sec=600", "udev.event_timeout=600", "rd.udev.event_timeout=600"];
+const SLOW_MACHINE_KARGS: &[&str] = &[
+    "systemd.default_timeout_start_sec=600",
+    "udev.event_timeout=600",
+    "rd.udev.event_timeout=600",
+];
 
 /// `system.conf.d` drop-in raising the device timeout, written by Ignition on first boot.
 const SLOW_MACHINE_DROPIN: &str = "[Manager]\nDefaultDeviceTimeoutSec=600\n";
 
 /// `--karg` arguments for [`SLOW_MACHINE_KARGS`].
 fn slow_machine_args() -> Vec<&'static str> {
-    SLOW_MACHINE_KARGS.iter().flat_map(|k| ["--karg", *k]).collect()
+    SLOW_MACHINE_KARGS
+        .iter()
+        .flat_map(|k| ["--karg", *k])
+        .collect()
 }
 
 fn qemu_disk() -> &'static PathBuf {
@@ -101,11 +130,32 @@ fn pats(p: &[String]) -> Vec<Pattern> {
     p.iter().map(|s| Pattern::parse(s).unwrap()).collect()
 }
 
-fn boot(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> Outcome {
-    run_boot(&settings(artifact, firmware, sector_size, expect, ignition, name))
+fn boot(
+    artifact: Artifact,
+    firmware: Firmware,
+    sector_size: u32,
+    expect: &[String],
+    ignition: Option<&Path>,
+    name: &str,
+) -> Outcome {
+    run_boot(&settings(
+        artifact,
+        firmware,
+        sector_size,
+        expect,
+        ignition,
+        name,
+    ))
 }
 
-fn settings(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[String], ignition: Option<&Path>, name: &str) -> BootTestSettings {
+fn settings(
+    artifact: Artifact,
+    firmware: Firmware,
+    sector_size: u32,
+    expect: &[String],
+    ignition: Option<&Path>,
+    name: &str,
+) -> BootTestSettings {
     let mut s = BootTestSettings::new(artifact);
     s.name = name.to_string();
     s.firmware = firmware;
@@ -114,7 +164,12 @@ fn settings(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[
     s.persist_writes = true;
     s.ignition = ignition.map(Path::to_path_buf);
     s.expect = pats(expect);
-    s.fail_on = pats(&["Kernel panic".into(), "Entering emergency mode".into(), "You are in emergency mode".into(), "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into()]);
+    s.fail_on = pats(&[
+        "Kernel panic".into(),
+        "Entering emergency mode".into(),
+        "You are in emergency mode".into(),
+        "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into(),
+    ]);
     s.console_log = Some(work_dir().join(format!("{name}.console.log")));
     s.handle_signals = false;
     s
@@ -123,22 +178,44 @@ fn settings(artifact: Artifact, firmware: Firmware, sector_size: u32, expect: &[
 fn run_boot(s: &BootTestSettings) -> Outcome {
     let t = std::time::Instant::now();
     let o = run_blocking(s).unwrap();
-    eprintln!("{}: {:.1}s, {}", s.name, t.elapsed().as_secs_f64(), o.reason);
+    eprintln!(
+        "{}: {:.1}s, {}",
+        s.name,
+        t.elapsed().as_secs_f64(),
+        o.reason
+    );
     assert!(o.passed, "{}", o.report());
     o
 }
 
 /// Percent-encoding for a `data:` URL (RFC 2397): everything but unreserved characters.
 fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The line the guest reported with `prefix` (console or port).
 fn reported(o: &Outcome, prefix: &str) -> String {
     o.port_lines
         .iter()
-        .chain(o.console.lines().map(str::to_string).collect::<Vec<_>>().iter())
-        .find_map(|l| l.find(prefix).map(|i| l[i + prefix.len()..].trim().to_string()))
+        .chain(
+            o.console
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .find_map(|l| {
+            l.find(prefix)
+                .map(|i| l[i + prefix.len()..].trim().to_string())
+        })
         .unwrap_or_else(|| panic!("guest never reported {prefix}"))
 }
 
@@ -150,7 +227,12 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
     let _serial = full_os_boot_lock();
     let img = image();
     // Both boots write to the built disk itself (it is used by this test only).
-    first_boot_uefi_then_second_boot_bios(qemu_disk(), &img.marker, &format!("{}:layered", img.oci_dir.display()), "disk-qemu");
+    first_boot_uefi_then_second_boot_bios(
+        qemu_disk(),
+        &img.marker,
+        &format!("{}:layered", img.oci_dir.display()),
+        "disk-qemu",
+    );
 }
 
 /// The bootupd path: an image carrying bootupd's payload (Debian's signed shim and GRUB in
@@ -164,8 +246,18 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
 fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
     let _serial = full_os_boot_lock();
     let img = layerboot::testkit::bootupd_image::bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror for the signed shim/GRUB packages)");
-    let disk = build_disk_from(&img.oci_ref(), "qemu-plain", "bootupd-qemu.img", &slow_machine_args());
-    first_boot_uefi_then_second_boot_bios(&disk, &img.marker, &format!("{}:bootupd", img.oci_dir.display()), "disk-bootupd");
+    let disk = build_disk_from(
+        &img.oci_ref(),
+        "qemu-plain",
+        "bootupd-qemu.img",
+        &slow_machine_args(),
+    );
+    first_boot_uefi_then_second_boot_bios(
+        &disk,
+        &img.marker,
+        &format!("{}:bootupd", img.oci_dir.display()),
+        "disk-bootupd",
+    );
 
     // Then under Secure Boot (OVMF with Microsoft's keys enrolled): shim is verified by
     // the firmware, the signed GRUB by shim, the kernel by GRUB through shim. Boot-test
@@ -173,28 +265,61 @@ fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
     // secure build goes in through extra QEMU arguments: SMM on, secure pflash.
     let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
     let vars_template = Path::new("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
-    assert!(code.is_file() && vars_template.is_file(), "Secure Boot OVMF images missing: install the Debian package 'ovmf'");
+    assert!(
+        code.is_file() && vars_template.is_file(),
+        "Secure Boot OVMF images missing: install the Debian package 'ovmf'"
+    );
     let vars = work_dir().join("secboot-vars.fd");
     std::fs::copy(vars_template, &vars).unwrap();
     let mut s = settings(
         Artifact::Qcow2(disk.clone()),
         Firmware::Bios,
         512,
-        &["secureboot: Secure boot enabled".into(), format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()],
+        &[
+            "secureboot: Secure boot enabled".into(),
+            format!("LAYERED-OK {}", img.marker),
+            "LAYERED-DONE".into(),
+        ],
         None,
         "disk-bootupd-uefi-secureboot",
     );
-    s.fail_on.extend(pats(&["Verification failed".into(), "Security Violation".into(), "bad shim signature".into()]));
-    s.extra_qemu_args = ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on", "-drive"]
-        .iter()
-        .map(Into::into)
-        .chain([format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()).into(), "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()).into()])
-        .collect();
+    s.fail_on.extend(pats(&[
+        "Verification failed".into(),
+        "Security Violation".into(),
+        "bad shim signature".into(),
+    ]));
+    s.extra_qemu_args = [
+        "-machine",
+        "q35,smm=on",
+        "-global",
+        "driver=cfi.pflash01,property=secure,value=on",
+        "-drive",
+    ]
+    .iter()
+    .map(Into::into)
+    .chain([
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        )
+        .into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()).into(),
+    ])
+    .collect();
     let o = run_boot(&s);
-    assert!(o.console.contains("GNU GRUB"), "GRUB's menu was on the console");
+    assert!(
+        o.console.contains("GNU GRUB"),
+        "GRUB's menu was on the console"
+    );
 }
 
-fn first_boot_uefi_then_second_boot_bios(disk: &Path, marker: &str, origin_suffix: &str, name: &str) {
+fn first_boot_uefi_then_second_boot_bios(
+    disk: &Path,
+    marker: &str,
+    origin_suffix: &str,
+    name: &str,
+) {
     let n = nonce();
     let ign = work_dir().join(format!("{name}-first-boot.ign"));
     let config = serde_json::json!({
@@ -211,31 +336,73 @@ fn first_boot_uefi_then_second_boot_bios(disk: &Path, marker: &str, origin_suffi
         Artifact::Qcow2(disk.to_path_buf()),
         Firmware::Uefi,
         512,
-        &[marker.clone(), "LAYERED-CMDLINE".into(), "LAYERED-DEPLOYMENT".into(), "LAYERED-ETC from-the-derived-layer".into(), format!("LAYERED-IGNITION IGN-{n}"), "LAYERED-DONE".into()],
+        &[
+            marker.clone(),
+            "LAYERED-CMDLINE".into(),
+            "LAYERED-DEPLOYMENT".into(),
+            "LAYERED-ETC from-the-derived-layer".into(),
+            format!("LAYERED-IGNITION IGN-{n}"),
+            "LAYERED-DONE".into(),
+        ],
         Some(&ign),
         &format!("{name}-uefi-firstboot"),
     );
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
-    for karg in ["root=LABEL=root", "rw", "console=ttyS0,115200n8", "ignition.platform.id=qemu", "ignition.firstboot", "ostree=/ostree/boot."] {
-        assert!(cmdline.split_whitespace().any(|a| a == karg || (karg.ends_with('.') && a.starts_with(karg))), "{karg} missing from {cmdline}");
+    for karg in [
+        "root=LABEL=root",
+        "rw",
+        "console=ttyS0,115200n8",
+        "ignition.platform.id=qemu",
+        "ignition.firstboot",
+        "ostree=/ostree/boot.",
+    ] {
+        assert!(
+            cmdline
+                .split_whitespace()
+                .any(|a| a == karg || (karg.ends_with('.') && a.starts_with(karg))),
+            "{karg} missing from {cmdline}"
+        );
     }
-    assert!(!cmdline.contains("ignition_firstboot"), "GRUB left the variable unexpanded: {cmdline}");
+    assert!(
+        !cmdline.contains("ignition_firstboot"),
+        "GRUB left the variable unexpanded: {cmdline}"
+    );
     let deployment = reported(&o, "LAYERED-DEPLOYMENT ");
     let (deploy, origin) = deployment.split_once(' ').unwrap();
-    assert!(deploy.starts_with("default/") && deploy.ends_with(".0"), "{deployment}");
-    assert!(origin.ends_with(origin_suffix), "origin tracks the image: {deployment}");
+    assert!(
+        deploy.starts_with("default/") && deploy.ends_with(".0"),
+        "{deployment}"
+    );
+    assert!(
+        origin.ends_with(origin_suffix),
+        "origin tracks the image: {deployment}"
+    );
 
     let o = boot(
         Artifact::Qcow2(disk.to_path_buf()),
         Firmware::Bios,
         512,
-        &[marker, format!("LAYERED-IGNITION IGN-{n}+seen"), "LAYERED-FIRSTBOOT-STAMP absent".into(), "LAYERED-DONE".into()],
+        &[
+            marker,
+            format!("LAYERED-IGNITION IGN-{n}+seen"),
+            "LAYERED-FIRSTBOOT-STAMP absent".into(),
+            "LAYERED-DONE".into(),
+        ],
         Some(&ign),
         &format!("{name}-bios-secondboot"),
     );
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
-    assert!(!cmdline.split_whitespace().any(|a| a == "ignition.firstboot"), "second boot still first boot: {cmdline}");
-    assert_eq!(reported(&o, "LAYERED-DEPLOYMENT "), deployment, "same deployment on the second boot");
+    assert!(
+        !cmdline
+            .split_whitespace()
+            .any(|a| a == "ignition.firstboot"),
+        "second boot still first boot: {cmdline}"
+    );
+    assert_eq!(
+        reported(&o, "LAYERED-DEPLOYMENT "),
+        deployment,
+        "same deployment on the second boot"
+    );
 }
 
 /// metal4k: 4096-byte logical sectors, UEFI. The metal definition has no console karg
@@ -249,8 +416,23 @@ fn metal4k_disk_boots_from_4096_byte_sectors() {
     let disk = build_disk("metal4k-plain", &args);
     let mut head = vec![0u8; 4096 + 8];
     std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut head).unwrap();
-    assert_eq!(&head[4096..4104], b"EFI PART", "GPT header in LBA 1 of a 4096-byte sector disk");
-    let o = boot(Artifact::RawDisk(disk), Firmware::Uefi, 4096, &[format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()], None, "disk-metal4k-uefi");
+    assert_eq!(
+        &head[4096..4104],
+        b"EFI PART",
+        "GPT header in LBA 1 of a 4096-byte sector disk"
+    );
+    let o = boot(
+        Artifact::RawDisk(disk),
+        Firmware::Uefi,
+        4096,
+        &[format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()],
+        None,
+        "disk-metal4k-uefi",
+    );
     let cmdline = reported(&o, "LAYERED-CMDLINE ");
-    assert!(cmdline.contains("ignition.platform.id=metal") && cmdline.contains("console=ttyS0,115200n8"), "{cmdline}");
+    assert!(
+        cmdline.contains("ignition.platform.id=metal")
+            && cmdline.contains("console=ttyS0,115200n8"),
+        "{cmdline}"
+    );
 }

@@ -17,8 +17,15 @@ const DEST_IGN: &str = r#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"n
 const KEYFILE: &str = "[connection]\nid=eth0\ntype=ethernet\n\n[ipv4]\nmethod=auto\n";
 
 fn layerboot(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_layerboot")).args(args).output().unwrap();
-    assert!(out.status.success(), "layerboot {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "layerboot {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -39,21 +46,44 @@ fn customized(dir: &Path) -> (PathBuf, Expected) {
         std::fs::write(&p, d).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let (live, dest, key) = (w("live.ign", LIVE_IGN), w("dest.ign", DEST_IGN), w("eth0.nmconnection", KEYFILE));
+    let (live, dest, key) = (
+        w("live.ign", LIVE_IGN),
+        w("dest.ign", DEST_IGN),
+        w("eth0.nmconnection", KEYFILE),
+    );
     let iso = dir.join("custom.iso");
     let marker = format!("layerboot.nonce={}", nonce());
     let iso_s = iso.to_str().unwrap();
     layerboot(&[
-        "iso", "customize", fixture().to_str().unwrap(), "-o", iso_s,
-        "--live-ignition", &live, "--dest-ignition", &dest, "--dest-device", "/dev/vda",
-        "--image-url", "https://images.example.com/layered.x86_64.metal.raw.xz",
-        "--network-keyfile", &key, "--live-karg-append", &marker, "--live-karg-delete", "quiet",
+        "iso",
+        "customize",
+        fixture().to_str().unwrap(),
+        "-o",
+        iso_s,
+        "--live-ignition",
+        &live,
+        "--dest-ignition",
+        &dest,
+        "--dest-device",
+        "/dev/vda",
+        "--image-url",
+        "https://images.example.com/layered.x86_64.metal.raw.xz",
+        "--network-keyfile",
+        &key,
+        "--live-karg-append",
+        &marker,
+        "--live-karg-delete",
+        "quiet",
     ]);
-    let report: serde_json::Value = serde_json::from_slice(&layerboot(&["iso", "show", "--json", iso_s])).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&layerboot(&["iso", "show", "--json", iso_s])).unwrap();
     let expected = Expected {
         ignition: report["ignition"].as_str().unwrap().to_string(),
         kargs: report["kargs"]["current"].as_str().unwrap().to_string(),
-        installer: report["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"].as_str().unwrap().to_string(),
+        installer: report["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"]
+            .as_str()
+            .unwrap()
+            .to_string(),
     };
     assert!(expected.kargs.ends_with(&marker) && !expected.kargs.contains(" quiet"));
     (iso, expected)
@@ -68,17 +98,39 @@ fn boot(artifact: Artifact, firmware: Firmware) -> GuestReport {
     s.fail_on = vec![Pattern::parse("Kernel panic").unwrap()];
     let outcome = run_blocking(&s).expect("running the boot test");
     assert!(outcome.passed, "{}", outcome.report());
-    eprintln!("{:?} boot: {:.1}s ({})", firmware, outcome.duration.as_secs_f64(), outcome.accel);
+    eprintln!(
+        "{:?} boot: {:.1}s ({})",
+        firmware,
+        outcome.duration.as_secs_f64(),
+        outcome.accel
+    );
     liveiso::parse_guest_report(&outcome.console)
 }
 
 fn check(report: &GuestReport, want: &Expected) {
     assert!(report.done, "guest did not finish: {report:?}");
-    assert_eq!(report.ignition.as_deref(), Some(want.ignition.as_str()), "config.ign seen by the guest");
+    assert_eq!(
+        report.ignition.as_deref(),
+        Some(want.ignition.as_str()),
+        "config.ign seen by the guest"
+    );
     let cmdline = report.cmdline.as_deref().expect("guest printed no cmdline");
-    assert!(cmdline.ends_with(&format!(" {}", want.kargs)), "cmdline {cmdline:?} should end with the embedded kargs {:?}", want.kargs);
-    assert_eq!(report.installer, vec![("/etc/coreos/installer.d/0000-customize.yaml".to_string(), want.installer.clone())]);
-    assert_eq!(report.keyfiles, vec![("eth0.nmconnection".to_string(), KEYFILE.to_string())]);
+    assert!(
+        cmdline.ends_with(&format!(" {}", want.kargs)),
+        "cmdline {cmdline:?} should end with the embedded kargs {:?}",
+        want.kargs
+    );
+    assert_eq!(
+        report.installer,
+        vec![(
+            "/etc/coreos/installer.d/0000-customize.yaml".to_string(),
+            want.installer.clone()
+        )]
+    );
+    assert_eq!(
+        report.keyfiles,
+        vec![("eth0.nmconnection".to_string(), KEYFILE.to_string())]
+    );
 }
 
 #[test]
@@ -100,7 +152,13 @@ fn pristine_iso_as_disk_boots_without_ignition_and_default_kargs() {
     // the hybrid image written to a "USB stick": the GPT ESP path under UEFI
     let report = boot(Artifact::IsoAsDisk(fixture()), Firmware::Uefi);
     assert!(report.done);
-    assert_eq!(report.ignition, None, "a pristine ISO must carry no Ignition config");
+    assert_eq!(
+        report.ignition, None,
+        "a pristine ISO must carry no Ignition config"
+    );
     let cmdline = report.cmdline.unwrap();
-    assert!(cmdline.ends_with(&format!(" {}", liveiso::DEFAULT_KARGS)), "{cmdline:?}");
+    assert!(
+        cmdline.ends_with(&format!(" {}", liveiso::DEFAULT_KARGS)),
+        "{cmdline:?}"
+    );
 }

@@ -24,7 +24,8 @@ impl CaBundle {
         let mut reader = BufReader::new(bytes);
         let mut count = 0;
         loop {
-            let section = pem::from_buf(&mut reader).map_err(|e| anyhow::anyhow!("{what}: invalid PEM: {}", describe_pem_error(&e)))?;
+            let section = pem::from_buf(&mut reader)
+                .map_err(|e| anyhow::anyhow!("{what}: invalid PEM: {}", describe_pem_error(&e)))?;
             let Some((kind, der)) = section else { break };
             match kind {
                 SectionKind::Certificate => {
@@ -40,14 +41,20 @@ impl CaBundle {
             }
         }
         if count == 0 {
-            bail!("{what}: no PEM certificate found (expected '-----BEGIN CERTIFICATE-----' blocks)");
+            bail!(
+                "{what}: no PEM certificate found (expected '-----BEGIN CERTIFICATE-----' blocks)"
+            );
         }
-        Ok(CaBundle { pem: bytes.to_vec(), count })
+        Ok(CaBundle {
+            pem: bytes.to_vec(),
+            count,
+        })
     }
 
     /// Read and validate a bundle from a file.
     pub fn load(path: &std::path::Path) -> Result<CaBundle> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
         CaBundle::parse(&bytes, &format!("CA file {}", path.display()))
     }
 
@@ -67,8 +74,12 @@ impl CaBundle {
 
 fn describe_pem_error(e: &pem::Error) -> String {
     match e {
-        pem::Error::MissingSectionEnd { end_marker } => format!("missing '{}'", String::from_utf8_lossy(end_marker)),
-        pem::Error::IllegalSectionStart { line } => format!("malformed line '{}'", String::from_utf8_lossy(line)),
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("missing '{}'", String::from_utf8_lossy(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed line '{}'", String::from_utf8_lossy(line))
+        }
         pem::Error::Base64Decode(m) => format!("bad base64 ({m})"),
         other => format!("{other:?}"),
     }
@@ -83,7 +94,8 @@ mod tests {
     #[test]
     fn table() {
         let key = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBuB0jS8yz1SxmM2xR2TnU5YHoJJpV8fQ4nqS8mJGc2p\n-----END PRIVATE KEY-----\n";
-        let not_a_cert = b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        let not_a_cert =
+            b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
         let truncated = &TEST_CA[..TEST_CA.len() - 30];
         let cases: &[(&[u8], Result<usize, &str>)] = &[
             (TEST_CA, Ok(1)),

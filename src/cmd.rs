@@ -31,7 +31,14 @@ fn check_line(line: &str, output: &Output) -> Result<()> {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stderr = stderr.trim();
-    let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = stderr
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     bail!(
         "command failed ({}): {}{}{}",
         output.status,
@@ -88,7 +95,11 @@ pub fn require(program: &str, debian_package: &str) -> Result<()> {
 /// also dies with us (PR_SET_PDEATHSIG), so an abrupt end of layerboot leaves no orphan.
 /// stderr lines are passed through to ours as they come (logs of a long step stay visible)
 /// and the last of them go into the error.
-pub fn run_cancellable(cmd: &mut Command, cancelled: impl Fn() -> bool, grace: std::time::Duration) -> Result<Option<Output>> {
+pub fn run_cancellable(
+    cmd: &mut Command,
+    cancelled: impl Fn() -> bool,
+    grace: std::time::Duration,
+) -> Result<Option<Output>> {
     let mut child = CancellableChild::spawn(cmd, false, grace)?;
     child.finish(cancelled)
 }
@@ -113,7 +124,11 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl CancellableChild {
     /// Start `cmd` with stdout and stderr piped, stdin piped when `keep_stdin` (else null).
-    pub fn spawn(cmd: &mut Command, keep_stdin: bool, grace: std::time::Duration) -> Result<CancellableChild> {
+    pub fn spawn(
+        cmd: &mut Command,
+        keep_stdin: bool,
+        grace: std::time::Duration,
+    ) -> Result<CancellableChild> {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
 
@@ -129,7 +144,11 @@ impl CancellableChild {
             });
         }
         let mut child = cmd
-            .stdin(if keep_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdin(if keep_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -150,14 +169,27 @@ impl CancellableChild {
         });
         let err_reader = std::thread::spawn(move || {
             let mut kept = Vec::new();
-            for line in std::io::BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+            for line in std::io::BufReader::new(stderr)
+                .split(b'\n')
+                .map_while(|l| l.ok())
+            {
                 eprintln!("{}", String::from_utf8_lossy(&line));
                 kept.extend_from_slice(&line);
                 kept.push(b'\n');
             }
             kept
         });
-        Ok(CancellableChild { stdin: child.stdin.take(), child, line, grace, lines, stdout: Vec::new(), out_reader: Some(out_reader), err_reader: Some(err_reader), reaped: false })
+        Ok(CancellableChild {
+            stdin: child.stdin.take(),
+            child,
+            line,
+            grace,
+            lines,
+            stdout: Vec::new(),
+            out_reader: Some(out_reader),
+            err_reader: Some(err_reader),
+            reaped: false,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,7 +219,11 @@ impl CancellableChild {
                     let out = self.finish(cancelled)?;
                     match out {
                         None => return Ok(None),
-                        Some(o) => bail!("{} ended without the expected output (stdout: {:?})", self.line, String::from_utf8_lossy(&o.stdout).trim()),
+                        Some(o) => bail!(
+                            "{} ended without the expected output (stdout: {:?})",
+                            self.line,
+                            String::from_utf8_lossy(&o.stdout).trim()
+                        ),
                     }
                 }
             }
@@ -199,7 +235,11 @@ impl CancellableChild {
     pub fn finish(&mut self, cancelled: impl Fn() -> bool) -> Result<Option<Output>> {
         drop(self.stdin.take());
         let status = loop {
-            if let Some(status) = self.child.try_wait().with_context(|| format!("waiting for {}", self.line))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .with_context(|| format!("waiting for {}", self.line))?
+            {
                 break status;
             }
             if cancelled() {
@@ -210,20 +250,30 @@ impl CancellableChild {
         };
         self.reaped = true;
         let (stdout, stderr) = self.collect()?;
-        let output = Output { status, stdout, stderr };
+        let output = Output {
+            status,
+            stdout,
+            stderr,
+        };
         check_line(&self.line, &output)?;
         Ok(Some(output))
     }
 
     fn collect(&mut self) -> Result<(Vec<u8>, Vec<u8>)> {
         if let Some(r) = self.out_reader.take() {
-            r.join().expect("stdout reader").with_context(|| format!("reading the output of {}", self.line))?;
+            r.join()
+                .expect("stdout reader")
+                .with_context(|| format!("reading the output of {}", self.line))?;
         }
         let mut stdout = std::mem::take(&mut self.stdout);
         while let Ok(l) = self.lines.try_recv() {
             stdout.extend_from_slice(&l);
         }
-        let stderr = self.err_reader.take().map(|r| r.join().expect("stderr reader")).unwrap_or_default();
+        let stderr = self
+            .err_reader
+            .take()
+            .map(|r| r.join().expect("stderr reader"))
+            .unwrap_or_default();
         Ok((stdout, stderr))
     }
 
@@ -264,7 +314,9 @@ mod tests {
 
     #[test]
     fn failure_carries_stderr_and_command() {
-        let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err().to_string();
+        let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("boom"), "{err}");
         assert!(err.contains("sh -c 'echo boom >&2; exit 3'"), "{err}");
     }
@@ -278,21 +330,37 @@ mod tests {
     fn missing_program_is_named() {
         let err = run(&mut Command::new("layerboot-no-such-program")).unwrap_err();
         assert!(format!("{err:#}").contains("layerboot-no-such-program"));
-        assert!(require("layerboot-no-such-program", "pkg").unwrap_err().to_string().contains("'pkg'"));
+        assert!(require("layerboot-no-such-program", "pkg")
+            .unwrap_err()
+            .to_string()
+            .contains("'pkg'"));
     }
 
     #[test]
     fn cancellable_run_stops_and_reaps_the_child() {
         let started = std::time::Instant::now();
-        let r = run_cancellable(Command::new("sleep").arg("30"), || started.elapsed() > std::time::Duration::from_millis(200), std::time::Duration::from_secs(5)).unwrap();
+        let r = run_cancellable(
+            Command::new("sleep").arg("30"),
+            || started.elapsed() > std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         assert!(r.is_none(), "a cancelled run reports no output");
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "sleep 30 was stopped");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "sleep 30 was stopped"
+        );
     }
 
     #[test]
     fn conversation_reads_a_line_then_ends_on_stdin_eof() {
         let script = r#"echo '{"ready":1}'; cat >/dev/null; echo done"#;
-        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", script]), true, std::time::Duration::from_secs(5)).unwrap();
+        let mut c = CancellableChild::spawn(
+            Command::new("sh").args(["-c", script]),
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         assert!(c.pid() > 0);
         assert_eq!(c.read_line(|| false).unwrap().unwrap(), br#"{"ready":1}"#);
         // Still running: it waits for EOF on stdin.
@@ -300,26 +368,57 @@ mod tests {
         let out = c.finish(|| false).unwrap().unwrap();
         assert_eq!(out.stdout, b"{\"ready\":1}\ndone\n");
 
-        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", "echo oops >&2; exit 2"]), true, std::time::Duration::from_secs(5)).unwrap();
+        let mut c = CancellableChild::spawn(
+            Command::new("sh").args(["-c", "echo oops >&2; exit 2"]),
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         let err = c.read_line(|| false).unwrap_err().to_string();
-        assert!(err.contains("oops") && err.contains("exit status: 2"), "{err}");
+        assert!(
+            err.contains("oops") && err.contains("exit status: 2"),
+            "{err}"
+        );
 
         // Dropped mid-conversation: stopped and reaped.
-        let mut c = CancellableChild::spawn(Command::new("sh").args(["-c", "echo hi; exec sleep 30"]), true, std::time::Duration::from_secs(5)).unwrap();
+        let mut c = CancellableChild::spawn(
+            Command::new("sh").args(["-c", "echo hi; exec sleep 30"]),
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         c.read_line(|| false).unwrap().unwrap();
         let pid = c.pid();
         let t = std::time::Instant::now();
         drop(c);
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child reaped");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "child reaped"
+        );
     }
 
     #[test]
     fn cancellable_run_returns_output_and_errors_like_run() {
-        let out = run_cancellable(Command::new("sh").args(["-c", "echo out; echo log >&2"]), || false, std::time::Duration::from_secs(1)).unwrap().unwrap();
+        let out = run_cancellable(
+            Command::new("sh").args(["-c", "echo out; echo log >&2"]),
+            || false,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"log\n");
-        let err = run_cancellable(Command::new("sh").args(["-c", "echo bad input >&2; exit 4"]), || false, std::time::Duration::from_secs(1)).unwrap_err().to_string();
-        assert!(err.contains("bad input") && err.contains("exit status: 4"), "{err}");
+        let err = run_cancellable(
+            Command::new("sh").args(["-c", "echo bad input >&2; exit 4"]),
+            || false,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bad input") && err.contains("exit status: 4"),
+            "{err}"
+        );
     }
 }

@@ -36,11 +36,18 @@ pub struct Digest {
 
 impl Digest {
     pub fn from_sha256_hex(hex: &str) -> Result<Self, RefError> {
-        let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if valid {
-            Ok(Digest { hex: hex.to_string() })
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
-            Err(RefError::Digest { input: format!("sha256:{hex}") })
+            Err(RefError::Digest {
+                input: format!("sha256:{hex}"),
+            })
         }
     }
 
@@ -59,7 +66,9 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, RefError> {
         match s.strip_prefix("sha256:") {
             Some(hex) => Digest::from_sha256_hex(hex),
-            None => Err(RefError::Digest { input: s.to_string() }),
+            None => Err(RefError::Digest {
+                input: s.to_string(),
+            }),
         }
     }
 }
@@ -104,7 +113,12 @@ impl RegistryRef {
     /// OpenShift wants `osImageURL` by digest only, and a tag beside a digest is ignored
     /// by every consumer anyway.
     pub fn pinned(&self, digest: &Digest) -> RegistryRef {
-        RegistryRef { registry: self.registry.clone(), repository: self.repository.clone(), tag: None, digest: Some(digest.clone()) }
+        RegistryRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest.clone()),
+        }
     }
 
     /// The tag used when neither tag nor digest was given.
@@ -114,7 +128,11 @@ impl RegistryRef {
 
     pub fn to_oci_reference(&self) -> oci_client::Reference {
         match (&self.digest, &self.tag) {
-            (Some(d), _) => oci_client::Reference::with_digest(self.registry.clone(), self.repository.clone(), d.to_string()),
+            (Some(d), _) => oci_client::Reference::with_digest(
+                self.registry.clone(),
+                self.repository.clone(),
+                d.to_string(),
+            ),
             (None, t) => oci_client::Reference::with_tag(
                 self.registry.clone(),
                 self.repository.clone(),
@@ -142,9 +160,15 @@ impl fmt::Display for RegistryRef {
 pub enum ImageRef {
     Registry(RegistryRef),
     /// An OCI image layout directory; `tag` selects by `org.opencontainers.image.ref.name`.
-    OciDir { path: PathBuf, tag: Option<String> },
+    OciDir {
+        path: PathBuf,
+        tag: Option<String>,
+    },
     /// A tar archive of an OCI image layout.
-    OciArchive { path: PathBuf, tag: Option<String> },
+    OciArchive {
+        path: PathBuf,
+        tag: Option<String>,
+    },
 }
 
 impl ImageRef {
@@ -157,7 +181,13 @@ impl ImageRef {
 
     /// True when the reference names content by digest (a tag alone can move).
     pub fn is_digest_pinned(&self) -> bool {
-        matches!(self, ImageRef::Registry(RegistryRef { digest: Some(_), .. }))
+        matches!(
+            self,
+            ImageRef::Registry(RegistryRef {
+                digest: Some(_),
+                ..
+            })
+        )
     }
 }
 
@@ -205,7 +235,10 @@ impl FromStr for ImageRef {
             return parse_registry_ref(rest, input).map(ImageRef::Registry);
         }
         if let Some((scheme, _)) = input.split_once("://") {
-            return Err(RefError::UnknownTransport { transport: scheme.to_string(), input: input.to_string() });
+            return Err(RefError::UnknownTransport {
+                transport: scheme.to_string(),
+                input: input.to_string(),
+            });
         }
         if let Some(rest) = input.strip_prefix("oci-archive:") {
             let (path, tag) = split_layout_tag(rest, input)?;
@@ -221,8 +254,12 @@ impl FromStr for ImageRef {
                 && !prefix.starts_with('[')
                 && prefix != "localhost"
                 && !rest.starts_with(|c: char| c.is_ascii_digit());
-            if looks_like_transport && (FOREIGN_TRANSPORTS.contains(&prefix) || rest.contains('/')) {
-                return Err(RefError::UnknownTransport { transport: prefix.to_string(), input: input.to_string() });
+            if looks_like_transport && (FOREIGN_TRANSPORTS.contains(&prefix) || rest.contains('/'))
+            {
+                return Err(RefError::UnknownTransport {
+                    transport: prefix.to_string(),
+                    input: input.to_string(),
+                });
             }
         }
         parse_registry_ref(input, input).map(ImageRef::Registry)
@@ -230,7 +267,10 @@ impl FromStr for ImageRef {
 }
 
 fn split_layout_tag(rest: &str, input: &str) -> Result<(PathBuf, Option<String>), RefError> {
-    let invalid = |reason: &str| RefError::Invalid { input: input.to_string(), reason: reason.to_string() };
+    let invalid = |reason: &str| RefError::Invalid {
+        input: input.to_string(),
+        reason: reason.to_string(),
+    };
     let (path, tag) = match rest.rsplit_once(':') {
         Some((p, t)) if !t.contains('/') => (p, Some(t)),
         _ => (rest, None),
@@ -249,7 +289,9 @@ fn split_layout_tag(rest: &str, input: &str) -> Result<(PathBuf, Option<String>)
 fn is_valid_tag(tag: &str) -> bool {
     let mut chars = tag.chars();
     let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_');
-    first_ok && tag.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    first_ok
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// One path component of a repository name, per the distribution reference grammar:
@@ -313,14 +355,19 @@ fn is_valid_host(host: &str) -> bool {
     name.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     }) || (name.is_empty() && host.starts_with('['))
 }
 
 fn parse_registry_ref(s: &str, input: &str) -> Result<RegistryRef, RefError> {
-    let invalid = |reason: String| RefError::Invalid { input: input.to_string(), reason };
+    let invalid = |reason: String| RefError::Invalid {
+        input: input.to_string(),
+        reason,
+    };
     if s.is_empty() {
         return Err(invalid("missing registry and repository".into()));
     }
@@ -332,7 +379,9 @@ fn parse_registry_ref(s: &str, input: &str) -> Result<RegistryRef, RefError> {
     // mistaken for a tag.
     let last_slash = name_and_tag.rfind('/');
     let (name, tag) = match name_and_tag.rfind(':') {
-        Some(colon) if last_slash.is_none_or(|sl| colon > sl) => (&name_and_tag[..colon], Some(&name_and_tag[colon + 1..])),
+        Some(colon) if last_slash.is_none_or(|sl| colon > sl) => {
+            (&name_and_tag[..colon], Some(&name_and_tag[colon + 1..]))
+        }
         _ => (name_and_tag, None),
     };
     if let Some(t) = tag {
@@ -341,19 +390,32 @@ fn parse_registry_ref(s: &str, input: &str) -> Result<RegistryRef, RefError> {
         }
     }
     let Some((first, repository)) = name.split_once('/') else {
-        return Err(RefError::ShortName { input: input.to_string() });
+        return Err(RefError::ShortName {
+            input: input.to_string(),
+        });
     };
-    let qualified = first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[');
+    let qualified = first.contains('.')
+        || first.contains(':')
+        || first == "localhost"
+        || first.starts_with('[');
     if !qualified {
-        return Err(RefError::ShortName { input: input.to_string() });
+        return Err(RefError::ShortName {
+            input: input.to_string(),
+        });
     }
     if !is_valid_host(first) {
         return Err(invalid(format!("invalid registry host '{first}'")));
     }
     for component in repository.split('/') {
         if !is_valid_path_component(component) {
-            let hint = if component.chars().any(|c| c.is_ascii_uppercase()) { " (repository names must be lowercase)" } else { "" };
-            return Err(invalid(format!("invalid repository path component '{component}'{hint}")));
+            let hint = if component.chars().any(|c| c.is_ascii_uppercase()) {
+                " (repository names must be lowercase)"
+            } else {
+                ""
+            };
+            return Err(invalid(format!(
+                "invalid repository path component '{component}'{hint}"
+            )));
         }
     }
     if name.len() > 255 {
@@ -385,23 +447,81 @@ mod tests {
     #[test]
     fn parses_valid_references() {
         let cases: Vec<(String, ImageRef)> = vec![
-            ("quay.io/acme/rhcos-layered".into(), reg("quay.io", "acme/rhcos-layered", None, None)),
-            ("quay.io/acme/rhcos-layered:4.16".into(), reg("quay.io", "acme/rhcos-layered", Some("4.16"), None)),
-            (format!("quay.io/acme/x@{D}"), reg("quay.io", "acme/x", None, Some(D))),
-            (format!("quay.io/acme/x:v1@{D}"), reg("quay.io", "acme/x", Some("v1"), Some(D))),
-            ("docker://127.0.0.1:5000/fixture/base:latest".into(), reg("127.0.0.1:5000", "fixture/base", Some("latest"), None)),
+            (
+                "quay.io/acme/rhcos-layered".into(),
+                reg("quay.io", "acme/rhcos-layered", None, None),
+            ),
+            (
+                "quay.io/acme/rhcos-layered:4.16".into(),
+                reg("quay.io", "acme/rhcos-layered", Some("4.16"), None),
+            ),
+            (
+                format!("quay.io/acme/x@{D}"),
+                reg("quay.io", "acme/x", None, Some(D)),
+            ),
+            (
+                format!("quay.io/acme/x:v1@{D}"),
+                reg("quay.io", "acme/x", Some("v1"), Some(D)),
+            ),
+            (
+                "docker://127.0.0.1:5000/fixture/base:latest".into(),
+                reg("127.0.0.1:5000", "fixture/base", Some("latest"), None),
+            ),
             ("localhost/foo".into(), reg("localhost", "foo", None, None)),
-            ("localhost:5000/foo".into(), reg("localhost:5000", "foo", None, None)),
-            ("[::1]:5000/a/b:c".into(), reg("[::1]:5000", "a/b", Some("c"), None)),
-            ("registry.example.com/a__b/c-d.e_f".into(), reg("registry.example.com", "a__b/c-d.e_f", None, None)),
-            ("oci:/tmp/layout".into(), ImageRef::OciDir { path: "/tmp/layout".into(), tag: None }),
-            ("oci:/tmp/layout:v2".into(), ImageRef::OciDir { path: "/tmp/layout".into(), tag: Some("v2".into()) }),
-            ("oci:rel/dir".into(), ImageRef::OciDir { path: "rel/dir".into(), tag: None }),
-            ("oci-archive:/tmp/x.tar".into(), ImageRef::OciArchive { path: "/tmp/x.tar".into(), tag: None }),
-            ("oci-archive:/tmp/x.tar:latest".into(), ImageRef::OciArchive { path: "/tmp/x.tar".into(), tag: Some("latest".into()) }),
+            (
+                "localhost:5000/foo".into(),
+                reg("localhost:5000", "foo", None, None),
+            ),
+            (
+                "[::1]:5000/a/b:c".into(),
+                reg("[::1]:5000", "a/b", Some("c"), None),
+            ),
+            (
+                "registry.example.com/a__b/c-d.e_f".into(),
+                reg("registry.example.com", "a__b/c-d.e_f", None, None),
+            ),
+            (
+                "oci:/tmp/layout".into(),
+                ImageRef::OciDir {
+                    path: "/tmp/layout".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci:/tmp/layout:v2".into(),
+                ImageRef::OciDir {
+                    path: "/tmp/layout".into(),
+                    tag: Some("v2".into()),
+                },
+            ),
+            (
+                "oci:rel/dir".into(),
+                ImageRef::OciDir {
+                    path: "rel/dir".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci-archive:/tmp/x.tar".into(),
+                ImageRef::OciArchive {
+                    path: "/tmp/x.tar".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci-archive:/tmp/x.tar:latest".into(),
+                ImageRef::OciArchive {
+                    path: "/tmp/x.tar".into(),
+                    tag: Some("latest".into()),
+                },
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(input.parse::<ImageRef>().as_ref(), Ok(&want), "parsing {input}");
+            assert_eq!(
+                input.parse::<ImageRef>().as_ref(),
+                Ok(&want),
+                "parsing {input}"
+            );
         }
     }
 
@@ -426,13 +546,29 @@ mod tests {
             ("fedora", |e| matches!(e, RefError::ShortName { .. })),
             ("fedora:39", |e| matches!(e, RefError::ShortName { .. })),
             ("acme/rhcos", |e| matches!(e, RefError::ShortName { .. })),
-            ("http://quay.io/a/b", |e| matches!(e, RefError::UnknownTransport { transport, .. } if transport == "http")),
-            ("containers-storage:quay.io/a/b", |e| matches!(e, RefError::UnknownTransport { .. })),
-            ("dir:/tmp/x", |e| matches!(e, RefError::UnknownTransport { .. })),
-            ("quay.io/Acme/x", |e| matches!(e, RefError::Invalid { reason, .. } if reason.contains("lowercase"))),
-            ("quay.io/a/b:bad tag", |e| matches!(e, RefError::Invalid { .. })),
-            ("quay.io/a/b@sha256:abc", |e| matches!(e, RefError::Digest { .. })),
-            ("quay.io/a/b@md5:0123", |e| matches!(e, RefError::Digest { .. })),
+            (
+                "http://quay.io/a/b",
+                |e| matches!(e, RefError::UnknownTransport { transport, .. } if transport == "http"),
+            ),
+            ("containers-storage:quay.io/a/b", |e| {
+                matches!(e, RefError::UnknownTransport { .. })
+            }),
+            ("dir:/tmp/x", |e| {
+                matches!(e, RefError::UnknownTransport { .. })
+            }),
+            (
+                "quay.io/Acme/x",
+                |e| matches!(e, RefError::Invalid { reason, .. } if reason.contains("lowercase")),
+            ),
+            ("quay.io/a/b:bad tag", |e| {
+                matches!(e, RefError::Invalid { .. })
+            }),
+            ("quay.io/a/b@sha256:abc", |e| {
+                matches!(e, RefError::Digest { .. })
+            }),
+            ("quay.io/a/b@md5:0123", |e| {
+                matches!(e, RefError::Digest { .. })
+            }),
             ("quay.io/a//b", |e| matches!(e, RefError::Invalid { .. })),
             ("quay.io:99999/a", |e| matches!(e, RefError::Invalid { .. })),
             ("oci:", |e| matches!(e, RefError::Invalid { .. })),
@@ -451,7 +587,9 @@ mod tests {
 
     #[test]
     fn pinned_drops_tag_and_keeps_digest() {
-        let ImageRef::Registry(r) = "quay.io/acme/x:4.16".parse().unwrap() else { panic!() };
+        let ImageRef::Registry(r) = "quay.io/acme/x:4.16".parse().unwrap() else {
+            panic!()
+        };
         let pinned = r.pinned(&D.parse().unwrap());
         assert_eq!(pinned.to_string(), format!("quay.io/acme/x@{D}"));
         assert!(ImageRef::Registry(pinned).is_digest_pinned());

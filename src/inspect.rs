@@ -97,7 +97,10 @@ pub struct Verdict {
 }
 
 fn truthy(v: Option<&str>) -> bool {
-    matches!(v.map(str::trim), Some("true" | "1" | "yes" | "True" | "TRUE"))
+    matches!(
+        v.map(str::trim),
+        Some("true" | "1" | "yes" | "True" | "TRUE")
+    )
 }
 
 /// Build the report for a resolved image; `requested_arch` is what `--arch` (or the
@@ -105,9 +108,17 @@ fn truthy(v: Option<&str>) -> bool {
 pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions) -> Report {
     let labels = resolved.config.labels();
     let label = |k: &str| labels.get(k).cloned();
-    let diff_ids = resolved.config.rootfs.as_ref().map(|r| r.diff_ids.clone()).unwrap_or_default();
+    let diff_ids = resolved
+        .config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
     let final_diff_id = label("ostree.final-diffid");
-    let derived_layers = final_diff_id.as_ref().and_then(|f| diff_ids.iter().position(|d| d == f)).map(|i| diff_ids.len() - 1 - i);
+    let derived_layers = final_diff_id
+        .as_ref()
+        .and_then(|f| diff_ids.iter().position(|d| d == f))
+        .map(|i| diff_ids.len() - 1 - i);
     let ostree = OstreeInfo {
         bootable: truthy(labels.get("ostree.bootable").map(String::as_str)),
         bootc: truthy(labels.get("containers.bootc").map(String::as_str)),
@@ -116,11 +127,20 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
         final_diff_id,
         derived_layers,
     };
-    let ostree_native = ostree.commit.is_some() || ostree.final_diff_id.is_some() || ostree.bootable;
+    let ostree_native =
+        ostree.commit.is_some() || ostree.final_diff_id.is_some() || ostree.bootable;
     let bootable = (ostree.bootable || ostree.bootc) && ostree_native;
     let platform: &Platform = &resolved.platform;
-    let os = if resolved.config.os.is_empty() { platform.os.clone() } else { resolved.config.os.clone() };
-    let arch = if resolved.config.architecture.is_empty() { platform.architecture.clone() } else { resolved.config.architecture.clone() };
+    let os = if resolved.config.os.is_empty() {
+        platform.os.clone()
+    } else {
+        resolved.config.os.clone()
+    };
+    let arch = if resolved.config.architecture.is_empty() {
+        platform.architecture.clone()
+    } else {
+        resolved.config.architecture.clone()
+    };
 
     let mut warnings = Vec::new();
     if !bootable {
@@ -136,14 +156,20 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
     if let ImageRef::Registry(r) = image {
         if r.digest.is_none() {
             let spec = resolved.pinned_pull_spec().unwrap_or_default();
-            warnings.push(format!("reference by tag '{}' can move: use the digest pull spec {spec}", r.tag_or_latest()));
+            warnings.push(format!(
+                "reference by tag '{}' can move: use the digest pull spec {spec}",
+                r.tag_or_latest()
+            ));
         }
     }
     if os != "linux" {
         warnings.push(format!("image OS is '{os}', not linux"));
     }
     if arch != opts.arch {
-        warnings.push(format!("architecture mismatch: the image is {os}/{arch} but {}/{} was requested (--arch)", opts.os, opts.arch));
+        warnings.push(format!(
+            "architecture mismatch: the image is {os}/{arch} but {}/{} was requested (--arch)",
+            opts.os, opts.arch
+        ));
     }
     if ostree.final_diff_id.is_some() && ostree.derived_layers.is_none() {
         warnings.push("ostree.final-diffid names a layer the image does not have".to_string());
@@ -168,10 +194,18 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
         pull_spec: resolved.pinned_pull_spec(),
         media_type: resolved.manifest_media_type.clone(),
         index_digest: resolved.index_digest.as_ref().map(|d| d.to_string()),
-        available_platforms: resolved.index_platforms.iter().map(|p| p.to_string()).collect(),
+        available_platforms: resolved
+            .index_platforms
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         os,
         architecture: arch,
-        variant: resolved.config.variant.clone().or_else(|| platform.variant.clone()),
+        variant: resolved
+            .config
+            .variant
+            .clone()
+            .or_else(|| platform.variant.clone()),
         created: resolved.config.created.clone(),
         version: label("org.opencontainers.image.version").or_else(|| label("version")),
         labels: labels.clone(),
@@ -179,11 +213,20 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
             .manifest
             .layers
             .iter()
-            .map(|l| LayerInfo { digest: l.digest.to_string(), media_type: l.media_type.clone(), size: l.size })
+            .map(|l| LayerInfo {
+                digest: l.digest.to_string(),
+                media_type: l.media_type.clone(),
+                size: l.size,
+            })
             .collect(),
         total_size: resolved.total_size(),
         ostree,
-        verdict: Verdict { bootable, ostree_native, kernel, summary },
+        verdict: Verdict {
+            bootable,
+            ostree_native,
+            kernel,
+            summary,
+        },
         warnings,
     }
 }
@@ -212,29 +255,57 @@ pub fn render_text(r: &Report) -> String {
     };
     line("Image", &r.image);
     line("Digest", &r.digest);
-    line("Pull spec", r.pull_spec.as_deref().unwrap_or("(local layout: push it to a registry to get one)"));
+    line(
+        "Pull spec",
+        r.pull_spec
+            .as_deref()
+            .unwrap_or("(local layout: push it to a registry to get one)"),
+    );
     let mut platform = format!("{}/{}", r.os, r.architecture);
     if let Some(v) = &r.variant {
         platform.push('/');
         platform.push_str(v);
     }
     if let Some(i) = &r.index_digest {
-        platform.push_str(&format!(" (chosen from index {i}: {})", r.available_platforms.join(", ")));
+        platform.push_str(&format!(
+            " (chosen from index {i}: {})",
+            r.available_platforms.join(", ")
+        ));
     }
     line("Platform", &platform);
     line("Created", r.created.as_deref().unwrap_or("(unknown)"));
     line("Version", r.version.as_deref().unwrap_or("(none)"));
     let _ = writeln!(s, "Labels:");
     for k in KEY_LABELS {
-        let _ = writeln!(s, "  {:<34} {}", k, r.labels.get(*k).map(String::as_str).unwrap_or("-"));
+        let _ = writeln!(
+            s,
+            "  {:<34} {}",
+            k,
+            r.labels.get(*k).map(String::as_str).unwrap_or("-")
+        );
     }
-    let others = r.labels.keys().filter(|k| !KEY_LABELS.contains(&k.as_str())).count();
+    let others = r
+        .labels
+        .keys()
+        .filter(|k| !KEY_LABELS.contains(&k.as_str()))
+        .count();
     if others > 0 {
         let _ = writeln!(s, "  (+{others} more labels; see --json)");
     }
-    let _ = writeln!(s, "Layers:     {} ({} total)", r.layers.len(), human_size(r.total_size));
+    let _ = writeln!(
+        s,
+        "Layers:     {} ({} total)",
+        r.layers.len(),
+        human_size(r.total_size)
+    );
     for (i, l) in r.layers.iter().enumerate() {
-        let _ = writeln!(s, "  {:>3}  {}  {:>10}", i + 1, l.digest, human_size(l.size));
+        let _ = writeln!(
+            s,
+            "  {:>3}  {}  {:>10}",
+            i + 1,
+            l.digest,
+            human_size(l.size)
+        );
     }
     if let Some(n) = r.ostree.derived_layers {
         let _ = writeln!(s, "Derived:    {n} layer(s) on top of the ostree base");
@@ -252,29 +323,57 @@ mod tests {
 
     #[test]
     fn sizes() {
-        let cases = [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (5 << 20, "5.0 MiB"), (3 << 30, "3.0 GiB")];
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (5 << 20, "5.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+        ];
         for (n, want) in cases {
             assert_eq!(human_size(n), want);
         }
     }
 
-    fn resolved(labels: &[(&str, &str)], arch: &str, diff_ids: &[&str]) -> (ResolvedImage, tempfile::TempDir) {
+    fn resolved(
+        labels: &[(&str, &str)],
+        arch: &str,
+        diff_ids: &[&str],
+    ) -> (ResolvedImage, tempfile::TempDir) {
         use crate::registry::manifest::*;
         let dir = tempfile::tempdir().unwrap();
-        let d = |c: char| -> crate::imageref::Digest { format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap() };
+        let d = |c: char| -> crate::imageref::Digest {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
         let config = ImageConfig {
             architecture: arch.into(),
             os: "linux".into(),
             created: Some("2024-01-01T00:00:00Z".into()),
-            config: Some(RuntimeConfig { labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()) }),
-            rootfs: Some(RootFs { kind: "layers".into(), diff_ids: diff_ids.iter().map(|s| s.to_string()).collect() }),
+            config: Some(RuntimeConfig {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+            }),
+            rootfs: Some(RootFs {
+                kind: "layers".into(),
+                diff_ids: diff_ids.iter().map(|s| s.to_string()).collect(),
+            }),
             ..Default::default()
         };
         let manifest = ImageManifest {
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.into()),
             config: Descriptor::new(OCI_CONFIG, d('c'), 10),
-            layers: vec![Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", d('a'), 1 << 20)],
+            layers: vec![Descriptor::new(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                d('a'),
+                1 << 20,
+            )],
             annotations: None,
         };
         let r = ResolvedImage {
@@ -310,7 +409,13 @@ mod tests {
             warnings: &'static [&'static str],
             derived: Option<usize>,
         }
-        let rhcos: &[(&str, &str)] = &[("ostree.bootable", "true"), ("containers.bootc", "1"), ("ostree.linux", "5.14.0-427.el9.x86_64"), ("ostree.commit", "abc"), ("ostree.final-diffid", "sha256:b")];
+        let rhcos: &[(&str, &str)] = &[
+            ("ostree.bootable", "true"),
+            ("containers.bootc", "1"),
+            ("ostree.linux", "5.14.0-427.el9.x86_64"),
+            ("ostree.commit", "abc"),
+            ("ostree.final-diffid", "sha256:b"),
+        ];
         let cases = [
             Case { name: "layered rhcos by digest", image: "quay.io/acme/x@sha256:1111111111111111111111111111111111111111111111111111111111111111", labels: rhcos, arch: "amd64", diff_ids: &["sha256:a", "sha256:b", "sha256:c"], bootable: true, summary: "bootable ostree-native image, kernel 5.14.0-427.el9.x86_64", warnings: &[], derived: Some(1) },
             Case { name: "by tag", image: "quay.io/acme/x:v1", labels: rhcos, arch: "amd64", diff_ids: &["sha256:b"], bootable: true, summary: "kernel 5.14", warnings: &["tag 'v1' can move: use the digest pull spec quay.io/acme/x@sha256:1111"], derived: Some(0) },
@@ -319,16 +424,35 @@ mod tests {
             Case { name: "ostree but not bootable", image: "oci:/x", labels: &[("ostree.commit", "abc")], arch: "amd64", diff_ids: &[], bootable: false, summary: "ostree-native but NOT bootable", warnings: &["cannot boot a node"], derived: None },
             Case { name: "bootc without kernel label", image: "oci:/x", labels: &[("containers.bootc", "1"), ("ostree.final-diffid", "sha256:zz")], arch: "amd64", diff_ids: &["sha256:a"], bootable: true, summary: "kernel unknown", warnings: &["no ostree.linux label", "final-diffid names a layer the image does not have"], derived: None },
         ];
-        let opts = RegistryOptions { arch: "amd64".into(), ..Default::default() };
+        let opts = RegistryOptions {
+            arch: "amd64".into(),
+            ..Default::default()
+        };
         for c in cases {
             let (r, _dir) = resolved(c.labels, c.arch, c.diff_ids);
             let image: ImageRef = c.image.parse().unwrap();
             let rep = report(&image, &r, &opts);
             assert_eq!(rep.verdict.bootable, c.bootable, "{}", c.name);
-            assert!(rep.verdict.summary.contains(c.summary), "{}: {}", c.name, rep.verdict.summary);
-            assert_eq!(rep.warnings.len(), c.warnings.len(), "{}: {:?}", c.name, rep.warnings);
+            assert!(
+                rep.verdict.summary.contains(c.summary),
+                "{}: {}",
+                c.name,
+                rep.verdict.summary
+            );
+            assert_eq!(
+                rep.warnings.len(),
+                c.warnings.len(),
+                "{}: {:?}",
+                c.name,
+                rep.warnings
+            );
             for w in c.warnings {
-                assert!(rep.warnings.iter().any(|x| x.contains(w)), "{}: no warning with '{w}' in {:?}", c.name, rep.warnings);
+                assert!(
+                    rep.warnings.iter().any(|x| x.contains(w)),
+                    "{}: no warning with '{w}' in {:?}",
+                    c.name,
+                    rep.warnings
+                );
             }
             assert_eq!(rep.ostree.derived_layers, c.derived, "{}", c.name);
         }
@@ -336,8 +460,19 @@ mod tests {
 
     #[test]
     fn json_shape_is_stable() {
-        let (r, _dir) = resolved(&[("ostree.bootable", "true"), ("ostree.linux", "6.1"), ("ostree.commit", "abc")], "amd64", &["sha256:a"]);
-        let opts = RegistryOptions { arch: "amd64".into(), ..Default::default() };
+        let (r, _dir) = resolved(
+            &[
+                ("ostree.bootable", "true"),
+                ("ostree.linux", "6.1"),
+                ("ostree.commit", "abc"),
+            ],
+            "amd64",
+            &["sha256:a"],
+        );
+        let opts = RegistryOptions {
+            arch: "amd64".into(),
+            ..Default::default()
+        };
         let rep = report(&"quay.io/acme/x:v1".parse().unwrap(), &r, &opts);
         let got = serde_json::to_string_pretty(&rep).unwrap();
         let text = render_text(&rep);
@@ -354,7 +489,13 @@ mod tests {
 
     #[test]
     fn truthiness() {
-        let cases = [(Some("true"), true), (Some("1"), true), (Some("false"), false), (Some(""), false), (None, false)];
+        let cases = [
+            (Some("true"), true),
+            (Some("1"), true),
+            (Some("false"), false),
+            (Some(""), false),
+            (None, false),
+        ];
         for (v, want) in cases {
             assert_eq!(truthy(v), want, "{v:?}");
         }

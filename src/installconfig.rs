@@ -58,18 +58,30 @@ pub struct Patch {
 
 impl Patch {
     pub fn is_empty(&self) -> bool {
-        self.pull_secret.is_none() && self.trust_bundle.is_none() && self.mirrors.is_empty() && self.cluster_os_image.is_none() && self.bootstrap_os_image.is_none()
+        self.pull_secret.is_none()
+            && self.trust_bundle.is_none()
+            && self.mirrors.is_empty()
+            && self.cluster_os_image.is_none()
+            && self.bootstrap_os_image.is_none()
     }
 }
 
 impl InstallConfig {
     pub fn parse(text: &str, what: &str) -> Result<InstallConfig> {
-        let v: Value = serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: not valid YAML: {e}"))?;
-        let Value::Mapping(doc) = v else { bail!("{what}: not an install-config (expected a YAML mapping)") };
+        let v: Value = serde_yaml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{what}: not valid YAML: {e}"))?;
+        let Value::Mapping(doc) = v else {
+            bail!("{what}: not an install-config (expected a YAML mapping)")
+        };
         if doc.get("apiVersion").and_then(Value::as_str) != Some("v1") {
             bail!("{what}: not an install-config (apiVersion must be v1)");
         }
-        if doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).is_none() {
+        if doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .is_none()
+        {
             bail!("{what}: not an install-config (metadata.name missing)");
         }
         let had_comments = text.lines().any(|l| l.trim_start().starts_with('#'));
@@ -77,7 +89,8 @@ impl InstallConfig {
     }
 
     pub fn load(path: &Path) -> Result<InstallConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading install-config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading install-config {}", path.display()))?;
         InstallConfig::parse(&text, &path.display().to_string())
     }
 
@@ -90,14 +103,22 @@ impl InstallConfig {
     }
 
     pub fn platform(&self) -> Option<&str> {
-        self.doc.get("platform")?.as_mapping()?.keys().next()?.as_str()
+        self.doc
+            .get("platform")?
+            .as_mapping()?
+            .keys()
+            .next()?
+            .as_str()
     }
 
     /// First API VIP on bare metal (`apiVIPs[0]`, or the older `apiVIP`): where
     /// openshift-install points bare-metal nodes for their Ignition.
     pub fn baremetal_api_vip(&self) -> Option<&str> {
         let bm = self.doc.get("platform")?.get("baremetal")?;
-        bm.get("apiVIPs").and_then(|v| v.get(0)).or_else(|| bm.get("apiVIP"))?.as_str()
+        bm.get("apiVIPs")
+            .and_then(|v| v.get(0))
+            .or_else(|| bm.get("apiVIP"))?
+            .as_str()
     }
 
     pub fn pull_secret(&self) -> Option<&str> {
@@ -112,11 +133,17 @@ impl InstallConfig {
     pub fn apply(&mut self, p: &Patch) -> Result<Vec<String>> {
         let mut changes = Vec::new();
         if let Some(ps) = &p.pull_secret {
-            self.doc.insert("pullSecret".into(), Value::String(ps.clone()));
+            self.doc
+                .insert("pullSecret".into(), Value::String(ps.clone()));
             changes.push("pullSecret: merged the image registry's credentials".to_string());
         }
         if let Some(ca) = &p.trust_bundle {
-            let existing = self.doc.get("additionalTrustBundle").and_then(Value::as_str).unwrap_or("").to_string();
+            let existing = self
+                .doc
+                .get("additionalTrustBundle")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if existing.contains(ca.as_str().trim()) {
                 changes.push("additionalTrustBundle: already holds the CA".into());
             } else {
@@ -128,24 +155,44 @@ impl InstallConfig {
                 if !bundle.ends_with('\n') {
                     bundle.push('\n');
                 }
-                self.doc.insert("additionalTrustBundle".into(), Value::String(bundle));
-                changes.push(format!("additionalTrustBundle: added {} certificate(s)", ca.count()));
+                self.doc
+                    .insert("additionalTrustBundle".into(), Value::String(bundle));
+                changes.push(format!(
+                    "additionalTrustBundle: added {} certificate(s)",
+                    ca.count()
+                ));
             }
             if !self.doc.contains_key("additionalTrustBundlePolicy") {
-                self.doc.insert("additionalTrustBundlePolicy".into(), Value::String("Always".into()));
+                self.doc.insert(
+                    "additionalTrustBundlePolicy".into(),
+                    Value::String("Always".into()),
+                );
                 changes.push("additionalTrustBundlePolicy: Always (nodes trust the registry without a proxy)".into());
             }
         }
         if !p.mirrors.is_empty() {
-            let list = self.doc.entry("imageDigestSources".into()).or_insert_with(|| Value::Sequence(vec![]));
-            let Value::Sequence(seq) = list else { bail!("install-config imageDigestSources is not a list") };
+            let list = self
+                .doc
+                .entry("imageDigestSources".into())
+                .or_insert_with(|| Value::Sequence(vec![]));
+            let Value::Sequence(seq) = list else {
+                bail!("install-config imageDigestSources is not a list")
+            };
             for m in &p.mirrors {
-                let existing = seq.iter_mut().find(|e| e.get("source").and_then(Value::as_str) == Some(&m.source));
+                let existing = seq
+                    .iter_mut()
+                    .find(|e| e.get("source").and_then(Value::as_str) == Some(&m.source));
                 match existing {
                     Some(e) => {
-                        let mirrors = e.as_mapping_mut().context("imageDigestSources entry is not a mapping")?;
-                        let ms = mirrors.entry("mirrors".into()).or_insert_with(|| Value::Sequence(vec![]));
-                        let Value::Sequence(ms) = ms else { bail!("imageDigestSources mirrors is not a list") };
+                        let mirrors = e
+                            .as_mapping_mut()
+                            .context("imageDigestSources entry is not a mapping")?;
+                        let ms = mirrors
+                            .entry("mirrors".into())
+                            .or_insert_with(|| Value::Sequence(vec![]));
+                        let Value::Sequence(ms) = ms else {
+                            bail!("imageDigestSources mirrors is not a list")
+                        };
                         if !ms.iter().any(|x| x.as_str() == Some(&m.mirror)) {
                             ms.push(Value::String(m.mirror.clone()));
                         }
@@ -153,11 +200,17 @@ impl InstallConfig {
                     None => {
                         let mut e = Mapping::new();
                         e.insert("source".into(), Value::String(m.source.clone()));
-                        e.insert("mirrors".into(), Value::Sequence(vec![Value::String(m.mirror.clone())]));
+                        e.insert(
+                            "mirrors".into(),
+                            Value::Sequence(vec![Value::String(m.mirror.clone())]),
+                        );
                         seq.push(Value::Mapping(e));
                     }
                 }
-                changes.push(format!("imageDigestSources: {} mirrored at {}", m.source, m.mirror));
+                changes.push(format!(
+                    "imageDigestSources: {} mirrored at {}",
+                    m.source, m.mirror
+                ));
             }
         }
         if p.cluster_os_image.is_some() || p.bootstrap_os_image.is_some() {
@@ -171,7 +224,10 @@ impl InstallConfig {
                 .and_then(|p| p.get_mut("baremetal"))
                 .and_then(Value::as_mapping_mut)
                 .context("install-config platform.baremetal is not a mapping")?;
-            for (key, val) in [("clusterOSImage", &p.cluster_os_image), ("bootstrapOSImage", &p.bootstrap_os_image)] {
+            for (key, val) in [
+                ("clusterOSImage", &p.cluster_os_image),
+                ("bootstrapOSImage", &p.bootstrap_os_image),
+            ] {
                 if let Some(v) = val {
                     bm.insert(key.into(), Value::String(v.clone()));
                     changes.push(format!("platform.baremetal.{key}: {v}"));
@@ -190,17 +246,30 @@ impl InstallConfig {
 pub fn pieces(p: &Patch, show_secrets: bool) -> Result<String> {
     let mut m = Mapping::new();
     if let Some(ps) = &p.pull_secret {
-        let v = if show_secrets { ps.clone() } else { "REDACTED (pass --show-secrets)".into() };
+        let v = if show_secrets {
+            ps.clone()
+        } else {
+            "REDACTED (pass --show-secrets)".into()
+        };
         m.insert("pullSecret".into(), Value::String(v));
     }
     if let Some(ca) = &p.trust_bundle {
-        m.insert("additionalTrustBundle".into(), Value::String(ca.as_str().to_string()));
-        m.insert("additionalTrustBundlePolicy".into(), Value::String("Always".into()));
+        m.insert(
+            "additionalTrustBundle".into(),
+            Value::String(ca.as_str().to_string()),
+        );
+        m.insert(
+            "additionalTrustBundlePolicy".into(),
+            Value::String("Always".into()),
+        );
     }
     if !p.mirrors.is_empty() {
         let mut by_source: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
         for mi in &p.mirrors {
-            by_source.entry(&mi.source).or_default().push(Value::String(mi.mirror.clone()));
+            by_source
+                .entry(&mi.source)
+                .or_default()
+                .push(Value::String(mi.mirror.clone()));
         }
         let seq = by_source
             .into_iter()
@@ -260,31 +329,63 @@ pub struct StreamArtifact {
 
 impl Stream {
     pub fn parse(bytes: &[u8], what: &str) -> Result<Stream> {
-        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{what}: not CoreOS stream metadata: {e}"))
+        serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("{what}: not CoreOS stream metadata: {e}"))
     }
 
     /// The disk artifact of `platform` for `arch`, by format preference (or `format`).
-    pub fn disk(&self, arch: &str, platform: &str, format: Option<&str>, what: &str) -> Result<(&str, &StreamArtifact)> {
+    pub fn disk(
+        &self,
+        arch: &str,
+        platform: &str,
+        format: Option<&str>,
+        what: &str,
+    ) -> Result<(&str, &StreamArtifact)> {
         let a = self.architectures.get(arch).with_context(|| {
-            format!("{what}: no architecture '{arch}' (has: {})", self.architectures.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "{what}: no architecture '{arch}' (has: {})",
+                self.architectures
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         })?;
         let p = a.artifacts.get(platform).with_context(|| {
-            format!("{what}: no platform '{platform}' for {arch} (has: {})", a.artifacts.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "{what}: no platform '{platform}' for {arch} (has: {})",
+                a.artifacts.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         })?;
         let preference = ["raw.xz", "raw.gz", "qcow2.xz", "qcow2.gz", "raw", "qcow2"];
         let chosen = match format {
             Some(f) => p.formats.get_key_value(f).map(|(k, v)| (k.as_str(), v)),
-            None => preference.iter().find_map(|f| p.formats.get_key_value(*f)).or_else(|| p.formats.iter().next()).map(|(k, v)| (k.as_str(), v)),
+            None => preference
+                .iter()
+                .find_map(|f| p.formats.get_key_value(*f))
+                .or_else(|| p.formats.iter().next())
+                .map(|(k, v)| (k.as_str(), v)),
         };
-        let (fmt, files) = chosen.with_context(|| format!("{what}: platform '{platform}' has no {} format", format.unwrap_or("disk")))?;
-        let disk = files.get("disk").with_context(|| format!("{what}: {platform} {fmt} has no 'disk' artifact"))?;
+        let (fmt, files) = chosen.with_context(|| {
+            format!(
+                "{what}: platform '{platform}' has no {} format",
+                format.unwrap_or("disk")
+            )
+        })?;
+        let disk = files
+            .get("disk")
+            .with_context(|| format!("{what}: {platform} {fmt} has no 'disk' artifact"))?;
         Ok((fmt, disk))
     }
 }
 
 /// `URL?sha256=<uncompressed sha256>` as openshift-install wants for clusterOSImage.
 pub fn os_image_url(location: &str, uncompressed_sha256: &str, what: &str) -> Result<String> {
-    if !(uncompressed_sha256.len() == 64 && uncompressed_sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())) {
+    if !(uncompressed_sha256.len() == 64
+        && uncompressed_sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    {
         bail!("{what}: uncompressed-sha256 '{uncompressed_sha256}' is not 64 lowercase hex digits");
     }
     if !(location.starts_with("http://") || location.starts_with("https://")) {
@@ -299,14 +400,19 @@ pub fn os_image_url(location: &str, uncompressed_sha256: &str, what: &str) -> Re
 /// A stream `location` made absolute: bare file names are joined to `base_url`.
 pub fn absolute_location(location: &str, base_url: Option<&str>) -> String {
     match base_url {
-        Some(base) if !location.contains("://") => format!("{}/{}", base.trim_end_matches('/'), location.trim_start_matches('/')),
+        Some(base) if !location.contains("://") => format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            location.trim_start_matches('/')
+        ),
         _ => location.to_string(),
     }
 }
 
 /// sha256 of a disk image after decompression (by extension: .xz, .gz, else raw), streamed.
 pub fn uncompressed_sha256(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening disk image {}", path.display()))?;
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("opening disk image {}", path.display()))?;
     let buf = std::io::BufReader::with_capacity(1 << 20, f);
     let name = path.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".xz") {
@@ -316,7 +422,8 @@ pub fn uncompressed_sha256(path: &Path) -> Result<String> {
     } else {
         Box::new(buf)
     };
-    let (hex, _) = crate::io::sha256_reader(reader).with_context(|| format!("reading disk image {}", path.display()))?;
+    let (hex, _) = crate::io::sha256_reader(reader)
+        .with_context(|| format!("reading disk image {}", path.display()))?;
     Ok(hex)
 }
 
@@ -329,9 +436,29 @@ mod tests {
     #[test]
     fn reads_and_refuses() {
         let ic = InstallConfig::parse(IC, "ic").unwrap();
-        assert_eq!((ic.cluster_name(), ic.base_domain(), ic.platform(), ic.baremetal_api_vip()), (Some("ocp"), Some("example.com"), Some("baremetal"), Some("192.0.2.5")));
-        for (bad, msg) in [("a: [", "not valid YAML"), ("- 1\n", "mapping"), ("apiVersion: v2\n", "apiVersion"), ("apiVersion: v1\n", "metadata.name")] {
-            let e = InstallConfig::parse(bad, "ic.yaml").unwrap_err().to_string();
+        assert_eq!(
+            (
+                ic.cluster_name(),
+                ic.base_domain(),
+                ic.platform(),
+                ic.baremetal_api_vip()
+            ),
+            (
+                Some("ocp"),
+                Some("example.com"),
+                Some("baremetal"),
+                Some("192.0.2.5")
+            )
+        );
+        for (bad, msg) in [
+            ("a: [", "not valid YAML"),
+            ("- 1\n", "mapping"),
+            ("apiVersion: v2\n", "apiVersion"),
+            ("apiVersion: v1\n", "metadata.name"),
+        ] {
+            let e = InstallConfig::parse(bad, "ic.yaml")
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("ic.yaml: ") && e.contains(msg), "{e}");
         }
     }
@@ -351,25 +478,66 @@ mod tests {
         assert_eq!(v["compute"][0]["replicas"], 3);
         assert_eq!(v["sshKey"], "ssh-ed25519 AAAA x");
         assert_eq!(v["platform"]["baremetal"]["ingressVIPs"][0], "192.0.2.6");
-        assert_eq!(v["imageDigestSources"][0]["mirrors"].as_sequence().unwrap().len(), 1);
-        let keys: Vec<_> = v.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect();
-        assert_eq!(keys, ["apiVersion", "baseDomain", "metadata", "compute", "platform", "pullSecret", "sshKey", "imageDigestSources"]);
+        assert_eq!(
+            v["imageDigestSources"][0]["mirrors"]
+                .as_sequence()
+                .unwrap()
+                .len(),
+            1
+        );
+        let keys: Vec<_> = v
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "apiVersion",
+                "baseDomain",
+                "metadata",
+                "compute",
+                "platform",
+                "pullSecret",
+                "sshKey",
+                "imageDigestSources"
+            ]
+        );
     }
 
     #[test]
     fn os_images_only_on_baremetal() {
-        let mut ic = InstallConfig::parse("apiVersion: v1\nmetadata: {name: x}\nplatform: {aws: {region: us-east-1}}\n", "ic").unwrap();
-        let e = ic.apply(&Patch { cluster_os_image: Some("https://h/x".into()), ..Default::default() }).unwrap_err();
+        let mut ic = InstallConfig::parse(
+            "apiVersion: v1\nmetadata: {name: x}\nplatform: {aws: {region: us-east-1}}\n",
+            "ic",
+        )
+        .unwrap();
+        let e = ic
+            .apply(&Patch {
+                cluster_os_image: Some("https://h/x".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
         assert!(e.to_string().contains("'aws'"));
     }
 
     #[test]
     fn os_image_urls() {
         let h = "a".repeat(64);
-        assert_eq!(os_image_url("https://h/d.raw.xz", &h, "s").unwrap(), format!("https://h/d.raw.xz?sha256={h}"));
+        assert_eq!(
+            os_image_url("https://h/d.raw.xz", &h, "s").unwrap(),
+            format!("https://h/d.raw.xz?sha256={h}")
+        );
         assert!(os_image_url("file:///d", &h, "s").is_err());
-        assert_eq!(absolute_location("d.raw.xz", Some("http://h:8080/img/")), "http://h:8080/img/d.raw.xz");
-        assert_eq!(absolute_location("https://x/d", Some("http://h")), "https://x/d");
+        assert_eq!(
+            absolute_location("d.raw.xz", Some("http://h:8080/img/")),
+            "http://h:8080/img/d.raw.xz"
+        );
+        assert_eq!(
+            absolute_location("https://x/d", Some("http://h")),
+            "https://x/d"
+        );
         assert!(os_image_url("https://h/d", "abc", "s").is_err());
         assert!("nodelim".parse::<Mirror>().is_err());
     }
@@ -389,7 +557,11 @@ mod tests {
         gz.write_all(&data).unwrap();
         std::fs::write(dir.path().join("d.raw.gz"), gz.finish().unwrap()).unwrap();
         for f in ["d.raw", "d.raw.xz", "d.raw.gz"] {
-            assert_eq!(uncompressed_sha256(&dir.path().join(f)).unwrap(), want, "{f}");
+            assert_eq!(
+                uncompressed_sha256(&dir.path().join(f)).unwrap(),
+                want,
+                "{f}"
+            );
         }
     }
 }

@@ -35,7 +35,10 @@ pub enum Stage {
 
 /// Which stage `dir` is in (after [`InstallDir::open`] accepted it, or with worker.ign).
 pub fn stage(dir: &Path) -> Result<Stage> {
-    if dir.join("worker.ign").is_file() && !dir.join("install-config.yaml").exists() && !dir.join("manifests").exists() {
+    if dir.join("worker.ign").is_file()
+        && !dir.join("install-config.yaml").exists()
+        && !dir.join("manifests").exists()
+    {
         return Ok(Stage::IgnitionConfigs);
     }
     let d = InstallDir::open(dir)?;
@@ -53,14 +56,22 @@ pub fn pointer_files(dir: &Path, pools: &[String], spec: SpecVersion) -> Result<
     let bytes = std::fs::read(&worker).with_context(|| format!("reading {}", worker.display()))?;
     let mut out = Vec::new();
     for pool in pools.iter().filter(|p| names::is_custom_pool(p)) {
-        let s = PointerSettings { pool: pool.clone(), endpoint: None, ca: CaSource::PointerIgnition(bytes.clone()), spec };
+        let s = PointerSettings {
+            pool: pool.clone(),
+            endpoint: None,
+            ca: CaSource::PointerIgnition(bytes.clone()),
+            spec,
+        };
         let contents = pointer::render(&s).with_context(|| worker.display().to_string())?;
         let existing = pointer::read_existing(&bytes, "worker.ign")?;
         out.push(OutputFile {
             rel_path: PathBuf::from(format!("{pool}.ign")),
             contents,
             mode: 0o644,
-            what: format!("pointer Ignition (spec {spec}) for pool '{pool}': {}", pointer::source_url(&existing.base_url, pool)),
+            what: format!(
+                "pointer Ignition (spec {spec}) for pool '{pool}': {}",
+                pointer::source_url(&existing.base_url, pool)
+            ),
             secret: false,
         });
     }
@@ -78,10 +89,16 @@ pub fn next_steps(dir: &Path, stage: Stage, pools: &[String], rerun: &str) -> Ve
             steps.push(format!("{rerun}    # adds the manifests"));
         }
         Stage::Manifests => {
-            steps.push(format!("openshift-install create cluster --dir {d}    # installer-provisioned: done here"));
-            steps.push(format!("openshift-install create ignition-configs --dir {d}    # user-provisioned, then:"));
+            steps.push(format!(
+                "openshift-install create cluster --dir {d}    # installer-provisioned: done here"
+            ));
+            steps.push(format!(
+                "openshift-install create ignition-configs --dir {d}    # user-provisioned, then:"
+            ));
             if !custom.is_empty() {
-                steps.push(format!("{rerun}    # adds the pointer configs of the custom pools"));
+                steps.push(format!(
+                    "{rerun}    # adds the pointer configs of the custom pools"
+                ));
             }
         }
         Stage::IgnitionConfigs => {
@@ -90,8 +107,12 @@ pub fn next_steps(dir: &Path, stage: Stage, pools: &[String], rerun: &str) -> Ve
                     "layerboot iso customize --dest-ignition {d}/{p}.ign --dest-device /dev/sda rhcos-live.iso -o {p}.iso    # or serve {d}/{p}.ign over http"
                 ));
             }
-            steps.push(format!("openshift-install wait-for bootstrap-complete --dir {d}"));
-            steps.push(format!("openshift-install wait-for install-complete --dir {d}"));
+            steps.push(format!(
+                "openshift-install wait-for bootstrap-complete --dir {d}"
+            ));
+            steps.push(format!(
+                "openshift-install wait-for install-complete --dir {d}"
+            ));
         }
     }
     for p in custom.iter().filter(|_| stage != Stage::InstallConfig) {

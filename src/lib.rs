@@ -16,21 +16,21 @@
 
 pub mod bootimage;
 pub mod boottest;
+pub mod cacert;
 pub mod cli;
 pub mod cmd;
 pub mod disk;
+pub mod ignition;
 pub mod imageref;
 pub mod inspect;
-pub mod io;
-pub mod iso;
-pub mod qemu;
-#[doc(hidden)]
-pub mod testkit;
-pub mod ocilayout;
-pub mod pull;
-pub mod registry;
-pub mod cacert;
-pub mod ignition;
-pub mod manifests;
 pub mod installconfig;
 pub mod installkit;
+pub mod io;
+pub mod iso;
+pub mod manifests;
+pub mod ocilayout;
+pub mod pull;
+pub mod qemu;
+pub mod registry;
+#[doc(hidden)]
+pub mod testkit;

@@ -28,23 +28,39 @@ impl OciLayout {
     /// Open an existing layout; errors say what is missing.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            bail!("OCI layout {} does not exist or is not a directory", root.display());
+            bail!(
+                "OCI layout {} does not exist or is not a directory",
+                root.display()
+            );
         }
         if !root.join("oci-layout").is_file() || !root.join("index.json").is_file() {
-            bail!("{} is not an OCI image layout (no oci-layout or index.json)", root.display());
+            bail!(
+                "{} is not an OCI image layout (no oci-layout or index.json)",
+                root.display()
+            );
         }
-        Ok(OciLayout { root: root.to_path_buf() })
+        Ok(OciLayout {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Open a layout, creating the directory and its skeleton if needed.
     pub fn create(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root.join("blobs/sha256")).with_context(|| format!("creating OCI layout {}", root.display()))?;
+        fs::create_dir_all(root.join("blobs/sha256"))
+            .with_context(|| format!("creating OCI layout {}", root.display()))?;
         if !root.join("oci-layout").exists() {
             crate::io::write_atomic(root.join("oci-layout"), LAYOUT_MARKER.as_bytes(), 0o644)?;
         }
-        let layout = OciLayout { root: root.to_path_buf() };
+        let layout = OciLayout {
+            root: root.to_path_buf(),
+        };
         if !root.join("index.json").exists() {
-            layout.write_index(&ImageIndex { schema_version: 2, media_type: Some(OCI_INDEX.into()), manifests: vec![], annotations: None })?;
+            layout.write_index(&ImageIndex {
+                schema_version: 2,
+                media_type: Some(OCI_INDEX.into()),
+                manifests: vec![],
+                annotations: None,
+            })?;
         }
         Ok(layout)
     }
@@ -54,20 +70,25 @@ impl OciLayout {
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join(digest.algorithm()).join(digest.hex())
+        self.root
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
     }
 
     /// True if the blob is present with the expected size. Blobs only ever appear
     /// under their digest name after verification, so the size check guards only
     /// against layouts written by other tools and truncated since.
     pub fn has_blob(&self, desc: &Descriptor) -> bool {
-        fs::metadata(self.blob_path(&desc.digest)).is_ok_and(|m| m.is_file() && m.len() == desc.size)
+        fs::metadata(self.blob_path(&desc.digest))
+            .is_ok_and(|m| m.is_file() && m.len() == desc.size)
     }
 
     pub fn read_index(&self) -> Result<ImageIndex> {
         let path = self.root.join("index.json");
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("invalid JSON in {}", path.display()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("invalid JSON in {}", path.display()))
     }
 
     pub fn write_index(&self, index: &ImageIndex) -> Result<()> {
@@ -78,25 +99,34 @@ impl OciLayout {
     /// Read a whole (small) blob, checking digest and, if given, size.
     pub fn read_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
-        let f = File::open(&path).with_context(|| format!("blob {digest} is missing from {}", self.root.display()))?;
+        let f = File::open(&path)
+            .with_context(|| format!("blob {digest} is missing from {}", self.root.display()))?;
         let mut r = HashingReader::new(f);
         let mut buf = Vec::new();
-        r.read_to_end(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        r.read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         let (hex, n) = r.finish();
         if let Some(s) = size {
             if n != s {
-                bail!("blob {digest} in {} has {n} bytes, expected {s}", self.root.display());
+                bail!(
+                    "blob {digest} in {} has {n} bytes, expected {s}",
+                    self.root.display()
+                );
             }
         }
         if hex != digest.hex() {
-            bail!("blob {digest} in {} does not match its digest (content is sha256:{hex})", self.root.display());
+            bail!(
+                "blob {digest} in {} does not match its digest (content is sha256:{hex})",
+                self.root.display()
+            );
         }
         Ok(buf)
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
-        File::open(&path).with_context(|| format!("blob {digest} is missing from {}", self.root.display()))
+        File::open(&path)
+            .with_context(|| format!("blob {digest} is missing from {}", self.root.display()))
     }
 
     /// Start writing the blob `expected` describes.
@@ -105,12 +135,16 @@ impl OciLayout {
         let dir = dest.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = crate::io::AtomicFile::create(&dest, 0o644)?;
-        Ok(BlobWriter { expected: expected.clone(), inner: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)) })
+        Ok(BlobWriter {
+            expected: expected.clone(),
+            inner: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)),
+        })
     }
 
     /// Write a small blob from memory, returning its descriptor.
     pub fn write_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
-        let digest = Digest::from_sha256_hex(&crate::io::sha256_reader(bytes)?.0).expect("sha256 hex");
+        let digest =
+            Digest::from_sha256_hex(&crate::io::sha256_reader(bytes)?.0).expect("sha256 hex");
         let desc = Descriptor::new(media_type, digest, bytes.len() as u64);
         if !self.has_blob(&desc) {
             let mut w = self.blob_writer(&desc)?;
@@ -126,8 +160,10 @@ impl OciLayout {
         // Several processes may share a layout (the pull cache): serialize the
         // read-modify-write of index.json so no one's entry is lost.
         let lock_path = self.root.join(".index.json.lock");
-        let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
         let mut index = self.read_index()?;
         let mut entry = desc.clone();
         let mut annotations = entry.annotations.take().unwrap_or_default();
@@ -148,16 +184,39 @@ impl OciLayout {
     pub fn find_ref(&self, tag: Option<&str>) -> Result<Descriptor> {
         let index = self.read_index()?;
         match tag {
-            Some(t) => index.manifests.iter().find(|d| d.annotation(REF_NAME) == Some(t)).cloned().with_context(|| {
-                let names: Vec<&str> = index.manifests.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
-                format!("no image tagged '{t}' in {} (tags: {})", self.root.display(), if names.is_empty() { "none".into() } else { names.join(", ") })
-            }),
+            Some(t) => index
+                .manifests
+                .iter()
+                .find(|d| d.annotation(REF_NAME) == Some(t))
+                .cloned()
+                .with_context(|| {
+                    let names: Vec<&str> = index
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.annotation(REF_NAME))
+                        .collect();
+                    format!(
+                        "no image tagged '{t}' in {} (tags: {})",
+                        self.root.display(),
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    )
+                }),
             None => match index.manifests.as_slice() {
                 [one] => Ok(one.clone()),
                 [] => bail!("OCI layout {} holds no images", self.root.display()),
                 many => {
-                    let names: Vec<&str> = many.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
-                    bail!("OCI layout {} holds {} images: name one as oci:DIR:TAG (tags: {})", self.root.display(), many.len(), names.join(", "))
+                    let names: Vec<&str> =
+                        many.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
+                    bail!(
+                        "OCI layout {} holds {} images: name one as oci:DIR:TAG (tags: {})",
+                        self.root.display(),
+                        many.len(),
+                        names.join(", ")
+                    )
                 }
             },
         }
@@ -180,12 +239,18 @@ impl BlobWriter {
         let (buf, hex, n) = self.inner.finish();
         let d = &self.expected.digest;
         if n != self.expected.size {
-            bail!("blob {d}: received {n} bytes, expected {} (truncated or oversized)", self.expected.size);
+            bail!(
+                "blob {d}: received {n} bytes, expected {} (truncated or oversized)",
+                self.expected.size
+            );
         }
         if hex != d.hex() {
             bail!("blob {d}: content does not match its digest (got sha256:{hex})");
         }
-        let file = buf.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing blob {d}"))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing blob {d}"))?;
         file.commit()
     }
 }
@@ -209,13 +274,24 @@ impl Write for BlobWriter {
 /// Unpack an `oci-archive` tar into `dest` (an empty directory), refusing entries that
 /// would land outside it.
 pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
-    let f = File::open(archive).with_context(|| format!("cannot open OCI archive {}", archive.display()))?;
+    let f = File::open(archive)
+        .with_context(|| format!("cannot open OCI archive {}", archive.display()))?;
     let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));
     tar.set_preserve_permissions(false);
-    for entry in tar.entries().with_context(|| format!("reading OCI archive {}", archive.display()))? {
-        let mut entry = entry.with_context(|| format!("reading OCI archive {}", archive.display()))?;
-        if !entry.unpack_in(dest).with_context(|| format!("unpacking OCI archive {}", archive.display()))? {
-            bail!("OCI archive {} has an entry outside the archive root", archive.display());
+    for entry in tar
+        .entries()
+        .with_context(|| format!("reading OCI archive {}", archive.display()))?
+    {
+        let mut entry =
+            entry.with_context(|| format!("reading OCI archive {}", archive.display()))?;
+        if !entry
+            .unpack_in(dest)
+            .with_context(|| format!("unpacking OCI archive {}", archive.display()))?
+        {
+            bail!(
+                "OCI archive {} has an entry outside the archive root",
+                archive.display()
+            );
         }
     }
     OciLayout::open(dest).with_context(|| format!("OCI archive {}", archive.display()))
@@ -229,7 +305,8 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
         tar.mode(tar::HeaderMode::Deterministic);
         tar.follow_symlinks(false);
         for name in ["oci-layout", "index.json"] {
-            tar.append_path_with_name(src.root.join(name), name).with_context(|| format!("archiving {}", src.root.join(name).display()))?;
+            tar.append_path_with_name(src.root.join(name), name)
+                .with_context(|| format!("archiving {}", src.root.join(name).display()))?;
         }
         let blobs = src.root.join("blobs/sha256");
         let mut entries: Vec<_> = fs::read_dir(&blobs)
@@ -243,7 +320,8 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
         tar.append_dir("blobs/sha256", &blobs)?;
         for name in entries {
             let path = blobs.join(&name);
-            tar.append_path_with_name(&path, Path::new("blobs/sha256").join(&name)).with_context(|| format!("archiving {}", path.display()))?;
+            tar.append_path_with_name(&path, Path::new("blobs/sha256").join(&name))
+                .with_context(|| format!("archiving {}", path.display()))?;
         }
         tar.into_inner()
             .with_context(|| format!("writing {}", dest.display()))?
@@ -266,17 +344,38 @@ mod tests {
         assert_eq!(layout.read_blob(&good.digest, Some(5)).unwrap(), b"hello");
 
         // Wrong content, short content and excess content all leave nothing behind.
-        let cases: &[(&[u8], &str)] = &[(b"hellO", "does not match"), (b"hell", "truncated"), (b"hello!", "more than")];
-        let other = Descriptor::new("x", "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".parse().unwrap(), 5);
-        let other = Descriptor { digest: "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap(), ..other };
+        let cases: &[(&[u8], &str)] = &[
+            (b"hellO", "does not match"),
+            (b"hell", "truncated"),
+            (b"hello!", "more than"),
+        ];
+        let other = Descriptor::new(
+            "x",
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+                .parse()
+                .unwrap(),
+            5,
+        );
+        let other = Descriptor {
+            digest: "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                .parse()
+                .unwrap(),
+            ..other
+        };
         for (content, want) in cases {
             let mut w = layout.blob_writer(&other).unwrap();
-            let res = w.write_all(content).map_err(anyhow::Error::from).and_then(|_| w.commit());
+            let res = w
+                .write_all(content)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| w.commit());
             let err = format!("{:#}", res.unwrap_err());
             assert!(err.contains(want), "{err}");
             assert!(!layout.blob_path(&other.digest).exists());
         }
-        let leftovers: Vec<_> = fs::read_dir(dir.path().join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     }
 
@@ -284,8 +383,12 @@ mod tests {
     fn refs_and_archive_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let layout = OciLayout::create(&dir.path().join("l")).unwrap();
-        let a = layout.write_blob(crate::registry::manifest::OCI_MANIFEST, b"{}").unwrap();
-        let b = layout.write_blob(crate::registry::manifest::OCI_MANIFEST, b"[]").unwrap();
+        let a = layout
+            .write_blob(crate::registry::manifest::OCI_MANIFEST, b"{}")
+            .unwrap();
+        let b = layout
+            .write_blob(crate::registry::manifest::OCI_MANIFEST, b"[]")
+            .unwrap();
         assert!(layout.find_ref(None).is_err());
         layout.set_ref(Some("v1"), &a).unwrap();
         assert_eq!(layout.find_ref(None).unwrap().digest, a.digest);

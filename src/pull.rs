@@ -35,7 +35,9 @@ impl std::str::FromStr for Destination {
         match s.parse::<ImageRef>() {
             Ok(ImageRef::OciDir { path, tag }) => Ok(Destination::OciDir { path, tag }),
             Ok(ImageRef::OciArchive { path, tag }) => Ok(Destination::OciArchive { path, tag }),
-            Ok(ImageRef::Registry(_)) => bail!("--to '{s}': pull writes oci:DIR[:tag] or oci-archive:FILE[:tag], not a registry"),
+            Ok(ImageRef::Registry(_)) => bail!(
+                "--to '{s}': pull writes oci:DIR[:tag] or oci-archive:FILE[:tag], not a registry"
+            ),
             Err(e) => Err(anyhow::Error::new(e).context(format!("--to '{s}'"))),
         }
     }
@@ -61,7 +63,9 @@ pub struct PulledImage {
 impl PulledImage {
     /// `oci:DIR:REF` for tools that read layouts (skopeo, ostree-ext).
     pub fn oci_ref(&self) -> Option<String> {
-        self.layout_dir.as_ref().map(|d| format!("oci:{}:{}", d.display(), self.ref_name))
+        self.layout_dir
+            .as_ref()
+            .map(|d| format!("oci:{}:{}", d.display(), self.ref_name))
     }
 }
 
@@ -77,18 +81,31 @@ pub struct PullStats {
 }
 
 /// Pull `image` to `dest`.
-pub async fn pull(image: &ImageRef, dest: &Destination, opts: &RegistryOptions, quiet: bool) -> Result<PulledImage> {
+pub async fn pull(
+    image: &ImageRef,
+    dest: &Destination,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<PulledImage> {
     let resolved = registry::resolve(image, opts).await?;
     let default_tag = |tag: &Option<String>| -> String {
-        tag.clone().or_else(|| image.as_registry().and_then(|r| r.tag.clone())).unwrap_or_else(|| "latest".into())
+        tag.clone()
+            .or_else(|| image.as_registry().and_then(|r| r.tag.clone()))
+            .unwrap_or_else(|| "latest".into())
     };
     match dest {
         Destination::OciDir { path, tag } => {
             let ref_name = default_tag(tag);
             if path.exists() {
-                let empty_dir = path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+                let empty_dir = path.is_dir()
+                    && std::fs::read_dir(path)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false);
                 if !empty_dir && !path.join("oci-layout").is_file() {
-                    bail!("--to {}: exists and is not an OCI image layout", path.display());
+                    bail!(
+                        "--to {}: exists and is not an OCI image layout",
+                        path.display()
+                    );
                 }
                 // Adding to a layout: only verified blobs land, index.json is replaced
                 // atomically at the end.
@@ -101,7 +118,8 @@ pub async fn pull(image: &ImageRef, dest: &Destination, opts: &RegistryOptions, 
             let layout = OciLayout::create(staging.path())?;
             let stats = pull_into(&resolved, &layout, &ref_name, opts, quiet).await?;
             let staged = staging.keep();
-            std::fs::rename(&staged, path).with_context(|| format!("renaming {} to {}", staged.display(), path.display()))?;
+            std::fs::rename(&staged, path)
+                .with_context(|| format!("renaming {} to {}", staged.display(), path.display()))?;
             Ok(pulled(&resolved, Some(path.clone()), None, ref_name, stats))
         }
         Destination::OciArchive { path, tag } => {
@@ -124,7 +142,11 @@ fn staging_dir(dest: &std::path::Path) -> Result<tempfile::TempDir> {
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        bail!("cannot write {}: directory {} does not exist", dest.display(), parent.display());
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            dest.display(),
+            parent.display()
+        );
     }
     tempfile::Builder::new()
         .prefix(".layerboot-pull.")
@@ -132,8 +154,22 @@ fn staging_dir(dest: &std::path::Path) -> Result<tempfile::TempDir> {
         .with_context(|| format!("creating a staging directory in {}", parent.display()))
 }
 
-fn pulled(r: &ResolvedImage, layout_dir: Option<PathBuf>, archive: Option<PathBuf>, ref_name: String, stats: PullStats) -> PulledImage {
-    PulledImage { layout_dir, archive, ref_name, manifest_digest: r.manifest_digest.clone(), pinned: r.pinned.clone(), config: r.config.clone(), stats }
+fn pulled(
+    r: &ResolvedImage,
+    layout_dir: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    ref_name: String,
+    stats: PullStats,
+) -> PulledImage {
+    PulledImage {
+        layout_dir,
+        archive,
+        ref_name,
+        manifest_digest: r.manifest_digest.clone(),
+        pinned: r.pinned.clone(),
+        config: r.config.clone(),
+        stats,
+    }
 }
 
 /// The shared image cache: `$LAYERBOOT_CACHE`, else `~/.cache/layerboot/oci`.
@@ -152,13 +188,21 @@ pub fn cache_dir() -> PathBuf {
 /// Pull into the shared, content-addressed cache layout; the image's ref name there is
 /// its manifest digest's hex, so pulls of different images never clash and a repeat
 /// pull fetches nothing.
-pub async fn pull_to_cache(image: &ImageRef, opts: &RegistryOptions, quiet: bool) -> Result<PulledImage> {
+pub async fn pull_to_cache(
+    image: &ImageRef,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<PulledImage> {
     let resolved = registry::resolve(image, opts).await?;
     pull_resolved_to_cache(&resolved, opts, quiet).await
 }
 
 /// [`pull_to_cache`] for an image already resolved.
-pub async fn pull_resolved_to_cache(resolved: &ResolvedImage, opts: &RegistryOptions, quiet: bool) -> Result<PulledImage> {
+pub async fn pull_resolved_to_cache(
+    resolved: &ResolvedImage,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<PulledImage> {
     let dir = cache_dir();
     let layout = OciLayout::create(&dir)?;
     let ref_name = resolved.manifest_digest.hex().to_string();
@@ -167,7 +211,13 @@ pub async fn pull_resolved_to_cache(resolved: &ResolvedImage, opts: &RegistryOpt
 }
 
 /// Copy `resolved`'s config and layers into `layout` and point `ref_name` at it.
-pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &str, opts: &RegistryOptions, quiet: bool) -> Result<PullStats> {
+pub async fn pull_into(
+    resolved: &ResolvedImage,
+    layout: &OciLayout,
+    ref_name: &str,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<PullStats> {
     let start = Instant::now();
     let mut blobs: Vec<Descriptor> = Vec::new();
     for d in std::iter::once(&resolved.manifest.config).chain(&resolved.manifest.layers) {
@@ -177,14 +227,24 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
     }
     let (present, missing): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|d| layout.has_blob(d));
     let show = !quiet && std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let multi = MultiProgress::with_draw_target(if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta:>4}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
     let bytes_fetched: u64 = missing.iter().map(|d| d.size).sum();
     let fetched = missing.len();
     let results = stream::iter(missing.into_iter().map(|desc| {
-        let bar = multi.add(ProgressBar::new(desc.size).with_style(style.clone()).with_prefix(desc.digest.hex()[..12].to_string()));
+        let bar = multi.add(
+            ProgressBar::new(desc.size)
+                .with_style(style.clone())
+                .with_prefix(desc.digest.hex()[..12].to_string()),
+        );
         let layout = layout.clone();
         let source = resolved.blobs.clone();
         async move {
@@ -203,13 +263,17 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
             let d = resolved.manifest_descriptor();
             if !layout.has_blob(&d) {
                 let mut w = layout.blob_writer(&d)?;
-                w.write_all(&resolved.manifest_raw).context("writing the manifest")?;
+                w.write_all(&resolved.manifest_raw)
+                    .context("writing the manifest")?;
                 w.commit()?;
             }
             d
         }
         Some(oci) => {
-            let mut d = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&oci).context("serializing the manifest")?)?;
+            let mut d = layout.write_blob(
+                OCI_MANIFEST,
+                &serde_json::to_vec(&oci).context("serializing the manifest")?,
+            )?;
             d.platform = Some(resolved.platform.clone());
             d
         }
@@ -222,17 +286,29 @@ pub async fn pull_into(resolved: &ResolvedImage, layout: &OciLayout, ref_name: &
         elapsed: start.elapsed(),
         layout_digest: manifest_desc.digest.clone(),
     };
-    log::info!("pulled {} into {}: {stats:?}", resolved.manifest_digest, layout.root().display());
+    log::info!(
+        "pulled {} into {}: {stats:?}",
+        resolved.manifest_digest,
+        layout.root().display()
+    );
     Ok(stats)
 }
 
 /// Fetch one blob into the layout. A transfer cut short by a transport failure is
 /// resumed from where it stopped (the hash state carries on), with backoff; a registry
 /// that will not resume gets the blob asked again from the start.
-async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, opts: &RegistryOptions, bar: &ProgressBar) -> Result<()> {
+async fn fetch_blob(
+    source: &BlobSource,
+    layout: &OciLayout,
+    desc: &Descriptor,
+    opts: &RegistryOptions,
+    bar: &ProgressBar,
+) -> Result<()> {
     let conn = match source {
         BlobSource::Registry(conn) => conn,
-        BlobSource::Layout(src, _) => return copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await,
+        BlobSource::Layout(src, _) => {
+            return copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await
+        }
     };
     let mut delay = opts.retry_delay;
     let mut attempt = 0;
@@ -241,7 +317,8 @@ async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, 
         let offset = w.written();
         let streamed = conn
             .stream_blob(opts, desc, offset, |chunk| {
-                w.write_all(chunk).with_context(|| format!("writing blob {}", desc.digest))?;
+                w.write_all(chunk)
+                    .with_context(|| format!("writing blob {}", desc.digest))?;
                 bar.inc(chunk.len() as u64);
                 Ok(())
             })
@@ -250,11 +327,19 @@ async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, 
             Ok(_) => return w.commit(),
             Err(e) if attempt < opts.retries && e.downcast_ref::<BlobStreamError>().is_some() => {
                 attempt += 1;
-                if matches!(e.downcast_ref::<BlobStreamError>(), Some(BlobStreamError::RangeIgnored)) {
+                if matches!(
+                    e.downcast_ref::<BlobStreamError>(),
+                    Some(BlobStreamError::RangeIgnored)
+                ) {
                     w = layout.blob_writer(desc)?;
                     bar.set_position(0);
                 } else {
-                    log::info!("blob {}: {e:#}; resuming at byte {} (retry {attempt}/{}) in {delay:?}", desc.digest, w.written(), opts.retries);
+                    log::info!(
+                        "blob {}: {e:#}; resuming at byte {} (retry {attempt}/{}) in {delay:?}",
+                        desc.digest,
+                        w.written(),
+                        opts.retries
+                    );
                     tokio::time::sleep(delay).await;
                     delay = delay.saturating_mul(2);
                 }
@@ -264,12 +349,23 @@ async fn fetch_blob(source: &BlobSource, layout: &OciLayout, desc: &Descriptor, 
     }
 }
 
-async fn copy_local_blob(src: OciLayout, dest: OciLayout, desc: Descriptor, bar: ProgressBar) -> Result<()> {
+async fn copy_local_blob(
+    src: OciLayout,
+    dest: OciLayout,
+    desc: Descriptor,
+    bar: ProgressBar,
+) -> Result<()> {
     tokio::task::spawn_blocking(move || {
-        let mut from = bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, src.open_blob(&desc.digest)?));
+        let mut from = bar.wrap_read(std::io::BufReader::with_capacity(
+            1 << 20,
+            src.open_blob(&desc.digest)?,
+        ));
         let mut w = dest.blob_writer(&desc)?;
-        std::io::copy(&mut from, &mut w).with_context(|| format!("copying blob {} from {}", desc.digest, src.root().display()))?;
-        w.commit().with_context(|| format!("in {}", src.root().display()))
+        std::io::copy(&mut from, &mut w).with_context(|| {
+            format!("copying blob {} from {}", desc.digest, src.root().display())
+        })?;
+        w.commit()
+            .with_context(|| format!("in {}", src.root().display()))
     })
     .await?
 }

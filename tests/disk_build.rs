@@ -13,7 +13,10 @@ use layerboot::testkit::registry::{LocalRegistry, Mode};
 
 fn image() -> &'static LayeredImage {
     static I: std::sync::OnceLock<LayeredImage> = std::sync::OnceLock::new();
-    I.get_or_init(|| layered_image().expect("example layered image (needs root, debootstrap, network to the Debian mirror)"))
+    I.get_or_init(|| {
+        layered_image()
+            .expect("example layered image (needs root, debootstrap, network to the Debian mirror)")
+    })
 }
 
 fn layerboot(args: &[&str]) -> Command {
@@ -34,7 +37,12 @@ fn stderr(o: &Output) -> String {
 /// parallel, so only what this test could have made counts).
 fn system_state(dir: &Path) -> (Vec<String>, Vec<String>) {
     let d = dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(|l| l.split(' ').nth(4).unwrap_or("").to_string()).filter(|m| m.starts_with(&d)).collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(4).unwrap_or("").to_string())
+        .filter(|m| m.starts_with(&d))
+        .collect();
     let loops = std::fs::read_dir("/sys/block")
         .unwrap()
         .flatten()
@@ -46,8 +54,17 @@ fn system_state(dir: &Path) -> (Vec<String>, Vec<String>) {
 
 /// Nothing but `allowed` in `dir` (no output, no staging directory, no temp file).
 fn assert_only(dir: &Path, allowed: &[&str]) {
-    let left: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !allowed.contains(&n.as_str())).collect();
-    assert!(left.is_empty(), "left behind in {}: {left:?}", dir.display());
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !allowed.contains(&n.as_str()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left behind in {}: {left:?}",
+        dir.display()
+    );
 }
 
 /// User definitions: `tiny-boot` has a /boot partition too small for the image (fails
@@ -55,9 +72,23 @@ fn assert_only(dir: &Path, allowed: &[&str]) {
 fn definitions(dir: &Path) -> PathBuf {
     let defs = dir.join("defs");
     std::fs::create_dir_all(&defs).unwrap();
-    let metal = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml")).unwrap();
-    std::fs::write(defs.join("tiny-boot.toml"), metal.replace("size = \"384MiB\"", "size = \"24MiB\"")).unwrap();
-    std::fs::write(defs.join("metal-gz.toml"), metal.replace("compression = \"xz\"", "compression = \"gzip\"\ncompression-level = 1")).unwrap();
+    let metal = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("tiny-boot.toml"),
+        metal.replace("size = \"384MiB\"", "size = \"24MiB\""),
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("metal-gz.toml"),
+        metal.replace(
+            "compression = \"xz\"",
+            "compression = \"gzip\"\ncompression-level = 1",
+        ),
+    )
+    .unwrap();
     defs
 }
 
@@ -72,16 +103,52 @@ fn bad_input_is_refused_before_any_work() {
     let plain = format!("oci:{}:plain", layout.display());
     let oci = image().oci_ref();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["disk", &plain, "-o", out_s], "is not a bootable ostree image"),
-        (vec!["disk", &oci, "--platform", "azure", "-o", out_s], "unknown boot image 'azure': known are metal, metal4k, qemu"),
-        (vec!["disk", &oci, "--size", "10 parsecs", "-o", out_s], "unknown unit"),
-        (vec!["disk", &oci, "--size", "100MiB", "-o", out_s], "disk size 100MiB is too small for this image: it needs at least"),
+        (
+            vec!["disk", &plain, "-o", out_s],
+            "is not a bootable ostree image",
+        ),
+        (
+            vec!["disk", &oci, "--platform", "azure", "-o", out_s],
+            "unknown boot image 'azure': known are metal, metal4k, qemu",
+        ),
+        (
+            vec!["disk", &oci, "--size", "10 parsecs", "-o", out_s],
+            "unknown unit",
+        ),
+        (
+            vec!["disk", &oci, "--size", "100MiB", "-o", out_s],
+            "disk size 100MiB is too small for this image: it needs at least",
+        ),
         // Sized from the layers before deploying: refused at once too.
-        (vec!["disk", &oci, "-p", "metal", "--size", "1100MiB", "-o", out_s], "of root content); use --size"),
-        (vec!["disk", &oci, "--karg", "ostree=/x", "-o", out_s], "ostree= is set by the deployment"),
-        (vec!["disk", &oci, "--stateroot", "a/b", "-o", out_s], "--stateroot 'a/b'"),
-        (vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s], "/nonexistent/layout/index.json"),
-        (vec!["disk", "docker://quay.io/acme/os", "--karg", "two words", "-o", out_s], "must be one non-empty word"),
+        (
+            vec![
+                "disk", &oci, "-p", "metal", "--size", "1100MiB", "-o", out_s,
+            ],
+            "of root content); use --size",
+        ),
+        (
+            vec!["disk", &oci, "--karg", "ostree=/x", "-o", out_s],
+            "ostree= is set by the deployment",
+        ),
+        (
+            vec!["disk", &oci, "--stateroot", "a/b", "-o", out_s],
+            "--stateroot 'a/b'",
+        ),
+        (
+            vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s],
+            "/nonexistent/layout/index.json",
+        ),
+        (
+            vec![
+                "disk",
+                "docker://quay.io/acme/os",
+                "--karg",
+                "two words",
+                "-o",
+                out_s,
+            ],
+            "must be one non-empty word",
+        ),
     ];
     for (args, want) in cases {
         let t = Instant::now();
@@ -89,8 +156,15 @@ fn bad_input_is_refused_before_any_work() {
         let err = stderr(&o);
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(err.contains(want), "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: not one line: {err}");
-        assert!(t.elapsed() < Duration::from_secs(10), "{args:?} did heavy work before failing");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{args:?} did heavy work before failing"
+        );
     }
     assert_only(dir.path(), &["plain"]);
 }
@@ -110,7 +184,11 @@ fn make_plain_oci(layout: &Path) {
     let (md, ms) = put(manifest.to_string().as_bytes());
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "plain"}}]});
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
 }
 
 /// A full metal build: the artifact's hashes and the stream metadata agree with the
@@ -121,22 +199,54 @@ fn metal_build_is_complete_and_described() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let defs = definitions(dir.path());
     let out = dir.path().join("metal.raw.gz");
-    
+
     // Served by a loopback registry, as users' images are: pulled verified into the cache.
     let registry = LocalRegistry::start(Mode::Anonymous).unwrap();
-    let pushed = registry.push_oci_dir(Path::new(&format!("{}:layered", image().oci_dir.display())), "acme/debian-layered:41").unwrap();
-    let cache = dir.path().join("cache");
-    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "--bootimages", defs.to_str().unwrap(), "-p", "metal-gz", "--karg", "quiet", "--base-url", "https://example.com/img", "-o", out.to_str().unwrap(), "--json"])
-        .env("LAYERBOOT_CACHE", &cache)
-        .output()
+    let pushed = registry
+        .push_oci_dir(
+            Path::new(&format!("{}:layered", image().oci_dir.display())),
+            "acme/debian-layered:41",
+        )
         .unwrap();
+    let cache = dir.path().join("cache");
+    let o = layerboot(&[
+        "disk",
+        &pushed,
+        "--tls-verify=false",
+        "-q",
+        "--bootimages",
+        defs.to_str().unwrap(),
+        "-p",
+        "metal-gz",
+        "--karg",
+        "quiet",
+        "--base-url",
+        "https://example.com/img",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .env("LAYERBOOT_CACHE", &cache)
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(&cache).unwrap();
-    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+    assert_eq!(
+        system_state(dir.path()),
+        (vec![], vec![]),
+        "mounts or loop devices left behind"
+    );
     assert_only(dir.path(), &["defs", "metal.raw.gz", "stream.json"]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // The deployment's origin tracks the registry image by digest, for later updates.
-    assert_eq!(report["origin"], format!("ostree-unverified-registry:{}/acme/debian-layered@{}", registry.addr(), image().digest));
+    assert_eq!(
+        report["origin"],
+        format!(
+            "ostree-unverified-registry:{}/acme/debian-layered@{}",
+            registry.addr(),
+            image().digest
+        )
+    );
 
     let (sha, size) = layerboot::io::sha256_file(&out).unwrap();
     assert_eq!(report["sha256"], sha);
@@ -146,15 +256,30 @@ fn metal_build_is_complete_and_described() {
     std::io::copy(&mut gz, &mut std::fs::File::create(&raw).unwrap()).unwrap();
     let (usha, usize_) = layerboot::io::sha256_file(&raw).unwrap();
     assert_eq!(report["uncompressed_sha256"], usha);
-    assert_eq!(usize_ % (256 << 20), 0, "automatic size is a multiple of 256 MiB");
+    assert_eq!(
+        usize_ % (256 << 20),
+        0,
+        "automatic size is a multiple of 256 MiB"
+    );
 
-    let stream: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("stream.json")).unwrap()).unwrap();
-    let disk = &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"]["raw.gz"]["disk"];
+    let stream: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stream.json")).unwrap())
+            .unwrap();
+    let disk =
+        &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"]["raw.gz"]["disk"];
     assert_eq!(disk["location"], "https://example.com/img/metal.raw.gz");
     assert_eq!(disk["sha256"], sha);
     assert_eq!(disk["uncompressed-sha256"], usha);
-    assert!(stream["architectures"]["x86_64"]["artifacts"]["metal"]["release"].as_str().unwrap().starts_with("12.0."));
-    assert!(stream["metadata"]["last-modified"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        stream["architectures"]["x86_64"]["artifacts"]["metal"]["release"]
+            .as_str()
+            .unwrap()
+            .starts_with("12.0.")
+    );
+    assert!(stream["metadata"]["last-modified"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
 
     let gpt = gpt::GptConfig::new().open(&raw).unwrap();
     let names: Vec<&str> = gpt.partitions().values().map(|p| p.name.as_str()).collect();
@@ -163,46 +288,118 @@ fn metal_build_is_complete_and_described() {
     let mut f = std::fs::File::open(&raw).unwrap();
     let mut mbr = [0u8; 512];
     f.read_exact(&mut mbr).unwrap();
-    assert_eq!(&mbr[0x5c..0x64], &parts[0].first_lba.to_le_bytes(), "MBR boot code points at BIOS-BOOT");
+    assert_eq!(
+        &mbr[0x5c..0x64],
+        &parts[0].first_lba.to_le_bytes(),
+        "MBR boot code points at BIOS-BOOT"
+    );
 
     // ESP: the image's GRUB as the removable-media loader.
-    let esp = extract(&raw, parts[1].first_lba * 512, (parts[1].last_lba + 1 - parts[1].first_lba) * 512, &dir.path().join("esp.img"));
-    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let esp = extract(
+        &raw,
+        parts[1].first_lba * 512,
+        (parts[1].last_lba + 1 - parts[1].first_lba) * 512,
+        &dir.path().join("esp.img"),
+    );
+    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new())
+        .unwrap();
     let mut efi = Vec::new();
-    fat.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut efi).unwrap();
+    fat.root_dir()
+        .open_file("EFI/BOOT/BOOTX64.EFI")
+        .unwrap()
+        .read_to_end(&mut efi)
+        .unwrap();
     assert_eq!(&efi[..2], b"MZ", "a PE binary");
     assert_eq!(fat.volume_label().trim_end(), "EFI-SYSTEM");
 
     // /boot: read rootlessly with debugfs.
-    let boot = extract(&raw, parts[2].first_lba * 512, (parts[2].last_lba + 1 - parts[2].first_lba) * 512, &dir.path().join("boot.img"));
-    let debugfs = |req: &str| String::from_utf8(Command::new("debugfs").args(["-R", req]).arg(&boot).output().unwrap().stdout).unwrap();
+    let boot = extract(
+        &raw,
+        parts[2].first_lba * 512,
+        (parts[2].last_lba + 1 - parts[2].first_lba) * 512,
+        &dir.path().join("boot.img"),
+    );
+    let debugfs = |req: &str| {
+        String::from_utf8(
+            Command::new("debugfs")
+                .args(["-R", req])
+                .arg(&boot)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
     let grub_cfg = debugfs("cat /grub/grub.cfg");
-    assert!(grub_cfg.contains("if [ -f /ignition.firstboot ]"), "{grub_cfg}");
+    assert!(
+        grub_cfg.contains("if [ -f /ignition.firstboot ]"),
+        "{grub_cfg}"
+    );
     assert!(grub_cfg.contains("$ignition_firstboot"), "{grub_cfg}");
-    assert!(debugfs("ls -l /").contains("ignition.firstboot"), "first-boot stamp");
+    assert!(
+        debugfs("ls -l /").contains("ignition.firstboot"),
+        "first-boot stamp"
+    );
     let entries = debugfs("ls /loader/entries");
-    let entry_name = entries.split_whitespace().find(|w| w.ends_with(".conf")).expect("a BLS entry");
+    let entry_name = entries
+        .split_whitespace()
+        .find(|w| w.ends_with(".conf"))
+        .expect("a BLS entry");
     let entry = debugfs(&format!("cat /loader/entries/{entry_name}"));
     let options = entry.lines().find(|l| l.starts_with("options ")).unwrap();
-    for karg in ["root=LABEL=root", "rw", "ignition.platform.id=metal", "quiet", "ostree=/ostree/boot."] {
+    for karg in [
+        "root=LABEL=root",
+        "rw",
+        "ignition.platform.id=metal",
+        "quiet",
+        "ostree=/ostree/boot.",
+    ] {
         assert!(options.contains(karg), "{karg} not in {options}");
     }
-    assert!(!options.contains("console="), "metal has no console karg: {options}");
+    assert!(
+        !options.contains("console="),
+        "metal has no console karg: {options}"
+    );
     // The kernel and initramfs the deploy wrote through the bind mount.
     let ostree_boot = debugfs("ls -p /ostree");
     // `ls -p` lines: /inode/mode/uid/gid/name/size/
-    let os_dir = ostree_boot.lines().filter_map(|l| l.split('/').nth(5)).find(|n| !n.is_empty() && *n != "." && *n != "..").unwrap_or_else(|| panic!("a kernel directory in /boot/ostree: {ostree_boot}"));
+    let os_dir = ostree_boot
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .find(|n| !n.is_empty() && *n != "." && *n != "..")
+        .unwrap_or_else(|| panic!("a kernel directory in /boot/ostree: {ostree_boot}"));
     let kernels = debugfs(&format!("ls /ostree/{os_dir}"));
-    assert!(kernels.contains("vmlinuz-") && kernels.contains("initramfs-"), "{kernels}");
+    assert!(
+        kernels.contains("vmlinuz-") && kernels.contains("initramfs-"),
+        "{kernels}"
+    );
 
     // Root: an XFS labelled root holding the repo, the deployment (immutable, as ostree
     // makes it), the aleph file, and an empty /boot mount point. Read through a read-only
     // loop mount in a private mount namespace of its own.
     let root = &parts[3];
-    let (offset, len) = (root.first_lba * 512, (root.last_lba + 1 - root.first_lba) * 512);
-    let blkid = Command::new("blkid").args(["-p", "-O", &offset.to_string(), "-S", &len.to_string(), "-o", "export"]).arg(&raw).output().unwrap();
+    let (offset, len) = (
+        root.first_lba * 512,
+        (root.last_lba + 1 - root.first_lba) * 512,
+    );
+    let blkid = Command::new("blkid")
+        .args([
+            "-p",
+            "-O",
+            &offset.to_string(),
+            "-S",
+            &len.to_string(),
+            "-o",
+            "export",
+        ])
+        .arg(&raw)
+        .output()
+        .unwrap();
     let blkid = String::from_utf8_lossy(&blkid.stdout);
-    assert!(blkid.contains("TYPE=xfs") && blkid.contains("LABEL=root"), "{blkid}");
+    assert!(
+        blkid.contains("TYPE=xfs") && blkid.contains("LABEL=root"),
+        "{blkid}"
+    );
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let script = r#"set -e
@@ -214,20 +411,65 @@ for d in ostree/deploy/*/deploy/*.0; do echo "deployment: $d $(lsattr -d "$d" | 
 echo "aleph: $(cat .coreos-aleph-version.json | tr -d '\n')"
 cd /
 umount "$4""#;
-    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"]).arg(&raw).arg(offset.to_string()).arg(len.to_string()).arg(&mnt).output().unwrap();
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&raw)
+        .arg(offset.to_string())
+        .arg(len.to_string())
+        .arg(&mnt)
+        .output()
+        .unwrap();
     let seen = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}{}", seen, stderr(&o));
     assert!(seen.contains("repo: yes\n"), "{seen}");
-    assert!(seen.contains("boot: []\n"), "/boot is an empty mount point: {seen}");
-    let deployment = seen.lines().find_map(|l| l.strip_prefix("deployment: ")).unwrap_or_else(|| panic!("a deployment: {seen}"));
-    assert!(deployment.contains(&format!("/deploy/{}.0 ", report["ostree_commit"].as_str().unwrap())), "the reported commit is deployed: {seen}");
-    assert!(deployment.split_whitespace().nth(1).is_some_and(|attrs| attrs.contains('i')), "deployment is immutable: {seen}");
-    assert!(seen.contains("/usr/lib/modules/") && seen.contains("/vmlinuz\n"), "{seen}");
-    let aleph: serde_json::Value = serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("aleph: ")).unwrap()).unwrap();
+    assert!(
+        seen.contains("boot: []\n"),
+        "/boot is an empty mount point: {seen}"
+    );
+    let deployment = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment: "))
+        .unwrap_or_else(|| panic!("a deployment: {seen}"));
+    assert!(
+        deployment.contains(&format!(
+            "/deploy/{}.0 ",
+            report["ostree_commit"].as_str().unwrap()
+        )),
+        "the reported commit is deployed: {seen}"
+    );
+    assert!(
+        deployment
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|attrs| attrs.contains('i')),
+        "deployment is immutable: {seen}"
+    );
+    assert!(
+        seen.contains("/usr/lib/modules/") && seen.contains("/vmlinuz\n"),
+        "{seen}"
+    );
+    let aleph: serde_json::Value = serde_json::from_str(
+        seen.lines()
+            .find_map(|l| l.strip_prefix("aleph: "))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(aleph["ostree-commit"], report["ostree_commit"]);
     assert_eq!(aleph["container-image"]["digest"], image().digest);
     std::fs::remove_dir(&mnt).unwrap();
-    assert_eq!(system_state(dir.path()), (vec![], vec![]), "the test's own mount went away");
+    assert_eq!(
+        system_state(dir.path()),
+        (vec![], vec![]),
+        "the test's own mount went away"
+    );
 }
 
 fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
@@ -244,16 +486,46 @@ fn extract(raw: &Path, offset: u64, len: u64, to: &Path) -> PathBuf {
 fn failing_builds_leave_nothing_behind() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let defs = definitions(dir.path());
-    
+
     let out = dir.path().join("x.raw");
-    let o = run(&["disk", &image().oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "tiny-boot", "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "disk",
+        &image().oci_ref(),
+        "--bootimages",
+        defs.to_str().unwrap(),
+        "-p",
+        "tiny-boot",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("partition 'boot' (24MiB) is too small for its"), "{}", stderr(&o));
-    let o = run(&["disk", &image().oci_ref(), "-p", "metal", "--size", "1100MiB", "-o", out.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("partition 'boot' (24MiB) is too small for its"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "disk",
+        &image().oci_ref(),
+        "-p",
+        "metal",
+        "--size",
+        "1100MiB",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert!(!o.status.success());
-    assert!(err.contains("disk size 1100MiB is too small for this image: it needs at least") && err.contains("of root content); use --size"), "{err}");
-    assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind");
+    assert!(
+        err.contains("disk size 1100MiB is too small for this image: it needs at least")
+            && err.contains("of root content); use --size"),
+        "{err}"
+    );
+    assert_eq!(
+        system_state(dir.path()),
+        (vec![], vec![]),
+        "mounts or loop devices left behind"
+    );
     assert_only(dir.path(), &["defs"]);
 }
 
@@ -268,18 +540,42 @@ fn sigterm_mid_build_leaves_nothing_behind() {
 
     let out = dir.path().join("x.qcow2");
     for phase in ["deploying", "working through /proc/PID/root"] {
-        let mut child = layerboot(&["-v", "disk", &image().oci_ref(), "-p", "qemu", "-o", out.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = layerboot(&[
+            "-v",
+            "disk",
+            &image().oci_ref(),
+            "-p",
+            "qemu",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         // The step log, line by line, kept for the failure message.
         let (tx, lines) = std::sync::mpsc::channel::<String>();
         let stderr = child.stderr.take().unwrap();
         let logger = std::thread::spawn(move || {
-            for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for l in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let _ = tx.send(l);
             }
         });
         let mut log = String::new();
         let t = Instant::now();
-        let staging = || std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(".layerboot-disk-")).map(|e| e.path());
+        let staging = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".layerboot-disk-")
+                })
+                .map(|e| e.path())
+        };
         loop {
             while let Ok(l) = lines.try_recv() {
                 log.push_str(&l);
@@ -287,13 +583,26 @@ fn sigterm_mid_build_leaves_nothing_behind() {
             }
             let in_phase = match phase {
                 // The deploy helper's view of the mounted root: the repo is being written.
-                "deploying" => staging().is_some_and(|st| helper_pids(dir.path()).iter().any(|pid| Path::new(&format!("/proc/{pid}/root")).join(st.join("root/ostree/repo/objects").strip_prefix("/").unwrap()).is_dir())),
+                "deploying" => staging().is_some_and(|st| {
+                    helper_pids(dir.path()).iter().any(|pid| {
+                        Path::new(&format!("/proc/{pid}/root"))
+                            .join(
+                                st.join("root/ostree/repo/objects")
+                                    .strip_prefix("/")
+                                    .unwrap(),
+                            )
+                            .is_dir()
+                    })
+                }),
                 _ => log.contains("deployed; completing the root filesystem"),
             };
             if in_phase {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(600), "the build never got to {phase}:\n{log}");
+            assert!(
+                t.elapsed() < Duration::from_secs(600),
+                "the build never got to {phase}:\n{log}"
+            );
             if let Some(status) = child.try_wait().unwrap() {
                 // Wait for the last lines (the error) before reporting.
                 logger.join().unwrap();
@@ -306,8 +615,14 @@ fn sigterm_mid_build_leaves_nothing_behind() {
             // Let the step get going.
             std::thread::sleep(Duration::from_secs(1));
         }
-        assert!(child.try_wait().unwrap().is_none(), "build finished before the signal ({phase})");
-        assert!(!helper_pids(dir.path()).is_empty(), "the deploy helper holds the mount during {phase}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "build finished before the signal ({phase})"
+        );
+        assert!(
+            !helper_pids(dir.path()).is_empty(),
+            "the deploy helper holds the mount during {phase}"
+        );
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
@@ -319,8 +634,16 @@ fn sigterm_mid_build_leaves_nothing_behind() {
         assert!(!status.success());
         assert!(log.contains("interrupted by SIGTERM"), "{log}");
         assert_only(dir.path(), &[]);
-        assert_eq!(system_state(dir.path()), (vec![], vec![]), "mounts or loop devices left behind ({phase})");
-        assert_eq!(processes_mentioning(dir.path()), Vec::<String>::new(), "helper processes left behind ({phase})");
+        assert_eq!(
+            system_state(dir.path()),
+            (vec![], vec![]),
+            "mounts or loop devices left behind ({phase})"
+        );
+        assert_eq!(
+            processes_mentioning(dir.path()),
+            Vec::<String>::new(),
+            "helper processes left behind ({phase})"
+        );
     }
 }
 
@@ -329,10 +652,14 @@ fn helper_pids(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     let mut found = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.starts_with(&format!("{}\0", env!("CARGO_BIN_EXE_layerboot-deploy"))) && cmdline.contains(&needle) {
+            if cmdline.starts_with(&format!("{}\0", env!("CARGO_BIN_EXE_layerboot-deploy")))
+                && cmdline.contains(&needle)
+            {
                 found.push(pid);
             }
         }
@@ -366,24 +693,72 @@ fn registry_images_are_checked_and_verified() {
     let out = dir.path().join("x.raw");
     let nonbootable = layerboot::testkit::ostree_image::non_bootable_image().unwrap();
     let plain = registry.push_oci_dir(&nonbootable, "acme/plain:1").unwrap();
-    let o = layerboot(&["disk", &plain, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    let o = layerboot(&[
+        "disk",
+        &plain,
+        "--tls-verify=false",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("LAYERBOOT_CACHE", &cache)
+    .output()
+    .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("is not a bootable ostree image"), "{}", stderr(&o));
-    let cached_blobs = std::fs::read_dir(cache.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(cached_blobs, 0, "layers were fetched for a non-bootable image");
+    assert!(
+        stderr(&o).contains("is not a bootable ostree image"),
+        "{}",
+        stderr(&o)
+    );
+    let cached_blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        cached_blobs, 0,
+        "layers were fetched for a non-bootable image"
+    );
 
     let src = format!("{}:layered", image().oci_dir.display());
-    let pushed = registry.push_oci_dir(Path::new(&src), "acme/tampered:1").unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(image().oci_dir.join("blobs/sha256").join(image().digest.trim_start_matches("sha256:"))).unwrap()).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().parse::<layerboot::imageref::Digest>().unwrap();
+    let pushed = registry
+        .push_oci_dir(Path::new(&src), "acme/tampered:1")
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            image()
+                .oci_dir
+                .join("blobs/sha256")
+                .join(image().digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse::<layerboot::imageref::Digest>()
+        .unwrap();
     let blob = registry.storage_blob_path(&layer);
     let mut bytes = std::fs::read(&blob).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();
-    let o = layerboot(&["disk", &pushed, "--tls-verify=false", "-q", "-o", out.to_str().unwrap()]).env("LAYERBOOT_CACHE", &cache).output().unwrap();
+    let o = layerboot(&[
+        "disk",
+        &pushed,
+        "--tls-verify=false",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("LAYERBOOT_CACHE", &cache)
+    .output()
+    .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains(&layer.to_string()), "the error names the bad blob: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&layer.to_string()),
+        "the error names the bad blob: {}",
+        stderr(&o)
+    );
     assert_only(dir.path(), &["cache"]);
 }
 
@@ -396,11 +771,14 @@ fn registry_images_are_checked_and_verified() {
 #[test]
 fn bootupd_layout_image_gets_its_own_boot_chain() {
     use layerboot::testkit::bootupd_image::{bootupd_image, VENDOR};
-    let img = bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror)");
+    let img =
+        bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror)");
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let defs = dir.path().join("defs");
     std::fs::create_dir_all(&defs).unwrap();
-    let qemu = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/qemu.toml")).unwrap();
+    let qemu =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/qemu.toml"))
+            .unwrap();
     let raw_def: String = qemu
         .lines()
         .filter(|l| !l.starts_with("compression-level"))
@@ -410,27 +788,68 @@ fn bootupd_layout_image_gets_its_own_boot_chain() {
             l => format!("{l}\n"),
         })
         .collect();
-    assert!(raw_def.contains("format = \"raw\"\n") && raw_def.contains("compression = \"none\"\n"), "{raw_def}");
+    assert!(
+        raw_def.contains("format = \"raw\"\n") && raw_def.contains("compression = \"none\"\n"),
+        "{raw_def}"
+    );
     std::fs::write(defs.join("qemu-raw.toml"), raw_def).unwrap();
     let raw = dir.path().join("bootupd.raw");
-    let o = run(&["disk", &img.oci_ref(), "--bootimages", defs.to_str().unwrap(), "-p", "qemu-raw", "-o", raw.to_str().unwrap()]);
+    let o = run(&[
+        "disk",
+        &img.oci_ref(),
+        "--bootimages",
+        defs.to_str().unwrap(),
+        "-p",
+        "qemu-raw",
+        "-o",
+        raw.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("has no blscfg"), "the stand-in for blscfg is announced: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no blscfg"),
+        "the stand-in for blscfg is announced: {}",
+        stderr(&o)
+    );
 
     let gpt = gpt::GptConfig::new().open(&raw).unwrap();
     let parts: Vec<_> = gpt.partitions().values().cloned().collect();
-    let part = |i: usize, name: &str| extract(&raw, parts[i].first_lba * 512, (parts[i].last_lba + 1 - parts[i].first_lba) * 512, &dir.path().join(name));
+    let part = |i: usize, name: &str| {
+        extract(
+            &raw,
+            parts[i].first_lba * 512,
+            (parts[i].last_lba + 1 - parts[i].first_lba) * 512,
+            &dir.path().join(name),
+        )
+    };
     let boot = part(2, "boot.img");
-    let dumpe2fs = String::from_utf8(Command::new("dumpe2fs").arg("-h").arg(&boot).output().unwrap().stdout).unwrap();
-    let boot_uuid = dumpe2fs.lines().find_map(|l| l.strip_prefix("Filesystem UUID:")).expect("boot fs UUID").trim().to_string();
+    let dumpe2fs = String::from_utf8(
+        Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&boot)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let boot_uuid = dumpe2fs
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .expect("boot fs UUID")
+        .trim()
+        .to_string();
     let bootuuid_cfg = format!("set BOOT_UUID=\"{boot_uuid}\"\n");
 
     // ESP: the payload as is, plus exactly the two configs bootupd adds.
     let esp = part(1, "esp.img");
-    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let fat = fatfs::FileSystem::new(std::fs::File::open(&esp).unwrap(), fatfs::FsOptions::new())
+        .unwrap();
     let mut found = Vec::new();
     fn walk<T: fatfs::ReadWriteSeek>(d: fatfs::Dir<T>, prefix: &str, out: &mut Vec<String>) {
-        for e in d.iter().map(Result::unwrap).filter(|e| e.file_name() != "." && e.file_name() != "..") {
+        for e in d
+            .iter()
+            .map(Result::unwrap)
+            .filter(|e| e.file_name() != "." && e.file_name() != "..")
+        {
             let p = format!("{prefix}{}", e.file_name());
             if e.is_dir() {
                 walk(e.to_dir(), &format!("{p}/"), out);
@@ -441,45 +860,129 @@ fn bootupd_layout_image_gets_its_own_boot_chain() {
     }
     walk(fat.root_dir(), "", &mut found);
     found.sort();
-    let mut want: Vec<String> = ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/fbx64.efi"].iter().map(|s| s.to_string()).collect();
-    want.extend(["BOOTX64.CSV", "bootuuid.cfg", "grub.cfg", "grubx64.efi", "mmx64.efi", "shimx64.efi"].iter().map(|f| format!("EFI/{VENDOR}/{f}")));
+    let mut want: Vec<String> = ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/fbx64.efi"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    want.extend(
+        [
+            "BOOTX64.CSV",
+            "bootuuid.cfg",
+            "grub.cfg",
+            "grubx64.efi",
+            "mmx64.efi",
+            "shimx64.efi",
+        ]
+        .iter()
+        .map(|f| format!("EFI/{VENDOR}/{f}")),
+    );
     assert_eq!(found, want, "ESP contents");
     let read = |p: &str| {
         let mut v = Vec::new();
-        fat.root_dir().open_file(p).unwrap().read_to_end(&mut v).unwrap();
+        fat.root_dir()
+            .open_file(p)
+            .unwrap()
+            .read_to_end(&mut v)
+            .unwrap();
         v
     };
     let shim = read("EFI/BOOT/BOOTX64.EFI");
     assert_eq!(&shim[..2], b"MZ");
-    assert_eq!(read(&format!("EFI/{VENDOR}/shimx64.efi")), shim, "the removable-media loader is the vendor's shim");
+    assert_eq!(
+        read(&format!("EFI/{VENDOR}/shimx64.efi")),
+        shim,
+        "the removable-media loader is the vendor's shim"
+    );
     let grub = read(&format!("EFI/{VENDOR}/grubx64.efi"));
-    assert!(grub.windows(11).any(|w| w == b"/EFI/debian"), "Debian's signed GRUB (prefix /EFI/debian)");
-    assert_eq!(String::from_utf8(read(&format!("EFI/{VENDOR}/grub.cfg"))).unwrap(), include_str!("../src/testkit/bootupd/grub-static-efi.cfg"), "the image's grub-static-efi.cfg");
-    assert_eq!(String::from_utf8(read(&format!("EFI/{VENDOR}/bootuuid.cfg"))).unwrap(), bootuuid_cfg);
+    assert!(
+        grub.windows(11).any(|w| w == b"/EFI/debian"),
+        "Debian's signed GRUB (prefix /EFI/debian)"
+    );
+    assert_eq!(
+        String::from_utf8(read(&format!("EFI/{VENDOR}/grub.cfg"))).unwrap(),
+        include_str!("../src/testkit/bootupd/grub-static-efi.cfg"),
+        "the image's grub-static-efi.cfg"
+    );
+    assert_eq!(
+        String::from_utf8(read(&format!("EFI/{VENDOR}/bootuuid.cfg"))).unwrap(),
+        bootuuid_cfg
+    );
 
     // /boot, read rootlessly with debugfs.
-    let debugfs = |req: &str| String::from_utf8(Command::new("debugfs").args(["-R", req]).arg(&boot).output().unwrap().stdout).unwrap();
+    let debugfs = |req: &str| {
+        String::from_utf8(
+            Command::new("debugfs")
+                .args(["-R", req])
+                .arg(&boot)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
     let cfg = debugfs("cat /grub2/grub.cfg");
     let pre = include_str!("../src/testkit/bootupd/grub-static-pre.cfg");
-    assert!(cfg.contains(pre), "the image's grub-static-pre.cfg heads grub.cfg:\n{cfg}");
-    let begins: Vec<&str> = cfg.lines().filter_map(|l| l.strip_prefix("### BEGIN ")).collect();
-    assert_eq!(begins, ["00_layerboot-timeout.cfg ###", "05_ignition.cfg ###", "10_blscfg.cfg ###"], "{cfg}");
-    assert!(!cfg.lines().any(|l| l.trim() == "blscfg"), "blscfg replaced: {cfg}");
-    let linux = cfg.lines().map(str::trim).find(|l| l.starts_with("linux /ostree/")).unwrap_or_else(|| panic!("a generated entry: {cfg}"));
-    assert!(linux.contains(" ostree=/ostree/boot.") && linux.ends_with(" $ignition_firstboot"), "{linux}");
+    assert!(
+        cfg.contains(pre),
+        "the image's grub-static-pre.cfg heads grub.cfg:\n{cfg}"
+    );
+    let begins: Vec<&str> = cfg
+        .lines()
+        .filter_map(|l| l.strip_prefix("### BEGIN "))
+        .collect();
+    assert_eq!(
+        begins,
+        [
+            "00_layerboot-timeout.cfg ###",
+            "05_ignition.cfg ###",
+            "10_blscfg.cfg ###"
+        ],
+        "{cfg}"
+    );
+    assert!(
+        !cfg.lines().any(|l| l.trim() == "blscfg"),
+        "blscfg replaced: {cfg}"
+    );
+    let linux = cfg
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("linux /ostree/"))
+        .unwrap_or_else(|| panic!("a generated entry: {cfg}"));
+    assert!(
+        linux.contains(" ostree=/ostree/boot.") && linux.ends_with(" $ignition_firstboot"),
+        "{linux}"
+    );
     assert_eq!(linux.matches("ignition_firstboot").count(), 1, "{linux}");
-    assert!(debugfs("stat /grub2/grub.cfg").contains("Mode:  0600"), "grub.cfg is 0600 as bootupd writes it");
+    assert!(
+        debugfs("stat /grub2/grub.cfg").contains("Mode:  0600"),
+        "grub.cfg is 0600 as bootupd writes it"
+    );
     assert_eq!(debugfs("cat /grub2/bootuuid.cfg"), bootuuid_cfg);
     assert_eq!(debugfs("cat /grub2/grubenv").len(), 1024);
     assert!(debugfs("cat /grub2/console.cfg").starts_with("serial --unit=0 --speed=115200\n"));
-    assert!(debugfs("ls /grub2/i386-pc").contains("normal.mod"), "BIOS modules on /boot");
-    assert!(!debugfs("ls /").contains(" grub "), "no plain-GRUB config beside bootupd's");
-    assert!(debugfs("ls -l /").contains("ignition.firstboot"), "first-boot stamp");
+    assert!(
+        debugfs("ls /grub2/i386-pc").contains("normal.mod"),
+        "BIOS modules on /boot"
+    );
+    assert!(
+        !debugfs("ls /").contains(" grub "),
+        "no plain-GRUB config beside bootupd's"
+    );
+    assert!(
+        debugfs("ls -l /").contains("ignition.firstboot"),
+        "first-boot stamp"
+    );
     let entries = debugfs("ls /loader/entries");
-    let entry_name = entries.split_whitespace().find(|w| w.ends_with(".conf")).expect("a BLS entry");
+    let entry_name = entries
+        .split_whitespace()
+        .find(|w| w.ends_with(".conf"))
+        .expect("a BLS entry");
     let options = debugfs(&format!("cat /loader/entries/{entry_name}"));
     let options = options.lines().find(|l| l.starts_with("options ")).unwrap();
-    assert!(options.ends_with(" $ignition_firstboot") && options.contains("ignition.platform.id=qemu"), "{options}");
+    assert!(
+        options.ends_with(" $ignition_firstboot") && options.contains("ignition.platform.id=qemu"),
+        "{options}"
+    );
 
     // BIOS: MBR boot code and the core image's blocklist point into BIOS-BOOT.
     let mut f = std::fs::File::open(&raw).unwrap();
@@ -488,5 +991,9 @@ fn bootupd_layout_image_gets_its_own_boot_chain() {
     assert_eq!(&mbr[0x5c..0x64], &parts[0].first_lba.to_le_bytes());
     let core = part(0, "biosboot.img");
     let core = std::fs::read(core).unwrap();
-    assert_eq!(&core[0x1f4..0x1fc], &(parts[0].first_lba + 1).to_le_bytes(), "core image loads its rest from the next sector");
+    assert_eq!(
+        &core[0x1f4..0x1fc],
+        &(parts[0].first_lba + 1).to_le_bytes(),
+        "core image loads its rest from the next sector"
+    );
 }

@@ -36,34 +36,58 @@ fn in_place_touches_only_the_embed_areas_and_matches_o_and_stdout() {
     assert_eq!(pristine["kargs"]["current"], liveiso::DEFAULT_KARGS);
 
     let opts = [
-        "--dest-ignition", s(&i.dest_ign),
-        "--dest-device", "/dev/sda",
-        "--image-url", "https://images.example.com/layered-metal.x86_64.raw.xz",
+        "--dest-ignition",
+        s(&i.dest_ign),
+        "--dest-device",
+        "/dev/sda",
+        "--image-url",
+        "https://images.example.com/layered-metal.x86_64.raw.xz",
         "--insecure",
-        "--live-karg-append", "layerboot.marker=42",
+        "--live-karg-append",
+        "layerboot.marker=42",
     ];
     let in_place = copy_fixture(dir.path(), "inplace.iso");
     layerboot_ok(&[&["iso", "customize", s(&in_place)][..], &opts].concat());
 
     // every changed byte lies inside the Ignition area or a kargs area
-    let area = |v: &serde_json::Value| (v["offset"].as_u64().unwrap(), v["offset"].as_u64().unwrap() + v["length"].as_u64().unwrap_or(1024));
+    let area = |v: &serde_json::Value| {
+        (
+            v["offset"].as_u64().unwrap(),
+            v["offset"].as_u64().unwrap() + v["length"].as_u64().unwrap_or(1024),
+        )
+    };
     let mut allowed = vec![area(&pristine["ignition_area"])];
     for a in pristine["kargs"]["areas"].as_array().unwrap() {
-        allowed.push((a["offset"].as_u64().unwrap(), a["offset"].as_u64().unwrap() + pristine["kargs"]["area_size"].as_u64().unwrap()));
+        allowed.push((
+            a["offset"].as_u64().unwrap(),
+            a["offset"].as_u64().unwrap() + pristine["kargs"]["area_size"].as_u64().unwrap(),
+        ));
     }
     let runs = diff_runs(&fixture, &in_place);
     assert!(!runs.is_empty());
     for (start, end) in &runs {
-        assert!(allowed.iter().any(|(a, b)| a <= start && end <= b), "bytes {start}..{end} changed outside the embed areas {allowed:?}");
+        assert!(
+            allowed.iter().any(|(a, b)| a <= start && end <= b),
+            "bytes {start}..{end} changed outside the embed areas {allowed:?}"
+        );
     }
-    assert_eq!(runs.iter().filter(|(s, _)| allowed[1..].iter().any(|(a, b)| a <= s && s < b)).count(), 2, "both kargs areas changed");
+    assert_eq!(
+        runs.iter()
+            .filter(|(s, _)| allowed[1..].iter().any(|(a, b)| a <= s && s < b))
+            .count(),
+        2,
+        "both kargs areas changed"
+    );
 
     // -o leaves the input alone and gives the same bytes; so does -o -
     let before = contents(&fixture);
     let out = dir.path().join("out.iso");
     layerboot_ok(&[&["iso", "customize", s(&fixture), "-o", s(&out)][..], &opts].concat());
     assert!(contents(&fixture) == before, "-o modified the input");
-    assert!(contents(&out) == contents(&in_place), "file contents differ");
+    assert!(
+        contents(&out) == contents(&in_place),
+        "file contents differ"
+    );
     let streamed = dir.path().join("streamed.iso");
     let status = Command::new(env!("CARGO_BIN_EXE_layerboot"))
         .args([&["iso", "customize", s(&fixture), "-o", "-"][..], &opts].concat())
@@ -71,29 +95,59 @@ fn in_place_touches_only_the_embed_areas_and_matches_o_and_stdout() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(contents(&streamed) == contents(&in_place), "file contents differ");
+    assert!(
+        contents(&streamed) == contents(&in_place),
+        "file contents differ"
+    );
 
     // show reports what was embedded
     let r = show_json(&in_place);
     assert_eq!(r["customized"], true);
-    assert_eq!(r["kargs"]["current"], format!("{} layerboot.marker=42", liveiso::DEFAULT_KARGS));
+    assert_eq!(
+        r["kargs"]["current"],
+        format!("{} layerboot.marker=42", liveiso::DEFAULT_KARGS)
+    );
     assert_eq!(
         r["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"],
         "image-url: https://images.example.com/layered-metal.x86_64.raw.xz\nignition-file: /etc/coreos/dest.ign\ninsecure: true\ndest-device: /dev/sda\n"
     );
-    let dest: serde_json::Value = serde_json::from_str(r["dest_ignition"].as_str().unwrap()).unwrap();
-    assert_eq!(dest, serde_json::from_str::<serde_json::Value>(&serde_json::to_string(&ignition_config::Config::parse_str(DEST_IGN).unwrap().0).unwrap()).unwrap());
+    let dest: serde_json::Value =
+        serde_json::from_str(r["dest_ignition"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        dest,
+        serde_json::from_str::<serde_json::Value>(
+            &serde_json::to_string(&ignition_config::Config::parse_str(DEST_IGN).unwrap().0)
+                .unwrap()
+        )
+        .unwrap()
+    );
     let human = String::from_utf8(layerboot_ok(&["iso", "show", s(&in_place)])).unwrap();
-    assert!(human.contains("Customized:      yes") && human.contains("dest-device: /dev/sda"), "{human}");
+    assert!(
+        human.contains("Customized:      yes") && human.contains("dest-device: /dev/sda"),
+        "{human}"
+    );
 
     // re-customizing needs --force; forced, the new content replaces the old embedded
     // configs, and kernel arguments stay as they are unless edited (coreos-installer's rule)
-    let out = layerboot(&["iso", "customize", "--live-ignition", s(&i.live_ign), s(&in_place)]);
+    let out = layerboot(&[
+        "iso",
+        "customize",
+        "--live-ignition",
+        s(&i.live_ign),
+        s(&in_place),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already customized"));
     let kargs_before = show_json(&in_place)["kargs"]["current"].clone();
     assert_ne!(kargs_before, liveiso::DEFAULT_KARGS);
-    layerboot_ok(&["iso", "customize", "--force", "--live-ignition", s(&i.live_ign), s(&in_place)]);
+    layerboot_ok(&[
+        "iso",
+        "customize",
+        "--force",
+        "--live-ignition",
+        s(&i.live_ign),
+        s(&in_place),
+    ]);
     let r = show_json(&in_place);
     assert_eq!(r["kargs"]["current"], kargs_before);
     assert_eq!(r["installer_configs"], serde_json::json!({}));
@@ -115,10 +169,21 @@ fn assert_refused(args: &[&str], input: &Path, out_dir: &Path, want: &str) {
     let out = layerboot(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{args:?} succeeded");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one error line, got {stderr:?}");
-    assert!(stderr.starts_with("error: ") && stderr.contains(want), "{stderr:?} should name {want:?}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one error line, got {stderr:?}"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(want),
+        "{stderr:?} should name {want:?}"
+    );
     assert!(contents(input) == before, "{args:?} modified its input");
-    assert_eq!(std::fs::read_dir(out_dir).unwrap().count(), entries_before, "{args:?} left files behind");
+    assert_eq!(
+        std::fs::read_dir(out_dir).unwrap().count(),
+        entries_before,
+        "{args:?} left files behind"
+    );
 }
 
 #[test]
@@ -140,10 +205,25 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
     std::fs::create_dir_all(plain_tree.join("docs")).unwrap();
     std::fs::write(plain_tree.join("docs/readme.txt"), "not CoreOS").unwrap();
     let plain = dir.path().join("plain.iso");
-    let st = Command::new("xorriso").args(["-as", "mkisofs", "-quiet", "-r", "-o", s(&plain), s(&plain_tree)]).status().unwrap();
+    let st = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-r",
+            "-o",
+            s(&plain),
+            s(&plain_tree),
+        ])
+        .status()
+        .unwrap();
     assert!(st.success());
     let bad_ign = dir.path().join("bad.ign");
-    std::fs::write(&bad_ign, r#"{"ignition":{"version":"3.2.0"},"storage":{"files":"nope"}}"#).unwrap();
+    std::fs::write(
+        &bad_ign,
+        r#"{"ignition":{"version":"3.2.0"},"storage":{"files":"nope"}}"#,
+    )
+    .unwrap();
     let v2_ign = dir.path().join("v2.ign");
     std::fs::write(&v2_ign, r#"{"ignition":{"version":"2.2.0"}}"#).unwrap();
     // ~400 KiB of incompressible text: larger than the 256 KiB area even after xz
@@ -153,7 +233,10 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 62) as usize])
+            char::from(
+                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                    [(x % 62) as usize],
+            )
         })
         .collect();
     let big_ign = dir.path().join("big.ign");
@@ -161,19 +244,129 @@ fn bad_input_is_refused_with_one_line_and_nothing_written() {
     let long_karg = "x".repeat(1100);
 
     let cases: Vec<(Vec<&str>, &Path, &str)> = vec![
-        (vec!["iso", "customize", s(&not_iso), "-o", s(&o), "--live-karg-append", "a"], &not_iso, "not an ISO 9660 image"),
-        (vec!["iso", "show", s(&not_iso)], &not_iso, "not an ISO 9660 image"),
-        (vec!["iso", "customize", s(&truncated), "-o", s(&o), "--live-karg-append", "a"], &truncated, "truncated"),
-        (vec!["iso", "customize", s(&truncated), "--live-karg-append", "a"], &truncated, "truncated"),
-        (vec!["iso", "customize", s(&plain), "-o", s(&o), "--live-karg-append", "a"], &plain, "not a CoreOS live ISO"),
-        (vec!["iso", "reset", s(&plain)], &plain, "not a CoreOS live ISO"),
-        (vec!["iso", "customize", s(&good), "-o", s(&o), "--dest-ignition", s(&bad_ign)], &good, "invalid Ignition config"),
-        (vec!["iso", "customize", s(&good), "--live-ignition", s(&bad_ign)], &good, "bad.ign"),
-        (vec!["iso", "customize", s(&good), "--live-ignition", s(&v2_ign)], &good, "unsupported config version: 2.2.0"),
-        (vec!["iso", "customize", s(&good), "--live-karg-append", &long_karg], &good, "kernel arguments need 1217 bytes but the ISO's kargs area holds 1024"),
-        (vec!["iso", "customize", s(&good), "-o", s(&o), "--live-ignition", s(&big_ign)], &good, "holds 262144"),
-        (vec!["iso", "customize", s(&good), "--ignition-ca", s(&i.live_ign)], &good, "live.ign: no PEM certificate found"),
-        (vec!["iso", "customize", s(&good), "--dest-ignition", "/nonexistent.ign"], &good, "/nonexistent.ign"),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&not_iso),
+                "-o",
+                s(&o),
+                "--live-karg-append",
+                "a",
+            ],
+            &not_iso,
+            "not an ISO 9660 image",
+        ),
+        (
+            vec!["iso", "show", s(&not_iso)],
+            &not_iso,
+            "not an ISO 9660 image",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&truncated),
+                "-o",
+                s(&o),
+                "--live-karg-append",
+                "a",
+            ],
+            &truncated,
+            "truncated",
+        ),
+        (
+            vec!["iso", "customize", s(&truncated), "--live-karg-append", "a"],
+            &truncated,
+            "truncated",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&plain),
+                "-o",
+                s(&o),
+                "--live-karg-append",
+                "a",
+            ],
+            &plain,
+            "not a CoreOS live ISO",
+        ),
+        (
+            vec!["iso", "reset", s(&plain)],
+            &plain,
+            "not a CoreOS live ISO",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&good),
+                "-o",
+                s(&o),
+                "--dest-ignition",
+                s(&bad_ign),
+            ],
+            &good,
+            "invalid Ignition config",
+        ),
+        (
+            vec!["iso", "customize", s(&good), "--live-ignition", s(&bad_ign)],
+            &good,
+            "bad.ign",
+        ),
+        (
+            vec!["iso", "customize", s(&good), "--live-ignition", s(&v2_ign)],
+            &good,
+            "unsupported config version: 2.2.0",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&good),
+                "--live-karg-append",
+                &long_karg,
+            ],
+            &good,
+            "kernel arguments need 1217 bytes but the ISO's kargs area holds 1024",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&good),
+                "-o",
+                s(&o),
+                "--live-ignition",
+                s(&big_ign),
+            ],
+            &good,
+            "holds 262144",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&good),
+                "--ignition-ca",
+                s(&i.live_ign),
+            ],
+            &good,
+            "live.ign: no PEM certificate found",
+        ),
+        (
+            vec![
+                "iso",
+                "customize",
+                s(&good),
+                "--dest-ignition",
+                "/nonexistent.ign",
+            ],
+            &good,
+            "/nonexistent.ign",
+        ),
     ];
     for (args, input, want) in &cases {
         assert_refused(args, input, &outdir, want);
@@ -189,21 +382,70 @@ fn pointer_pool_embeds_the_pools_pointer_config_as_destination() {
     let dir = tempfile::tempdir().unwrap();
     let i = inputs(dir.path());
     let iso = copy_fixture(dir.path(), "pointer.iso");
-    let endpoint = ["--cluster", "ocp", "--base-domain", "example.com", "--ca", s(&i.ca)];
-    layerboot_ok(&[&["iso", "customize", s(&iso), "--pointer-pool", "worker-automount", "--dest-device", "/dev/sda"][..], &endpoint].concat());
-    let pointer = layerboot_ok(&[&["ignition", "pointer", "--pool", "worker-automount"][..], &endpoint].concat());
+    let endpoint = [
+        "--cluster",
+        "ocp",
+        "--base-domain",
+        "example.com",
+        "--ca",
+        s(&i.ca),
+    ];
+    layerboot_ok(
+        &[
+            &[
+                "iso",
+                "customize",
+                s(&iso),
+                "--pointer-pool",
+                "worker-automount",
+                "--dest-device",
+                "/dev/sda",
+            ][..],
+            &endpoint,
+        ]
+        .concat(),
+    );
+    let pointer = layerboot_ok(
+        &[
+            &["ignition", "pointer", "--pool", "worker-automount"][..],
+            &endpoint,
+        ]
+        .concat(),
+    );
     let r = show_json(&iso);
     // embedded re-serialized through ignition-config, as coreos-installer embeds a single
     // destination config: equal as typed configs
     let embedded_text = r["dest_ignition"].as_str().unwrap();
-    assert_eq!(ignition_config::Config::parse_str(embedded_text).unwrap().0, ignition_config::Config::parse_slice(&pointer).unwrap().0);
+    assert_eq!(
+        ignition_config::Config::parse_str(embedded_text).unwrap().0,
+        ignition_config::Config::parse_slice(&pointer).unwrap().0
+    );
     let embedded: serde_json::Value = serde_json::from_str(embedded_text).unwrap();
-    assert_eq!(embedded["ignition"]["config"]["merge"][0]["source"], "https://api-int.ocp.example.com:22623/config/worker-automount");
-    assert_eq!(r["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"], "ignition-file: /etc/coreos/dest.ign\ndest-device: /dev/sda\n");
+    assert_eq!(
+        embedded["ignition"]["config"]["merge"][0]["source"],
+        "https://api-int.ocp.example.com:22623/config/worker-automount"
+    );
+    assert_eq!(
+        r["installer_configs"]["/etc/coreos/installer.d/0000-customize.yaml"],
+        "ignition-file: /etc/coreos/dest.ign\ndest-device: /dev/sda\n"
+    );
 
     // an invalid pool name is refused before anything is written
     let before = contents(&iso);
-    let out = layerboot(&[&["iso", "customize", "--force", s(&iso), "--pointer-pool", "Bad_Pool"][..], &endpoint].concat());
+    let out = layerboot(
+        &[
+            &[
+                "iso",
+                "customize",
+                "--force",
+                s(&iso),
+                "--pointer-pool",
+                "Bad_Pool",
+            ][..],
+            &endpoint,
+        ]
+        .concat(),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Bad_Pool"));
     assert!(contents(&iso) == before, "file contents differ");
@@ -214,11 +456,24 @@ fn sigint_during_o_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let iso = copy_fixture(dir.path(), "big.iso");
     // a 2 GiB file (sparse tail after the volume) so the copy takes a while
-    std::fs::OpenOptions::new().write(true).open(&iso).unwrap().set_len(2 << 30).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&iso)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
-        .args(["iso", "customize", s(&iso), "-o", s(&outdir.join("o.iso")), "--live-karg-append", "a"])
+        .args([
+            "iso",
+            "customize",
+            s(&iso),
+            "-o",
+            s(&outdir.join("o.iso")),
+            "--live-karg-append",
+            "a",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -227,7 +482,14 @@ fn sigint_during_o_leaves_no_output() {
     assert_eq!(rc, 0);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "finished before the signal: {stderr}");
+    assert!(
+        !out.status.success(),
+        "finished before the signal: {stderr}"
+    );
     assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0, "the interrupted -o left files behind");
+    assert_eq!(
+        std::fs::read_dir(&outdir).unwrap().count(),
+        0,
+        "the interrupted -o left files behind"
+    );
 }

@@ -20,7 +20,11 @@ fn pull_fails(src: &str, extra: &[&str], needles: &[&str]) {
     let mut args = vec!["pull", src, "--to", &dest];
     args.extend_from_slice(extra);
     layerboot(&args).one_line_error(needles);
-    assert_eq!(tree(out.path()), Vec::<String>::new(), "partial output left");
+    assert_eq!(
+        tree(out.path()),
+        Vec::<String>::new(),
+        "partial output left"
+    );
 }
 
 fn image_manifest(dir: &Path) -> ImageManifest {
@@ -31,18 +35,36 @@ fn image_manifest(dir: &Path) -> ImageManifest {
 
 #[test]
 fn malformed_reference() {
-    pull_fails("quay.io/Acme/Image:latest", &[], &["quay.io/Acme/Image:latest", "lowercase"]);
-    layerboot(&["inspect", "rhcos-layered:4.16"]).one_line_error(&["rhcos-layered:4.16", "short name"]);
+    pull_fails(
+        "quay.io/Acme/Image:latest",
+        &[],
+        &["quay.io/Acme/Image:latest", "lowercase"],
+    );
+    layerboot(&["inspect", "rhcos-layered:4.16"])
+        .one_line_error(&["rhcos-layered:4.16", "short name"]);
     layerboot(&["inspect", "quay.io/acme/x@sha256:abc"]).one_line_error(&["sha256:abc"]);
 }
 
 #[test]
 fn unknown_transport() {
     pull_fails("ftp://quay.io/acme/x", &[], &["'ftp'"]);
-    layerboot(&["inspect", "containers-storage:quay.io/acme/x"]).one_line_error(&["'containers-storage'"]);
+    layerboot(&["inspect", "containers-storage:quay.io/acme/x"])
+        .one_line_error(&["'containers-storage'"]);
     let out = tempfile::tempdir().unwrap();
-    layerboot(&["pull", "oci:/nonexistent", "--to", "docker://quay.io/acme/x"]).one_line_error(&["--to", "docker://quay.io/acme/x", "oci:DIR"]);
-    layerboot(&["pull", "oci:/nonexistent", "--to", &format!("dir:{}", out.path().display())]).one_line_error(&["--to", "'dir'"]);
+    layerboot(&[
+        "pull",
+        "oci:/nonexistent",
+        "--to",
+        "docker://quay.io/acme/x",
+    ])
+    .one_line_error(&["--to", "docker://quay.io/acme/x", "oci:DIR"]);
+    layerboot(&[
+        "pull",
+        "oci:/nonexistent",
+        "--to",
+        &format!("dir:{}", out.path().display()),
+    ])
+    .one_line_error(&["--to", "'dir'"]);
 }
 
 #[test]
@@ -50,8 +72,16 @@ fn missing_image_404() {
     let img = ostree_image::bootable_image().unwrap();
     let reg = LocalRegistry::start(Mode::Anonymous).unwrap();
     reg.push_oci_dir(&img, "present/image:v1").unwrap();
-    pull_fails(&reg.image_ref("present/image:nope"), &["--tls-verify=false"], &["present/image:nope", "not found"]);
-    pull_fails(&reg.image_ref("absent/image:v1"), &["--tls-verify=false"], &["absent/image:v1", "not found"]);
+    pull_fails(
+        &reg.image_ref("present/image:nope"),
+        &["--tls-verify=false"],
+        &["present/image:nope", "not found"],
+    );
+    pull_fails(
+        &reg.image_ref("absent/image:v1"),
+        &["--tls-verify=false"],
+        &["absent/image:v1", "not found"],
+    );
     layerboot(&["inspect", "oci:/nonexistent/layout"]).one_line_error(&["/nonexistent/layout"]);
 }
 
@@ -60,7 +90,11 @@ fn unauthorized_401_without_credentials() {
     let img = ostree_image::bootable_image().unwrap();
     let reg = LocalRegistry::start(Mode::Basic).unwrap();
     let src = reg.push_oci_dir(&img, "private/image:v1").unwrap();
-    pull_fails(&src, &["--tls-verify=false"], &["401", "private/image", "--authfile"]);
+    pull_fails(
+        &src,
+        &["--tls-verify=false"],
+        &["401", "private/image", "--authfile"],
+    );
 }
 
 #[test]
@@ -74,17 +108,32 @@ fn tampered_blob_is_refused_and_not_kept() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&path, &bytes).unwrap();
-    pull_fails(&src, &["--tls-verify=false"], &[&layer.to_string(), "does not match its digest"]);
+    pull_fails(
+        &src,
+        &["--tls-verify=false"],
+        &[&layer.to_string(), "does not match its digest"],
+    );
     // Into an existing layout: the good blobs may land, the bad one must not, and the
     // image is not named in index.json.
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("existing");
     OciLayout::create(&dest).unwrap();
-    layerboot(&["pull", &src, "--to", &format!("oci:{}", dest.display()), "--tls-verify=false"]).one_line_error(&["does not match its digest"]);
+    layerboot(&[
+        "pull",
+        &src,
+        "--to",
+        &format!("oci:{}", dest.display()),
+        "--tls-verify=false",
+    ])
+    .one_line_error(&["does not match its digest"]);
     let l = OciLayout::open(&dest).unwrap();
     assert!(!l.blob_path(&layer).exists());
     assert!(l.read_index().unwrap().manifests.is_empty());
-    assert!(tree(&dest).iter().all(|p| !p.contains(".tmp")), "{:?}", tree(&dest));
+    assert!(
+        tree(&dest).iter().all(|p| !p.contains(".tmp")),
+        "{:?}",
+        tree(&dest)
+    );
 }
 
 #[test]
@@ -96,7 +145,11 @@ fn truncated_blob_is_refused() {
     let path = reg.storage_blob_path(&layer);
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
-    pull_fails(&src, &["--tls-verify=false"], &[&layer.to_string(), "truncated"]);
+    pull_fails(
+        &src,
+        &["--tls-verify=false"],
+        &[&layer.to_string(), "truncated"],
+    );
 }
 
 #[test]
@@ -105,10 +158,16 @@ fn invalid_manifest_json() {
     // only the parse can catch it).
     let dir = tempfile::tempdir().unwrap();
     let l = OciLayout::create(dir.path()).unwrap();
-    let bad = l.write_blob(OCI_MANIFEST, b"{\"schemaVersion\": 2, \"config\": ").unwrap();
+    let bad = l
+        .write_blob(OCI_MANIFEST, b"{\"schemaVersion\": 2, \"config\": ")
+        .unwrap();
     l.set_ref(Some("v1"), &bad).unwrap();
     let src = format!("oci:{}:v1", dir.path().display());
-    pull_fails(&src, &[], &["invalid manifest JSON", &bad.digest.to_string()]);
+    pull_fails(
+        &src,
+        &[],
+        &["invalid manifest JSON", &bad.digest.to_string()],
+    );
     layerboot(&["inspect", &src]).one_line_error(&["invalid manifest JSON"]);
 }
 
@@ -117,20 +176,47 @@ fn index_without_requested_arch() {
     let img = ostree_image::multiarch_image().unwrap();
     let reg = LocalRegistry::start(Mode::Anonymous).unwrap();
     let src = reg.push_oci_dir(&img, "multi/image:v1").unwrap();
-    pull_fails(&src, &["--tls-verify=false", "--arch", "s390x"], &["linux/s390x", "linux/amd64, linux/arm64", "--arch"]);
+    pull_fails(
+        &src,
+        &["--tls-verify=false", "--arch", "s390x"],
+        &["linux/s390x", "linux/amd64, linux/arm64", "--arch"],
+    );
 }
 
 #[test]
 fn unreadable_authfile() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing-auth.json");
-    pull_fails("quay.io/acme/x:v1", &["--authfile", missing.to_str().unwrap()], &["missing-auth.json"]);
+    pull_fails(
+        "quay.io/acme/x:v1",
+        &["--authfile", missing.to_str().unwrap()],
+        &["missing-auth.json"],
+    );
     let garbage = dir.path().join("garbage-auth.json");
-    fs::write(&garbage, "{\"auths\": {\"quay.io\": {\"auth\": \"c2VjcmV0OnB3\"}").unwrap();
-    pull_fails("quay.io/acme/x:v1", &["--authfile", garbage.to_str().unwrap()], &["garbage-auth.json", "line"]);
-    layerboot(&["inspect", "quay.io/acme/x:v1", "--authfile", garbage.to_str().unwrap()]).one_line_error(&["garbage-auth.json"]).never_shows(&["c2VjcmV0OnB3"]);
+    fs::write(
+        &garbage,
+        "{\"auths\": {\"quay.io\": {\"auth\": \"c2VjcmV0OnB3\"}",
+    )
+    .unwrap();
+    pull_fails(
+        "quay.io/acme/x:v1",
+        &["--authfile", garbage.to_str().unwrap()],
+        &["garbage-auth.json", "line"],
+    );
+    layerboot(&[
+        "inspect",
+        "quay.io/acme/x:v1",
+        "--authfile",
+        garbage.to_str().unwrap(),
+    ])
+    .one_line_error(&["garbage-auth.json"])
+    .never_shows(&["c2VjcmV0OnB3"]);
     // A directory is not a file.
-    pull_fails("quay.io/acme/x:v1", &["--authfile", dir.path().to_str().unwrap()], &[dir.path().to_str().unwrap()]);
+    pull_fails(
+        "quay.io/acme/x:v1",
+        &["--authfile", dir.path().to_str().unwrap()],
+        &[dir.path().to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -139,8 +225,14 @@ fn digest_mismatch_of_pinned_reference() {
     let img = ostree_image::bootable_image().unwrap();
     let reg = LocalRegistry::start(Mode::Anonymous).unwrap();
     reg.push_oci_dir(&img, "acme/pinned:v1").unwrap();
-    let other: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000".parse().unwrap();
-    pull_fails(&reg.image_ref(&format!("acme/pinned@{other}")), &["--tls-verify=false"], &["not found"]);
+    let other: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        .parse()
+        .unwrap();
+    pull_fails(
+        &reg.image_ref(&format!("acme/pinned@{other}")),
+        &["--tls-verify=false"],
+        &["not found"],
+    );
 }
 
 #[test]
@@ -149,7 +241,14 @@ fn destination_that_is_not_a_layout() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
     let src = format!("oci:{}", img.display());
-    layerboot(&["pull", &src, "--to", &format!("oci:{}", dir.path().display())]).one_line_error(&["not an OCI image layout"]);
+    layerboot(&[
+        "pull",
+        &src,
+        "--to",
+        &format!("oci:{}", dir.path().display()),
+    ])
+    .one_line_error(&["not an OCI image layout"]);
     assert_eq!(tree(dir.path()), vec!["notes.txt"]);
-    layerboot(&["pull", &src, "--to", "oci-archive:/nonexistent-dir/x.tar"]).one_line_error(&["/nonexistent-dir"]);
+    layerboot(&["pull", &src, "--to", "oci-archive:/nonexistent-dir/x.tar"])
+        .one_line_error(&["/nonexistent-dir"]);
 }

@@ -36,7 +36,12 @@ fn content() -> Served {
         config.len()
     )
     .into_bytes();
-    Served { manifest_digest: sha(&manifest), manifest, config, config_digest }
+    Served {
+        manifest_digest: sha(&manifest),
+        manifest,
+        config,
+        config_digest,
+    }
 }
 
 async fn serve(listener: TcpListener, served: Arc<Served>, log: Arc<Mutex<Vec<String>>>) {
@@ -60,43 +65,78 @@ async fn serve(listener: TcpListener, served: Arc<Served>, log: Arc<Mutex<Vec<St
                     if h == "\r\n" || h.is_empty() {
                         break;
                     }
-                    if let Some(v) = h.strip_prefix("authorization: ").or_else(|| h.strip_prefix("Authorization: ")) {
+                    if let Some(v) = h
+                        .strip_prefix("authorization: ")
+                        .or_else(|| h.strip_prefix("Authorization: "))
+                    {
                         auth = v.trim().to_string();
                     }
                 }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
                 log.lock().unwrap().push(format!("{path} [{auth}]"));
-                let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}")));
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"))
+                );
                 let bearer = format!("Bearer {TOKEN}");
-                let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"test-registry\"");
-                let (status, headers, body): (&str, Vec<(String, String)>, Vec<u8>) = if path == "/v2/" {
+                let challenge =
+                    format!("Bearer realm=\"http://{addr}/token\",service=\"test-registry\"");
+                let (status, headers, body): (&str, Vec<(String, String)>, Vec<u8>) = if path
+                    == "/v2/"
+                {
                     if auth == bearer {
                         ("200 OK", vec![], b"{}".to_vec())
                     } else {
                         ("401 Unauthorized", vec![("WWW-Authenticate".into(), challenge)], br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec())
                     }
                 } else if path.starts_with("/token?") {
-                    let scoped = path.contains("scope=repository%3Aacme%2Fimage%3Apull") && path.contains("service=test-registry");
+                    let scoped = path.contains("scope=repository%3Aacme%2Fimage%3Apull")
+                        && path.contains("service=test-registry");
                     if auth == basic && scoped {
-                        ("200 OK", vec![], format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#).into_bytes())
+                        (
+                            "200 OK",
+                            vec![],
+                            format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#).into_bytes(),
+                        )
                     } else {
                         ("401 Unauthorized", vec![], b"{}".to_vec())
                     }
                 } else if auth != bearer {
                     ("401 Unauthorized", vec![("WWW-Authenticate".into(), challenge)], br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec())
-                } else if path == "/v2/acme/image/manifests/v1" || path == format!("/v2/acme/image/manifests/{}", served.manifest_digest) {
+                } else if path == "/v2/acme/image/manifests/v1"
+                    || path == format!("/v2/acme/image/manifests/{}", served.manifest_digest)
+                {
                     (
                         "200 OK",
                         vec![
-                            ("Content-Type".into(), "application/vnd.oci.image.manifest.v1+json".into()),
-                            ("Docker-Content-Digest".into(), served.manifest_digest.clone()),
+                            (
+                                "Content-Type".into(),
+                                "application/vnd.oci.image.manifest.v1+json".into(),
+                            ),
+                            (
+                                "Docker-Content-Digest".into(),
+                                served.manifest_digest.clone(),
+                            ),
                         ],
                         served.manifest.clone(),
                     )
                 } else if path == format!("/v2/acme/image/blobs/{}", served.config_digest) {
-                    ("200 OK", vec![("Docker-Content-Digest".into(), served.config_digest.clone())], served.config.clone())
+                    (
+                        "200 OK",
+                        vec![("Docker-Content-Digest".into(), served.config_digest.clone())],
+                        served.config.clone(),
+                    )
                 } else {
-                    ("404 Not Found", vec![], br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_vec())
+                    (
+                        "404 Not Found",
+                        vec![],
+                        br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                            .to_vec(),
+                    )
                 };
                 let mut resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
                 for (k, v) in headers {
@@ -120,9 +160,15 @@ async fn bearer_token_flow_with_basic_credentials() {
     let image: ImageRef = format!("{addr}/acme/image:v1").parse().unwrap();
 
     // Without credentials the token endpoint refuses: a clear 401.
-    let anon = RegistryOptions { tls_verify: false, ..Default::default() };
+    let anon = RegistryOptions {
+        tls_verify: false,
+        ..Default::default()
+    };
     let err = format!("{:#}", registry::resolve(&image, &anon).await.unwrap_err());
-    assert!(err.contains("401") || err.contains("authentication"), "{err}");
+    assert!(
+        err.contains("401") || err.contains("authentication"),
+        "{err}"
+    );
     assert!(!err.contains(PASS));
 
     let dir = tempfile::tempdir().unwrap();
@@ -130,14 +176,28 @@ async fn bearer_token_flow_with_basic_credentials() {
     let mut f = AuthFile::default();
     f.set(&addr.to_string(), &Credentials::basic(USER, PASS));
     f.write(&authfile).unwrap();
-    let opts = RegistryOptions { tls_verify: false, auth: AuthStore::from_file(&authfile).unwrap(), ..Default::default() };
+    let opts = RegistryOptions {
+        tls_verify: false,
+        auth: AuthStore::from_file(&authfile).unwrap(),
+        ..Default::default()
+    };
     log.lock().unwrap().clear();
     let r = registry::resolve(&image, &opts).await.unwrap();
     assert_eq!(r.manifest_digest.to_string(), served.manifest_digest);
     assert_eq!(r.config.label("ostree.bootable"), Some("true"));
     let log = log.lock().unwrap().clone();
     // The exchange: challenge, token with Basic credentials, then Bearer on the API.
-    assert!(log.iter().any(|l| l.starts_with("/token?") && l.contains("[Basic ")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("/token?") && l.contains("[Basic ")),
+        "{log:?}"
+    );
     let api: Vec<&String> = log.iter().filter(|l| l.starts_with("/v2/acme/")).collect();
-    assert!(!api.is_empty() && api.iter().all(|l| l.ends_with(&format!("[Bearer {TOKEN}]"))), "{log:?}");
+    assert!(
+        !api.is_empty()
+            && api
+                .iter()
+                .all(|l| l.ends_with(&format!("[Bearer {TOKEN}]"))),
+        "{log:?}"
+    );
 }

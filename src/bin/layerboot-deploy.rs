@@ -13,7 +13,11 @@ use clap::Parser;
 use layerboot::disk::deploy::{self, deploy_here, DeployRequest, MountRequest};
 
 #[derive(Parser)]
-#[command(name = "layerboot-deploy", version, about = "Deploy a container image into a staged ostree sysroot (internal step of `layerboot disk`)")]
+#[command(
+    name = "layerboot-deploy",
+    version,
+    about = "Deploy a container image into a staged ostree sysroot (internal step of `layerboot disk`)"
+)]
 struct Args {
     /// Empty directory to become the physical root.
     #[arg(long)]
@@ -48,24 +52,45 @@ struct Args {
 impl From<Args> for DeployRequest {
     fn from(a: Args) -> Self {
         let mount = match (a.mount_image, a.offset, a.sizelimit, a.boot_dir) {
-            (Some(image), Some(offset), Some(size), Some(boot_dir)) => Some(MountRequest { image, offset, size, boot_dir }),
+            (Some(image), Some(offset), Some(size), Some(boot_dir)) => Some(MountRequest {
+                image,
+                offset,
+                size,
+                boot_dir,
+            }),
             _ => None,
         };
-        DeployRequest { sysroot: a.sysroot, stateroot: a.stateroot, source_imgref: a.source, target_imgref: a.target, kargs: a.kargs, display_name: a.name, mount }
+        DeployRequest {
+            sysroot: a.sysroot,
+            stateroot: a.stateroot,
+            source_imgref: a.source,
+            target_imgref: a.target,
+            kargs: a.kargs,
+            display_name: a.name,
+            mount,
+        }
     }
 }
 
 fn main() -> ExitCode {
     let req = DeployRequest::from(Args::parse());
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
     // Before anything can start a thread (the runtime, glib): unshare needs a single thread.
     let entered = match &req.mount {
-        Some(m) => deploy::enter_private_mount_namespace().and_then(|()| deploy::mount_target(m, &req.sysroot)).map(|()| true),
+        Some(m) => deploy::enter_private_mount_namespace()
+            .and_then(|()| deploy::mount_target(m, &req.sysroot))
+            .map(|()| true),
         None => Ok(false),
     };
     let result = entered.and_then(|mounted| {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let json = rt.block_on(deploy_here(&req)).and_then(|d| Ok(serde_json::to_string(&d)?));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let json = rt
+            .block_on(deploy_here(&req))
+            .and_then(|d| Ok(serde_json::to_string(&d)?));
         // No thread of ours may keep a file open on the filesystem when it is unmounted.
         drop(rt);
         let json = json?;
@@ -104,7 +129,12 @@ mod tests {
             target_imgref: "ostree-unverified-registry:quay.io/acme/os@sha256:ab".into(),
             kargs: vec!["-dash-first".into(), "console=ttyS0,115200n8".into()],
             display_name: "quay.io/acme/os@sha256:ab".into(),
-            mount: Some(MountRequest { image: "/staging/disk.raw".into(), offset: 538968064, size: 1610612736, boot_dir: "/staging/boot".into() }),
+            mount: Some(MountRequest {
+                image: "/staging/disk.raw".into(),
+                offset: 538968064,
+                size: 1610612736,
+                boot_dir: "/staging/boot".into(),
+            }),
         };
         assert_eq!(
             req.to_args(),
@@ -122,7 +152,10 @@ mod tests {
                 "--boot-dir=/staging/boot"
             ]
         );
-        let a = Args::try_parse_from(std::iter::once("layerboot-deploy".to_string()).chain(req.to_args())).unwrap();
+        let a = Args::try_parse_from(
+            std::iter::once("layerboot-deploy".to_string()).chain(req.to_args()),
+        )
+        .unwrap();
         assert_eq!(DeployRequest::from(a), req);
     }
 }

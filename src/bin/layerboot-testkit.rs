@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use layerboot::testkit::{ostree_image, registry};
 
 #[derive(Parser)]
-#[command(name = "layerboot-testkit", about = "Fixtures and services for layerboot's demo and benchmarks (development tool)")]
+#[command(
+    name = "layerboot-testkit",
+    about = "Fixtures and services for layerboot's demo and benchmarks (development tool)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -111,10 +114,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("oci:{}:{}", to.display(), ostree_image::FIXTURE_TAG);
             Ok(())
         }
-        Cmd::ServeRegistry { mode, push, info_file } => {
+        Cmd::ServeRegistry {
+            mode,
+            push,
+            info_file,
+        } => {
             let reg = registry::LocalRegistry::start(mode)?;
             for p in &push {
-                let (dir, target) = p.split_once('=').with_context(|| format!("--push '{p}': expected DIR=REPO:TAG"))?;
+                let (dir, target) = p
+                    .split_once('=')
+                    .with_context(|| format!("--push '{p}': expected DIR=REPO:TAG"))?;
                 let pushed = reg.push_oci_dir(Path::new(dir), target)?;
                 eprintln!("pushed {dir} as {pushed}");
             }
@@ -132,9 +141,12 @@ fn run(cli: Cli) -> Result<()> {
                     std::io::stdout().flush()?;
                 }
             }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
@@ -150,7 +162,11 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{} already exists", to.display());
             }
             ostree_image::copy_dir(&img.oci_dir, &to)?;
-            println!("oci:{}:{}", to.display(), layerboot::testkit::layered_image::LAYERED_TAG);
+            println!(
+                "oci:{}:{}",
+                to.display(),
+                layerboot::testkit::layered_image::LAYERED_TAG
+            );
             Ok(())
         }
         Cmd::BuildLiveIso { to } => {
@@ -158,16 +174,28 @@ fn run(cli: Cli) -> Result<()> {
             if to.exists() {
                 anyhow::bail!("{} already exists", to.display());
             }
-            std::fs::copy(&iso, &to).with_context(|| format!("copying {} to {}", iso.display(), to.display()))?;
+            std::fs::copy(&iso, &to)
+                .with_context(|| format!("copying {} to {}", iso.display(), to.display()))?;
             println!("{}", to.display());
             Ok(())
         }
-        Cmd::GrowImage { layout, from, filler_mib, to } => {
-            layerboot::testkit::layered_image::grow_image(&layout, &from, &to, "grown", filler_mib)?;
+        Cmd::GrowImage {
+            layout,
+            from,
+            filler_mib,
+            to,
+        } => {
+            layerboot::testkit::layered_image::grow_image(
+                &layout, &from, &to, "grown", filler_mib,
+            )?;
             println!("oci:{}:grown", to.display());
             Ok(())
         }
-        Cmd::MakeBenchImage { size_mib, layers, to } => {
+        Cmd::MakeBenchImage {
+            size_mib,
+            layers,
+            to,
+        } => {
             let d = ostree_image::make_bench_image(&to, size_mib, layers)?;
             println!("oci:{}:{} {d}", to.display(), ostree_image::FIXTURE_TAG);
             Ok(())

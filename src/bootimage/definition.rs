@@ -154,7 +154,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    ensure!(!num.is_empty(), "invalid size '{s}': expected a number with an optional unit (e.g. 384MiB, 10GiB)");
+    ensure!(
+        !num.is_empty(),
+        "invalid size '{s}': expected a number with an optional unit (e.g. 384MiB, 10GiB)"
+    );
     let n: u64 = num.parse().with_context(|| format!("invalid size '{s}'"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -164,12 +167,18 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "T" | "TiB" => 1 << 40,
         other => bail!("invalid size '{s}': unknown unit '{other}' (use KiB, MiB, GiB or TiB)"),
     };
-    n.checked_mul(mult).with_context(|| format!("invalid size '{s}': too large"))
+    n.checked_mul(mult)
+        .with_context(|| format!("invalid size '{s}': too large"))
 }
 
 /// Render bytes in the largest binary unit that divides them, else with one decimal in GiB/MiB.
 pub fn format_size(bytes: u64) -> String {
-    for (unit, m) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, m) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if bytes >= m && bytes % m == 0 {
             return format!("{}{unit}", bytes / m);
         }
@@ -185,52 +194,113 @@ pub fn format_size(bytes: u64) -> String {
 
 /// Parse and validate one definition. `origin` names the file in errors.
 pub fn parse(origin: &str, text: &str) -> Result<Definition> {
-    let def: Definition = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim().replace('\n', " ")))?;
+    let def: Definition = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim().replace('\n', " ")))?;
     validate(&def).with_context(|| origin.to_string())?;
     Ok(def)
 }
 
 fn validate(def: &Definition) -> Result<()> {
-    ensure!(matches!(def.sector_size, 512 | 4096), "sector-size must be 512 or 4096, not {}", def.sector_size);
-    ensure!(!def.platform.is_empty() && def.platform.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "platform '{}' is not a valid Ignition platform id", def.platform);
-    ensure!(!def.firmware.is_empty(), "firmware must list uefi and/or bios");
+    ensure!(
+        matches!(def.sector_size, 512 | 4096),
+        "sector-size must be 512 or 4096, not {}",
+        def.sector_size
+    );
+    ensure!(
+        !def.platform.is_empty()
+            && def
+                .platform
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "platform '{}' is not a valid Ignition platform id",
+        def.platform
+    );
+    ensure!(
+        !def.firmware.is_empty(),
+        "firmware must list uefi and/or bios"
+    );
     if let Some(level) = def.compression_level {
         match def.compression {
-            Compression::Xz => ensure!(level <= 9, "compression-level for xz must be 0-9, not {level}"),
-            Compression::Gzip => ensure!((1..=9).contains(&level), "compression-level for gzip must be 1-9, not {level}"),
+            Compression::Xz => ensure!(
+                level <= 9,
+                "compression-level for xz must be 0-9, not {level}"
+            ),
+            Compression::Gzip => ensure!(
+                (1..=9).contains(&level),
+                "compression-level for gzip must be 1-9, not {level}"
+            ),
             Compression::None => bail!("compression-level is set but compression is none"),
         }
     }
     ensure!(!def.partitions.is_empty(), "no [[partition]] tables");
-    ensure!(def.partitions.len() <= 128, "at most 128 partitions fit the GPT");
+    ensure!(
+        def.partitions.len() <= 128,
+        "at most 128 partitions fit the GPT"
+    );
     for role in [Role::Esp, Role::Boot, Role::Root] {
         let n = def.partitions.iter().filter(|p| p.role == role).count();
-        ensure!(n == 1, "exactly one partition must have role {role:?}, found {n}");
+        ensure!(
+            n == 1,
+            "exactly one partition must have role {role:?}, found {n}"
+        );
     }
-    let bios_boot = def.partitions.iter().filter(|p| p.role == Role::BiosBoot).count();
-    ensure!(bios_boot <= 1, "at most one partition may have role bios-boot");
+    let bios_boot = def
+        .partitions
+        .iter()
+        .filter(|p| p.role == Role::BiosBoot)
+        .count();
+    ensure!(
+        bios_boot <= 1,
+        "at most one partition may have role bios-boot"
+    );
     if def.firmware.contains(&Firmware::Bios) {
-        ensure!(bios_boot == 1, "firmware bios needs a partition with role bios-boot");
-        ensure!(def.sector_size == 512, "firmware bios needs 512-byte sectors: BIOS cannot boot 4096-byte sector disks");
+        ensure!(
+            bios_boot == 1,
+            "firmware bios needs a partition with role bios-boot"
+        );
+        ensure!(
+            def.sector_size == 512,
+            "firmware bios needs 512-byte sectors: BIOS cannot boot 4096-byte sector disks"
+        );
     }
     for (i, p) in def.partitions.iter().enumerate() {
         let what = format!("partition {} ('{}')", i + 1, p.name);
-        ensure!(p.name.encode_utf16().count() <= 36, "{what}: GPT names hold at most 36 UTF-16 units");
+        ensure!(
+            p.name.encode_utf16().count() <= 36,
+            "{what}: GPT names hold at most 36 UTF-16 units"
+        );
         let expected_fs: &[Filesystem] = match p.role {
             Role::BiosBoot => &[],
             Role::Esp => &[Filesystem::Vfat],
             Role::Boot | Role::Root => &[Filesystem::Ext4, Filesystem::Xfs],
         };
         match p.filesystem {
-            None => ensure!(expected_fs.is_empty(), "{what}: role {:?} needs a filesystem ({})", p.role, list(expected_fs)),
-            Some(fs) => ensure!(expected_fs.contains(&fs), "{what}: filesystem {fs} is not possible for role {:?}{}", p.role, if expected_fs.is_empty() { String::new() } else { format!(" (use {})", list(expected_fs)) }),
+            None => ensure!(
+                expected_fs.is_empty(),
+                "{what}: role {:?} needs a filesystem ({})",
+                p.role,
+                list(expected_fs)
+            ),
+            Some(fs) => ensure!(
+                expected_fs.contains(&fs),
+                "{what}: filesystem {fs} is not possible for role {:?}{}",
+                p.role,
+                if expected_fs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (use {})", list(expected_fs))
+                }
+            ),
         }
         match &p.size {
             Some(s) => {
                 let bytes = parse_size(s).with_context(|| what.clone())?;
                 ensure!(bytes > 0, "{what}: size must be positive");
             }
-            None => ensure!(i + 1 == def.partitions.len(), "{what}: only the last partition may omit its size (it fills the disk)"),
+            None => ensure!(
+                i + 1 == def.partitions.len(),
+                "{what}: only the last partition may omit its size (it fills the disk)"
+            ),
         }
         if let Some(label) = &p.label {
             ensure!(p.filesystem.is_some(), "{what}: a label needs a filesystem");
@@ -239,7 +309,10 @@ fn validate(def: &Definition) -> Result<()> {
                 Some(Filesystem::Xfs) => 12,
                 _ => 16,
             };
-            ensure!(!label.is_empty() && label.len() <= max && label.is_ascii(), "{what}: label '{label}' must be 1-{max} ASCII characters");
+            ensure!(
+                !label.is_empty() && label.len() <= max && label.is_ascii(),
+                "{what}: label '{label}' must be 1-{max} ASCII characters"
+            );
         }
         if let Some(u) = &p.fs_uuid {
             match p.filesystem {
@@ -247,27 +320,48 @@ fn validate(def: &Definition) -> Result<()> {
                     parse_vfat_id(u).with_context(|| what.clone())?;
                 }
                 Some(_) => {
-                    Uuid::parse_str(u).with_context(|| format!("{what}: fs-uuid '{u}' is not a UUID"))?;
+                    Uuid::parse_str(u)
+                        .with_context(|| format!("{what}: fs-uuid '{u}' is not a UUID"))?;
                 }
                 None => bail!("{what}: fs-uuid needs a filesystem"),
             }
         }
     }
-    let root = def.partitions.iter().find(|p| p.role == Role::Root).expect("validated");
-    ensure!(root.label.is_some(), "the root partition needs a label: the kernel finds it by root=LABEL=");
-    let boot = def.partitions.iter().find(|p| p.role == Role::Boot).expect("validated");
-    ensure!(boot.label.is_some(), "the boot partition needs a label: GRUB and fstab find it by label");
+    let root = def
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Root)
+        .expect("validated");
+    ensure!(
+        root.label.is_some(),
+        "the root partition needs a label: the kernel finds it by root=LABEL="
+    );
+    let boot = def
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Boot)
+        .expect("validated");
+    ensure!(
+        boot.label.is_some(),
+        "the boot partition needs a label: GRUB and fstab find it by label"
+    );
     Ok(())
 }
 
 fn list(fs: &[Filesystem]) -> String {
-    fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" or ")
+    fs.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// A FAT volume id written as `XXXX-XXXX`.
 pub fn parse_vfat_id(s: &str) -> Result<u32> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    ensure!(s.len() == 9 && s.as_bytes()[4] == b'-' && hex.len() == 8, "vfat fs-uuid '{s}' must look like ABCD-1234");
+    ensure!(
+        s.len() == 9 && s.as_bytes()[4] == b'-' && hex.len() == 8,
+        "vfat fs-uuid '{s}' must look like ABCD-1234"
+    );
     u32::from_str_radix(&hex, 16).with_context(|| format!("vfat fs-uuid '{s}' must be hexadecimal"))
 }
 
@@ -291,19 +385,32 @@ impl Catalog {
     pub fn load(user_dir: Option<&Path>) -> Result<Catalog> {
         let mut cat = Catalog::shipped()?;
         if let Some(dir) = user_dir {
-            let rd = std::fs::read_dir(dir).with_context(|| format!("reading boot image definitions from {}", dir.display()))?;
+            let rd = std::fs::read_dir(dir).with_context(|| {
+                format!("reading boot image definitions from {}", dir.display())
+            })?;
             let mut files: Vec<PathBuf> = Vec::new();
             for entry in rd {
-                let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+                let path = entry
+                    .with_context(|| format!("reading {}", dir.display()))?
+                    .path();
                 if path.extension().is_some_and(|e| e == "toml") {
                     files.push(path);
                 }
             }
             files.sort();
             for path in files {
-                let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                ensure!(valid_name(&name), "{}: definition names are lowercase letters, digits and '-'", path.display());
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let name = path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                ensure!(
+                    valid_name(&name),
+                    "{}: definition names are lowercase letters, digits and '-'",
+                    path.display()
+                );
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 let origin = path.display().to_string();
                 let def = parse(&origin, &text)?;
                 cat.entries.insert(name, (origin, def));
@@ -315,7 +422,10 @@ impl Catalog {
     pub fn get(&self, name: &str) -> Result<&Definition> {
         match self.entries.get(name) {
             Some((_, d)) => Ok(d),
-            None => bail!("unknown boot image '{name}': known are {}", self.names().join(", ")),
+            None => bail!(
+                "unknown boot image '{name}': known are {}",
+                self.names().join(", ")
+            ),
         }
     }
 
@@ -330,7 +440,10 @@ impl Catalog {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 #[cfg(test)]
@@ -339,14 +452,26 @@ mod tests {
 
     #[test]
     fn sizes() {
-        let ok: &[(&str, u64)] = &[("1MiB", 1 << 20), ("127MiB", 127 << 20), ("10GiB", 10 << 30), ("10G", 10 << 30), ("512", 512), ("4 KiB", 4096)];
+        let ok: &[(&str, u64)] = &[
+            ("1MiB", 1 << 20),
+            ("127MiB", 127 << 20),
+            ("10GiB", 10 << 30),
+            ("10G", 10 << 30),
+            ("512", 512),
+            ("4 KiB", 4096),
+        ];
         for (s, want) in ok {
             assert_eq!(parse_size(s).unwrap(), *want, "{s}");
         }
         for bad in ["", "MiB", "10 parsecs", "-1", "99999999999999TiB"] {
             assert!(parse_size(bad).is_err(), "{bad} should fail");
         }
-        let fmt: &[(u64, &str)] = &[(1 << 20, "1MiB"), (3 << 30, "3GiB"), ((5 << 29) + 7, "2.5GiB"), (100, "100B")];
+        let fmt: &[(u64, &str)] = &[
+            (1 << 20, "1MiB"),
+            (3 << 30, "3GiB"),
+            ((5 << 29) + 7, "2.5GiB"),
+            (100, "100B"),
+        ];
         for (n, want) in fmt {
             assert_eq!(format_size(*n), *want);
         }
@@ -357,7 +482,11 @@ mod tests {
         let cat = Catalog::shipped().unwrap();
         assert_eq!(cat.names(), ["metal", "metal4k", "qemu"]);
         assert_eq!(cat.get("metal4k").unwrap().sector_size, 4096);
-        assert!(cat.get("nope").unwrap_err().to_string().contains("known are metal, metal4k, qemu"));
+        assert!(cat
+            .get("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("known are metal, metal4k, qemu"));
     }
 
     fn with(edit: impl Fn(&str) -> String) -> Result<Definition> {
@@ -367,16 +496,56 @@ mod tests {
     #[test]
     fn bad_definitions_are_named() {
         let cases: &[(&str, &str, &str)] = &[
-            ("sector-size = 512", "sector-size = 1024", "sector-size must be 512 or 4096"),
-            ("platform = \"qemu\"", "platform = \"qemu\"\nbogus = 1", "unknown field `bogus`"),
-            ("sector-size = 512", "sector-size = 4096", "BIOS cannot boot 4096-byte sector disks"),
-            ("filesystem = \"xfs\"", "filesystem = \"vfat\"", "filesystem vfat is not possible for role Root"),
-            ("size = \"384MiB\"", "", "only the last partition may omit its size"),
-            ("size = \"127MiB\"", "size = \"127 furlongs\"", "unknown unit"),
-            ("role = \"boot\"", "role = \"root\"", "exactly one partition must have role Boot"),
-            ("label = \"EFI-SYSTEM\"", "label = \"EFI-SYSTEM-PARTITION\"", "must be 1-11 ASCII characters"),
-            ("compression = \"gzip\"", "compression = \"zstd\"", "unknown variant `zstd`"),
-            ("compression-level = 1", "compression-level = 0", "compression-level for gzip must be 1-9"),
+            (
+                "sector-size = 512",
+                "sector-size = 1024",
+                "sector-size must be 512 or 4096",
+            ),
+            (
+                "platform = \"qemu\"",
+                "platform = \"qemu\"\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            (
+                "sector-size = 512",
+                "sector-size = 4096",
+                "BIOS cannot boot 4096-byte sector disks",
+            ),
+            (
+                "filesystem = \"xfs\"",
+                "filesystem = \"vfat\"",
+                "filesystem vfat is not possible for role Root",
+            ),
+            (
+                "size = \"384MiB\"",
+                "",
+                "only the last partition may omit its size",
+            ),
+            (
+                "size = \"127MiB\"",
+                "size = \"127 furlongs\"",
+                "unknown unit",
+            ),
+            (
+                "role = \"boot\"",
+                "role = \"root\"",
+                "exactly one partition must have role Boot",
+            ),
+            (
+                "label = \"EFI-SYSTEM\"",
+                "label = \"EFI-SYSTEM-PARTITION\"",
+                "must be 1-11 ASCII characters",
+            ),
+            (
+                "compression = \"gzip\"",
+                "compression = \"zstd\"",
+                "unknown variant `zstd`",
+            ),
+            (
+                "compression-level = 1",
+                "compression-level = 0",
+                "compression-level for gzip must be 1-9",
+            ),
             ("label = \"root\"", "", "root partition needs a label"),
         ];
         for (from, to, want) in cases {
@@ -391,8 +560,20 @@ mod tests {
     #[test]
     fn user_directory_adds_and_overrides() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("qemu.toml"), SHIPPED[2].1.replace("QEMU qcow2 disk (UEFI and BIOS)", "mine")).unwrap();
-        std::fs::write(dir.path().join("azure-ish.toml"), SHIPPED[0].1.replace("platform = \"metal\"", "platform = \"azure\"")).unwrap();
+        std::fs::write(
+            dir.path().join("qemu.toml"),
+            SHIPPED[2]
+                .1
+                .replace("QEMU qcow2 disk (UEFI and BIOS)", "mine"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("azure-ish.toml"),
+            SHIPPED[0]
+                .1
+                .replace("platform = \"metal\"", "platform = \"azure\""),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("README.md"), "ignored").unwrap();
         let cat = Catalog::load(Some(dir.path())).unwrap();
         assert_eq!(cat.names(), ["azure-ish", "metal", "metal4k", "qemu"]);

@@ -7,7 +7,10 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::definition::{format_size, parse_size, parse_vfat_id, Compression, Definition, Filesystem, Firmware, Format, Role};
+use super::definition::{
+    format_size, parse_size, parse_vfat_id, Compression, Definition, Filesystem, Firmware, Format,
+    Role,
+};
 
 const MIB: u64 = 1 << 20;
 /// GPT partition entry array as every partitioning tool writes it: 128 entries of 128 bytes.
@@ -87,7 +90,9 @@ impl Plan {
 
     /// Label of the root filesystem (validated present).
     pub fn root_label(&self) -> &str {
-        self.partition(Role::Root).and_then(|p| p.label.as_deref()).unwrap_or("root")
+        self.partition(Role::Root)
+            .and_then(|p| p.label.as_deref())
+            .unwrap_or("root")
     }
 }
 
@@ -122,14 +127,23 @@ fn serial_console(consoles: &[String]) -> Option<SerialConsole> {
         let (unit, opts) = rest.split_once(',').unwrap_or((rest, ""));
         let unit = unit.parse().ok()?;
         let speed_digits: String = opts.chars().take_while(|c| c.is_ascii_digit()).collect();
-        Some(SerialConsole { unit, speed: speed_digits.parse().unwrap_or(115200) })
+        Some(SerialConsole {
+            unit,
+            speed: speed_digits.parse().unwrap_or(115200),
+        })
     })
 }
 
 fn check_kargs(kargs: &[String]) -> Result<()> {
     for k in kargs {
-        ensure!(!k.is_empty() && !k.chars().any(char::is_whitespace), "kernel argument '{k}' must be one non-empty word (pass --karg once per argument)");
-        ensure!(!k.starts_with("ostree="), "kernel argument '{k}': ostree= is set by the deployment");
+        ensure!(
+            !k.is_empty() && !k.chars().any(char::is_whitespace),
+            "kernel argument '{k}' must be one non-empty word (pass --karg once per argument)"
+        );
+        ensure!(
+            !k.starts_with("ostree="),
+            "kernel argument '{k}': ostree= is set by the deployment"
+        );
     }
     Ok(())
 }
@@ -175,7 +189,13 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
     let fill = def.partitions.last().filter(|p| p.size.is_none());
 
     // The smallest disk: everything fixed, the filling partition's minimum, the backup GPT.
-    let fill_min_sectors = fill.map(|p| p.filesystem.map_or(align, |fs| fs_min_size(fs, content_of(p.role))).div_ceil(sector)).unwrap_or(0);
+    let fill_min_sectors = fill
+        .map(|p| {
+            p.filesystem
+                .map_or(align, |fs| fs_min_size(fs, content_of(p.role)))
+                .div_ceil(sector)
+        })
+        .unwrap_or(0);
     let min_sectors = (next + fill_min_sectors).div_ceil(align) * align + align.max(tail_sectors);
     let min_bytes = min_sectors * sector;
 
@@ -184,7 +204,11 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             let rounded = requested.div_ceil(MIB) * MIB;
             if rounded < min_bytes {
                 let suggest = min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE;
-                let content = if opts.content.root > 0 { format!(" ({} of root content)", format_size(opts.content.root)) } else { String::new() };
+                let content = if opts.content.root > 0 {
+                    format!(" ({} of root content)", format_size(opts.content.root))
+                } else {
+                    String::new()
+                };
                 bail!("disk size {} is too small for this image: it needs at least {}{content}; use --size {} or more", format_size(requested), format_size(min_bytes), format_size(suggest));
             }
             rounded
@@ -200,7 +224,12 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             Some(s) => first + parse_size(s)?.div_ceil(sector) - 1,
             None => last_usable,
         };
-        ensure!(last <= last_usable, "partition '{}' does not fit a disk of {}", p.name, format_size(disk_size));
+        ensure!(
+            last <= last_usable,
+            "partition '{}' does not fit a disk of {}",
+            p.name,
+            format_size(disk_size)
+        );
         let fs_uuid = match (&p.fs_uuid, p.filesystem) {
             (Some(u), Some(Filesystem::Vfat)) => Some(vfat_id_string(parse_vfat_id(u)?)),
             (Some(u), _) => Some(Uuid::parse_str(u)?.hyphenated().to_string()),
@@ -208,7 +237,11 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
                 let b = derived_uuid(&[name, &p.name, "fs"]).into_bytes();
                 Some(vfat_id_string(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
             }
-            (None, Some(_)) => Some(derived_uuid(&[name, &p.name, "fs"]).hyphenated().to_string()),
+            (None, Some(_)) => Some(
+                derived_uuid(&[name, &p.name, "fs"])
+                    .hyphenated()
+                    .to_string(),
+            ),
             (None, None) => None,
         };
         partitions.push(PlannedPartition {
@@ -216,7 +249,9 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             name: p.name.clone(),
             role: p.role,
             type_guid: p.type_guid,
-            guid: p.guid.unwrap_or_else(|| derived_uuid(&[name, &p.name, "partition"])),
+            guid: p
+                .guid
+                .unwrap_or_else(|| derived_uuid(&[name, &p.name, "partition"])),
             first_lba: first,
             last_lba: last,
             offset: first * sector,
@@ -228,7 +263,12 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         });
     }
 
-    let root_label = def.partitions.iter().find(|p| p.role == Role::Root).and_then(|p| p.label.clone()).unwrap_or_default();
+    let root_label = def
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Root)
+        .and_then(|p| p.label.clone())
+        .unwrap_or_default();
     let mut kargs = vec![format!("root=LABEL={root_label}"), "rw".to_string()];
     kargs.extend(def.console.iter().map(|c| format!("console={c}")));
     kargs.extend(def.kernel_arguments.iter().cloned());
@@ -245,12 +285,20 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         format: def.format,
         compression: def.compression,
         compression_level: def.compression_level.unwrap_or(6),
-        stream_format: format!("{}{}", def.stream_format.clone().unwrap_or_else(|| def.format.to_string()), def.compression.suffix()),
+        stream_format: format!(
+            "{}{}",
+            def.stream_format
+                .clone()
+                .unwrap_or_else(|| def.format.to_string()),
+            def.compression.suffix()
+        ),
         firmware,
         sector_size: sector,
         disk_size,
         disk_sectors,
-        disk_guid: def.disk_guid.unwrap_or_else(|| derived_uuid(&[name, "disk"])),
+        disk_guid: def
+            .disk_guid
+            .unwrap_or_else(|| derived_uuid(&[name, "disk"])),
         kargs,
         grub_serial: serial_console(&def.console),
         partitions,
@@ -280,15 +328,44 @@ mod tests {
         let update = std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some();
         for (name, _) in SHIPPED {
             let def = cat.get(name).unwrap();
-            let fixed = resolve(name, def, &PlanOptions { size: Some(10 << 30), ..Default::default() }).unwrap();
-            let auto = resolve(name, def, &PlanOptions { content: ContentSizes { esp: 5 * MIB, boot: 90 * MIB, root: 1500 * MIB }, extra_kargs: vec!["quiet".into()], size: None }).unwrap();
-            let text = serde_json::to_string_pretty(&serde_json::json!({"10GiB": fixed, "auto": auto})).unwrap() + "\n";
+            let fixed = resolve(
+                name,
+                def,
+                &PlanOptions {
+                    size: Some(10 << 30),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let auto = resolve(
+                name,
+                def,
+                &PlanOptions {
+                    content: ContentSizes {
+                        esp: 5 * MIB,
+                        boot: 90 * MIB,
+                        root: 1500 * MIB,
+                    },
+                    extra_kargs: vec!["quiet".into()],
+                    size: None,
+                },
+            )
+            .unwrap();
+            let text =
+                serde_json::to_string_pretty(&serde_json::json!({"10GiB": fixed, "auto": auto}))
+                    .unwrap()
+                    + "\n";
             let path = snapshot_dir().join(format!("{name}.json"));
             if update {
                 std::fs::create_dir_all(snapshot_dir()).unwrap();
                 std::fs::write(&path, &text).unwrap();
             }
-            let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with LAYERBOOT_UPDATE_GOLDEN=1)", path.display()));
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run with LAYERBOOT_UPDATE_GOLDEN=1)",
+                    path.display()
+                )
+            });
             pretty_assertions::assert_eq!(want, text, "{name}");
         }
     }
@@ -298,13 +375,28 @@ mod tests {
         let cat = Catalog::shipped().unwrap();
         // (definition, sector size, expected (first_lba, last_lba) of partitions 1-3)
         let cases: &[(&str, u64, [(u64, u64); 3])] = &[
-            ("metal", 512, [(2048, 4095), (4096, 264191), (264192, 1050623)]),
+            (
+                "metal",
+                512,
+                [(2048, 4095), (4096, 264191), (264192, 1050623)],
+            ),
             ("metal4k", 4096, [(256, 511), (512, 33023), (33024, 131327)]),
         ];
         for (name, sector, want) in cases {
-            let plan = resolve(name, cat.get(name).unwrap(), &PlanOptions { size: Some(8 << 30), ..Default::default() }).unwrap();
+            let plan = resolve(
+                name,
+                cat.get(name).unwrap(),
+                &PlanOptions {
+                    size: Some(8 << 30),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert_eq!(plan.sector_size, *sector);
-            let got: Vec<(u64, u64)> = plan.partitions[..3].iter().map(|p| (p.first_lba, p.last_lba)).collect();
+            let got: Vec<(u64, u64)> = plan.partitions[..3]
+                .iter()
+                .map(|p| (p.first_lba, p.last_lba))
+                .collect();
             assert_eq!(got, want, "{name}");
             let sizes: Vec<u64> = plan.partitions[..3].iter().map(|p| p.size).collect();
             assert_eq!(sizes, [MIB, 127 * MIB, 384 * MIB]);
@@ -312,7 +404,10 @@ mod tests {
             assert_eq!(root.offset, 513 * MIB);
             // Root ends right before the backup GPT entries.
             assert_eq!(root.last_lba, plan.disk_sectors - 2 - 16384 / sector);
-            assert_eq!(plan.partitions[0].attributes, 4, "BIOS-BOOT is legacy-BIOS-bootable");
+            assert_eq!(
+                plan.partitions[0].attributes, 4,
+                "BIOS-BOOT is legacy-BIOS-bootable"
+            );
             for p in &plan.partitions {
                 assert_eq!(p.offset % MIB, 0, "{} not 1 MiB aligned", p.name);
             }
@@ -322,15 +417,57 @@ mod tests {
     #[test]
     fn kargs_and_console() {
         let cat = Catalog::shipped().unwrap();
-        let plan = resolve("qemu", cat.get("qemu").unwrap(), &PlanOptions { size: Some(4 << 30), extra_kargs: vec!["enforcing=0".into()], ..Default::default() }).unwrap();
-        assert_eq!(plan.kargs, ["root=LABEL=root", "rw", "console=tty0", "console=ttyS0,115200n8", "ignition.platform.id=qemu", "enforcing=0"]);
-        assert_eq!(plan.grub_serial, Some(SerialConsole { unit: 0, speed: 115200 }));
+        let plan = resolve(
+            "qemu",
+            cat.get("qemu").unwrap(),
+            &PlanOptions {
+                size: Some(4 << 30),
+                extra_kargs: vec!["enforcing=0".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            plan.kargs,
+            [
+                "root=LABEL=root",
+                "rw",
+                "console=tty0",
+                "console=ttyS0,115200n8",
+                "ignition.platform.id=qemu",
+                "enforcing=0"
+            ]
+        );
+        assert_eq!(
+            plan.grub_serial,
+            Some(SerialConsole {
+                unit: 0,
+                speed: 115200
+            })
+        );
         assert_eq!(plan.stream_format, "qcow2.gz");
-        let metal4k = resolve("metal4k", cat.get("metal4k").unwrap(), &PlanOptions { size: Some(4 << 30), ..Default::default() }).unwrap();
+        let metal4k = resolve(
+            "metal4k",
+            cat.get("metal4k").unwrap(),
+            &PlanOptions {
+                size: Some(4 << 30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(metal4k.stream_format, "4k.raw.xz");
         assert_eq!(metal4k.grub_serial, None);
         for bad in ["two words", "ostree=/x", ""] {
-            let err = resolve("qemu", cat.get("qemu").unwrap(), &PlanOptions { size: Some(4 << 30), extra_kargs: vec![bad.into()], ..Default::default() }).unwrap_err();
+            let err = resolve(
+                "qemu",
+                cat.get("qemu").unwrap(),
+                &PlanOptions {
+                    size: Some(4 << 30),
+                    extra_kargs: vec![bad.into()],
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("kernel argument"), "{err}");
         }
     }
@@ -339,21 +476,88 @@ mod tests {
     fn sizes_too_small_name_what_is_needed() {
         let cat = Catalog::shipped().unwrap();
         let def = cat.get("qemu").unwrap();
-        let content = ContentSizes { esp: 5 * MIB, boot: 90 * MIB, root: 1500 * MIB };
-        let auto = resolve("qemu", def, &PlanOptions { content, ..Default::default() }).unwrap();
+        let content = ContentSizes {
+            esp: 5 * MIB,
+            boot: 90 * MIB,
+            root: 1500 * MIB,
+        };
+        let auto = resolve(
+            "qemu",
+            def,
+            &PlanOptions {
+                content,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(auto.disk_size % AUTO_SIZE_GRANULE, 0);
         let root = auto.partition(Role::Root).unwrap();
         assert!(root.size >= fs_min_size(Filesystem::Xfs, content.root));
 
-        let err = resolve("qemu", def, &PlanOptions { size: Some(1 << 30), content, ..Default::default() }).unwrap_err().to_string();
-        assert!(err.starts_with("disk size 1GiB is too small for this image: it needs at least "), "{err}");
+        let err = resolve(
+            "qemu",
+            def,
+            &PlanOptions {
+                size: Some(1 << 30),
+                content,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("disk size 1GiB is too small for this image: it needs at least "),
+            "{err}"
+        );
         assert!(err.ends_with("use --size 2560MiB or more"), "{err}");
         // Exactly the minimum named works, one MiB less does not.
-        let min = parse_size(err.split("at least ").nth(1).unwrap().split(' ').next().unwrap()).unwrap();
-        resolve("qemu", def, &PlanOptions { size: Some(min), content, ..Default::default() }).unwrap();
-        assert!(resolve("qemu", def, &PlanOptions { size: Some(min - MIB), content, ..Default::default() }).is_err());
-        let err = resolve("qemu", def, &PlanOptions { size: None, content: ContentSizes { boot: 500 * MIB, ..content }, ..Default::default() }).unwrap_err().to_string();
-        assert!(err.contains("partition 'boot' (384MiB) is too small"), "{err}");
+        let min = parse_size(
+            err.split("at least ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        resolve(
+            "qemu",
+            def,
+            &PlanOptions {
+                size: Some(min),
+                content,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(resolve(
+            "qemu",
+            def,
+            &PlanOptions {
+                size: Some(min - MIB),
+                content,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        let err = resolve(
+            "qemu",
+            def,
+            &PlanOptions {
+                size: None,
+                content: ContentSizes {
+                    boot: 500 * MIB,
+                    ..content
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("partition 'boot' (384MiB) is too small"),
+            "{err}"
+        );
     }
 
     #[test]

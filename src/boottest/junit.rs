@@ -37,12 +37,27 @@ pub fn render(suite: &str, cases: &[TestCase]) -> String {
     let failures = cases.iter().filter(|c| c.failure.is_some()).count();
     let total: f64 = cases.iter().map(|c| c.duration.as_secs_f64()).sum();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(x, "<testsuites tests=\"{}\" failures=\"{failures}\" time=\"{total:.3}\">", cases.len());
+    let _ = writeln!(
+        x,
+        "<testsuites tests=\"{}\" failures=\"{failures}\" time=\"{total:.3}\">",
+        cases.len()
+    );
     let _ = writeln!(x, "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.3}\">", escape(suite), cases.len());
     for c in cases {
-        let _ = writeln!(x, "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\">", escape(c.name), escape(c.classname), c.duration.as_secs_f64());
+        let _ = writeln!(
+            x,
+            "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\">",
+            escape(c.name),
+            escape(c.classname),
+            c.duration.as_secs_f64()
+        );
         if let Some(reason) = c.failure {
-            let _ = writeln!(x, "      <failure message=\"{}\" type=\"boot-test\">{}</failure>", escape(reason), escape(reason));
+            let _ = writeln!(
+                x,
+                "      <failure message=\"{}\" type=\"boot-test\">{}</failure>",
+                escape(reason),
+                escape(reason)
+            );
         }
         let _ = writeln!(x, "      <system-out>{}</system-out>", escape(c.system_out));
         x.push_str("    </testcase>\n");
@@ -75,8 +90,20 @@ mod tests {
         let xml = render(
             "layerboot boot-test",
             &[
-                TestCase { name: "disk.raw", classname: "boot-test.uefi", duration: Duration::from_millis(1500), failure: None, system_out: "ok" },
-                TestCase { name: "bad<1>", classname: "boot-test.bios", duration: Duration::from_secs(2), failure: Some("saw \"Kernel panic\""), system_out: "x\x07y" },
+                TestCase {
+                    name: "disk.raw",
+                    classname: "boot-test.uefi",
+                    duration: Duration::from_millis(1500),
+                    failure: None,
+                    system_out: "ok",
+                },
+                TestCase {
+                    name: "bad<1>",
+                    classname: "boot-test.bios",
+                    duration: Duration::from_secs(2),
+                    failure: Some("saw \"Kernel panic\""),
+                    system_out: "x\x07y",
+                },
             ],
         );
         pretty_assertions::assert_eq!(

@@ -35,7 +35,9 @@ pub enum Pattern {
 impl Pattern {
     pub fn parse(s: &str) -> Result<Self> {
         match s.strip_prefix("re:") {
-            Some(re) => Ok(Pattern::Regex(regex::Regex::new(re).with_context(|| format!("invalid regular expression in pattern '{s}'"))?)),
+            Some(re) => Ok(Pattern::Regex(regex::Regex::new(re).with_context(
+                || format!("invalid regular expression in pattern '{s}'"),
+            )?)),
             None if s.is_empty() => anyhow::bail!("empty pattern"),
             None => Ok(Pattern::Substring(s.to_string())),
         }
@@ -84,7 +86,14 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn new(expects: Vec<Pattern>, fail_on: Vec<Pattern>) -> Self {
-        Matcher { expects, fail_on, seen: 0, failure: None, partial: [Vec::new(), Vec::new()], port_lines: Vec::new() }
+        Matcher {
+            expects,
+            fail_on,
+            seen: 0,
+            failure: None,
+            partial: [Vec::new(), Vec::new()],
+            port_lines: Vec::new(),
+        }
     }
 
     /// Feed raw bytes from one source; complete lines are checked at once.
@@ -119,11 +128,18 @@ impl Matcher {
             return;
         }
         if let Some(p) = self.fail_on.iter().find(|p| p.is_match(line)) {
-            self.failure = Some(Failure { pattern: p.to_string(), line: line.to_string(), source });
+            self.failure = Some(Failure {
+                pattern: p.to_string(),
+                line: line.to_string(),
+                source,
+            });
             return;
         }
         while self.seen < self.expects.len() && self.expects[self.seen].is_match(line) {
-            log::info!("expected pattern '{}' seen on the {source}", self.expects[self.seen]);
+            log::info!(
+                "expected pattern '{}' seen on the {source}",
+                self.expects[self.seen]
+            );
             self.seen += 1;
         }
     }
@@ -160,29 +176,168 @@ mod tests {
     use super::*;
 
     fn m(expects: &[&str], fail_on: &[&str]) -> Matcher {
-        Matcher::new(expects.iter().map(|s| Pattern::parse(s).unwrap()).collect(), fail_on.iter().map(|s| Pattern::parse(s).unwrap()).collect())
+        Matcher::new(
+            expects.iter().map(|s| Pattern::parse(s).unwrap()).collect(),
+            fail_on.iter().map(|s| Pattern::parse(s).unwrap()).collect(),
+        )
     }
 
     #[test]
     fn table() {
         // (expects, fail_on, feeds, finish?, want all_seen, want failure pattern)
-        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [(Source, &'a str)], bool, bool, Option<&'a str>);
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [(Source, &'a str)],
+            bool,
+            bool,
+            Option<&'a str>,
+        );
         let cases: &[Case] = &[
-            ("in order", &["A", "B"], &[], &[(Source::Console, "A\nB\n")], false, true, None),
-            ("out of order is not enough", &["A", "B"], &[], &[(Source::Console, "B\nA\n")], false, false, None),
-            ("out of order then in order", &["A", "B"], &[], &[(Source::Console, "B\nA\nxB\n")], false, true, None),
-            ("one line satisfies consecutive expects", &["A", "B"], &[], &[(Source::Console, "AB\n")], false, true, None),
-            ("line split across reads", &["MARKER-42"], &[], &[(Source::Console, "MAR"), (Source::Console, "KER-"), (Source::Console, "42\r\n")], false, true, None),
-            ("partial line not matched before finish", &["END"], &[], &[(Source::Console, "EN"), (Source::Console, "D")], false, false, None),
-            ("partial line matched at finish", &["END"], &[], &[(Source::Console, "END")], true, true, None),
-            ("sources mix in arrival order", &["A", "B"], &[], &[(Source::Port, "A\n"), (Source::Console, "B\n")], false, true, None),
-            ("sources split independently", &["AB"], &[], &[(Source::Console, "A"), (Source::Port, "B\n"), (Source::Console, "B\n")], false, true, None),
-            ("interleaved partials do not join", &["AB"], &[], &[(Source::Console, "A"), (Source::Port, "B\n")], false, false, None),
-            ("fail-on wins over expect on the same line", &["boot ok"], &["panic"], &[(Source::Console, "boot ok but panic\n")], false, false, Some("panic")),
-            ("fail-on after pass still recorded", &["ok"], &["Kernel panic"], &[(Source::Console, "ok\nKernel panic - not syncing\n")], false, true, Some("Kernel panic")),
-            ("first failure sticks", &[], &["X", "Y"], &[(Source::Port, "Y\nX\n")], false, true, Some("Y")),
-            ("regex", &["re:^LAYERED-OK [0-9a-f]{4}$"], &[], &[(Source::Console, "LAYERED-OK beef\n")], false, true, None),
-            ("regex anchored does not match mid-line", &["re:^OK$"], &[], &[(Source::Console, "NOT OK\n")], false, false, None),
+            (
+                "in order",
+                &["A", "B"],
+                &[],
+                &[(Source::Console, "A\nB\n")],
+                false,
+                true,
+                None,
+            ),
+            (
+                "out of order is not enough",
+                &["A", "B"],
+                &[],
+                &[(Source::Console, "B\nA\n")],
+                false,
+                false,
+                None,
+            ),
+            (
+                "out of order then in order",
+                &["A", "B"],
+                &[],
+                &[(Source::Console, "B\nA\nxB\n")],
+                false,
+                true,
+                None,
+            ),
+            (
+                "one line satisfies consecutive expects",
+                &["A", "B"],
+                &[],
+                &[(Source::Console, "AB\n")],
+                false,
+                true,
+                None,
+            ),
+            (
+                "line split across reads",
+                &["MARKER-42"],
+                &[],
+                &[
+                    (Source::Console, "MAR"),
+                    (Source::Console, "KER-"),
+                    (Source::Console, "42\r\n"),
+                ],
+                false,
+                true,
+                None,
+            ),
+            (
+                "partial line not matched before finish",
+                &["END"],
+                &[],
+                &[(Source::Console, "EN"), (Source::Console, "D")],
+                false,
+                false,
+                None,
+            ),
+            (
+                "partial line matched at finish",
+                &["END"],
+                &[],
+                &[(Source::Console, "END")],
+                true,
+                true,
+                None,
+            ),
+            (
+                "sources mix in arrival order",
+                &["A", "B"],
+                &[],
+                &[(Source::Port, "A\n"), (Source::Console, "B\n")],
+                false,
+                true,
+                None,
+            ),
+            (
+                "sources split independently",
+                &["AB"],
+                &[],
+                &[
+                    (Source::Console, "A"),
+                    (Source::Port, "B\n"),
+                    (Source::Console, "B\n"),
+                ],
+                false,
+                true,
+                None,
+            ),
+            (
+                "interleaved partials do not join",
+                &["AB"],
+                &[],
+                &[(Source::Console, "A"), (Source::Port, "B\n")],
+                false,
+                false,
+                None,
+            ),
+            (
+                "fail-on wins over expect on the same line",
+                &["boot ok"],
+                &["panic"],
+                &[(Source::Console, "boot ok but panic\n")],
+                false,
+                false,
+                Some("panic"),
+            ),
+            (
+                "fail-on after pass still recorded",
+                &["ok"],
+                &["Kernel panic"],
+                &[(Source::Console, "ok\nKernel panic - not syncing\n")],
+                false,
+                true,
+                Some("Kernel panic"),
+            ),
+            (
+                "first failure sticks",
+                &[],
+                &["X", "Y"],
+                &[(Source::Port, "Y\nX\n")],
+                false,
+                true,
+                Some("Y"),
+            ),
+            (
+                "regex",
+                &["re:^LAYERED-OK [0-9a-f]{4}$"],
+                &[],
+                &[(Source::Console, "LAYERED-OK beef\n")],
+                false,
+                true,
+                None,
+            ),
+            (
+                "regex anchored does not match mid-line",
+                &["re:^OK$"],
+                &[],
+                &[(Source::Console, "NOT OK\n")],
+                false,
+                false,
+                None,
+            ),
         ];
         for (name, expects, fail_on, feeds, finish, want_all, want_fail) in cases {
             let mut mm = m(expects, fail_on);
@@ -193,7 +348,11 @@ mod tests {
                 mm.finish();
             }
             assert_eq!(mm.all_seen(), *want_all, "{name}");
-            assert_eq!(mm.failure().map(|f| f.pattern.as_str()), *want_fail, "{name}");
+            assert_eq!(
+                mm.failure().map(|f| f.pattern.as_str()),
+                *want_fail,
+                "{name}"
+            );
         }
     }
 

@@ -65,7 +65,11 @@ pub enum Artifact {
     /// An ISO attached as a disk (a hybrid ISO written to a USB stick).
     IsoAsDisk(PathBuf),
     /// QEMU loads the kernel and initrd directly; no firmware boot path involved.
-    DirectKernel { kernel: PathBuf, initrd: Option<PathBuf>, append: String },
+    DirectKernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        append: String,
+    },
 }
 
 /// The `--kind` values; [`ArtifactKind::detect`] picks one from a file's contents.
@@ -122,14 +126,21 @@ impl Artifact {
 
     fn files(&self) -> Vec<&Path> {
         match self {
-            Artifact::RawDisk(p) | Artifact::Qcow2(p) | Artifact::IsoCdrom(p) | Artifact::IsoAsDisk(p) => vec![p],
-            Artifact::DirectKernel { kernel, initrd, .. } => std::iter::once(kernel.as_path()).chain(initrd.as_deref()).collect(),
+            Artifact::RawDisk(p)
+            | Artifact::Qcow2(p)
+            | Artifact::IsoCdrom(p)
+            | Artifact::IsoAsDisk(p) => vec![p],
+            Artifact::DirectKernel { kernel, initrd, .. } => std::iter::once(kernel.as_path())
+                .chain(initrd.as_deref())
+                .collect(),
         }
     }
 
     fn display_name(&self) -> String {
         let p = self.files()[0];
-        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
     }
 }
 
@@ -228,13 +239,22 @@ impl BootTestSettings {
     /// Checks that need no file system.
     pub fn validate(&self) -> Result<()> {
         if self.sector_size != 512 && self.sector_size != 4096 {
-            bail!("unsupported sector size {}: use 512 or 4096", self.sector_size);
+            bail!(
+                "unsupported sector size {}: use 512 or 4096",
+                self.sector_size
+            );
         }
-        if self.firmware == Firmware::Bios && self.sector_size == 4096 && self.artifact.boot_disk().is_some() {
+        if self.firmware == Firmware::Bios
+            && self.sector_size == 4096
+            && self.artifact.boot_disk().is_some()
+        {
             bail!("BIOS firmware (SeaBIOS) cannot boot a disk with 4096-byte sectors: use --firmware uefi");
         }
         if self.memory_mib < 64 {
-            bail!("memory {} MiB is too small (at least 64 MiB)", self.memory_mib);
+            bail!(
+                "memory {} MiB is too small (at least 64 MiB)",
+                self.memory_mib
+            );
         }
         if self.cpus == 0 {
             bail!("at least one CPU is needed");
@@ -278,9 +298,18 @@ pub struct Outcome {
 impl Outcome {
     /// The text a human reads on failure: the reason, then the console tail.
     pub fn report(&self) -> String {
-        let mut s = format!("boot test {}: {} ({:.1}s, {})\n", if self.passed { "passed" } else { "FAILED" }, self.reason, self.duration.as_secs_f64(), self.accel);
+        let mut s = format!(
+            "boot test {}: {} ({:.1}s, {})\n",
+            if self.passed { "passed" } else { "FAILED" },
+            self.reason,
+            self.duration.as_secs_f64(),
+            self.accel
+        );
         if !self.passed {
-            s.push_str(&format!("--- last {} console lines ---\n", self.console_tail.len()));
+            s.push_str(&format!(
+                "--- last {} console lines ---\n",
+                self.console_tail.len()
+            ));
             for l in &self.console_tail {
                 s.push_str(l);
                 s.push('\n');
@@ -296,8 +325,16 @@ impl Outcome {
 /// re-raised with its default action, so Ctrl-C ends a test process as usual instead of
 /// surfacing as one failed test among others that keep running.
 pub fn run_blocking(settings: &BootTestSettings) -> Result<Outcome> {
-    let result = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?.block_on(run(settings));
-    if let Some(i) = result.as_ref().err().and_then(|e| e.downcast_ref::<Interrupted>()) {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a tokio runtime")?
+        .block_on(run(settings));
+    if let Some(i) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<Interrupted>())
+    {
         eprintln!("{i}");
         // SAFETY: plain syscalls; restoring the default action and re-raising is how a
         // program that cleaned up after a signal lets it take its normal effect.
@@ -315,35 +352,77 @@ fn make_qemu_config(s: &BootTestSettings, accel: Accel, dir: &Path) -> Result<Qe
         Firmware::Uefi => {
             let ovmf = qemu::firmware::locate()?;
             let vars = dir.join("OVMF_VARS.fd");
-            fs::copy(&ovmf.vars_template, &vars).with_context(|| format!("copying {} to {}", ovmf.vars_template.display(), vars.display()))?;
-            FirmwareConfig::Uefi { code: ovmf.code, vars }
+            fs::copy(&ovmf.vars_template, &vars).with_context(|| {
+                format!(
+                    "copying {} to {}",
+                    ovmf.vars_template.display(),
+                    vars.display()
+                )
+            })?;
+            FirmwareConfig::Uefi {
+                code: ovmf.code,
+                vars,
+            }
         }
     };
     let mut disks = Vec::new();
     if let Some((path, format)) = s.artifact.boot_disk() {
-        disks.push(DiskConfig { path: path.to_path_buf(), format, sector_size: s.sector_size, snapshot: !s.persist_writes, read_only: false, bootindex: Some(1), serial: Some("boot".into()) });
+        disks.push(DiskConfig {
+            path: path.to_path_buf(),
+            format,
+            sector_size: s.sector_size,
+            snapshot: !s.persist_writes,
+            read_only: false,
+            bootindex: Some(1),
+            serial: Some("boot".into()),
+        });
     }
     for (i, extra) in s.extra_disks.iter().enumerate() {
         let n = i + 1;
         let (path, format) = match extra {
             ExtraDisk::Blank { size } => {
                 let p = dir.join(format!("extra{n}.raw"));
-                File::create(&p).and_then(|f| f.set_len(*size)).with_context(|| format!("creating blank disk {}", p.display()))?;
+                File::create(&p)
+                    .and_then(|f| f.set_len(*size))
+                    .with_context(|| format!("creating blank disk {}", p.display()))?;
                 (p, DiskFormat::Raw)
             }
             ExtraDisk::File { path, format } => (path.clone(), *format),
         };
-        disks.push(DiskConfig { path, format, sector_size: s.sector_size, snapshot: false, read_only: false, bootindex: None, serial: Some(format!("extra{n}")) });
+        disks.push(DiskConfig {
+            path,
+            format,
+            sector_size: s.sector_size,
+            snapshot: false,
+            read_only: false,
+            bootindex: None,
+            serial: Some(format!("extra{n}")),
+        });
     }
     let cdrom = match &s.artifact {
-        Artifact::IsoCdrom(p) => Some(CdromConfig { path: p.clone(), bootindex: Some(1) }),
+        Artifact::IsoCdrom(p) => Some(CdromConfig {
+            path: p.clone(),
+            bootindex: Some(1),
+        }),
         _ => None,
     };
     let kernel = match &s.artifact {
-        Artifact::DirectKernel { kernel, initrd, append } => Some(KernelBoot { kernel: kernel.clone(), initrd: initrd.clone(), append: append.clone() }),
+        Artifact::DirectKernel {
+            kernel,
+            initrd,
+            append,
+        } => Some(KernelBoot {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            append: append.clone(),
+        }),
         _ => None,
     };
-    let fw_cfg = s.ignition.iter().map(|p| (qemu::IGNITION_FW_CFG_KEY.to_string(), p.clone())).collect();
+    let fw_cfg = s
+        .ignition
+        .iter()
+        .map(|p| (qemu::IGNITION_FW_CFG_KEY.to_string(), p.clone()))
+        .collect();
     Ok(QemuConfig {
         binary: s.qemu_binary.clone(),
         accel,
@@ -394,7 +473,10 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
     }
     let (mut sigint, mut sigterm) = if s.handle_signals {
         use tokio::signal::unix::{signal, SignalKind};
-        (Some(signal(SignalKind::interrupt()).context("installing a SIGINT handler")?), Some(signal(SignalKind::terminate()).context("installing a SIGTERM handler")?))
+        (
+            Some(signal(SignalKind::interrupt()).context("installing a SIGINT handler")?),
+            Some(signal(SignalKind::terminate()).context("installing a SIGTERM handler")?),
+        )
     } else {
         (None, None)
     };
@@ -402,11 +484,16 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
         Some(a) => a,
         None => {
             let bin = s.qemu_binary.clone();
-            tokio::task::spawn_blocking(move || qemu::accel::detect(&bin)).await.context("accelerator probe")?
+            tokio::task::spawn_blocking(move || qemu::accel::detect(&bin))
+                .await
+                .context("accelerator probe")?
         }
     };
     // Declared before the QEMU process so it is dropped (deleted) after QEMU is dead.
-    let dir = tempfile::Builder::new().prefix("layerboot-boottest-").tempdir().context("creating a temporary directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("layerboot-boottest-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let config = make_qemu_config(s, accel, dir.path())?;
     let argv = config.argv();
     let start = Instant::now();
@@ -416,7 +503,9 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
     let mut matcher = matcher::Matcher::new(s.expect.clone(), s.fail_on.clone());
     let deadline = tokio::time::Instant::now() + s.timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let done = |m: &matcher::Matcher| m.failure().is_some() || (m.has_expects() && m.all_seen() && !s.wait_for_poweroff);
+    let done = |m: &matcher::Matcher| {
+        m.failure().is_some() || (m.has_expects() && m.all_seen() && !s.wait_for_poweroff)
+    };
 
     let end = loop {
         tokio::select! {
@@ -445,29 +534,74 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
         matcher.finish();
     }
 
-    let next = |m: &matcher::Matcher| m.next_expected().map(|p| format!("'{p}'")).unwrap_or_else(|| "the guest to power off".into());
-    let progress = format!("{} of {} expected patterns seen", matcher.seen(), s.expect.len());
+    let next = |m: &matcher::Matcher| {
+        m.next_expected()
+            .map(|p| format!("'{p}'"))
+            .unwrap_or_else(|| "the guest to power off".into())
+    };
+    let progress = format!(
+        "{} of {} expected patterns seen",
+        matcher.seen(),
+        s.expect.len()
+    );
     let (passed, reason) = if let Some(f) = matcher.failure() {
-        (false, format!("fail-on pattern '{}' matched on the {}: {}", f.pattern, f.source, f.line.trim()))
+        (
+            false,
+            format!(
+                "fail-on pattern '{}' matched on the {}: {}",
+                f.pattern,
+                f.source,
+                f.line.trim()
+            ),
+        )
     } else {
         match end {
-            End::Decided => (true, format!("all {} expected patterns seen in order", s.expect.len())),
-            End::Exited(status) if matcher.has_expects() && matcher.all_seen() => {
-                (true, format!("all {} expected patterns seen in order, then the guest powered off ({status})", s.expect.len()))
+            End::Decided => (
+                true,
+                format!("all {} expected patterns seen in order", s.expect.len()),
+            ),
+            End::Exited(status) if matcher.has_expects() && matcher.all_seen() => (
+                true,
+                format!(
+                    "all {} expected patterns seen in order, then the guest powered off ({status})",
+                    s.expect.len()
+                ),
+            ),
+            End::Exited(status) if !matcher.has_expects() && status.success() => {
+                (true, "the guest powered off without a fail-on match".into())
             }
-            End::Exited(status) if !matcher.has_expects() && status.success() => (true, "the guest powered off without a fail-on match".into()),
             End::Exited(status) => {
-                let why = if stderr_tail.is_empty() { String::new() } else { format!("; QEMU said: {stderr_tail}") };
-                (false, format!("QEMU exited ({status}) while waiting for {} ({progress}){why}", next(&matcher)))
+                let why = if stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; QEMU said: {stderr_tail}")
+                };
+                (
+                    false,
+                    format!(
+                        "QEMU exited ({status}) while waiting for {} ({progress}){why}",
+                        next(&matcher)
+                    ),
+                )
             }
-            End::TimedOut => (false, format!("timed out after {}s waiting for {} ({progress})", s.timeout.as_secs(), next(&matcher))),
+            End::TimedOut => (
+                false,
+                format!(
+                    "timed out after {}s waiting for {} ({progress})",
+                    s.timeout.as_secs(),
+                    next(&matcher)
+                ),
+            ),
             End::Signal(..) => unreachable!("returned above"),
         }
     };
     let console_bytes = fs::read(&config.serial_log).unwrap_or_default();
     let console_text = String::from_utf8_lossy(&console_bytes).into_owned();
     let lines: Vec<&str> = console_text.lines().collect();
-    let console_tail: Vec<String> = lines[lines.len().saturating_sub(TAIL_LINES)..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    let console_tail: Vec<String> = lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
     let outcome = Outcome {
         passed,
         reason,
@@ -482,13 +616,25 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
         },
     };
     if let Some(dest) = &s.console_log {
-        crate::io::write_atomic(dest, &console_bytes, 0o644).with_context(|| format!("writing console log {}", dest.display()))?;
+        crate::io::write_atomic(dest, &console_bytes, 0o644)
+            .with_context(|| format!("writing console log {}", dest.display()))?;
     }
     if let Some(dest) = &s.junit {
         let out = outcome.console_tail.join("\n");
         let classname = format!("layerboot.boot-test.{}", s.firmware);
-        let case = junit::TestCase { name: &s.name, classname: &classname, duration: outcome.duration, failure: (!outcome.passed).then_some(outcome.reason.as_str()), system_out: &out };
-        crate::io::write_atomic(dest, junit::render("layerboot boot-test", &[case]).as_bytes(), 0o644).with_context(|| format!("writing JUnit file {}", dest.display()))?;
+        let case = junit::TestCase {
+            name: &s.name,
+            classname: &classname,
+            duration: outcome.duration,
+            failure: (!outcome.passed).then_some(outcome.reason.as_str()),
+            system_out: &out,
+        };
+        crate::io::write_atomic(
+            dest,
+            junit::render("layerboot boot-test", &[case]).as_bytes(),
+            0o644,
+        )
+        .with_context(|| format!("writing JUnit file {}", dest.display()))?;
     }
     log::info!("{}", outcome.report().lines().next().unwrap_or_default());
     drop(qemu);
@@ -520,17 +666,81 @@ mod tests {
     #[test]
     fn validation_table() {
         let disk = Artifact::RawDisk("d.raw".into());
-        let kernel = Artifact::DirectKernel { kernel: "k".into(), initrd: None, append: String::new() };
+        let kernel = Artifact::DirectKernel {
+            kernel: "k".into(),
+            initrd: None,
+            append: String::new(),
+        };
         let cases: Vec<(&str, BootTestSettings, Option<&str>)> = vec![
             ("defaults", BootTestSettings::new(disk.clone()), None),
-            ("uefi 4k disk", BootTestSettings { sector_size: 4096, ..BootTestSettings::new(disk.clone()) }, None),
-            ("bios 4k disk", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(disk.clone()) }, Some("SeaBIOS")),
-            ("bios 4k qcow2", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(Artifact::Qcow2("q".into())) }, Some("SeaBIOS")),
-            ("bios 4k extra disk with cdrom", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(Artifact::IsoCdrom("l.iso".into())) }, None),
-            ("bios 4k kernel", BootTestSettings { sector_size: 4096, firmware: Firmware::Bios, ..BootTestSettings::new(kernel.clone()) }, None),
-            ("odd sector size", BootTestSettings { sector_size: 1024, ..BootTestSettings::new(disk.clone()) }, Some("1024")),
-            ("tiny memory", BootTestSettings { memory_mib: 16, ..BootTestSettings::new(disk.clone()) }, Some("16 MiB")),
-            ("no cpu", BootTestSettings { cpus: 0, ..BootTestSettings::new(disk.clone()) }, Some("CPU")),
+            (
+                "uefi 4k disk",
+                BootTestSettings {
+                    sector_size: 4096,
+                    ..BootTestSettings::new(disk.clone())
+                },
+                None,
+            ),
+            (
+                "bios 4k disk",
+                BootTestSettings {
+                    sector_size: 4096,
+                    firmware: Firmware::Bios,
+                    ..BootTestSettings::new(disk.clone())
+                },
+                Some("SeaBIOS"),
+            ),
+            (
+                "bios 4k qcow2",
+                BootTestSettings {
+                    sector_size: 4096,
+                    firmware: Firmware::Bios,
+                    ..BootTestSettings::new(Artifact::Qcow2("q".into()))
+                },
+                Some("SeaBIOS"),
+            ),
+            (
+                "bios 4k extra disk with cdrom",
+                BootTestSettings {
+                    sector_size: 4096,
+                    firmware: Firmware::Bios,
+                    ..BootTestSettings::new(Artifact::IsoCdrom("l.iso".into()))
+                },
+                None,
+            ),
+            (
+                "bios 4k kernel",
+                BootTestSettings {
+                    sector_size: 4096,
+                    firmware: Firmware::Bios,
+                    ..BootTestSettings::new(kernel.clone())
+                },
+                None,
+            ),
+            (
+                "odd sector size",
+                BootTestSettings {
+                    sector_size: 1024,
+                    ..BootTestSettings::new(disk.clone())
+                },
+                Some("1024"),
+            ),
+            (
+                "tiny memory",
+                BootTestSettings {
+                    memory_mib: 16,
+                    ..BootTestSettings::new(disk.clone())
+                },
+                Some("16 MiB"),
+            ),
+            (
+                "no cpu",
+                BootTestSettings {
+                    cpus: 0,
+                    ..BootTestSettings::new(disk.clone())
+                },
+                Some("CPU"),
+            ),
         ];
         for (name, s, want_err) in cases {
             match (s.validate(), want_err) {
@@ -548,23 +758,57 @@ mod tests {
         s.firmware = Firmware::Bios;
         s.sector_size = 4096;
         s.ignition = Some("/x/c.ign".into());
-        s.extra_disks = vec![ExtraDisk::Blank { size: 1 << 30 }, ExtraDisk::File { path: "/x/d.qcow2".into(), format: DiskFormat::Qcow2 }];
+        s.extra_disks = vec![
+            ExtraDisk::Blank { size: 1 << 30 },
+            ExtraDisk::File {
+                path: "/x/d.qcow2".into(),
+                format: DiskFormat::Qcow2,
+            },
+        ];
         let c = make_qemu_config(&s, Accel::Tcg, dir.path()).unwrap();
-        assert_eq!(c.cdrom, Some(CdromConfig { path: "/x/live.iso".into(), bootindex: Some(1) }));
+        assert_eq!(
+            c.cdrom,
+            Some(CdromConfig {
+                path: "/x/live.iso".into(),
+                bootindex: Some(1)
+            })
+        );
         assert_eq!(c.disks.len(), 2);
         assert_eq!(c.disks[0].path, dir.path().join("extra1.raw"));
         assert_eq!(fs::metadata(&c.disks[0].path).unwrap().len(), 1 << 30);
-        assert_eq!((c.disks[0].sector_size, c.disks[0].bootindex, c.disks[0].snapshot), (4096, None, false));
-        assert_eq!((c.disks[1].format, c.disks[1].serial.as_deref()), (DiskFormat::Qcow2, Some("extra2")));
-        assert_eq!(c.fw_cfg, vec![("opt/com.coreos/config".to_string(), PathBuf::from("/x/c.ign"))]);
+        assert_eq!(
+            (
+                c.disks[0].sector_size,
+                c.disks[0].bootindex,
+                c.disks[0].snapshot
+            ),
+            (4096, None, false)
+        );
+        assert_eq!(
+            (c.disks[1].format, c.disks[1].serial.as_deref()),
+            (DiskFormat::Qcow2, Some("extra2"))
+        );
+        assert_eq!(
+            c.fw_cfg,
+            vec![(
+                "opt/com.coreos/config".to_string(),
+                PathBuf::from("/x/c.ign")
+            )]
+        );
         assert_eq!(c.firmware, FirmwareConfig::Bios);
 
         let mut s = BootTestSettings::new(Artifact::Qcow2("/x/d.qcow2".into()));
         s.persist_writes = true;
         let c = make_qemu_config(&s, Accel::Tcg, dir.path()).unwrap();
-        assert_eq!((c.disks[0].format, c.disks[0].snapshot, c.disks[0].bootindex), (DiskFormat::Qcow2, false, Some(1)));
+        assert_eq!(
+            (c.disks[0].format, c.disks[0].snapshot, c.disks[0].bootindex),
+            (DiskFormat::Qcow2, false, Some(1))
+        );
         match c.firmware {
-            FirmwareConfig::Uefi { vars, .. } => assert!(vars.starts_with(dir.path()) && vars.is_file(), "private VARS copy"),
+            FirmwareConfig::Uefi { vars, .. } => assert!(
+                vars.starts_with(dir.path()) && vars.is_file(),
+                "private VARS copy"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -576,13 +820,27 @@ mod example_tests {
     /// step goes through the script, and the script passes the reporting options.
     #[test]
     fn ci_examples_are_consistent() {
-        let wf: serde_yaml::Value = serde_yaml::from_str(include_str!("../../examples/ci/github-actions-boot-test.yml")).unwrap();
+        let wf: serde_yaml::Value = serde_yaml::from_str(include_str!(
+            "../../examples/ci/github-actions-boot-test.yml"
+        ))
+        .unwrap();
         let steps = wf["jobs"]["boot-test"]["steps"].as_sequence().unwrap();
         let run: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
-        assert!(run.iter().any(|r| r.contains("examples/ci/boot-test.sh")), "{run:?}");
-        assert!(steps.iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact")) && s["if"].as_str() == Some("always()")));
+        assert!(
+            run.iter().any(|r| r.contains("examples/ci/boot-test.sh")),
+            "{run:?}"
+        );
+        assert!(steps.iter().any(|s| s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+            && s["if"].as_str() == Some("always()")));
         let script = include_str!("../../examples/ci/boot-test.sh");
-        for needle in ["boot-test \"$artifact\"", "--junit", "--console-log", "exit \"$status\""] {
+        for needle in [
+            "boot-test \"$artifact\"",
+            "--junit",
+            "--console-log",
+            "exit \"$status\"",
+        ] {
             assert!(script.contains(needle), "{needle}");
         }
     }

@@ -23,7 +23,9 @@ pub fn parse_size(s: &str, default_unit: u64) -> Result<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         other => bail!("invalid size '{s}': unknown unit '{other}' (use K, M, G or T)"),
     };
-    let bytes = n.checked_mul(mult).with_context(|| format!("size '{s}' is too large"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .with_context(|| format!("size '{s}' is too large"))?;
     if bytes == 0 {
         bail!("invalid size '{s}': must be greater than zero");
     }
@@ -39,7 +41,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         Some('h') => (&t[..t.len() - 1], 3600),
         _ => (t, 1),
     };
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("invalid duration '{s}': expected e.g. 90, 90s, 5m or 1h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid duration '{s}': expected e.g. 90, 90s, 5m or 1h"))?;
     if n == 0 {
         bail!("invalid duration '{s}': must be greater than zero");
     }
@@ -73,13 +77,29 @@ mod tests {
         ] {
             assert_eq!(parse_size(input, default).ok(), want, "{input}");
         }
-        assert!(parse_size("3X", 1).unwrap_err().to_string().contains("'3X'"));
+        assert!(parse_size("3X", 1)
+            .unwrap_err()
+            .to_string()
+            .contains("'3X'"));
     }
 
     #[test]
     fn durations() {
-        for (input, want) in [("90", Some(90)), ("90s", Some(90)), ("5m", Some(300)), ("1h", Some(3600)), ("0", None), ("m", None), ("5d", None), ("", None)] {
-            assert_eq!(parse_duration(input).ok().map(|d| d.as_secs()), want, "{input}");
+        for (input, want) in [
+            ("90", Some(90)),
+            ("90s", Some(90)),
+            ("5m", Some(300)),
+            ("1h", Some(3600)),
+            ("0", None),
+            ("m", None),
+            ("5d", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                parse_duration(input).ok().map(|d| d.as_secs()),
+                want,
+                "{input}"
+            );
         }
     }
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::boottest::{self, units, Artifact, ArtifactKind, BootTestSettings, ExtraDisk, Firmware, Pattern};
+use crate::boottest::{
+    self, units, Artifact, ArtifactKind, BootTestSettings, ExtraDisk, Firmware, Pattern,
+};
 
 /// Boot an ISO, disk image or kernel in QEMU and check what the guest prints.
 ///
@@ -17,7 +19,11 @@ use crate::boottest::{self, units, Artifact, ArtifactKind, BootTestSettings, Ext
 #[derive(Debug, Args)]
 pub struct BootTestArgs {
     /// Disk image (raw or qcow2) or ISO to boot.
-    #[arg(value_name = "ARTIFACT", required_unless_present = "kernel", conflicts_with = "kernel")]
+    #[arg(
+        value_name = "ARTIFACT",
+        required_unless_present = "kernel",
+        conflicts_with = "kernel"
+    )]
     pub artifact: Option<PathBuf>,
 
     /// How to attach ARTIFACT [default: from its contents: qcow2 or ISO9660 magic, else raw; an ISO boots as CD-ROM].
@@ -33,7 +39,12 @@ pub struct BootTestArgs {
     pub initrd: Option<PathBuf>,
 
     /// Kernel command line for --kernel.
-    #[arg(long, value_name = "CMDLINE", requires = "kernel", default_value = "console=ttyS0")]
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        requires = "kernel",
+        default_value = "console=ttyS0"
+    )]
     pub append: String,
 
     #[arg(long, value_enum, default_value_t = Firmware::Uefi)]
@@ -103,7 +114,11 @@ impl BootTestArgs {
                 if self.kind.is_some() {
                     bail!("--kind applies to ARTIFACT, not to --kernel");
                 }
-                Artifact::DirectKernel { kernel: kernel.clone(), initrd: self.initrd.clone(), append: self.append.clone() }
+                Artifact::DirectKernel {
+                    kernel: kernel.clone(),
+                    initrd: self.initrd.clone(),
+                    append: self.append.clone(),
+                }
             }
             (Some(path), None) => {
                 let kind = match self.kind {
@@ -124,9 +139,25 @@ impl BootTestArgs {
         s.cpus = self.cpus;
         s.timeout = units::parse_duration(&self.timeout).context("--timeout")?;
         s.ignition = self.ignition.clone();
-        s.extra_disks = self.extra_disks.iter().map(|d| Ok(ExtraDisk::Blank { size: units::parse_size(d, 1).context("--extra-disk")? })).collect::<Result<_>>()?;
-        s.expect = self.expect.iter().map(|p| Pattern::parse(p).context("--expect")).collect::<Result<_>>()?;
-        s.fail_on = self.fail_on.iter().map(|p| Pattern::parse(p).context("--fail-on")).collect::<Result<_>>()?;
+        s.extra_disks = self
+            .extra_disks
+            .iter()
+            .map(|d| {
+                Ok(ExtraDisk::Blank {
+                    size: units::parse_size(d, 1).context("--extra-disk")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        s.expect = self
+            .expect
+            .iter()
+            .map(|p| Pattern::parse(p).context("--expect"))
+            .collect::<Result<_>>()?;
+        s.fail_on = self
+            .fail_on
+            .iter()
+            .map(|p| Pattern::parse(p).context("--fail-on"))
+            .collect::<Result<_>>()?;
         s.wait_for_poweroff = self.wait_poweroff;
         s.persist_writes = self.persist_writes;
         s.console_log = self.console_log.clone();
@@ -163,7 +194,8 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<BootTestSettings> {
-        let cli = Cli::try_parse_from(["layerboot", "boot-test"].iter().chain(args)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cli = Cli::try_parse_from(["layerboot", "boot-test"].iter().chain(args))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         match cli.command {
             Command::BootTest(a) => a.resolve(),
             #[allow(unreachable_patterns)]
@@ -182,23 +214,85 @@ mod tests {
 
         let s = parse(&[raw]).unwrap();
         assert_eq!(s.artifact, Artifact::RawDisk(raw.into()));
-        assert_eq!((s.firmware, s.sector_size, s.memory_mib, s.timeout.as_secs(), s.name.as_str()), (Firmware::Uefi, 512, 2048, 600, "disk.img"));
+        assert_eq!(
+            (
+                s.firmware,
+                s.sector_size,
+                s.memory_mib,
+                s.timeout.as_secs(),
+                s.name.as_str()
+            ),
+            (Firmware::Uefi, 512, 2048, 600, "disk.img")
+        );
 
-        let s = parse(&[qcow, "--memory", "512", "--timeout", "90s", "--expect", "A", "--expect", "re:B+", "--fail-on", "panic", "--extra-disk", "10G", "--name", "t1"]).unwrap();
+        let s = parse(&[
+            qcow,
+            "--memory",
+            "512",
+            "--timeout",
+            "90s",
+            "--expect",
+            "A",
+            "--expect",
+            "re:B+",
+            "--fail-on",
+            "panic",
+            "--extra-disk",
+            "10G",
+            "--name",
+            "t1",
+        ])
+        .unwrap();
         assert_eq!(s.artifact, Artifact::Qcow2(qcow.into()));
-        assert_eq!((s.memory_mib, s.timeout.as_secs(), s.name.as_str()), (512, 90, "t1"));
-        assert_eq!(s.expect, vec![Pattern::parse("A").unwrap(), Pattern::parse("re:B+").unwrap()]);
+        assert_eq!(
+            (s.memory_mib, s.timeout.as_secs(), s.name.as_str()),
+            (512, 90, "t1")
+        );
+        assert_eq!(
+            s.expect,
+            vec![
+                Pattern::parse("A").unwrap(),
+                Pattern::parse("re:B+").unwrap()
+            ]
+        );
         assert_eq!(s.extra_disks, vec![ExtraDisk::Blank { size: 10 << 30 }]);
 
         let s = parse(&[raw, "--kind", "iso-as-disk", "--sector-size", "4096"]).unwrap();
-        assert_eq!((s.artifact.clone(), s.sector_size), (Artifact::IsoAsDisk(raw.into()), 4096));
+        assert_eq!(
+            (s.artifact.clone(), s.sector_size),
+            (Artifact::IsoAsDisk(raw.into()), 4096)
+        );
 
-        let s = parse(&["--kernel", "/k", "--initrd", "/i", "--append", "console=ttyS0 x=1", "--qemu-arg=-nic", "--qemu-arg", "none"]).unwrap();
-        assert_eq!(s.artifact, Artifact::DirectKernel { kernel: "/k".into(), initrd: Some("/i".into()), append: "console=ttyS0 x=1".into() });
-        assert_eq!(s.extra_qemu_args, vec![std::ffi::OsString::from("-nic"), "none".into()]);
+        let s = parse(&[
+            "--kernel",
+            "/k",
+            "--initrd",
+            "/i",
+            "--append",
+            "console=ttyS0 x=1",
+            "--qemu-arg=-nic",
+            "--qemu-arg",
+            "none",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.artifact,
+            Artifact::DirectKernel {
+                kernel: "/k".into(),
+                initrd: Some("/i".into()),
+                append: "console=ttyS0 x=1".into()
+            }
+        );
+        assert_eq!(
+            s.extra_qemu_args,
+            vec![std::ffi::OsString::from("-nic"), "none".into()]
+        );
 
         for (args, want) in [
-            (vec![raw, "--firmware", "bios", "--sector-size", "4096"], "SeaBIOS"),
+            (
+                vec![raw, "--firmware", "bios", "--sector-size", "4096"],
+                "SeaBIOS",
+            ),
             (vec![raw, "--sector-size", "1024"], "1024"),
             (vec![raw, "--extra-disk", "10Q"], "10Q"),
             (vec![raw, "--memory", "lots"], "lots"),

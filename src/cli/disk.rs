@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::bootimage::{definition::parse_size, Catalog, PlanOptions};
 use super::registry_args::RegistryArgs;
+use crate::bootimage::{definition::parse_size, Catalog, PlanOptions};
 use crate::disk::source::check_bootable_labels;
 use crate::disk::{self, Cancel, DiskSettings, SourceImage};
 use crate::imageref::ImageRef;
@@ -77,13 +77,37 @@ impl DiskArgs {
     pub async fn resolve(&self) -> Result<DiskSettings> {
         let catalog = Catalog::load(self.bootimages.as_deref())?;
         let definition = catalog.get(&self.platform)?.clone();
-        let image_ref: ImageRef = self.image.parse().with_context(|| format!("invalid image reference '{}'", self.image))?;
-        let size = self.size.as_deref().map(parse_size).transpose().context("--size")?;
-        if self.stateroot.is_empty() || !self.stateroot.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            bail!("--stateroot '{}' must be letters, digits, '-', '_' or '.'", self.stateroot);
+        let image_ref: ImageRef = self
+            .image
+            .parse()
+            .with_context(|| format!("invalid image reference '{}'", self.image))?;
+        let size = self
+            .size
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .context("--size")?;
+        if self.stateroot.is_empty()
+            || !self
+                .stateroot
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!(
+                "--stateroot '{}' must be letters, digits, '-', '_' or '.'",
+                self.stateroot
+            );
         }
         // Kernel arguments and an impossibly small --size fail before anything is fetched.
-        crate::bootimage::resolve(&self.platform, &definition, &PlanOptions { size, extra_kargs: self.kargs.clone(), content: Default::default() })?;
+        crate::bootimage::resolve(
+            &self.platform,
+            &definition,
+            &PlanOptions {
+                size,
+                extra_kargs: self.kargs.clone(),
+                content: Default::default(),
+            },
+        )?;
         let opts = self.registry.resolve()?;
         let image = match &image_ref {
             // A local layout is read in place.
@@ -91,8 +115,12 @@ impl DiskArgs {
             _ => {
                 let resolved = crate::registry::resolve(&image_ref, &opts).await?;
                 check_bootable_labels(&image_ref.to_string(), &resolved.config.labels())?;
-                let pulled = crate::pull::pull_resolved_to_cache(&resolved, &opts, self.quiet).await?;
-                let dir = pulled.layout_dir.as_deref().context("the image cache is a directory layout")?;
+                let pulled =
+                    crate::pull::pull_resolved_to_cache(&resolved, &opts, self.quiet).await?;
+                let dir = pulled
+                    .layout_dir
+                    .as_deref()
+                    .context("the image cache is a directory layout")?;
                 let image = SourceImage::open(dir, Some(&pulled.ref_name))?;
                 match &pulled.pinned {
                     Some(pinned) => image.with_registry_origin(&pinned.to_string()),
@@ -103,12 +131,25 @@ impl DiskArgs {
         image.check_bootable()?;
         let output = match &self.output {
             Some(o) => o.clone(),
-            None => PathBuf::from(disk::default_output_name(&disk::image_stem(&image.display_name), image.version(), &self.platform, &definition)),
+            None => PathBuf::from(disk::default_output_name(
+                &disk::image_stem(&image.display_name),
+                image.version(),
+                &self.platform,
+                &definition,
+            )),
         };
         if output.is_dir() {
-            bail!("--output {} is a directory; name the image file", output.display());
+            bail!(
+                "--output {} is a directory; name the image file",
+                output.display()
+            );
         }
-        let stream_metadata = self.stream_metadata.clone().unwrap_or_else(|| output.parent().map(|p| p.join("stream.json")).unwrap_or_else(|| PathBuf::from("stream.json")));
+        let stream_metadata = self.stream_metadata.clone().unwrap_or_else(|| {
+            output
+                .parent()
+                .map(|p| p.join("stream.json"))
+                .unwrap_or_else(|| PathBuf::from("stream.json"))
+        });
         Ok(DiskSettings {
             image,
             bootimage_name: self.platform.clone(),
@@ -128,7 +169,11 @@ fn list(args: &DiskArgs) -> Result<ExitCode> {
     let catalog = Catalog::load(args.bootimages.as_deref())?;
     for name in catalog.names() {
         let d = catalog.get(name)?;
-        println!("{name:10} {:32} {}", format!("{}, {}-byte sectors", d.format, d.sector_size), d.description);
+        println!(
+            "{name:10} {:32} {}",
+            format!("{}, {}-byte sectors", d.format, d.sector_size),
+            d.description
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -144,7 +189,8 @@ pub async fn run(args: DiskArgs) -> Result<ExitCode> {
     let cancel = Cancel::default();
     let worker_cancel = cancel.clone();
     let mut task = tokio::task::spawn_blocking(move || disk::build(&settings, &worker_cancel));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let outcome = tokio::select! {
         r = &mut task => r.context("disk build task")?,
         _ = tokio::signal::ctrl_c() => Err(interrupted(&cancel, task, "SIGINT").await),
@@ -154,17 +200,37 @@ pub async fn run(args: DiskArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("wrote {} ({} bytes, sha256 {})", report.output.display(), report.size, report.sha256);
-        println!("  uncompressed sha256 {} ({} bytes), disk {} bytes", report.uncompressed_sha256, report.uncompressed_size, report.disk_size);
-        println!("  ostree commit {}; kernel arguments: {}", report.ostree_commit, report.kargs.join(" "));
-        println!("  stream metadata: {} ({})", report.stream_metadata.display(), report.stream_format);
+        println!(
+            "wrote {} ({} bytes, sha256 {})",
+            report.output.display(),
+            report.size,
+            report.sha256
+        );
+        println!(
+            "  uncompressed sha256 {} ({} bytes), disk {} bytes",
+            report.uncompressed_sha256, report.uncompressed_size, report.disk_size
+        );
+        println!(
+            "  ostree commit {}; kernel arguments: {}",
+            report.ostree_commit,
+            report.kargs.join(" ")
+        );
+        println!(
+            "  stream metadata: {} ({})",
+            report.stream_metadata.display(),
+            report.stream_format
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Stop the build and wait until it has cleaned up (staging tree, temp output), so the
 /// process exits with nothing left behind.
-async fn interrupted(cancel: &Cancel, task: tokio::task::JoinHandle<Result<disk::BuildReport>>, signal: &str) -> anyhow::Error {
+async fn interrupted(
+    cancel: &Cancel,
+    task: tokio::task::JoinHandle<Result<disk::BuildReport>>,
+    signal: &str,
+) -> anyhow::Error {
     eprintln!("layerboot: {signal} received, cleaning up");
     cancel.cancel();
     let _ = task.await;

@@ -86,9 +86,17 @@ impl PointerArgs {
     /// Resolve into settings, reading the input files.
     pub fn settings(&self) -> Result<PointerSettings> {
         crate::manifests::names::validate_pool_name(&self.pool)?;
-        let spec = self.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?.unwrap_or_default();
+        let spec = self
+            .spec
+            .as_deref()
+            .map(str::parse::<SpecVersion>)
+            .transpose()?
+            .unwrap_or_default();
         let endpoint = match (&self.cluster, &self.base_domain, self.api_vip) {
-            (Some(c), Some(d), None) => Some(Endpoint::ClusterDomain { cluster: c.clone(), base_domain: d.clone() }),
+            (Some(c), Some(d), None) => Some(Endpoint::ClusterDomain {
+                cluster: c.clone(),
+                base_domain: d.clone(),
+            }),
             (None, None, Some(ip)) => Some(Endpoint::ApiVip(ip)),
             _ => None,
         };
@@ -103,7 +111,12 @@ impl PointerArgs {
         if endpoint.is_none() && matches!(ca, CaSource::Pem(_)) {
             anyhow::bail!("no Machine Config Server endpoint: give --cluster and --base-domain, or --api-vip (or --from an existing pointer config)");
         }
-        Ok(PointerSettings { pool: self.pool.clone(), endpoint, ca, spec })
+        Ok(PointerSettings {
+            pool: self.pool.clone(),
+            endpoint,
+            ca,
+            spec,
+        })
     }
 }
 
@@ -123,7 +136,10 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
                 (None, Some(p)) => e.context(format!("--from {}", p.display())),
                 _ => e,
             })?;
-            eprintln!("{}", SpecVersion::explain(a.spec.as_ref().map(|_| settings.spec)));
+            eprintln!(
+                "{}",
+                SpecVersion::explain(a.spec.as_ref().map(|_| settings.spec))
+            );
             emit(a.output.as_deref(), &rendered, 0o644)
         }
     }
@@ -131,12 +147,20 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
 
 async fn rebase(a: RebaseArgs) -> Result<()> {
     let image = crate::cli::manifests::registry_ref(&a.image)?;
-    let spec_given = a.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?;
+    let spec_given = a
+        .spec
+        .as_deref()
+        .map(str::parse::<SpecVersion>)
+        .transpose()?;
     let spec = spec_given.unwrap_or_default();
     let mut ssh_keys = Vec::new();
     for p in &a.ssh_keys {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading ssh key {}", p.display()))?;
-        ssh_keys.extend(rebase::parse_ssh_keys(&text, &format!("ssh key {}", p.display()))?);
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading ssh key {}", p.display()))?;
+        ssh_keys.extend(rebase::parse_ssh_keys(
+            &text,
+            &format!("ssh key {}", p.display()),
+        )?);
     }
     let mut merge = Vec::new();
     for p in &a.merge {
@@ -146,15 +170,27 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         merge.push((what, bytes));
     }
     let reg = a.source.registry.resolve()?;
-    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image).map(|(_, one)| one.to_json_pretty().into_bytes());
+    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image)
+        .map(|(_, one)| one.to_json_pretty().into_bytes());
     let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if auth_json.is_some() && to_stdout && !a.show_secrets {
         bail!("the config holds registry credentials for {}: write it with -o FILE (mode 0600), or pass --show-secrets to print it", image.registry);
     }
     let pinned = crate::cli::manifests::pin(&image, &reg, a.source.offline).await?;
-    let switcher = if pinned.bootc { rebase::Switcher::Bootc } else { rebase::Switcher::RpmOstree };
+    let switcher = if pinned.bootc {
+        rebase::Switcher::Bootc
+    } else {
+        rebase::Switcher::RpmOstree
+    };
     let has_secret = auth_json.is_some();
-    let settings = rebase::RebaseSettings { image: pinned.image.clone(), switcher, auth_json, ssh_keys, merge, spec };
+    let settings = rebase::RebaseSettings {
+        image: pinned.image.clone(),
+        switcher,
+        auth_json,
+        ssh_keys,
+        merge,
+        spec,
+    };
     let rendered = rebase::render(&settings)?;
     eprintln!("{}", SpecVersion::explain(spec_given));
     eprintln!(
@@ -167,11 +203,19 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
     );
     if has_secret {
         let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-        eprintln!("credentials for {} (from {}) go to /etc/ostree/auth.json, mode 0600", image.registry, files.join(", "));
+        eprintln!(
+            "credentials for {} (from {}) go to /etc/ostree/auth.json, mode 0600",
+            image.registry,
+            files.join(", ")
+        );
     } else {
         eprintln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
     }
-    emit(a.output.as_deref(), &rendered, if has_secret { 0o600 } else { 0o644 })
+    emit(
+        a.output.as_deref(),
+        &rendered,
+        if has_secret { 0o600 } else { 0o644 },
+    )
 }
 
 /// Write to a file atomically, or to stdout.
@@ -180,7 +224,9 @@ pub fn emit(output: Option<&std::path::Path>, bytes: &[u8], mode: u32) -> Result
         Some(p) if p.as_os_str() != "-" => crate::io::write_atomic(p, bytes, mode),
         _ => {
             use std::io::Write;
-            std::io::stdout().write_all(bytes).context("writing to stdout")
+            std::io::stdout()
+                .write_all(bytes)
+                .context("writing to stdout")
         }
     }
 }

@@ -27,7 +27,10 @@ pub async fn run(args: InspectArgs) -> Result<()> {
     let resolved = crate::registry::resolve(&image, &opts).await?;
     let report = crate::inspect::report(&image, &resolved, &opts);
     let out = if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&report).context("serializing the report")?)
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        )
     } else {
         crate::inspect::render_text(&report)
     };

@@ -77,7 +77,10 @@ pub struct InstallConfigOptions {
 impl InstallConfigOptions {
     /// Everything but the pull secret: read and validate the named files.
     pub fn patch(&self) -> Result<Patch> {
-        let mut p = Patch { mirrors: self.mirrors.clone(), ..Default::default() };
+        let mut p = Patch {
+            mirrors: self.mirrors.clone(),
+            ..Default::default()
+        };
         if let Some(path) = &self.trust_bundle {
             p.trust_bundle = Some(CaBundle::load(path)?);
         }
@@ -85,25 +88,51 @@ impl InstallConfigOptions {
             let what = format!("stream metadata {}", path.display());
             let bytes = std::fs::read(path).with_context(|| format!("reading {what}"))?;
             let stream = Stream::parse(&bytes, &what)?;
-            let (fmt, disk) = stream.disk(&self.stream_arch, &self.stream_platform, self.stream_format.as_deref(), &what)?;
-            let sha = disk.uncompressed_sha256.as_deref().with_context(|| format!("{what}: {} {fmt} disk has no uncompressed-sha256", self.stream_platform))?;
+            let (fmt, disk) = stream.disk(
+                &self.stream_arch,
+                &self.stream_platform,
+                self.stream_format.as_deref(),
+                &what,
+            )?;
+            let sha = disk.uncompressed_sha256.as_deref().with_context(|| {
+                format!(
+                    "{what}: {} {fmt} disk has no uncompressed-sha256",
+                    self.stream_platform
+                )
+            })?;
             let base = self.stream_base_url.as_deref();
-            p.cluster_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&disk.location, base), sha, &what)?);
+            p.cluster_os_image = Some(installconfig::os_image_url(
+                &installconfig::absolute_location(&disk.location, base),
+                sha,
+                &what,
+            )?);
             if self.stream_platform != "qemu" {
                 if let Ok((_, q)) = stream.disk(&self.stream_arch, "qemu", None, &what) {
                     if let Some(qsha) = &q.uncompressed_sha256 {
-                        p.bootstrap_os_image = Some(installconfig::os_image_url(&installconfig::absolute_location(&q.location, base), qsha, &what)?);
+                        p.bootstrap_os_image = Some(installconfig::os_image_url(
+                            &installconfig::absolute_location(&q.location, base),
+                            qsha,
+                            &what,
+                        )?);
                     }
                 }
             }
         }
         for (url, disk, slot) in [
             (&self.cluster_os_image, &self.disk, &mut p.cluster_os_image),
-            (&self.bootstrap_os_image, &self.bootstrap_disk, &mut p.bootstrap_os_image),
+            (
+                &self.bootstrap_os_image,
+                &self.bootstrap_disk,
+                &mut p.bootstrap_os_image,
+            ),
         ] {
             if let (Some(url), Some(disk)) = (url, disk) {
                 let sha = installconfig::uncompressed_sha256(disk)?;
-                *slot = Some(installconfig::os_image_url(url, &sha, &format!("--disk {}", disk.display()))?);
+                *slot = Some(installconfig::os_image_url(
+                    url,
+                    &sha,
+                    &format!("--disk {}", disk.display()),
+                )?);
             }
         }
         Ok(p)
@@ -125,16 +154,29 @@ pub fn entry_for_image(auths: &AuthFile, image: &RegistryRef) -> Option<(String,
 /// host-level key for a custom image on the same host would replace it and break the
 /// install. When the host is taken, the entry is filed under `host/repository`, which
 /// CRI-O and rpm-ostree (containers-image rules: most specific key wins) both honour.
-pub fn merge_pull_secret(existing: Option<&str>, image: &RegistryRef, creds: &AuthFile) -> Result<Option<String>> {
+pub fn merge_pull_secret(
+    existing: Option<&str>,
+    image: &RegistryRef,
+    creds: &AuthFile,
+) -> Result<Option<String>> {
     let mut secret = match existing {
         Some(s) => AuthFile::parse(s).context("install-config pullSecret")?,
         None => AuthFile::default(),
     };
-    let Some((key, entry)) = entry_for_image(creds, image) else { return Ok(None) };
+    let Some((key, entry)) = entry_for_image(creds, image) else {
+        return Ok(None);
+    };
     let entry = entry.auths.into_values().next().expect("one entry");
     let host = normalize_key(&image.registry);
-    let host_taken = secret.auths.iter().any(|(k, v)| normalize_key(k) == host && *v != entry);
-    let key = if normalize_key(&key) == host && host_taken { format!("{host}/{}", image.repository) } else { normalize_key(&key) };
+    let host_taken = secret
+        .auths
+        .iter()
+        .any(|(k, v)| normalize_key(k) == host && *v != entry);
+    let key = if normalize_key(&key) == host && host_taken {
+        format!("{host}/{}", image.repository)
+    } else {
+        normalize_key(&key)
+    };
     let mut add = AuthFile::default();
     add.auths.insert(key, entry);
     secret.merge(&add);
@@ -142,7 +184,12 @@ pub fn merge_pull_secret(existing: Option<&str>, image: &RegistryRef, creds: &Au
 }
 
 /// Complete `patch` (from [`InstallConfigOptions::patch`]) with the merged pull secret.
-pub fn full_patch(mut patch: Patch, image: Option<&RegistryRef>, creds: &AuthFile, existing_pull_secret: Option<&str>) -> Result<Patch> {
+pub fn full_patch(
+    mut patch: Patch,
+    image: Option<&RegistryRef>,
+    creds: &AuthFile,
+    existing_pull_secret: Option<&str>,
+) -> Result<Patch> {
     if let Some(image) = image {
         patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
         if patch.pull_secret.is_none() {
@@ -153,12 +200,23 @@ pub fn full_patch(mut patch: Patch, image: Option<&RegistryRef>, creds: &AuthFil
 }
 
 /// Patch the file at `path`; returns the change lines. Writes atomically, 0600.
-pub fn patch_file(path: &Path, base: Patch, image: Option<&RegistryRef>, creds: &AuthFile) -> Result<Vec<String>> {
+pub fn patch_file(
+    path: &Path,
+    base: Patch,
+    image: Option<&RegistryRef>,
+    creds: &AuthFile,
+) -> Result<Vec<String>> {
     let mut ic = InstallConfig::load(path)?;
-    let patch = full_patch(base, image, creds, ic.pull_secret()).with_context(|| path.display().to_string())?;
-    let changes = ic.apply(&patch).with_context(|| path.display().to_string())?;
+    let patch = full_patch(base, image, creds, ic.pull_secret())
+        .with_context(|| path.display().to_string())?;
+    let changes = ic
+        .apply(&patch)
+        .with_context(|| path.display().to_string())?;
     if ic.had_comments() {
-        eprintln!("note: comments in {} are not kept (openshift-install discards the file on use anyway)", path.display());
+        eprintln!(
+            "note: comments in {} are not kept (openshift-install discards the file on use anyway)",
+            path.display()
+        );
     }
     crate::io::write_atomic(path, ic.to_yaml()?.as_bytes(), 0o600)?;
     Ok(changes)
@@ -166,17 +224,31 @@ pub fn patch_file(path: &Path, base: Patch, image: Option<&RegistryRef>, creds: 
 
 pub fn run(args: InstallConfigArgs) -> Result<()> {
     let o = &args.opts;
-    if args.image.is_none() && o.trust_bundle.is_none() && o.mirrors.is_empty() && o.stream.is_none() && o.cluster_os_image.is_none() && o.bootstrap_os_image.is_none() {
+    if args.image.is_none()
+        && o.trust_bundle.is_none()
+        && o.mirrors.is_empty()
+        && o.stream.is_none()
+        && o.cluster_os_image.is_none()
+        && o.bootstrap_os_image.is_none()
+    {
         bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream or --cluster-os-image");
     }
-    let image = args.image.as_deref().map(crate::cli::manifests::registry_ref).transpose()?;
+    let image = args
+        .image
+        .as_deref()
+        .map(crate::cli::manifests::registry_ref)
+        .transpose()?;
     let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
     let creds = reg.auth.merged();
     if let Some(img) = &image {
         if creds.entry_for(img).is_some() {
             let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-            eprintln!("credentials for {} come from {}", img.registry, files.join(", "));
+            eprintln!(
+                "credentials for {} come from {}",
+                img.registry,
+                files.join(", ")
+            );
         }
     }
     let target = match (&args.install_config, &args.dir) {
@@ -223,26 +295,63 @@ mod tests {
     #[test]
     fn pull_secret_merge_never_clobbers_the_release_credentials() {
         let release = r#"{"auths":{"quay.io":{"auth":"cmVsZWFzZTpyZWxlYXNl","email":"a@b"},"registry.redhat.io":{"auth":"eDp5"}}}"#;
-        let host_creds = AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
-        let repo_creds = AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let host_creds =
+            AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let repo_creds =
+            AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
         let cases: &[(Option<&str>, &AuthFile, &str, Option<&[&str]>)] = &[
             // host taken by other credentials: file under host/repository
-            (Some(release), &host_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"])),
+            (
+                Some(release),
+                &host_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"]),
+            ),
             // a repository-scoped authfile key is kept as is
-            (Some(release), &repo_creds, "quay.io/acme/os", Some(&["quay.io", "quay.io/acme", "registry.redhat.io"])),
+            (
+                Some(release),
+                &repo_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io", "quay.io/acme", "registry.redhat.io"]),
+            ),
             // free host: the host key
             (None, &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
-            (Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#), &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            (
+                Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#),
+                &host_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io"]),
+            ),
             // nothing for that registry
-            (Some(release), &host_creds, "registry.example.com/acme/os", None),
+            (
+                Some(release),
+                &host_creds,
+                "registry.example.com/acme/os",
+                None,
+            ),
         ];
         for (existing, creds, image, want) in cases {
             let got = merge_pull_secret(*existing, &r(image), creds).unwrap();
-            let keys = got.map(|j| AuthFile::parse(&j).unwrap().auths.into_keys().collect::<Vec<_>>());
-            assert_eq!(keys, want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{existing:?} {image}");
+            let keys = got.map(|j| {
+                AuthFile::parse(&j)
+                    .unwrap()
+                    .auths
+                    .into_keys()
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(
+                keys,
+                want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{existing:?} {image}"
+            );
         }
-        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds).unwrap().unwrap();
-        assert!(merged.contains("\"email\":\"a@b\""), "other fields kept: {merged}");
+        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds)
+            .unwrap()
+            .unwrap();
+        assert!(
+            merged.contains("\"email\":\"a@b\""),
+            "other fields kept: {merged}"
+        );
         assert!(merge_pull_secret(Some("{not json"), &r("quay.io/a/b"), &host_creds).is_err());
     }
 }

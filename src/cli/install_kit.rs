@@ -33,7 +33,11 @@ pub struct InstallKitArgs {
 pub async fn run(args: InstallKitArgs) -> Result<()> {
     // Everything local is validated before the network and before any write.
     let image = mcli::registry_ref(&args.image)?;
-    let spec = args.spec.as_deref().map(str::parse::<SpecVersion>).transpose()?;
+    let spec = args
+        .spec
+        .as_deref()
+        .map(str::parse::<SpecVersion>)
+        .transpose()?;
     let (check, _) = args.manifests.settings(image.clone(), None)?;
     let base_patch = args.install_config.patch()?;
     let stage = installkit::stage(&args.dir)?;
@@ -49,13 +53,28 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
     match stage {
         Stage::InstallConfig => {
             let path = args.dir.join("install-config.yaml");
-            let changes = install_config::patch_file(&path, base_patch, Some(&pinned.image), &creds)?;
-            let what = if changes.is_empty() { "install-config (nothing to change)".to_string() } else { format!("install-config: {}", changes.join("; ")) };
-            written.push((args.dir.clone(), OutputFile { rel_path: "install-config.yaml".into(), contents: vec![], mode: 0o600, what, secret: true }));
+            let changes =
+                install_config::patch_file(&path, base_patch, Some(&pinned.image), &creds)?;
+            let what = if changes.is_empty() {
+                "install-config (nothing to change)".to_string()
+            } else {
+                format!("install-config: {}", changes.join("; "))
+            };
+            written.push((
+                args.dir.clone(),
+                OutputFile {
+                    rel_path: "install-config.yaml".into(),
+                    contents: vec![],
+                    mode: 0o600,
+                    what,
+                    secret: true,
+                },
+            ));
         }
         Stage::Manifests => {
             let push_auth = mcli::push_secret_auth_for(&check, &args.manifests, &creds)?;
-            let (settings, method_line) = args.manifests.settings(pinned.image.clone(), push_auth)?;
+            let (settings, method_line) =
+                args.manifests.settings(pinned.image.clone(), push_auth)?;
             let files = manifests::render(&settings)?;
             eprintln!("{method_line}");
             for w in manifests::caveats(&settings) {
@@ -65,7 +84,11 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
             written.extend(files.into_iter().map(|f| (args.dir.clone(), f)));
         }
         Stage::IgnitionConfigs => {
-            let files = installkit::pointer_files(&args.dir, &args.manifests.pools, spec.unwrap_or_default())?;
+            let files = installkit::pointer_files(
+                &args.dir,
+                &args.manifests.pools,
+                spec.unwrap_or_default(),
+            )?;
             if !files.is_empty() {
                 eprintln!("{}", SpecVersion::explain(spec));
             }
@@ -87,7 +110,11 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
         println!("{}", mcli::summary_line(root, f));
     }
     println!("next:");
-    let rerun = format!("layerboot install-kit {} --dir {} …(same options)", pinned.image, args.dir.display());
+    let rerun = format!(
+        "layerboot install-kit {} --dir {} …(same options)",
+        pinned.image,
+        args.dir.display()
+    );
     for step in installkit::next_steps(&args.dir, stage, &args.manifests.pools, &rerun) {
         println!("  {step}");
     }

@@ -51,16 +51,32 @@ pub struct CustomizeArgs {
     #[arg(long, value_name = "POOL")]
     pub pointer_pool: Option<String>,
     /// Cluster name for --pointer-pool: MCS at api-int.<cluster>.<base-domain>:22623
-    #[arg(long, value_name = "NAME", requires = "pointer_pool", requires = "base_domain", conflicts_with = "api_vip")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pointer_pool",
+        requires = "base_domain",
+        conflicts_with = "api_vip"
+    )]
     pub cluster: Option<String>,
     /// Base domain of the cluster, for --pointer-pool
-    #[arg(long, value_name = "DOMAIN", requires = "pointer_pool", requires = "cluster")]
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        requires = "pointer_pool",
+        requires = "cluster"
+    )]
     pub base_domain: Option<String>,
     /// Reach the MCS at the API VIP, for --pointer-pool (as openshift-install does on bare metal)
     #[arg(long, value_name = "IP", requires = "pointer_pool")]
     pub api_vip: Option<std::net::IpAddr>,
     /// The cluster's root CA (PEM), trusted by the pointer config
-    #[arg(long, value_name = "FILE", requires = "pointer_pool", conflicts_with = "from")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "pointer_pool",
+        conflicts_with = "from"
+    )]
     pub ca: Option<PathBuf>,
     /// Take the CA (and, without --cluster/--api-vip, the endpoint) from an existing
     /// pointer config such as openshift-install's worker.ign
@@ -132,7 +148,9 @@ fn read_all(paths: &[PathBuf]) -> Result<Vec<Named>> {
 impl CustomizeArgs {
     /// The pool's pointer Ignition config, rendered by `layerboot ignition pointer`'s code.
     fn pointer_config(&self) -> Result<Option<Named>> {
-        let Some(pool) = &self.pointer_pool else { return Ok(None) };
+        let Some(pool) = &self.pointer_pool else {
+            return Ok(None);
+        };
         if self.ca.is_none() && self.from.is_none() {
             bail!("--pointer-pool {pool} needs the cluster's root CA: give --ca FILE, or --from an existing pointer config (worker.ign)");
         }
@@ -146,9 +164,15 @@ impl CustomizeArgs {
             spec: self.pointer_spec.clone(),
             output: None,
         };
-        let settings = args.settings().with_context(|| format!("--pointer-pool {pool}"))?;
-        let rendered = pointer::render(&settings).with_context(|| format!("--pointer-pool {pool}"))?;
-        Ok(Some(Named::new(format!("pointer config for pool {pool}"), rendered)))
+        let settings = args
+            .settings()
+            .with_context(|| format!("--pointer-pool {pool}"))?;
+        let rendered =
+            pointer::render(&settings).with_context(|| format!("--pointer-pool {pool}"))?;
+        Ok(Some(Named::new(
+            format!("pointer config for pool {pool}"),
+            rendered,
+        )))
     }
 
     /// Read every input file and build the request; nothing touches the ISO yet.
@@ -157,14 +181,24 @@ impl CustomizeArgs {
             .network_keyfile
             .iter()
             .map(|p| {
-                let name = p.file_name().with_context(|| format!("{} has no file name", p.display()))?.to_string_lossy().into_owned();
-                Ok(Named::new(name, std::fs::read(p).with_context(|| format!("reading {}", p.display()))?))
+                let name = p
+                    .file_name()
+                    .with_context(|| format!("{} has no file name", p.display()))?
+                    .to_string_lossy()
+                    .into_owned();
+                Ok(Named::new(
+                    name,
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Customize {
             spec: LiveSpec {
                 live_ignition: read_all(&self.live_ignition)?,
-                dest_ignition: read_all(&self.dest_ignition)?.into_iter().chain(self.pointer_config()?).collect(),
+                dest_ignition: read_all(&self.dest_ignition)?
+                    .into_iter()
+                    .chain(self.pointer_config()?)
+                    .collect(),
                 dest_device: self.dest_device.clone(),
                 dest_console: self.dest_console.clone(),
                 dest_karg_append: self.dest_karg_append.clone(),
@@ -192,7 +226,9 @@ fn describe(target: Target, input: &Path) -> String {
 /// Run a blocking ISO operation; SIGINT/SIGTERM stop its copy so that an `-o` output's
 /// temporary file is removed before we exit (nothing half-written stays behind). An
 /// operation that completes despite the signal keeps its result.
-async fn interruptible<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn interruptible<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     use std::sync::atomic::Ordering;
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
@@ -215,13 +251,20 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
         IsoCommand::Customize(a) => {
             let req = a.resolve()?;
             let (input, output) = (a.input.clone(), a.output.clone());
-            let plan = interruptible(move || iso::customize(&input, &req, Target::from_output(output.as_deref()))).await?;
+            let plan = interruptible(move || {
+                iso::customize(&input, &req, Target::from_output(output.as_deref()))
+            })
+            .await?;
             let target = Target::from_output(a.output.as_deref());
             for n in &plan.notes {
                 eprintln!("{n}");
             }
             let bytes: u64 = plan.writes.iter().map(|w| w.length).sum();
-            eprintln!("customized {}: wrote {} embed areas ({bytes} bytes)", describe(target, &a.input), plan.writes.len());
+            eprintln!(
+                "customized {}: wrote {} embed areas ({bytes} bytes)",
+                describe(target, &a.input),
+                plan.writes.len()
+            );
         }
         IsoCommand::Show(a) => {
             let report = Report::new(&LiveIso::open(&a.input)?)?;
@@ -233,9 +276,13 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
         }
         IsoCommand::Reset(a) => {
             let (input, output) = (a.input.clone(), a.output.clone());
-            interruptible(move || iso::reset(&input, Target::from_output(output.as_deref()))).await?;
+            interruptible(move || iso::reset(&input, Target::from_output(output.as_deref())))
+                .await?;
             let target = Target::from_output(a.output.as_deref());
-            eprintln!("reset {}: no embedded Ignition, default kernel arguments", describe(target, &a.input));
+            eprintln!(
+                "reset {}: no embedded Ignition, default kernel arguments",
+                describe(target, &a.input)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

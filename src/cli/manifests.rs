@@ -8,9 +8,11 @@ use clap::Args;
 
 use crate::cli::registry_args::RegistryArgs;
 use crate::imageref::{ImageRef, RegistryRef};
-use crate::registry::{self, auth::AuthFile, RegistryOptions};
 use crate::manifests::installdir::{self, InstallDir};
-use crate::manifests::{self, ManifestSettings, MethodChoice, OpenShiftVersion, OutputFile, PushSettings};
+use crate::manifests::{
+    self, ManifestSettings, MethodChoice, OpenShiftVersion, OutputFile, PushSettings,
+};
+use crate::registry::{self, auth::AuthFile, RegistryOptions};
 
 #[derive(Debug, Args)]
 pub struct ManifestsArgs {
@@ -89,25 +91,47 @@ pub async fn pin(image: &RegistryRef, reg: &RegistryOptions, offline: bool) -> R
         let Some(d) = &image.digest else {
             bail!("--offline needs the image pinned by digest (registry/repo@sha256:…): a tag cannot be resolved without the registry");
         };
-        return Ok(Pinned { image: image.pinned(d), bootc: false });
+        return Ok(Pinned {
+            image: image.pinned(d),
+            bootc: false,
+        });
     }
-    let resolved = registry::resolve(&ImageRef::Registry(image.clone()), reg).await.with_context(|| format!("resolving {image}"))?;
+    let resolved = registry::resolve(&ImageRef::Registry(image.clone()), reg)
+        .await
+        .with_context(|| format!("resolving {image}"))?;
     let digest = match (&image.digest, &resolved.index_digest) {
         (Some(d), _) => d.clone(),
         (None, Some(index)) => index.clone(),
         (None, None) => resolved.manifest_digest.clone(),
     };
-    let labels = resolved.config.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
-    let bootable = labels.get("ostree.bootable").is_some_and(|v| v == "true" || v == "1") || labels.contains_key("containers.bootc");
+    let labels = resolved
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let bootable = labels
+        .get("ostree.bootable")
+        .is_some_and(|v| v == "true" || v == "1")
+        || labels.contains_key("containers.bootc");
     if !bootable {
         bail!("{image} is not a bootable ostree container image (no ostree.bootable or containers.bootc label): build it FROM a CoreOS/RHCOS base");
     }
-    let bootc = labels.get("containers.bootc").is_some_and(|v| v == "1" || v == "true");
-    Ok(Pinned { image: image.pinned(&digest), bootc })
+    let bootc = labels
+        .get("containers.bootc")
+        .is_some_and(|v| v == "1" || v == "true");
+    Ok(Pinned {
+        image: image.pinned(&digest),
+        bootc,
+    })
 }
 
 /// [`push_secret_auth`] when the chosen method needs a push Secret.
-pub fn push_secret_auth_for(check: &ManifestSettings, opts: &ManifestOptions, creds: &AuthFile) -> Result<Option<Vec<u8>>> {
+pub fn push_secret_auth_for(
+    check: &ManifestSettings,
+    opts: &ManifestOptions,
+    creds: &AuthFile,
+) -> Result<Option<Vec<u8>>> {
     match check.method {
         manifests::Method::MachineOsConfig => push_secret_auth(opts, creds),
         manifests::Method::MachineConfig => Ok(None),
@@ -117,7 +141,9 @@ pub fn push_secret_auth_for(check: &ManifestSettings, opts: &ManifestOptions, cr
 /// The push Secret's content for the MachineOSConfig method: only the push registry's
 /// entry from the authfile(s).
 pub fn push_secret_auth(opts: &ManifestOptions, creds: &AuthFile) -> Result<Option<Vec<u8>>> {
-    let Some(spec) = &opts.push_spec else { return Ok(None) };
+    let Some(spec) = &opts.push_spec else {
+        return Ok(None);
+    };
     let push_ref = registry_ref(spec).with_context(|| format!("--push-spec {spec}"))?;
     match crate::cli::install_config::entry_for_image(creds, &push_ref) {
         Some((_, one)) => Ok(Some(one.to_json().into_bytes())),
@@ -130,12 +156,23 @@ pub fn push_secret_auth(opts: &ManifestOptions, creds: &AuthFile) -> Result<Opti
 
 impl ManifestOptions {
     /// Validate everything that needs no I/O beyond reading the named files.
-    pub fn settings(&self, image: RegistryRef, push_auth: Option<Vec<u8>>) -> Result<(ManifestSettings, String)> {
+    pub fn settings(
+        &self,
+        image: RegistryRef,
+        push_auth: Option<Vec<u8>>,
+    ) -> Result<(ManifestSettings, String)> {
         manifests::validate_pools(&self.pools)?;
-        let version = self.openshift_version.as_deref().map(str::parse::<OpenShiftVersion>).transpose()?;
+        let version = self
+            .openshift_version
+            .as_deref()
+            .map(str::parse::<OpenShiftVersion>)
+            .transpose()?;
         let (method, why) = manifests::choose_method(self.method, version)?;
         let containerfile = match &self.containerfile {
-            Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading Containerfile {}", p.display()))?),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading Containerfile {}", p.display()))?,
+            ),
             None => None,
         };
         let push = self.push_spec.as_ref().map(|spec| PushSettings {
@@ -146,17 +183,32 @@ impl ManifestOptions {
         });
         if let Some(p) = &push {
             manifests::validate_push(p).map_err(|e| match &self.containerfile {
-                Some(cf) if e.to_string().starts_with("Containerfile") => e.context(format!("--containerfile {}", cf.display())),
+                Some(cf) if e.to_string().starts_with("Containerfile") => {
+                    e.context(format!("--containerfile {}", cf.display()))
+                }
                 _ => e,
             })?;
         }
-        Ok((ManifestSettings { image, pools: self.pools.clone(), method, push }, format!("method: {method} ({why})")))
+        Ok((
+            ManifestSettings {
+                image,
+                pools: self.pools.clone(),
+                method,
+                push,
+            },
+            format!("method: {method} ({why})"),
+        ))
     }
 }
 
 /// One line per written file: mode, path, what.
 pub fn summary_line(root: &std::path::Path, f: &OutputFile) -> String {
-    format!("  {:04o}  {}  {}", f.mode, root.join(&f.rel_path).display(), f.what)
+    format!(
+        "  {:04o}  {}  {}",
+        f.mode,
+        root.join(&f.rel_path).display(),
+        f.what
+    )
 }
 
 pub async fn run(args: ManifestsArgs) -> Result<()> {

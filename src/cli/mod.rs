@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-pub mod disk;
-pub mod iso;
 pub mod boot_test;
+pub mod disk;
 pub mod ignition;
+pub mod inspect;
 pub mod install_config;
 pub mod install_kit;
+pub mod iso;
 pub mod manifests;
-pub mod inspect;
 pub mod pull;
 pub mod registry_args;
 

@@ -39,7 +39,11 @@ pub async fn run(args: PullArgs) -> Result<()> {
     };
     if !args.quiet {
         let s = &pulled.stats;
-        let pinned = pulled.pinned.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+        let pinned = pulled
+            .pinned
+            .as_ref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
         println!(
             "{} {}{pinned}: {} blobs fetched ({}), {} already present, {:.1}s",
             args.to,

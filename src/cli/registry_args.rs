@@ -45,7 +45,9 @@ impl RegistryArgs {
             Some(a) => {
                 let a = manifest::oci_arch(a.trim());
                 if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    bail!("invalid --arch '{a}': use an OCI architecture name such as amd64 or arm64");
+                    bail!(
+                        "invalid --arch '{a}': use an OCI architecture name such as amd64 or arm64"
+                    );
                 }
                 a.to_string()
             }
@@ -58,7 +60,10 @@ impl RegistryArgs {
         }
         if let Some(d) = &self.cert_dir {
             if !d.is_dir() {
-                bail!("cert dir {} does not exist or is not a directory", d.display());
+                bail!(
+                    "cert dir {} does not exist or is not a directory",
+                    d.display()
+                );
             }
         }
         Ok(RegistryOptions {
@@ -105,13 +110,29 @@ mod tests {
         let auth = dir.path().join("auth.json");
         std::fs::write(&auth, r#"{"auths":{}}"#).unwrap();
         let a = auth.to_str().unwrap();
-        let ok = T::try_parse_from(["t", "--authfile", a, "--arch", "aarch64", "--ca-file", a]).unwrap().r.resolve().unwrap();
-        assert_eq!((ok.arch.as_str(), ok.tls_verify, ok.ca_files.len()), ("arm64", true, 1));
+        let ok = T::try_parse_from(["t", "--authfile", a, "--arch", "aarch64", "--ca-file", a])
+            .unwrap()
+            .r
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (ok.arch.as_str(), ok.tls_verify, ok.ca_files.len()),
+            ("arm64", true, 1)
+        );
         let bad: &[(&[&str], &str)] = &[
-            (&["--authfile", "/nonexistent/auth.json"], "/nonexistent/auth.json"),
+            (
+                &["--authfile", "/nonexistent/auth.json"],
+                "/nonexistent/auth.json",
+            ),
             (&["--authfile", a, "--arch", "x/y"], "--arch"),
-            (&["--authfile", a, "--ca-file", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
-            (&["--authfile", a, "--cert-dir", "/nonexistent/certs"], "/nonexistent/certs"),
+            (
+                &["--authfile", a, "--ca-file", "/nonexistent/ca.pem"],
+                "/nonexistent/ca.pem",
+            ),
+            (
+                &["--authfile", a, "--cert-dir", "/nonexistent/certs"],
+                "/nonexistent/certs",
+            ),
         ];
         for (args, want) in bad {
             let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();

@@ -16,14 +16,24 @@ use gpt::partition_types::Type;
 use crate::bootimage::Plan;
 
 pub fn create_sparse(path: &Path, size: u64) -> Result<File> {
-    let f = OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path).with_context(|| format!("creating {}", path.display()))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.set_len(size)?;
     Ok(f)
 }
 
 /// Write the GPT for `plan` (and the protective MBR with `bootcode`) onto `disk`.
 pub fn write_partition_table(plan: &Plan, disk: File, bootcode: Option<[u8; 440]>) -> Result<File> {
-    let lb = if plan.sector_size == 4096 { LogicalBlockSize::Lb4096 } else { LogicalBlockSize::Lb512 };
+    let lb = if plan.sector_size == 4096 {
+        LogicalBlockSize::Lb4096
+    } else {
+        LogicalBlockSize::Lb512
+    };
     let mut gdisk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(lb)
@@ -35,7 +45,10 @@ pub fn write_partition_table(plan: &Plan, disk: File, bootcode: Option<[u8; 440]
         parts.insert(
             p.number,
             Partition {
-                part_type_guid: Type { guid: p.type_guid, os: gpt::partition_types::OperatingSystem::None },
+                part_type_guid: Type {
+                    guid: p.type_guid,
+                    os: gpt::partition_types::OperatingSystem::None,
+                },
                 part_guid: p.guid,
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
@@ -44,13 +57,17 @@ pub fn write_partition_table(plan: &Plan, disk: File, bootcode: Option<[u8; 440]
             },
         );
     }
-    gdisk.update_partitions(parts).context("laying out GPT partitions")?;
+    gdisk
+        .update_partitions(parts)
+        .context("laying out GPT partitions")?;
     let mut disk = gdisk.write().context("writing the GPT")?;
-    let mut mbr = ProtectiveMBR::with_lb_size(u32::try_from(plan.disk_sectors - 1).unwrap_or(u32::MAX));
+    let mut mbr =
+        ProtectiveMBR::with_lb_size(u32::try_from(plan.disk_sectors - 1).unwrap_or(u32::MAX));
     if let Some(code) = bootcode {
         mbr.set_bootcode(code);
     }
-    mbr.overwrite_lba0(&mut disk).context("writing the protective MBR")?;
+    mbr.overwrite_lba0(&mut disk)
+        .context("writing the protective MBR")?;
     disk.flush()?;
     Ok(disk)
 }
@@ -81,7 +98,15 @@ mod tests {
     fn gpt_round_trip_512_and_4096() {
         let cat = Catalog::shipped().unwrap();
         for name in ["metal", "metal4k"] {
-            let plan = resolve(name, cat.get(name).unwrap(), &PlanOptions { size: Some(2 << 30), ..Default::default() }).unwrap();
+            let plan = resolve(
+                name,
+                cat.get(name).unwrap(),
+                &PlanOptions {
+                    size: Some(2 << 30),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.raw");
             let f = create_sparse(&path, plan.disk_size).unwrap();
@@ -95,14 +120,40 @@ mod tests {
             let sig = read_at(&mut f, plan.sector_size, 8).unwrap();
             assert_eq!(&sig, b"EFI PART", "{name}: primary header at LBA 1");
             let backup = read_at(&mut f, plan.disk_size - plan.sector_size, 8).unwrap();
-            assert_eq!(&backup, b"EFI PART", "{name}: backup header in the last LBA");
+            assert_eq!(
+                &backup, b"EFI PART",
+                "{name}: backup header in the last LBA"
+            );
 
-            let lb = if plan.sector_size == 4096 { LogicalBlockSize::Lb4096 } else { LogicalBlockSize::Lb512 };
-            let back = gpt::GptConfig::new().logical_block_size(lb).open(&path).unwrap();
+            let lb = if plan.sector_size == 4096 {
+                LogicalBlockSize::Lb4096
+            } else {
+                LogicalBlockSize::Lb512
+            };
+            let back = gpt::GptConfig::new()
+                .logical_block_size(lb)
+                .open(&path)
+                .unwrap();
             assert_eq!(*back.guid(), plan.disk_guid);
             for p in &plan.partitions {
                 let got = &back.partitions()[&p.number];
-                assert_eq!((got.first_lba, got.last_lba, got.part_guid, got.flags, got.name.as_str()), (p.first_lba, p.last_lba, p.guid, p.attributes, p.name.as_str()), "{name}");
+                assert_eq!(
+                    (
+                        got.first_lba,
+                        got.last_lba,
+                        got.part_guid,
+                        got.flags,
+                        got.name.as_str()
+                    ),
+                    (
+                        p.first_lba,
+                        p.last_lba,
+                        p.guid,
+                        p.attributes,
+                        p.name.as_str()
+                    ),
+                    "{name}"
+                );
                 assert_eq!(got.part_type_guid.guid, p.type_guid);
             }
             // bookworm's sfdisk reads 512-byte sectors only from a file.

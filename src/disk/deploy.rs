@@ -82,7 +82,12 @@ impl DeployRequest {
         ];
         a.extend(self.kargs.iter().map(|k| format!("--karg={k}")));
         if let Some(m) = &self.mount {
-            a.extend([format!("--mount-image={}", m.image.display()), format!("--offset={}", m.offset), format!("--sizelimit={}", m.size), format!("--boot-dir={}", m.boot_dir.display())]);
+            a.extend([
+                format!("--mount-image={}", m.image.display()),
+                format!("--offset={}", m.offset),
+                format!("--sizelimit={}", m.size),
+                format!("--boot-dir={}", m.boot_dir.display()),
+            ]);
         }
         a
     }
@@ -104,17 +109,30 @@ pub fn enter_private_mount_namespace() -> Result<()> {
 /// autoclear (mount(8) sets it), so it goes away with the last unmount.
 pub fn mount_target(m: &MountRequest, at: &Path) -> Result<()> {
     let opts = format!("loop,offset={},sizelimit={}", m.offset, m.size);
-    cmd::run(Command::new("mount").args(["-o", &opts]).arg(&m.image).arg(at)).context("mounting the root filesystem of the disk image")?;
+    cmd::run(
+        Command::new("mount")
+            .args(["-o", &opts])
+            .arg(&m.image)
+            .arg(at),
+    )
+    .context("mounting the root filesystem of the disk image")?;
     let boot = at.join("boot");
     fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
-    cmd::run(Command::new("mount").arg("--bind").arg(&m.boot_dir).arg(&boot)).context("bind-mounting the staging boot directory")?;
+    cmd::run(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&m.boot_dir)
+            .arg(&boot),
+    )
+    .context("bind-mounting the staging boot directory")?;
     Ok(())
 }
 
 /// Undo [`mount_target`]; a failure here means the filesystem may not be complete.
 pub fn unmount_target(at: &Path) -> Result<()> {
     cmd::run(Command::new("umount").arg(at.join("boot")))?;
-    cmd::run(Command::new("umount").arg(at)).context("unmounting the root filesystem of the disk image")?;
+    cmd::run(Command::new("umount").arg(at))
+        .context("unmounting the root filesystem of the disk image")?;
     Ok(())
 }
 
@@ -146,8 +164,15 @@ pub fn helper_path() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating the running executable")?;
-    let dir = exe.parent().context("the running executable has no directory")?;
-    let candidates = [Some(dir.join(HELPER)), dir.parent().filter(|_| dir.ends_with("deps")).map(|d| d.join(HELPER))];
+    let dir = exe
+        .parent()
+        .context("the running executable has no directory")?;
+    let candidates = [
+        Some(dir.join(HELPER)),
+        dir.parent()
+            .filter(|_| dir.ends_with("deps"))
+            .map(|d| d.join(HELPER)),
+    ];
     for c in candidates.into_iter().flatten() {
         if c.is_file() {
             return Ok(c);
@@ -160,7 +185,14 @@ pub fn helper_path() -> Result<PathBuf> {
 /// mounted by the helper on `mountpoint` (an empty directory, absolute path). Returns the
 /// cancellation error if `cancel` fires meanwhile; the helper is stopped and reaped first.
 /// Dropping the result unfinished also stops and reaps it (the mounts go with it).
-pub fn deploy(image: &SourceImage, mountpoint: &Path, target: MountRequest, stateroot: &str, kargs: &[String], cancel: &Cancel) -> Result<Mounted> {
+pub fn deploy(
+    image: &SourceImage,
+    mountpoint: &Path,
+    target: MountRequest,
+    stateroot: &str,
+    kargs: &[String],
+    cancel: &Cancel,
+) -> Result<Mounted> {
     let root_size = target.size;
     let req = DeployRequest {
         sysroot: mountpoint.to_path_buf(),
@@ -180,12 +212,23 @@ pub fn deploy(image: &SourceImage, mountpoint: &Path, target: MountRequest, stat
     let line = match helper.read_line(|| cancel.is_cancelled()) {
         Ok(Some(line)) => line,
         Ok(None) => return Err(super::cancelled_error()),
-        Err(e) => return Err(explain_enospc(e, root_size)).with_context(|| format!("deploying {}", image.display_name)),
+        Err(e) => {
+            return Err(explain_enospc(e, root_size))
+                .with_context(|| format!("deploying {}", image.display_name))
+        }
     };
-    let deployed: Deployed = serde_json::from_slice(&line).with_context(|| format!("reading {HELPER}'s report"))?;
-    let rel = mountpoint.strip_prefix("/").context("the mount point must be an absolute path")?;
+    let deployed: Deployed =
+        serde_json::from_slice(&line).with_context(|| format!("reading {HELPER}'s report"))?;
+    let rel = mountpoint
+        .strip_prefix("/")
+        .context("the mount point must be an absolute path")?;
     let root = PathBuf::from(format!("/proc/{}/root", helper.pid())).join(rel);
-    Ok(Mounted { helper, deployed, root, root_size })
+    Ok(Mounted {
+        helper,
+        deployed,
+        root,
+        root_size,
+    })
 }
 
 /// Waits, when dropped, until no loop device is backed by the disk image any more. When the
@@ -196,11 +239,15 @@ pub struct LoopRelease(pub PathBuf);
 
 impl LoopRelease {
     fn held(&self) -> bool {
-        let Ok(dir) = fs::read_dir("/sys/block") else { return false };
-        dir.flatten().filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok()).any(|b| {
-            let b = b.trim_end_matches('\n');
-            Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)) == self.0
-        })
+        let Ok(dir) = fs::read_dir("/sys/block") else {
+            return false;
+        };
+        dir.flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
+            .any(|b| {
+                let b = b.trim_end_matches('\n');
+                Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)) == self.0
+            })
     }
 }
 
@@ -222,7 +269,9 @@ pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
     let text = format!("{e:#}");
     if text.contains("No space left on device") || text.contains("os error 28") {
         let size = crate::bootimage::definition::format_size(root_size);
-        return e.context(format!("the root filesystem of {size} was too small for the deployment: pass a larger --size"));
+        return e.context(format!(
+            "the root filesystem of {size} was too small for the deployment: pass a larger --size"
+        ));
     }
     e
 }
@@ -240,40 +289,76 @@ pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
     let repo = sysroot.join("ostree/repo");
     let repo_arg = format!("--repo={}", repo.display());
     // No bootloader integration: layerboot writes the bootloader config from the BLS entries.
-    cmd::run(Command::new("ostree").arg(&repo_arg).args(["config", "set", "sysroot.bootloader", "none"]))?;
+    cmd::run(Command::new("ostree").arg(&repo_arg).args([
+        "config",
+        "set",
+        "sysroot.bootloader",
+        "none",
+    ]))?;
     // The repo is a staging copy that ends up inside a filesystem image written and synced
     // later: per-object fsyncs only slow the import. The shipped repo gets the default back.
-    cmd::run(Command::new("ostree").arg(&repo_arg).args(["config", "set", "core.fsync", "false"]))?;
-    cmd::run(Command::new("ostree").args(["admin", "os-init", stateroot, &format!("--sysroot={sysroot_s}")]))?;
+    cmd::run(
+        Command::new("ostree")
+            .arg(&repo_arg)
+            .args(["config", "set", "core.fsync", "false"]),
+    )?;
+    cmd::run(Command::new("ostree").args([
+        "admin",
+        "os-init",
+        stateroot,
+        &format!("--sysroot={sysroot_s}"),
+    ]))?;
     // The base layer through the parallel verified importer; ostree-ext then finds it present.
     super::ostree_import::prefill_for_source(&repo, &req.source_imgref)?;
 
-    let source = OstreeImageReference::try_from(req.source_imgref.as_str()).context("source image reference")?;
-    let target = OstreeImageReference::try_from(req.target_imgref.as_str()).context("target image reference")?;
+    let source = OstreeImageReference::try_from(req.source_imgref.as_str())
+        .context("source image reference")?;
+    let target = OstreeImageReference::try_from(req.target_imgref.as_str())
+        .context("target image reference")?;
     let sys = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot)));
-    sys.load(gio::Cancellable::NONE).with_context(|| format!("loading staged sysroot {}", sysroot.display()))?;
+    sys.load(gio::Cancellable::NONE)
+        .with_context(|| format!("loading staged sysroot {}", sysroot.display()))?;
     let karg_refs: Vec<&str> = req.kargs.iter().map(String::as_str).collect();
     let mut opts = ostree_ext::container::deploy::DeployOpts::default();
     opts.kargs = Some(&karg_refs);
     opts.target_imgref = Some(&target);
-    let state = ostree_ext::container::deploy::deploy(&sys, stateroot, &source, Some(opts)).await.with_context(|| format!("deploying {} with ostree-ext", req.display_name))?;
+    let state = ostree_ext::container::deploy::deploy(&sys, stateroot, &source, Some(opts))
+        .await
+        .with_context(|| format!("deploying {} with ostree-ext", req.display_name))?;
     let commit = state.merge_commit.clone();
     drop(sys);
-    cmd::run(Command::new("ostree").arg(&repo_arg).args(["config", "unset", "core.fsync"]))?;
+    cmd::run(
+        Command::new("ostree")
+            .arg(&repo_arg)
+            .args(["config", "unset", "core.fsync"]),
+    )?;
     read_back(sysroot, stateroot, &commit, &req.display_name)
 }
 
 /// Find the deployment of `commit` and its kernel in the staged sysroot.
-fn read_back(sysroot: &Path, stateroot: &str, commit: &str, display_name: &str) -> Result<Deployed> {
+fn read_back(
+    sysroot: &Path,
+    stateroot: &str,
+    commit: &str,
+    display_name: &str,
+) -> Result<Deployed> {
     let deploy_dir = sysroot.join("ostree/deploy").join(stateroot).join("deploy");
     let mut deploy_path = None;
-    for e in fs::read_dir(&deploy_dir).with_context(|| format!("reading {}", deploy_dir.display()))? {
+    for e in
+        fs::read_dir(&deploy_dir).with_context(|| format!("reading {}", deploy_dir.display()))?
+    {
         let name = e?.file_name().to_string_lossy().into_owned();
         if name.starts_with(commit) && !name.ends_with(".origin") {
-            deploy_path = Some(PathBuf::from("ostree/deploy").join(stateroot).join("deploy").join(name));
+            deploy_path = Some(
+                PathBuf::from("ostree/deploy")
+                    .join(stateroot)
+                    .join("deploy")
+                    .join(name),
+            );
         }
     }
-    let deploy_path = deploy_path.with_context(|| format!("no deployment of {commit} in {}", deploy_dir.display()))?;
+    let deploy_path = deploy_path
+        .with_context(|| format!("no deployment of {commit} in {}", deploy_dir.display()))?;
     let modules = sysroot.join(&deploy_path).join("usr/lib/modules");
     let mut kernel_version = None;
     if let Ok(rd) = fs::read_dir(&modules) {
@@ -284,9 +369,18 @@ fn read_back(sysroot: &Path, stateroot: &str, commit: &str, display_name: &str) 
         }
     }
     if kernel_version.is_none() {
-        bail!("{} has no kernel: no /usr/lib/modules/<version>/vmlinuz in the image", display_name);
+        bail!(
+            "{} has no kernel: no /usr/lib/modules/<version>/vmlinuz in the image",
+            display_name
+        );
     }
-    Ok(Deployed { sysroot: sysroot.to_path_buf(), stateroot: stateroot.to_string(), commit: commit.to_string(), deploy_path, kernel_version })
+    Ok(Deployed {
+        sysroot: sysroot.to_path_buf(),
+        stateroot: stateroot.to_string(),
+        commit: commit.to_string(),
+        deploy_path,
+        kernel_version,
+    })
 }
 
 #[cfg(test)]
@@ -308,6 +402,7 @@ mod tests {
         }
         // Through the std::io::Error layout the aleph write produces.
         let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
-        assert!(format!("{:#}", explain_enospc(io, 1 << 30)).starts_with("the root filesystem of 1GiB was too small"));
+        assert!(format!("{:#}", explain_enospc(io, 1 << 30))
+            .starts_with("the root filesystem of 1GiB was too small"));
     }
 }

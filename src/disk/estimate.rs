@@ -38,14 +38,16 @@ pub fn layer_size<R: Read + Seek>(blob: &mut R, len: u64) -> Result<u64> {
             }
         }
         blob.seek(SeekFrom::Start(0))?;
-        return count(flate2::read::MultiGzDecoder::new(blob)).context("decompressing a gzip layer to measure it");
+        return count(flate2::read::MultiGzDecoder::new(blob))
+            .context("decompressing a gzip layer to measure it");
     }
     if n == 4 && u32::from_le_bytes(magic) == ZSTD_MAGIC {
         if let Some(size) = zstd_content_size(blob, len)? {
             return Ok(size);
         }
         blob.seek(SeekFrom::Start(0))?;
-        return count(zstd::stream::read::Decoder::new(blob)?).context("decompressing a zstd layer to measure it");
+        return count(zstd::stream::read::Decoder::new(blob)?)
+            .context("decompressing a zstd layer to measure it");
     }
     Ok(len)
 }
@@ -63,7 +65,8 @@ pub fn zstd_content_size<R: Read + Seek>(blob: &mut R, len: u64) -> Result<Optio
     while pos < len {
         blob.seek(SeekFrom::Start(pos))?;
         let mut magic = [0u8; 4];
-        blob.read_exact(&mut magic).context("truncated zstd frame")?;
+        blob.read_exact(&mut magic)
+            .context("truncated zstd frame")?;
         let magic = u32::from_le_bytes(magic);
         if ZSTD_SKIPPABLE.contains(&magic) {
             let mut size = [0u8; 4];
@@ -101,7 +104,8 @@ pub fn zstd_content_size<R: Read + Seek>(blob: &mut R, len: u64) -> Result<Optio
         loop {
             blob.seek(SeekFrom::Start(pos))?;
             let mut bh = [0u8; 4];
-            blob.read_exact(&mut bh[..3]).context("truncated zstd block header")?;
+            blob.read_exact(&mut bh[..3])
+                .context("truncated zstd block header")?;
             let bh = u32::from_le_bytes(bh);
             let last = bh & 1 != 0;
             let block_size = u64::from(bh >> 3);
@@ -151,8 +155,16 @@ mod tests {
     #[test]
     fn sizes_from_metadata_or_by_counting() {
         // Compressible, like a tar of an OS, and incompressible, like a tar of blobs.
-        let text: Vec<u8> = (0..300_000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
-        let random: Vec<u8> = (0..200_000u64).map(|i| (i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 56) as u8).collect();
+        let text: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let random: Vec<u8> = (0..200_000u64)
+            .map(|i| {
+                (i.wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407)
+                    >> 56) as u8
+            })
+            .collect();
         let mut multi = gzip(&text);
         multi.extend(gzip(b"tiny last member"));
         let zstd_sized = zstd::bulk::compress(&text, 3).unwrap();
@@ -168,14 +180,26 @@ mod tests {
             ("gzip empty", gzip(b""), 0),
             ("gzip multi-member", multi, text.len() as u64 + 16),
             ("zstd with content size", zstd_sized, text.len() as u64),
-            ("zstd frames and a skippable frame", zstd_two_frames, (text.len() + random.len()) as u64),
-            ("zstd without content size", zstd_unsized, random.len() as u64),
+            (
+                "zstd frames and a skippable frame",
+                zstd_two_frames,
+                (text.len() + random.len()) as u64,
+            ),
+            (
+                "zstd without content size",
+                zstd_unsized,
+                random.len() as u64,
+            ),
             ("plain tar", text.clone(), text.len() as u64),
             ("empty", vec![], 0),
         ];
         for (name, blob, want) in cases {
             let len = blob.len() as u64;
-            assert_eq!(layer_size(&mut Cursor::new(blob), len).unwrap(), want, "{name}");
+            assert_eq!(
+                layer_size(&mut Cursor::new(blob), len).unwrap(),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -184,13 +208,17 @@ mod tests {
         let cases: &[(u32, u64, Option<u64>)] = &[
             (875_819_008, 321_853_043, Some(875_819_008)),
             (1000, 1000, Some(1000)),
-            (899, 1000, None),              // smaller than deflate can make it: wrapped or multi-member
-            (10, 300 << 20, None),          // wrapped at 4 GiB
-            (u32::MAX, 600 << 20, None),    // large blob: a wrap is plausible
+            (899, 1000, None), // smaller than deflate can make it: wrapped or multi-member
+            (10, 300 << 20, None), // wrapped at 4 GiB
+            (u32::MAX, 600 << 20, None), // large blob: a wrap is plausible
             (3 << 30, (512 << 20) - 1, Some(3 << 30)),
         ];
         for &(isize, len, want) in cases {
-            assert_eq!(gzip_size_from_trailer(isize, len), want, "isize {isize} len {len}");
+            assert_eq!(
+                gzip_size_from_trailer(isize, len),
+                want,
+                "isize {isize} len {len}"
+            );
         }
     }
 }

@@ -49,14 +49,22 @@ pub struct FsSpec<'a> {
 
 /// Create `image` holding a filesystem with the content of `src`.
 pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path) -> Result<()> {
-    let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(image).with_context(|| format!("creating {}", image.display()))?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(image)
+        .with_context(|| format!("creating {}", image.display()))?;
     f.set_len(spec.size)?;
     match spec.fs {
         Filesystem::Ext4 => {
             drop(f);
             mke2fs(spec, Some(src), image)
         }
-        Filesystem::Xfs => bail!("XFS filesystems cannot be populated offline: create them empty and deploy into them"),
+        Filesystem::Xfs => bail!(
+            "XFS filesystems cannot be populated offline: create them empty and deploy into them"
+        ),
         Filesystem::Vfat => make_vfat(spec, src, f),
     }
 }
@@ -71,7 +79,17 @@ pub fn make_empty(spec: &FsSpec, image: &Path) -> Result<()> {
         Filesystem::Xfs => {
             cmd::require("mkfs.xfs", "xfsprogs")?;
             let mut c = Command::new("mkfs.xfs");
-            c.args(["-q", "-f", "-L", spec.label, "-m", &format!("uuid={}", spec.uuid), "-s", &format!("size={}", spec.sector_size)]).arg(image);
+            c.args([
+                "-q",
+                "-f",
+                "-L",
+                spec.label,
+                "-m",
+                &format!("uuid={}", spec.uuid),
+                "-s",
+                &format!("size={}", spec.sector_size),
+            ])
+            .arg(image);
             cmd::run(&mut c)?;
             Ok(())
         }
@@ -83,7 +101,20 @@ pub fn make_empty(spec: &FsSpec, image: &Path) -> Result<()> {
 fn mke2fs(spec: &FsSpec, src: Option<&Path>, image: &Path) -> Result<()> {
     cmd::require("mke2fs", "e2fsprogs")?;
     let mut c = Command::new("mke2fs");
-    c.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", spec.label, "-U", spec.uuid, "-E", "root_owner=0:0"]);
+    c.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-L",
+        spec.label,
+        "-U",
+        spec.uuid,
+        "-E",
+        "root_owner=0:0",
+    ]);
     if let Some(src) = src {
         c.arg("-d").arg(src);
     }
@@ -96,17 +127,23 @@ fn make_vfat(spec: &FsSpec, src: &Path, mut file: File) -> Result<()> {
     for (d, s) in label.iter_mut().zip(spec.label.bytes()) {
         *d = s;
     }
-    let opts = fatfs::FormatVolumeOptions::new().volume_label(label).volume_id(parse_vfat_id(spec.uuid)?).bytes_per_sector(spec.sector_size as u16);
+    let opts = fatfs::FormatVolumeOptions::new()
+        .volume_label(label)
+        .volume_id(parse_vfat_id(spec.uuid)?)
+        .bytes_per_sector(spec.sector_size as u16);
     fatfs::format_volume(&mut file, opts).context("formatting the EFI system partition")?;
     file.seek(SeekFrom::Start(0))?;
-    let fat = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).context("opening the new EFI system partition")?;
+    let fat = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new())
+        .context("opening the new EFI system partition")?;
     copy_into_fat(&fat.root_dir(), src)?;
     fat.unmount()?;
     Ok(())
 }
 
 fn copy_into_fat<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, src: &Path) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src).with_context(|| format!("reading {}", src.display()))?.collect::<io::Result<_>>()?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -117,7 +154,8 @@ fn copy_into_fat<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, src: &Path) -> Re
             let mut out = dir.create_file(&name)?;
             out.truncate()?;
             let mut input = File::open(e.path())?;
-            io::copy(&mut input, &mut out).with_context(|| format!("copying {} to the ESP", e.path().display()))?;
+            io::copy(&mut input, &mut out)
+                .with_context(|| format!("copying {} to the ESP", e.path().display()))?;
             out.flush()?;
         }
     }
@@ -146,7 +184,8 @@ pub fn copy_sparse(image: &Path, disk: &mut File, offset: u64, cancel: &Cancel) 
         }
         if buf[..n].iter().any(|&b| b != 0) {
             disk.seek(SeekFrom::Start(offset + pos))?;
-            disk.write_all(&buf[..n]).with_context(|| format!("copying {} into the disk image", image.display()))?;
+            disk.write_all(&buf[..n])
+                .with_context(|| format!("copying {} into the disk image", image.display()))?;
         }
         pos += n as u64;
     }
@@ -179,14 +218,24 @@ mod tests {
         fs::write(src.join("EFI/BOOT/BOOTX64.EFI"), vec![7u8; 100_000]).unwrap();
         for sector in [512u64, 4096] {
             let img = dir.path().join(format!("esp-{sector}.img"));
-            let spec = FsSpec { fs: Filesystem::Vfat, label: "EFI-SYSTEM", uuid: "ABCD-1234", size: 127 << 20, sector_size: sector };
+            let spec = FsSpec {
+                fs: Filesystem::Vfat,
+                label: "EFI-SYSTEM",
+                uuid: "ABCD-1234",
+                size: 127 << 20,
+                sector_size: sector,
+            };
             make_fs(&spec, &src, &img).unwrap();
             let f = File::open(&img).unwrap();
             let fat = fatfs::FileSystem::new(f, fatfs::FsOptions::new()).unwrap();
             assert_eq!(fat.volume_id(), 0xABCD1234);
             assert_eq!(fat.volume_label().trim_end(), "EFI-SYSTEM");
             let mut data = Vec::new();
-            fat.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").unwrap().read_to_end(&mut data).unwrap();
+            fat.root_dir()
+                .open_file("EFI/BOOT/BOOTX64.EFI")
+                .unwrap()
+                .read_to_end(&mut data)
+                .unwrap();
             assert_eq!(data, vec![7u8; 100_000]);
         }
     }
@@ -200,12 +249,21 @@ mod tests {
         f.seek(SeekFrom::Start(5 << 20)).unwrap();
         f.write_all(b"hello").unwrap();
         let disk_path = dir.path().join("disk.img");
-        let mut disk = fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(&disk_path).unwrap();
+        let mut disk = fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&disk_path)
+            .unwrap();
         disk.set_len(16 << 20).unwrap();
         copy_sparse(&img, &mut disk, 1 << 20, &Cancel::default()).unwrap();
         let all = fs::read(&disk_path).unwrap();
         assert_eq!(&all[(6 << 20)..(6 << 20) + 5], b"hello");
         assert_eq!(all.iter().filter(|&&b| b != 0).count(), 5);
-        assert!(fs::metadata(&disk_path).unwrap().blocks() * 512 < 4 << 20, "disk stayed sparse");
+        assert!(
+            fs::metadata(&disk_path).unwrap().blocks() * 512 < 4 << 20,
+            "disk stayed sparse"
+        );
     }
 }

@@ -120,7 +120,10 @@ impl Drop for Staging {
         // The deploy helper has been reaped before we get here (it is dropped first), so
         // nothing writes into the tree any more and nothing is mounted in it.
         match std::fs::remove_dir_all(&self.0) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => log::warn!("could not remove staging directory {}: {e}", self.0.display()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => log::warn!(
+                "could not remove staging directory {}: {e}",
+                self.0.display()
+            ),
             _ => {}
         }
     }
@@ -133,9 +136,18 @@ fn is_root() -> bool {
 
 /// Default artifact name: `<image>-<version>-<bootimage>.x86_64.<format>[.xz|.gz]`, as
 /// CoreOS names its disk images.
-pub fn default_output_name(image_stem: &str, version: Option<&str>, bootimage_name: &str, def: &Definition) -> String {
+pub fn default_output_name(
+    image_stem: &str,
+    version: Option<&str>,
+    bootimage_name: &str,
+    def: &Definition,
+) -> String {
     let v = version.map(|v| format!("-{v}")).unwrap_or_default();
-    format!("{image_stem}{v}-{bootimage_name}.x86_64.{}{}", def.format, def.compression.suffix())
+    format!(
+        "{image_stem}{v}-{bootimage_name}.x86_64.{}{}",
+        def.format,
+        def.compression.suffix()
+    )
 }
 
 /// Build the disk. Blocking: call from `spawn_blocking` in async code.
@@ -145,10 +157,21 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     }
     s.image.check_bootable()?;
     let def = &s.definition;
-    for (tool, pkg) in [("ostree", "ostree"), ("skopeo", "skopeo"), ("mke2fs", "e2fsprogs"), ("grub-mkimage", "grub-common"), ("mount", "mount"), ("umount", "mount")] {
+    for (tool, pkg) in [
+        ("ostree", "ostree"),
+        ("skopeo", "skopeo"),
+        ("mke2fs", "e2fsprogs"),
+        ("grub-mkimage", "grub-common"),
+        ("mount", "mount"),
+        ("umount", "mount"),
+    ] {
         crate::cmd::require(tool, pkg)?;
     }
-    if def.partitions.iter().any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs)) {
+    if def
+        .partitions
+        .iter()
+        .any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs))
+    {
         crate::cmd::require("mkfs.xfs", "xfsprogs")?;
     }
     if def.format == Format::Qcow2 {
@@ -157,72 +180,142 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     // The root's content is known from the layers: the whole layout is fixed, and a bad
     // definition, bad kargs or a too small --size fail here, before anything heavy.
     let root_estimate = s.image.unpacked_size()?;
-    let opts = |esp: u64, boot: u64| PlanOptions { size: s.size, extra_kargs: s.extra_kargs.clone(), content: bootimage::ContentSizes { esp, boot, root: root_estimate } };
+    let opts = |esp: u64, boot: u64| PlanOptions {
+        size: s.size,
+        extra_kargs: s.extra_kargs.clone(),
+        content: bootimage::ContentSizes {
+            esp,
+            boot,
+            root: root_estimate,
+        },
+    };
     let plan = bootimage::resolve(&s.bootimage_name, def, &opts(0, 0))?;
-    let root_part = plan.partition(Role::Root).context("the boot image definition has no root partition")?.clone();
-    let (Some(root_fs), Some(root_uuid)) = (root_part.filesystem, root_part.fs_uuid.as_deref()) else { bail!("the root partition has no filesystem") };
+    let root_part = plan
+        .partition(Role::Root)
+        .context("the boot image definition has no root partition")?
+        .clone();
+    let (Some(root_fs), Some(root_uuid)) = (root_part.filesystem, root_part.fs_uuid.as_deref())
+    else {
+        bail!("the root partition has no filesystem")
+    };
 
     let out_dir = match s.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let staging = tempfile::Builder::new().prefix(".layerboot-disk-").tempdir_in(&out_dir).with_context(|| format!("creating a staging directory in {}", out_dir.display()))?.keep();
+    let staging = tempfile::Builder::new()
+        .prefix(".layerboot-disk-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a staging directory in {}", out_dir.display()))?
+        .keep();
     let staging = Staging(staging);
     // Absolute: the helper's mount point is reached through /proc/<pid>/root/<path>.
     let st = &std::path::absolute(&staging.0)?;
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
-    log::info!("disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes of content", plan.disk_size, root_part.size);
+    log::info!(
+        "disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes of content",
+        plan.disk_size,
+        root_part.size
+    );
     let raw_path = st.join("disk.raw");
     let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
     step(&format!("creating the {root_fs} root filesystem"));
     let root_img = st.join("root.img");
-    fs::make_empty(&fs::FsSpec { fs: root_fs, label: root_part.label.as_deref().unwrap_or(""), uuid: root_uuid, size: root_part.size, sector_size: plan.sector_size }, &root_img)?;
+    fs::make_empty(
+        &fs::FsSpec {
+            fs: root_fs,
+            label: root_part.label.as_deref().unwrap_or(""),
+            uuid: root_uuid,
+            size: root_part.size,
+            sector_size: plan.sector_size,
+        },
+        &root_img,
+    )?;
     fs::copy_sparse(&root_img, &mut raw, root_part.offset, cancel)?;
     std::fs::remove_file(&root_img)?;
     // The helper writes through its loop device while this handle stays unused.
     drop(raw);
     cancel.check()?;
 
-    step(&format!("deploying {} into the root filesystem", s.image.display_name));
+    step(&format!(
+        "deploying {} into the root filesystem",
+        s.image.display_name
+    ));
     let mountpoint = st.join("root");
     let boot_dir = st.join("boot");
     for d in [&mountpoint, &boot_dir] {
         std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let target = deploy::MountRequest { image: raw_path.clone(), offset: root_part.offset, size: root_part.size, boot_dir: boot_dir.clone() };
+    let target = deploy::MountRequest {
+        image: raw_path.clone(),
+        offset: root_part.offset,
+        size: root_part.size,
+        boot_dir: boot_dir.clone(),
+    };
     // Dropped after the helper (declared before it): waits for its loop device to go.
     let loop_release = deploy::LoopRelease(raw_path.clone());
-    let mounted = deploy::deploy(&s.image, &mountpoint, target, &s.stateroot, &plan.kargs, cancel)?;
+    let mounted = deploy::deploy(
+        &s.image,
+        &mountpoint,
+        target,
+        &s.stateroot,
+        &plan.kargs,
+        cancel,
+    )?;
     let deployed = mounted.deployed.clone();
     let root = &mounted.root;
 
     step("deployed; completing the root filesystem and staging the bootloader");
-    let file_name = s.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = s
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let aleph = Aleph {
-        build: s.image.version().map(str::to_string).unwrap_or_else(|| s.image.digest.clone()),
+        build: s
+            .image
+            .version()
+            .map(str::to_string)
+            .unwrap_or_else(|| s.image.digest.clone()),
         reference: s.image.target_imgref.clone(),
         ostree_commit: deployed.commit.clone(),
         imgid: file_name.clone(),
-        container_image: AlephImage { image: s.image.display_name.clone(), digest: s.image.digest.clone(), transport: if s.image.target_imgref.contains("-registry:") { "registry".into() } else { "oci".into() } },
+        container_image: AlephImage {
+            image: s.image.display_name.clone(),
+            digest: s.image.digest.clone(),
+            transport: if s.image.target_imgref.contains("-registry:") {
+                "registry".into()
+            } else {
+                "oci".into()
+            },
+        },
         version: s.image.version().map(str::to_string),
         labels: s.image.labels.clone(),
         builder: format!("layerboot {}", env!("CARGO_PKG_VERSION")),
     };
     let aleph_path = root.join(".coreos-aleph-version.json");
-    std::fs::write(&aleph_path, serde_json::to_string_pretty(&aleph)? + "\n").map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size)).with_context(|| format!("writing {}", aleph_path.display()))?;
+    std::fs::write(&aleph_path, serde_json::to_string_pretty(&aleph)? + "\n")
+        .map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size))
+        .with_context(|| format!("writing {}", aleph_path.display()))?;
     // The first-boot stamp: GRUB adds ignition.firstboot while it exists.
-    std::fs::write(boot_dir.join("ignition.firstboot"), "").context("writing the first-boot stamp")?;
+    std::fs::write(boot_dir.join("ignition.firstboot"), "")
+        .context("writing the first-boot stamp")?;
 
-    let boot_label = plan.partition(Role::Boot).and_then(|p| p.label.clone()).unwrap_or_else(|| "boot".into());
+    let boot_label = plan
+        .partition(Role::Boot)
+        .and_then(|p| p.label.clone())
+        .unwrap_or_else(|| "boot".into());
     let work = st.join("work");
     std::fs::create_dir_all(&work)?;
     let files = bootloader::prepare(&bootloader::Inputs {
         deployment: &root.join(&deployed.deploy_path),
         boot_dir: &boot_dir,
         boot_label: &boot_label,
-        boot_uuid: plan.partition(Role::Boot).and_then(|p| p.fs_uuid.as_deref()),
+        boot_uuid: plan
+            .partition(Role::Boot)
+            .and_then(|p| p.fs_uuid.as_deref()),
         serial: plan.grub_serial,
         uefi: plan.firmware.contains(&Firmware::Uefi),
         bios: plan.firmware.contains(&Firmware::Bios),
@@ -243,19 +336,45 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
 
     step("root filesystem unmounted; building the ESP and boot filesystems");
     // The fixed partitions must hold what was staged for them.
-    let checked = bootimage::resolve(&s.bootimage_name, def, &opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?))?;
-    anyhow::ensure!(checked.partitions == plan.partitions, "the layout changed once /boot and the ESP were staged");
-    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(&raw_path).with_context(|| format!("opening {}", raw_path.display()))?;
+    let checked = bootimage::resolve(
+        &s.bootimage_name,
+        def,
+        &opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?),
+    )?;
+    anyhow::ensure!(
+        checked.partitions == plan.partitions,
+        "the layout changed once /boot and the ESP were staged"
+    );
+    let mut raw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw_path)
+        .with_context(|| format!("opening {}", raw_path.display()))?;
     for p in &plan.partitions {
-        let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else { continue };
+        let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else {
+            continue;
+        };
         let src = match p.role {
             Role::Esp => &esp_dir,
             Role::Boot => &boot_dir,
             Role::Root | Role::BiosBoot => continue,
         };
         let img = st.join(format!("part{}.img", p.number));
-        step(&format!("building {} filesystem for partition {} ({})", fs_kind, p.number, p.name));
-        fs::make_fs(&fs::FsSpec { fs: fs_kind, label: p.label.as_deref().unwrap_or(""), uuid, size: p.size, sector_size: plan.sector_size }, src, &img)?;
+        step(&format!(
+            "building {} filesystem for partition {} ({})",
+            fs_kind, p.number, p.name
+        ));
+        fs::make_fs(
+            &fs::FsSpec {
+                fs: fs_kind,
+                label: p.label.as_deref().unwrap_or(""),
+                uuid,
+                size: p.size,
+                sector_size: plan.sector_size,
+            },
+            src,
+            &img,
+        )?;
         cancel.check()?;
         fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
         std::fs::remove_file(&img)?;
@@ -283,7 +402,12 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
             std::fs::remove_file(&raw_path)?;
             cancel.check()?;
             let (sha256, size) = crate::io::sha256_file(out.temp_path())?;
-            output::Hashes { uncompressed_sha256: sha256.clone(), uncompressed_size: size, sha256, size }
+            output::Hashes {
+                uncompressed_sha256: sha256.clone(),
+                uncompressed_size: size,
+                sha256,
+                size,
+            }
         }
         (format, compression) => {
             let uncompressed = match format {
@@ -297,7 +421,13 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
             };
             cancel.check()?;
             step(&format!("writing {}", s.output.display()));
-            output::compress(&uncompressed, &mut out, compression, plan.compression_level, cancel)?
+            output::compress(
+                &uncompressed,
+                &mut out,
+                compression,
+                plan.compression_level,
+                cancel,
+            )?
         }
     };
     cancel.check()?;
@@ -307,11 +437,30 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         Some(u) => format!("{}/{}", u.trim_end_matches('/'), file_name),
         None => file_name.clone(),
     };
-    let existing = std::fs::read(&s.stream_metadata).ok().and_then(|b| serde_json::from_slice::<output::Stream>(&b).ok());
-    let artifact = output::Artifact { location, sha256: hashes.sha256.clone(), uncompressed_sha256: Some(hashes.uncompressed_sha256.clone()) };
+    let existing = std::fs::read(&s.stream_metadata)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<output::Stream>(&b).ok());
+    let artifact = output::Artifact {
+        location,
+        sha256: hashes.sha256.clone(),
+        uncompressed_sha256: Some(hashes.uncompressed_sha256.clone()),
+    };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let stream = output::add_to_stream(existing, &s.stream_name, &now, "x86_64", &plan.platform, &aleph.build, &plan.stream_format, artifact);
-    crate::io::write_atomic(&s.stream_metadata, (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(), 0o644)?;
+    let stream = output::add_to_stream(
+        existing,
+        &s.stream_name,
+        &now,
+        "x86_64",
+        &plan.platform,
+        &aleph.build,
+        &plan.stream_format,
+        artifact,
+    );
+    crate::io::write_atomic(
+        &s.stream_metadata,
+        (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(),
+        0o644,
+    )?;
 
     step("done");
     Ok(report(s, &plan, &deployed, hashes))
@@ -320,7 +469,9 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
 /// How full the deploy left the root filesystem, against the estimate it was sized from.
 fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else { return };
+    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+        return;
+    };
     // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
@@ -329,7 +480,12 @@ fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
     }
 }
 
-fn report(s: &DiskSettings, plan: &Plan, deployed: &deploy::Deployed, h: output::Hashes) -> BuildReport {
+fn report(
+    s: &DiskSettings,
+    plan: &Plan,
+    deployed: &deploy::Deployed,
+    h: output::Hashes,
+) -> BuildReport {
     BuildReport {
         output: s.output.clone(),
         stream_metadata: s.stream_metadata.clone(),
@@ -365,12 +521,30 @@ mod tests {
     fn output_names() {
         let cat = bootimage::Catalog::shipped().unwrap();
         let cases: &[(&str, Option<&str>, &str, &str)] = &[
-            ("quay.io/acme/rhcos-layered@sha256:abcd", Some("418.94"), "qemu", "rhcos-layered-418.94-qemu.x86_64.qcow2.gz"),
-            ("quay.io/acme/os:latest", None, "metal", "os-metal.x86_64.raw.xz"),
-            ("quay.io/acme/os:latest", None, "metal4k", "os-metal4k.x86_64.raw.xz"),
+            (
+                "quay.io/acme/rhcos-layered@sha256:abcd",
+                Some("418.94"),
+                "qemu",
+                "rhcos-layered-418.94-qemu.x86_64.qcow2.gz",
+            ),
+            (
+                "quay.io/acme/os:latest",
+                None,
+                "metal",
+                "os-metal.x86_64.raw.xz",
+            ),
+            (
+                "quay.io/acme/os:latest",
+                None,
+                "metal4k",
+                "os-metal4k.x86_64.raw.xz",
+            ),
         ];
         for (img, ver, bi, want) in cases {
-            assert_eq!(default_output_name(&image_stem(img), *ver, bi, cat.get(bi).unwrap()), *want);
+            assert_eq!(
+                default_output_name(&image_stem(img), *ver, bi, cat.get(bi).unwrap()),
+                *want
+            );
         }
     }
 }

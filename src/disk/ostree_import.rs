@@ -95,9 +95,11 @@ pub enum Compression {
 
 pub fn compression_for(media_type: &str) -> Option<Compression> {
     match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
         "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
-        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::Uncompressed),
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::Uncompressed),
         _ => None,
     }
 }
@@ -160,18 +162,33 @@ fn valid_sha256(s: &str) -> bool {
 /// `xx/<62 hex>.<ext>` (only the last two components count, as in ostree-ext) →
 /// (checksum, extension). For `.file.xattrs` the extension is `xattrs`.
 pub fn parse_object_path(p: &Path) -> Result<(String, String)> {
-    let parent = p.parent().and_then(Path::file_name).and_then(|s| s.to_str()).ok_or_else(|| anyhow!("invalid object path {}", p.display()))?;
-    let name = p.file_name().and_then(|s| s.to_str()).ok_or_else(|| anyhow!("invalid object path {}", p.display()))?;
-    let (stem, ext) = name.rsplit_once('.').ok_or_else(|| anyhow!("invalid object path {} (no type)", p.display()))?;
+    let parent = p
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("invalid object path {}", p.display()))?;
+    let name = p
+        .file_name()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("invalid object path {}", p.display()))?;
+    let (stem, ext) = name
+        .rsplit_once('.')
+        .ok_or_else(|| anyhow!("invalid object path {} (no type)", p.display()))?;
     let rest = stem.strip_suffix(".file").unwrap_or(stem);
     let checksum = format!("{parent}{rest}");
-    ensure!(parent.len() == 2 && rest.len() == 62 && valid_sha256(&checksum), "invalid object checksum in {}", p.display());
+    ensure!(
+        parent.len() == 2 && rest.len() == 62 && valid_sha256(&checksum),
+        "invalid object checksum in {}",
+        p.display()
+    );
     Ok((checksum, ext.to_string()))
 }
 
 /// Classify a tar entry path (directories are filtered out before).
 pub fn classify(path: &Path) -> Result<EntryKind> {
-    let Ok(rel) = path.strip_prefix(REPO_PREFIX) else { return Ok(EntryKind::Ignored) };
+    let Ok(rel) = path.strip_prefix(REPO_PREFIX) else {
+        return Ok(EntryKind::Ignored);
+    };
     if rel.file_name().is_some_and(|n| n == "config") || rel.starts_with("refs") {
         return Ok(EntryKind::Ignored);
     }
@@ -190,7 +207,10 @@ pub fn classify(path: &Path) -> Result<EntryKind> {
         });
     }
     if let Ok(x) = rel.strip_prefix("xattrs") {
-        let name = x.to_str().filter(|n| valid_sha256(n)).ok_or_else(|| anyhow!("invalid xattrs entry {}", path.display()))?;
+        let name = x
+            .to_str()
+            .filter(|n| valid_sha256(n))
+            .ok_or_else(|| anyhow!("invalid xattrs entry {}", path.display()))?;
         return Ok(EntryKind::XattrsV0(name.to_string()));
     }
     Ok(EntryKind::Ignored)
@@ -233,7 +253,13 @@ pub fn file_header(uid: u32, gid: u32, mode: u32, symlink_target: &str, xattrs: 
 
 /// The checksum of a symlink content object.
 pub fn symlink_checksum(uid: u32, gid: u32, target: &str, xattrs: &[u8]) -> String {
-    hex::encode(Sha256::digest(file_header(uid, gid, libc::S_IFLNK | 0o777, target, xattrs)))
+    hex::encode(Sha256::digest(file_header(
+        uid,
+        gid,
+        libc::S_IFLNK | 0o777,
+        target,
+        xattrs,
+    )))
 }
 
 /// The checksum of a regular-file content object with content `data`.
@@ -254,13 +280,17 @@ struct Xattrs {
 fn parse_xattrs(raw: Vec<u8>) -> Result<Xattrs> {
     use ostree_ext::glib;
     let v = glib::Variant::from_data::<Vec<(Vec<u8>, Vec<u8>)>, _>(raw.clone());
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = v.get().ok_or_else(|| anyhow!("xattrs are not a(ayay)"))?;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        v.get().ok_or_else(|| anyhow!("xattrs are not a(ayay)"))?;
     let mut list = Vec::with_capacity(pairs.len());
     for (mut name, value) in pairs {
         if name.last() == Some(&0) {
             name.pop();
         }
-        list.push((CString::new(name).map_err(|_| anyhow!("xattr name with an embedded NUL"))?, value));
+        list.push((
+            CString::new(name).map_err(|_| anyhow!("xattr name with an embedded NUL"))?,
+            value,
+        ));
     }
     Ok(Xattrs { raw, list })
 }
@@ -300,7 +330,11 @@ impl Budget {
         self.abort.load(Ordering::SeqCst)
     }
     fn take_error(&self) -> anyhow::Error {
-        self.error.lock().unwrap().take().unwrap_or_else(|| anyhow!("import aborted"))
+        self.error
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| anyhow!("import aborted"))
     }
 }
 
@@ -324,12 +358,27 @@ enum MetaKind {
 
 enum Body {
     Symlink(String),
-    Regular { size: u64, first: Chunk, rest: Option<Receiver<Chunk>> },
+    Regular {
+        size: u64,
+        first: Chunk,
+        rest: Option<Receiver<Chunk>>,
+    },
 }
 
 enum Job {
-    Meta { kind: MetaKind, checksum: String, data: Vec<u8> },
-    Content { checksum: String, uid: u32, gid: u32, mode: u32, xattrs: Arc<Xattrs>, body: Body },
+    Meta {
+        kind: MetaKind,
+        checksum: String,
+        data: Vec<u8>,
+    },
+    Content {
+        checksum: String,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        xattrs: Arc<Xattrs>,
+        body: Body,
+    },
 }
 
 /// A metadata object's bytes in normal form (what ostree-ext stores), checked against its name.
@@ -342,7 +391,11 @@ fn verified_metadata(kind: &str, checksum: &str, data: &[u8]) -> Result<Vec<u8>>
         "commit" => glib::Variant::from_bytes::<ostree_ext::ostree::CommitVariantType>(&bytes),
         _ => glib::Variant::from_bytes::<HashMap<String, glib::Variant>>(&bytes),
     };
-    let normal = if v.is_normal_form() { data.to_vec() } else { v.normal_form().data().to_vec() };
+    let normal = if v.is_normal_form() {
+        data.to_vec()
+    } else {
+        v.normal_form().data().to_vec()
+    };
     if kind != "commitmeta" {
         let actual = hex::encode(Sha256::digest(&normal));
         if actual != checksum {
@@ -375,11 +428,20 @@ impl Objects {
         let path = repo.join("objects");
         let c = CString::new(path.as_os_str().as_bytes())?;
         // SAFETY: plain syscall on a NUL-terminated path.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         check(fd, || format!("opening {}", path.display()))?;
         // SAFETY: fd was just opened and is owned here.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Objects { path, fd, made: (0..256).map(|_| AtomicBool::new(false)).collect() })
+        Ok(Objects {
+            path,
+            fd,
+            made: (0..256).map(|_| AtomicBool::new(false)).collect(),
+        })
     }
 
     fn ensure_dir(&self, checksum: &str) -> Result<()> {
@@ -390,7 +452,9 @@ impl Objects {
         // Mode as libostree creates them (0777 less the umask).
         let r = unsafe { libc::mkdirat(self.fd.as_raw_fd(), cstr(&checksum[..2]).as_ptr(), 0o777) };
         if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-            check(r, || format!("creating {}/{}", self.path.display(), &checksum[..2]))?;
+            check(r, || {
+                format!("creating {}/{}", self.path.display(), &checksum[..2])
+            })?;
         }
         self.made[idx].store(true, Ordering::Relaxed);
         Ok(())
@@ -406,17 +470,28 @@ impl Objects {
 
     fn create(&self, rel: &str, mode: libc::mode_t) -> Result<File> {
         let c = cstr(rel);
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: plain syscall.
-        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
+        let fd =
+            unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
         check(fd, || format!("creating {}/{rel}", self.path.display()))?;
         // SAFETY: fd was just opened and is owned by the File.
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let r = unsafe { libc::renameat(self.fd.as_raw_fd(), cstr(from).as_ptr(), self.fd.as_raw_fd(), cstr(to).as_ptr()) };
-        check(r, || format!("renaming {}/{from} to {to}", self.path.display()))
+        let r = unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                cstr(from).as_ptr(),
+                self.fd.as_raw_fd(),
+                cstr(to).as_ptr(),
+            )
+        };
+        check(r, || {
+            format!("renaming {}/{from} to {to}", self.path.display())
+        })
     }
 
     fn unlink(&self, rel: &str) {
@@ -428,14 +503,27 @@ impl Objects {
         self.ensure_dir(checksum)?;
         let tmp = Self::tmp_rel(checksum, ext, worker);
         let mut f = self.create(&tmp, 0o644)?;
-        f.write_all(data).with_context(|| format!("writing {}/{tmp}", self.path.display()))?;
-        check(unsafe { libc::fchmod(f.as_raw_fd(), 0o644) }, || format!("chmod {}/{tmp}", self.path.display()))?;
+        f.write_all(data)
+            .with_context(|| format!("writing {}/{tmp}", self.path.display()))?;
+        check(unsafe { libc::fchmod(f.as_raw_fd(), 0o644) }, || {
+            format!("chmod {}/{tmp}", self.path.display())
+        })?;
         drop(f);
         self.rename(&tmp, &Self::rel(checksum, ext))
     }
 
     fn write_content(&self, job: Job, worker: usize) -> Result<u64> {
-        let Job::Content { checksum, uid, gid, mode, xattrs, body } = job else { unreachable!() };
+        let Job::Content {
+            checksum,
+            uid,
+            gid,
+            mode,
+            xattrs,
+            body,
+        } = job
+        else {
+            unreachable!()
+        };
         self.ensure_dir(&checksum)?;
         let tmp = Self::tmp_rel(&checksum, "file", worker);
         let dest = Self::rel(&checksum, "file");
@@ -448,12 +536,39 @@ impl Objects {
                 }
                 self.unlink(&tmp);
                 let ctarget = CString::new(target.as_str()).context("symlink target with a NUL")?;
-                check(unsafe { libc::symlinkat(ctarget.as_ptr(), self.fd.as_raw_fd(), cstr(&tmp).as_ptr()) }, || format!("creating symlink {}", full(&tmp).display()))?;
-                check(unsafe { libc::fchownat(self.fd.as_raw_fd(), cstr(&tmp).as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }, || format!("chown {}", full(&tmp).display()))?;
+                check(
+                    unsafe {
+                        libc::symlinkat(ctarget.as_ptr(), self.fd.as_raw_fd(), cstr(&tmp).as_ptr())
+                    },
+                    || format!("creating symlink {}", full(&tmp).display()),
+                )?;
+                check(
+                    unsafe {
+                        libc::fchownat(
+                            self.fd.as_raw_fd(),
+                            cstr(&tmp).as_ptr(),
+                            uid,
+                            gid,
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        )
+                    },
+                    || format!("chown {}", full(&tmp).display()),
+                )?;
                 if !xattrs.list.is_empty() {
                     let p = CString::new(full(&tmp).as_os_str().as_bytes())?;
                     for (name, value) in &xattrs.list {
-                        check(unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) }, || format!("setting xattr {name:?} on {}", full(&tmp).display()))?;
+                        check(
+                            unsafe {
+                                libc::lsetxattr(
+                                    p.as_ptr(),
+                                    name.as_ptr(),
+                                    value.as_ptr().cast(),
+                                    value.len(),
+                                    0,
+                                )
+                            },
+                            || format!("setting xattr {name:?} on {}", full(&tmp).display()),
+                        )?;
                     }
                 }
                 self.rename(&tmp, &dest)?;
@@ -467,7 +582,8 @@ impl Objects {
                     let mut written = 0u64;
                     let mut put = |c: Chunk| -> Result<()> {
                         h.update(&c.data);
-                        f.write_all(&c.data).with_context(|| format!("writing {}", full(&tmp).display()))?;
+                        f.write_all(&c.data)
+                            .with_context(|| format!("writing {}", full(&tmp).display()))?;
                         written += c.data.len() as u64;
                         Ok(())
                     };
@@ -484,14 +600,40 @@ impl Objects {
                     }
                     let fd = f.as_raw_fd();
                     // chown before chmod: chown clears setuid/setgid bits.
-                    check(unsafe { libc::fchown(fd, uid, gid) }, || format!("chown {}", full(&tmp).display()))?;
-                    check(unsafe { libc::fchmod(fd, mode & 0o7777) }, || format!("chmod {}", full(&tmp).display()))?;
+                    check(unsafe { libc::fchown(fd, uid, gid) }, || {
+                        format!("chown {}", full(&tmp).display())
+                    })?;
+                    check(unsafe { libc::fchmod(fd, mode & 0o7777) }, || {
+                        format!("chmod {}", full(&tmp).display())
+                    })?;
                     for (name, value) in &xattrs.list {
-                        check(unsafe { libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0) }, || format!("setting xattr {name:?} on {}", full(&tmp).display()))?;
+                        check(
+                            unsafe {
+                                libc::fsetxattr(
+                                    fd,
+                                    name.as_ptr(),
+                                    value.as_ptr().cast(),
+                                    value.len(),
+                                    0,
+                                )
+                            },
+                            || format!("setting xattr {name:?} on {}", full(&tmp).display()),
+                        )?;
                     }
                     // Objects carry mtime 0, as libostree writes them (checkouts hard-link them).
-                    let times = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: 0, tv_nsec: 0 }];
-                    check(unsafe { libc::futimens(fd, times.as_ptr()) }, || format!("setting mtime of {}", full(&tmp).display()))?;
+                    let times = [
+                        libc::timespec {
+                            tv_sec: 0,
+                            tv_nsec: libc::UTIME_OMIT,
+                        },
+                        libc::timespec {
+                            tv_sec: 0,
+                            tv_nsec: 0,
+                        },
+                    ];
+                    check(unsafe { libc::futimens(fd, times.as_ptr()) }, || {
+                        format!("setting mtime of {}", full(&tmp).display())
+                    })?;
                     Ok(())
                 })();
                 drop(f);
@@ -520,7 +662,15 @@ struct GzipReader<R> {
 
 impl<R: Read> GzipReader<R> {
     fn new(inner: R) -> Self {
-        GzipReader { inner, inflate: zlib_rs::Inflate::new(true, 16 + 15), buf: vec![0; 256 << 10].into_boxed_slice(), pos: 0, len: 0, eof: false, done: false }
+        GzipReader {
+            inner,
+            inflate: zlib_rs::Inflate::new(true, 16 + 15),
+            buf: vec![0; 256 << 10].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            eof: false,
+            done: false,
+        }
     }
     fn into_inner(self) -> R {
         self.inner
@@ -541,8 +691,17 @@ impl<R: Read> Read for GzipReader<R> {
             let (in0, out0) = (self.inflate.total_in(), self.inflate.total_out());
             let status = self
                 .inflate
-                .decompress(&self.buf[self.pos..self.len], out, zlib_rs::InflateFlush::NoFlush)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt gzip stream: {}", e.as_str())))?;
+                .decompress(
+                    &self.buf[self.pos..self.len],
+                    out,
+                    zlib_rs::InflateFlush::NoFlush,
+                )
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("corrupt gzip stream: {}", e.as_str()),
+                    )
+                })?;
             let consumed = (self.inflate.total_in() - in0) as usize;
             let produced = (self.inflate.total_out() - out0) as usize;
             self.pos += consumed;
@@ -553,7 +712,10 @@ impl<R: Read> Read for GzipReader<R> {
                 return Ok(produced);
             }
             if self.eof && self.pos == self.len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "gzip stream truncated"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "gzip stream truncated",
+                ));
             }
         }
     }
@@ -593,7 +755,11 @@ impl Decoder {
 
 /// Header fields of a content object entry.
 fn owner_mode(h: &tar::Header) -> Result<(u32, u32, u32)> {
-    Ok((u32::try_from(h.uid()?)?, u32::try_from(h.gid()?)?, h.mode()?))
+    Ok((
+        u32::try_from(h.uid()?)?,
+        u32::try_from(h.gid()?)?,
+        h.mode()?,
+    ))
 }
 
 /// Which of ostree-ext's two layer kinds a blob is.
@@ -608,25 +774,52 @@ pub enum LayerKind {
 
 /// Import the ostree commit layer `blob` (media type `media_type`, manifest digest
 /// `digest`) into the bare repo `repo` and set its layer ref.
-pub fn import_commit_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str) -> Result<ImportStats> {
+pub fn import_commit_layer(
+    repo: &Path,
+    blob: &Path,
+    media_type: &str,
+    digest: &str,
+) -> Result<ImportStats> {
     import_layer(repo, blob, media_type, digest, LayerKind::Commit)
 }
 
 /// Import one ostree layer of either kind and set its layer ref as ostree-ext would.
-pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, kind: LayerKind) -> Result<ImportStats> {
+pub fn import_layer(
+    repo: &Path,
+    blob: &Path,
+    media_type: &str,
+    digest: &str,
+    kind: LayerKind,
+) -> Result<ImportStats> {
     let start = Instant::now();
-    let compression = compression_for(media_type).ok_or_else(|| anyhow!("layer {digest}: unsupported media type {media_type}"))?;
-    let expected_hex = digest.strip_prefix("sha256:").filter(|h| valid_sha256(h)).ok_or_else(|| anyhow!("layer digest {digest} is not sha256"))?;
-    let file = File::open(blob).with_context(|| format!("opening layer blob {}", blob.display()))?;
+    let compression = compression_for(media_type)
+        .ok_or_else(|| anyhow!("layer {digest}: unsupported media type {media_type}"))?;
+    let expected_hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| valid_sha256(h))
+        .ok_or_else(|| anyhow!("layer digest {digest} is not sha256"))?;
+    let file =
+        File::open(blob).with_context(|| format!("opening layer blob {}", blob.display()))?;
     let hashing = HashingReader::new(file);
     let decoder = match compression {
         Compression::Gzip => Decoder::Gzip(GzipReader::new(hashing)),
-        Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::new(hashing).with_context(|| format!("layer {digest}: starting zstd"))?),
+        Compression::Zstd => Decoder::Zstd(
+            zstd::stream::read::Decoder::new(hashing)
+                .with_context(|| format!("layer {digest}: starting zstd"))?,
+        ),
         Compression::Uncompressed => Decoder::Plain(hashing),
     };
     let objects = Objects::open(repo)?;
-    let budget = Arc::new(Budget { used: Mutex::new(0), cv: Condvar::new(), abort: AtomicBool::new(false), error: Mutex::new(None) });
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let budget = Arc::new(Budget {
+        used: Mutex::new(0),
+        cv: Condvar::new(),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+    });
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let (tx, rx) = sync_channel::<Job>(1024);
     let rx = Mutex::new(rx);
     let content_bytes = AtomicU64::new(0);
@@ -635,7 +828,14 @@ pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, ki
 
     let parsed = std::thread::scope(|s| -> Result<Parsed> {
         for id in 0..workers {
-            let (rx, objects, budget, content_bytes, content_objects, metadata_objects) = (&rx, &objects, &budget, &content_bytes, &content_objects, &metadata_objects);
+            let (rx, objects, budget, content_bytes, content_objects, metadata_objects) = (
+                &rx,
+                &objects,
+                &budget,
+                &content_bytes,
+                &content_objects,
+                &metadata_objects,
+            );
             s.spawn(move || loop {
                 let job = rx.lock().unwrap().recv();
                 let Ok(job) = job else { break };
@@ -643,9 +843,19 @@ pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, ki
                     continue; // drain: dropping releases the budget and stops the reader's sends
                 }
                 let r = match job {
-                    Job::Meta { kind, checksum, data } => {
-                        let ext = if kind == MetaKind::DirTree { "dirtree" } else { "dirmeta" };
-                        verified_metadata(ext, &checksum, &data).and_then(|d| objects.write_metadata(&checksum, ext, &d, id)).map(|_| metadata_objects.fetch_add(1, Ordering::Relaxed))
+                    Job::Meta {
+                        kind,
+                        checksum,
+                        data,
+                    } => {
+                        let ext = if kind == MetaKind::DirTree {
+                            "dirtree"
+                        } else {
+                            "dirmeta"
+                        };
+                        verified_metadata(ext, &checksum, &data)
+                            .and_then(|d| objects.write_metadata(&checksum, ext, &d, id))
+                            .map(|_| metadata_objects.fetch_add(1, Ordering::Relaxed))
                     }
                     job => objects.write_content(job, id).map(|n| {
                         content_bytes.fetch_add(n, Ordering::Relaxed);
@@ -665,17 +875,23 @@ pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, ki
         })
     });
     if budget.aborted() {
-        return Err(budget.take_error()).with_context(|| format!("importing ostree layer {digest}"));
+        return Err(budget.take_error())
+            .with_context(|| format!("importing ostree layer {digest}"));
     }
     let parsed = parsed?;
     let (blob_hex, blob_bytes) = parsed.blob;
     if blob_hex != expected_hex {
-        bail!("layer blob {} does not match its digest {digest} (it hashes to sha256:{blob_hex})", blob.display());
+        bail!(
+            "layer blob {} does not match its digest {digest} (it hashes to sha256:{blob_hex})",
+            blob.display()
+        );
     }
     let ref_name = layer_ref(digest)?;
     let (commit, extra_meta) = match kind {
         LayerKind::Commit => {
-            let (commit, commit_data) = parsed.commit.ok_or_else(|| anyhow!("layer {digest} holds no ostree commit object"))?;
+            let (commit, commit_data) = parsed
+                .commit
+                .ok_or_else(|| anyhow!("layer {digest} holds no ostree commit object"))?;
             // The commit last: it is what makes the objects a commit for ostree.
             if let Some(meta) = &parsed.commitmeta {
                 objects.write_metadata(&commit, "commitmeta", meta, 0)?;
@@ -684,7 +900,10 @@ pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, ki
             set_ref(repo, &ref_name, &commit)?;
             (commit, 1 + u64::from(parsed.commitmeta.is_some()))
         }
-        LayerKind::ObjectSet => (write_object_set_commit(repo, &parsed.object_set, &ref_name)?, 3),
+        LayerKind::ObjectSet => (
+            write_object_set_commit(repo, &parsed.object_set, &ref_name)?,
+            3,
+        ),
     };
     Ok(ImportStats {
         commit,
@@ -703,13 +922,19 @@ pub fn import_layer(repo: &Path, blob: &Path, media_type: &str, digest: &str, ki
 /// committed with no parent, subject or metadata at time 0, and the layer ref on it. Written
 /// with libostree's own calls so the bytes (and so the commit checksum) are the ones
 /// ostree-ext writes.
-fn write_object_set_commit(repo: &Path, objects: &std::collections::BTreeSet<String>, ref_name: &str) -> Result<String> {
+fn write_object_set_commit(
+    repo: &Path,
+    objects: &std::collections::BTreeSet<String>,
+    ref_name: &str,
+) -> Result<String> {
     use ostree_ext::gio::{self, prelude::*};
     use ostree_ext::ostree;
     let r = ostree::Repo::new_for_path(repo);
-    r.open(gio::Cancellable::NONE).with_context(|| format!("opening ostree repo {}", repo.display()))?;
+    r.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening ostree repo {}", repo.display()))?;
     let ctx = || format!("writing the object-set commit for {ref_name}");
-    r.prepare_transaction(gio::Cancellable::NONE).with_context(ctx)?;
+    r.prepare_transaction(gio::Cancellable::NONE)
+        .with_context(ctx)?;
     let result = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
         for c in objects {
@@ -720,11 +945,19 @@ fn write_object_set_commit(repo: &Path, objects: &std::collections::BTreeSet<Str
         finfo.set_attribute_uint32("unix::gid", 0);
         finfo.set_attribute_uint32("unix::mode", libc::S_IFDIR | 0o755);
         let dirmeta = ostree::create_directory_metadata(&finfo, None);
-        let dm = r.write_metadata(ostree::ObjectType::DirMeta, None, &dirmeta, gio::Cancellable::NONE)?;
+        let dm = r.write_metadata(
+            ostree::ObjectType::DirMeta,
+            None,
+            &dirmeta,
+            gio::Cancellable::NONE,
+        )?;
         mtree.set_metadata_checksum(&dm.to_hex());
         let tree = r.write_mtree(&mtree, gio::Cancellable::NONE)?;
-        let root = tree.downcast_ref::<ostree::RepoFile>().ok_or_else(|| anyhow!("write_mtree returned no repo file"))?;
-        let commit = r.write_commit_with_time(None, None, None, None, root, 0, gio::Cancellable::NONE)?;
+        let root = tree
+            .downcast_ref::<ostree::RepoFile>()
+            .ok_or_else(|| anyhow!("write_mtree returned no repo file"))?;
+        let commit =
+            r.write_commit_with_time(None, None, None, None, root, 0, gio::Cancellable::NONE)?;
         r.transaction_set_ref(None, ref_name, Some(commit.as_str()));
         r.commit_transaction(gio::Cancellable::NONE)?;
         Ok(commit.to_string())
@@ -738,8 +971,10 @@ fn write_object_set_commit(repo: &Path, objects: &std::collections::BTreeSet<Str
 fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
     use ostree_ext::{gio, ostree};
     let r = ostree::Repo::new_for_path(repo);
-    r.open(gio::Cancellable::NONE).with_context(|| format!("opening ostree repo {}", repo.display()))?;
-    r.set_ref_immediate(None, ref_name, Some(commit), gio::Cancellable::NONE).with_context(|| format!("setting ref {ref_name} in {}", repo.display()))?;
+    r.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening ostree repo {}", repo.display()))?;
+    r.set_ref_immediate(None, ref_name, Some(commit), gio::Cancellable::NONE)
+        .with_context(|| format!("setting ref {ref_name} in {}", repo.display()))?;
     Ok(())
 }
 
@@ -752,14 +987,25 @@ struct Parsed {
 }
 
 fn read_small(entry: &mut impl Read, size: u64, max: u64, what: &str) -> Result<Vec<u8>> {
-    ensure!(size <= max, "{what}: {size} bytes exceeds the limit of {max}");
+    ensure!(
+        size <= max,
+        "{what}: {size} bytes exceeds the limit of {max}"
+    );
     let mut v = vec![0; size as usize];
-    entry.read_exact(&mut v).with_context(|| format!("reading {what}"))?;
+    entry
+        .read_exact(&mut v)
+        .with_context(|| format!("reading {what}"))?;
     Ok(v)
 }
 
 /// The reader thread: walk the tar, verify small things inline, hand objects to workers.
-fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &Arc<Budget>, digest: &str, layer: LayerKind) -> Result<Parsed> {
+fn read_layer(
+    decoder: Decoder,
+    tx: &std::sync::mpsc::SyncSender<Job>,
+    budget: &Arc<Budget>,
+    digest: &str,
+    layer: LayerKind,
+) -> Result<Parsed> {
     let mut archive = tar::Archive::new(decoder);
     let mut object_set = std::collections::BTreeSet::new();
     let mut commit: Option<(String, Vec<u8>)> = None;
@@ -768,17 +1014,29 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
     let mut pending_xattrs: Option<(String, String)> = None;
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     let send = |job: Job| -> Result<()> { tx.send(job).map_err(|_| anyhow!("import aborted")) };
-    let cache_xattrs = |data: Vec<u8>, expected: Option<&str>, xattrs: &mut HashMap<String, Arc<Xattrs>>| -> Result<String> {
+    let cache_xattrs = |data: Vec<u8>,
+                        expected: Option<&str>,
+                        xattrs: &mut HashMap<String, Arc<Xattrs>>|
+     -> Result<String> {
         let actual = hex::encode(Sha256::digest(&data));
         if let Some(e) = expected {
-            ensure!(e == actual, "xattrs object {e} is corrupt: it hashes to {actual}");
+            ensure!(
+                e == actual,
+                "xattrs object {e} is corrupt: it hashes to {actual}"
+            );
         }
         if !xattrs.contains_key(&actual) {
-            xattrs.insert(actual.clone(), Arc::new(parse_xattrs(data).with_context(|| format!("xattrs object {actual}"))?));
+            xattrs.insert(
+                actual.clone(),
+                Arc::new(parse_xattrs(data).with_context(|| format!("xattrs object {actual}"))?),
+            );
         }
         Ok(actual)
     };
-    for entry in archive.entries().with_context(|| format!("reading layer {digest}"))? {
+    for entry in archive
+        .entries()
+        .with_context(|| format!("reading layer {digest}"))?
+    {
         if budget.aborted() {
             break;
         }
@@ -787,54 +1045,120 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
         if etype.is_dir() {
             continue;
         }
-        let path = entry.path().with_context(|| format!("reading layer {digest}: entry path"))?.into_owned();
-        ensure!(path.to_str().is_some(), "layer {digest}: non-UTF-8 path {path:?}");
+        let path = entry
+            .path()
+            .with_context(|| format!("reading layer {digest}: entry path"))?
+            .into_owned();
+        ensure!(
+            path.to_str().is_some(),
+            "layer {digest}: non-UTF-8 path {path:?}"
+        );
         let kind = classify(&path)?;
         let size = entry.header().size()?;
         if layer == LayerKind::ObjectSet {
-            if let EntryKind::Commit(c) | EntryKind::CommitMeta(c) | EntryKind::DirTree(c) | EntryKind::DirMeta(c) = &kind {
+            if let EntryKind::Commit(c)
+            | EntryKind::CommitMeta(c)
+            | EntryKind::DirTree(c)
+            | EntryKind::DirMeta(c) = &kind
+            {
                 bail!("component layer {digest} holds metadata object {c} ({}); only content objects belong there", path.display());
             }
         }
         match kind {
             EntryKind::Ignored => {}
             EntryKind::Commit(c) => {
-                ensure!(commit.is_none(), "layer {digest} holds several commit objects");
+                ensure!(
+                    commit.is_none(),
+                    "layer {digest} holds several commit objects"
+                );
                 ensure!(etype.is_file(), "commit object {c} is not a regular file");
-                let data = read_small(&mut entry, size, MAX_METADATA_SIZE, &format!("commit object {c}"))?;
+                let data = read_small(
+                    &mut entry,
+                    size,
+                    MAX_METADATA_SIZE,
+                    &format!("commit object {c}"),
+                )?;
                 let data = verified_metadata("commit", &c, &data)?;
                 commit = Some((c, data));
             }
             EntryKind::CommitMeta(c) => {
-                ensure!(etype.is_file(), "commitmeta object {c} is not a regular file");
-                ensure!(commit.as_ref().is_some_and(|(cc, _)| *cc == c), "commitmeta {c} does not belong to the layer's commit");
-                let data = read_small(&mut entry, size, MAX_METADATA_SIZE, &format!("commitmeta object {c}"))?;
+                ensure!(
+                    etype.is_file(),
+                    "commitmeta object {c} is not a regular file"
+                );
+                ensure!(
+                    commit.as_ref().is_some_and(|(cc, _)| *cc == c),
+                    "commitmeta {c} does not belong to the layer's commit"
+                );
+                let data = read_small(
+                    &mut entry,
+                    size,
+                    MAX_METADATA_SIZE,
+                    &format!("commitmeta object {c}"),
+                )?;
                 commitmeta = Some(verified_metadata("commitmeta", &c, &data)?);
             }
             EntryKind::DirTree(c) | EntryKind::DirMeta(c) => {
                 ensure!(etype.is_file(), "metadata object {c} is not a regular file");
-                let mk = if path.extension().is_some_and(|e| e == "dirtree") { MetaKind::DirTree } else { MetaKind::DirMeta };
-                let data = read_small(&mut entry, size, MAX_METADATA_SIZE, &format!("metadata object {c}"))?;
-                send(Job::Meta { kind: mk, checksum: c, data })?;
+                let mk = if path.extension().is_some_and(|e| e == "dirtree") {
+                    MetaKind::DirTree
+                } else {
+                    MetaKind::DirMeta
+                };
+                let data = read_small(
+                    &mut entry,
+                    size,
+                    MAX_METADATA_SIZE,
+                    &format!("metadata object {c}"),
+                )?;
+                send(Job::Meta {
+                    kind: mk,
+                    checksum: c,
+                    data,
+                })?;
             }
             EntryKind::XattrsObject(c) => {
                 ensure!(etype.is_file(), "xattrs object {c} is not a regular file");
-                let data = read_small(&mut entry, size, MAX_XATTR_SIZE, &format!("xattrs object {c}"))?;
+                let data = read_small(
+                    &mut entry,
+                    size,
+                    MAX_XATTR_SIZE,
+                    &format!("xattrs object {c}"),
+                )?;
                 cache_xattrs(data, Some(&c), &mut xattrs)?;
             }
             EntryKind::XattrsV0(c) => {
-                let data = read_small(&mut entry, size, MAX_XATTR_SIZE, &format!("xattrs object {c}"))?;
+                let data = read_small(
+                    &mut entry,
+                    size,
+                    MAX_XATTR_SIZE,
+                    &format!("xattrs object {c}"),
+                )?;
                 cache_xattrs(data, Some(&c), &mut xattrs)?;
             }
             EntryKind::XattrsLink(file) => {
-                ensure!(pending_xattrs.is_none(), "xattrs for object {} are not followed by it", pending_xattrs.as_ref().map(|p| p.0.as_str()).unwrap_or(""));
+                ensure!(
+                    pending_xattrs.is_none(),
+                    "xattrs for object {} are not followed by it",
+                    pending_xattrs.as_ref().map(|p| p.0.as_str()).unwrap_or("")
+                );
                 let x = match etype {
                     tar::EntryType::Link => {
-                        let target = entry.link_name()?.ok_or_else(|| anyhow!("xattrs link of {file} has no target"))?.into_owned();
-                        parse_object_path(&target).with_context(|| format!("xattrs link of {file}"))?.0
+                        let target = entry
+                            .link_name()?
+                            .ok_or_else(|| anyhow!("xattrs link of {file} has no target"))?
+                            .into_owned();
+                        parse_object_path(&target)
+                            .with_context(|| format!("xattrs link of {file}"))?
+                            .0
                     }
                     t if t.is_file() => {
-                        let data = read_small(&mut entry, size, MAX_XATTR_SIZE, &format!("xattrs of {file}"))?;
+                        let data = read_small(
+                            &mut entry,
+                            size,
+                            MAX_XATTR_SIZE,
+                            &format!("xattrs of {file}"),
+                        )?;
                         cache_xattrs(data, None, &mut xattrs)?
                     }
                     t => bail!("xattrs link of {file} has unexpected type {t:?}"),
@@ -842,20 +1166,49 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
                 pending_xattrs = Some((file, x));
             }
             EntryKind::XattrsRefV0(file) => {
-                ensure!(pending_xattrs.is_none(), "xattrs for object {} are not followed by it", pending_xattrs.as_ref().map(|p| p.0.as_str()).unwrap_or(""));
-                ensure!(etype == tar::EntryType::Link, "xattrs reference of {file} is not a hard link");
-                let target = entry.link_name()?.ok_or_else(|| anyhow!("xattrs reference of {file} has no target"))?.into_owned();
-                let x = target.file_name().and_then(|n| n.to_str()).filter(|n| valid_sha256(n)).ok_or_else(|| anyhow!("xattrs reference of {file}: invalid target {}", target.display()))?;
+                ensure!(
+                    pending_xattrs.is_none(),
+                    "xattrs for object {} are not followed by it",
+                    pending_xattrs.as_ref().map(|p| p.0.as_str()).unwrap_or("")
+                );
+                ensure!(
+                    etype == tar::EntryType::Link,
+                    "xattrs reference of {file} is not a hard link"
+                );
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| anyhow!("xattrs reference of {file} has no target"))?
+                    .into_owned();
+                let x = target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| valid_sha256(n))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "xattrs reference of {file}: invalid target {}",
+                            target.display()
+                        )
+                    })?;
                 pending_xattrs = Some((file, x.to_string()));
             }
             EntryKind::File(c) => {
-                let (xfile, xsum) = pending_xattrs.take().ok_or_else(|| anyhow!("object {c}.file has no xattrs reference before it"))?;
-                ensure!(xfile == c, "xattrs reference for {xfile} precedes object {c}.file");
-                let x = xattrs.get(&xsum).cloned().ok_or_else(|| anyhow!("object {c}.file: xattrs {xsum} not found in the layer"))?;
+                let (xfile, xsum) = pending_xattrs
+                    .take()
+                    .ok_or_else(|| anyhow!("object {c}.file has no xattrs reference before it"))?;
+                ensure!(
+                    xfile == c,
+                    "xattrs reference for {xfile} precedes object {c}.file"
+                );
+                let x = xattrs.get(&xsum).cloned().ok_or_else(|| {
+                    anyhow!("object {c}.file: xattrs {xsum} not found in the layer")
+                })?;
                 let mut key = [0u8; 32];
                 hex::decode_to_slice(&c, &mut key).expect("validated hex");
                 if !seen.insert(key) {
-                    ensure!(layer == LayerKind::Commit, "component layer {digest} holds object {c}.file twice");
+                    ensure!(
+                        layer == LayerKind::Commit,
+                        "component layer {digest} holds object {c}.file twice"
+                    );
                     continue;
                 }
                 if layer == LayerKind::ObjectSet {
@@ -864,18 +1217,37 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
                 let (uid, gid, mode) = owner_mode(entry.header())?;
                 let body = match etype {
                     tar::EntryType::Symlink => {
-                        let target = entry.link_name_bytes().ok_or_else(|| anyhow!("symlink object {c} has no target"))?;
-                        let target = std::str::from_utf8(&target).map_err(|_| anyhow!("symlink object {c}: non-UTF-8 target"))?.to_string();
+                        let target = entry
+                            .link_name_bytes()
+                            .ok_or_else(|| anyhow!("symlink object {c} has no target"))?;
+                        let target = std::str::from_utf8(&target)
+                            .map_err(|_| anyhow!("symlink object {c}: non-UTF-8 target"))?
+                            .to_string();
                         Body::Symlink(target)
                     }
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
                         let first_len = size.min(CHUNK as u64) as usize;
                         let first = read_chunk(&mut entry, first_len, budget, &c)?;
                         if size as usize == first_len {
-                            Body::Regular { size, first, rest: None }
+                            Body::Regular {
+                                size,
+                                first,
+                                rest: None,
+                            }
                         } else {
                             let (ctx, crx) = channel();
-                            send(Job::Content { checksum: c.clone(), uid, gid, mode, xattrs: x, body: Body::Regular { size, first, rest: Some(crx) } })?;
+                            send(Job::Content {
+                                checksum: c.clone(),
+                                uid,
+                                gid,
+                                mode,
+                                xattrs: x,
+                                body: Body::Regular {
+                                    size,
+                                    first,
+                                    rest: Some(crx),
+                                },
+                            })?;
                             let mut left = size - first_len as u64;
                             while left > 0 {
                                 let n = left.min(CHUNK as u64) as usize;
@@ -890,7 +1262,14 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
                     }
                     t => bail!("object {c}.file has unexpected tar type {t:?}"),
                 };
-                send(Job::Content { checksum: c, uid, gid, mode, xattrs: x, body })?;
+                send(Job::Content {
+                    checksum: c,
+                    uid,
+                    gid,
+                    mode,
+                    xattrs: x,
+                    body,
+                })?;
             }
         }
     }
@@ -900,16 +1279,34 @@ fn read_layer(decoder: Decoder, tx: &std::sync::mpsc::SyncSender<Job>, budget: &
     if let Some((f, _)) = pending_xattrs {
         bail!("layer {digest} ends after the xattrs of object {f}");
     }
-    let blob = archive.into_inner().finish().with_context(|| format!("reading layer {digest} to its end"))?;
-    Ok(Parsed { commit, commitmeta, object_set, blob })
+    let blob = archive
+        .into_inner()
+        .finish()
+        .with_context(|| format!("reading layer {digest} to its end"))?;
+    Ok(Parsed {
+        commit,
+        commitmeta,
+        object_set,
+        blob,
+    })
 }
 
-fn read_chunk(entry: &mut impl Read, n: usize, budget: &Arc<Budget>, checksum: &str) -> Result<Chunk> {
+fn read_chunk(
+    entry: &mut impl Read,
+    n: usize,
+    budget: &Arc<Budget>,
+    checksum: &str,
+) -> Result<Chunk> {
     if !budget.acquire(n) {
         bail!("import aborted");
     }
-    let mut chunk = Chunk { data: vec![0; n], budget: budget.clone() };
-    entry.read_exact(&mut chunk.data).with_context(|| format!("reading object {checksum}.file"))?;
+    let mut chunk = Chunk {
+        data: vec![0; n],
+        budget: budget.clone(),
+    };
+    entry
+        .read_exact(&mut chunk.data)
+        .with_context(|| format!("reading object {checksum}.file"))?;
     Ok(chunk)
 }
 
@@ -918,43 +1315,83 @@ pub use super::source::LayerBlob;
 /// ostree-ext's `parse_manifest_layout` over layer indices: the commit layer is always the
 /// first; component ("chunk") layers are the others up to and including the layer whose
 /// diff id is `final_diffid`; the rest are derived layers. Returns the component indices.
-pub fn component_layers(diff_ids: &[String], final_diffid: &str) -> std::result::Result<Vec<usize>, String> {
-    let target = diff_ids.iter().position(|d| d == final_diffid).ok_or_else(|| format!("ostree.final-diffid {final_diffid} is not one of the image's diff ids"))?;
+pub fn component_layers(
+    diff_ids: &[String],
+    final_diffid: &str,
+) -> std::result::Result<Vec<usize>, String> {
+    let target = diff_ids
+        .iter()
+        .position(|d| d == final_diffid)
+        .ok_or_else(|| {
+            format!("ostree.final-diffid {final_diffid} is not one of the image's diff ids")
+        })?;
     Ok((1..=target).collect())
 }
 
 /// The ostree layers of the image tagged `tag` in `oci_dir`: the commit layer, then the
 /// component layers; or why the image is left to ostree-ext.
-pub fn ostree_layers(oci_dir: &Path, tag: &str) -> Result<std::result::Result<(LayerBlob, Vec<LayerBlob>), String>> {
+pub fn ostree_layers(
+    oci_dir: &Path,
+    tag: &str,
+) -> Result<std::result::Result<(LayerBlob, Vec<LayerBlob>), String>> {
     let image = super::source::SourceImage::open(oci_dir, Some(tag))?;
     let Some(final_diffid) = image.labels.get("ostree.final-diffid") else {
-        return Ok(Err("not an ostree-native image (no ostree.final-diffid label)".into()));
+        return Ok(Err(
+            "not an ostree-native image (no ostree.final-diffid label)".into(),
+        ));
     };
     if image.layers.is_empty() || image.diff_ids.len() != image.layers.len() {
-        return Ok(Err(format!("manifest {} has {} layers for {} diff ids", image.digest, image.layers.len(), image.diff_ids.len())));
+        return Ok(Err(format!(
+            "manifest {} has {} layers for {} diff ids",
+            image.digest,
+            image.layers.len(),
+            image.diff_ids.len()
+        )));
     }
     let components = match component_layers(&image.diff_ids, final_diffid) {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
-    Ok(Ok((image.layers[0].clone(), components.into_iter().map(|i| image.layers[i].clone()).collect())))
+    Ok(Ok((
+        image.layers[0].clone(),
+        components
+            .into_iter()
+            .map(|i| image.layers[i].clone())
+            .collect(),
+    )))
 }
 
 /// Pre-fill `repo` (bare) with the ostree layers (component layers, then the commit layer)
 /// of the image tagged `tag` in `oci_dir`. Layers already present are left alone.
 pub fn prefill_from_oci(repo: &Path, oci_dir: &Path, tag: &str) -> Result<Outcome> {
-    let config = std::fs::read_to_string(repo.join("config")).with_context(|| format!("reading {}/config", repo.display()))?;
+    let config = std::fs::read_to_string(repo.join("config"))
+        .with_context(|| format!("reading {}/config", repo.display()))?;
     match repo_mode(&config) {
         Some("bare") => {}
-        m => return Ok(Outcome::Skipped(format!("repo mode is {}, not bare", m.unwrap_or("unset")))),
+        m => {
+            return Ok(Outcome::Skipped(format!(
+                "repo mode is {}, not bare",
+                m.unwrap_or("unset")
+            )))
+        }
     }
     let (commit, components) = match ostree_layers(oci_dir, tag)? {
         Ok(l) => l,
         Err(why) => return Ok(Outcome::Skipped(why)),
     };
-    let todo: Vec<(LayerBlob, LayerKind)> = components.into_iter().map(|l| (l, LayerKind::ObjectSet)).chain([(commit, LayerKind::Commit)]).collect();
-    if let Some((l, _)) = todo.iter().find(|(l, _)| compression_for(&l.media_type).is_none()) {
-        return Ok(Outcome::Skipped(format!("layer {} has media type {}, not handled here", l.digest, l.media_type)));
+    let todo: Vec<(LayerBlob, LayerKind)> = components
+        .into_iter()
+        .map(|l| (l, LayerKind::ObjectSet))
+        .chain([(commit, LayerKind::Commit)])
+        .collect();
+    if let Some((l, _)) = todo
+        .iter()
+        .find(|(l, _)| compression_for(&l.media_type).is_none())
+    {
+        return Ok(Outcome::Skipped(format!(
+            "layer {} has media type {}, not handled here",
+            l.digest, l.media_type
+        )));
     }
     let mut done = Vec::new();
     for (l, kind) in todo {
@@ -964,7 +1401,9 @@ pub fn prefill_from_oci(repo: &Path, oci_dir: &Path, tag: &str) -> Result<Outcom
         done.push(import_layer(repo, &l.path, &l.media_type, &l.digest, kind)?);
     }
     if done.is_empty() {
-        return Ok(Outcome::Skipped("every ostree layer is already in the repo".into()));
+        return Ok(Outcome::Skipped(
+            "every ostree layer is already in the repo".into(),
+        ));
     }
     Ok(Outcome::Imported(done))
 }
@@ -973,7 +1412,9 @@ pub fn prefill_from_oci(repo: &Path, oci_dir: &Path, tag: &str) -> Result<Outcom
 /// ostree layers into `repo` ahead of ostree-ext; anything else is left to ostree-ext.
 pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
     let Some((dir, tag)) = parse_oci_source(source_imgref) else {
-        return Ok(Outcome::Skipped(format!("source {source_imgref} is not an oci: layout")));
+        return Ok(Outcome::Skipped(format!(
+            "source {source_imgref} is not an oci: layout"
+        )));
     };
     let start = Instant::now();
     let outcome = prefill_from_oci(repo, &dir, &tag)?;
@@ -983,7 +1424,14 @@ pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
             let mib = layers.iter().map(|s| s.content_bytes).sum::<u64>() as f64 / 1048576.0;
             let commit = layers.last().map(|s| s.commit.as_str()).unwrap_or("");
             for s in layers {
-                log::debug!("layer {} → {}: {} content objects, {} metadata objects, {:.2} s", s.layer_digest, s.commit, s.content_objects, s.metadata_objects, s.elapsed.as_secs_f64());
+                log::debug!(
+                    "layer {} → {}: {} content objects, {} metadata objects, {:.2} s",
+                    s.layer_digest,
+                    s.commit,
+                    s.content_objects,
+                    s.metadata_objects,
+                    s.elapsed.as_secs_f64()
+                );
             }
             log::info!(
                 "imported {} ostree layer(s) (commit {commit}): {} content objects ({mib:.0} MiB), {} metadata objects in {secs:.2} s ({:.0} MiB/s)",
@@ -993,7 +1441,9 @@ pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
                 mib / secs.max(1e-9)
             );
         }
-        Outcome::Skipped(why) => log::info!("fast layer import skipped ({why}); ostree-ext imports the ostree layers"),
+        Outcome::Skipped(why) => {
+            log::info!("fast layer import skipped ({why}); ostree-ext imports the ostree layers")
+        }
     }
     Ok(outcome)
 }
@@ -1016,23 +1466,44 @@ mod tests {
             (obj("file-xattrs"), Ok(EntryKind::XattrsObject(c.into()))),
             (obj("file-xattrs-link"), Ok(EntryKind::XattrsLink(c.into()))),
             (obj("file.xattrs"), Ok(EntryKind::XattrsRefV0(c.into()))),
-            (format!("sysroot/ostree/repo/xattrs/{c}"), Ok(EntryKind::XattrsV0(c.into()))),
+            (
+                format!("sysroot/ostree/repo/xattrs/{c}"),
+                Ok(EntryKind::XattrsV0(c.into())),
+            ),
             ("sysroot/ostree/repo/config".into(), Ok(EntryKind::Ignored)),
-            ("sysroot/ostree/repo/refs/heads/x".into(), Ok(EntryKind::Ignored)),
+            (
+                "sysroot/ostree/repo/refs/heads/x".into(),
+                Ok(EntryKind::Ignored),
+            ),
             ("sysroot/ostree/repo/state/x".into(), Ok(EntryKind::Ignored)),
             ("usr/bin/bash".into(), Ok(EntryKind::Ignored)),
             ("./usr/bin/bash".into(), Ok(EntryKind::Ignored)),
             (obj("blah"), Err("invalid object type")),
-            (format!("sysroot/ostree/repo/objects/a8/{}.commit", &c[3..]), Err("invalid object checksum")),
-            (format!("sysroot/ostree/repo/objects/A8/{}.commit", &c[2..]), Err("invalid object checksum")),
-            ("sysroot/ostree/repo/objects/a8".into(), Err("invalid object")),
-            ("sysroot/ostree/repo/xattrs/1234".into(), Err("invalid xattrs entry")),
+            (
+                format!("sysroot/ostree/repo/objects/a8/{}.commit", &c[3..]),
+                Err("invalid object checksum"),
+            ),
+            (
+                format!("sysroot/ostree/repo/objects/A8/{}.commit", &c[2..]),
+                Err("invalid object checksum"),
+            ),
+            (
+                "sysroot/ostree/repo/objects/a8".into(),
+                Err("invalid object"),
+            ),
+            (
+                "sysroot/ostree/repo/xattrs/1234".into(),
+                Err("invalid xattrs entry"),
+            ),
         ];
         for (p, want) in cases {
             let got = classify(Path::new(&p));
             match want {
                 Ok(k) => assert_eq!(got.unwrap(), k, "{p}"),
-                Err(w) => assert!(got.as_ref().unwrap_err().to_string().contains(w), "{p}: {got:?}"),
+                Err(w) => assert!(
+                    got.as_ref().unwrap_err().to_string().contains(w),
+                    "{p}: {got:?}"
+                ),
             }
         }
     }
@@ -1057,26 +1528,66 @@ mod tests {
 
     #[test]
     fn oci_sources_and_repo_modes() {
-        assert_eq!(parse_oci_source("ostree-unverified-image:oci:/var/cache/x/oci:layered"), Some((PathBuf::from("/var/cache/x/oci"), "layered".into())));
-        assert_eq!(parse_oci_source("ostree-unverified-image:oci:/a:b/c:tag"), Some((PathBuf::from("/a:b/c"), "tag".into())));
-        assert_eq!(parse_oci_source("ostree-unverified-image:oci:/no/tag"), None);
-        assert_eq!(parse_oci_source("ostree-unverified-registry:quay.io/x/y:tag"), None);
-        assert_eq!(parse_oci_source("ostree-unverified-image:docker://quay.io/x:1"), None);
-        assert_eq!(repo_mode("[core]\nrepo_version=1\nmode=bare\n"), Some("bare"));
-        assert_eq!(repo_mode("[core]\nmode = archive-z2\n[sysroot]\nmode=bare\n"), Some("archive-z2"));
+        assert_eq!(
+            parse_oci_source("ostree-unverified-image:oci:/var/cache/x/oci:layered"),
+            Some((PathBuf::from("/var/cache/x/oci"), "layered".into()))
+        );
+        assert_eq!(
+            parse_oci_source("ostree-unverified-image:oci:/a:b/c:tag"),
+            Some((PathBuf::from("/a:b/c"), "tag".into()))
+        );
+        assert_eq!(
+            parse_oci_source("ostree-unverified-image:oci:/no/tag"),
+            None
+        );
+        assert_eq!(
+            parse_oci_source("ostree-unverified-registry:quay.io/x/y:tag"),
+            None
+        );
+        assert_eq!(
+            parse_oci_source("ostree-unverified-image:docker://quay.io/x:1"),
+            None
+        );
+        assert_eq!(
+            repo_mode("[core]\nrepo_version=1\nmode=bare\n"),
+            Some("bare")
+        );
+        assert_eq!(
+            repo_mode("[core]\nmode = archive-z2\n[sysroot]\nmode=bare\n"),
+            Some("archive-z2")
+        );
         assert_eq!(repo_mode("[sysroot]\nmode=bare\n"), None);
-        assert_eq!(compression_for("application/vnd.oci.image.layer.v1.tar+gzip"), Some(Compression::Gzip));
-        assert_eq!(compression_for("application/vnd.oci.image.layer.v1.tar+zstd"), Some(Compression::Zstd));
-        assert_eq!(compression_for("application/vnd.oci.image.layer.v1.tar"), Some(Compression::Uncompressed));
-        assert_eq!(compression_for("application/vnd.oci.image.layer.v1.tar+xz"), None);
-        assert_eq!(layer_ref("sha256:0123abc").unwrap(), "ostree/container/blob/sha256_3A_0123abc");
+        assert_eq!(
+            compression_for("application/vnd.oci.image.layer.v1.tar+gzip"),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            compression_for("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            compression_for("application/vnd.oci.image.layer.v1.tar"),
+            Some(Compression::Uncompressed)
+        );
+        assert_eq!(
+            compression_for("application/vnd.oci.image.layer.v1.tar+xz"),
+            None
+        );
+        assert_eq!(
+            layer_ref("sha256:0123abc").unwrap(),
+            "ostree/container/blob/sha256_3A_0123abc"
+        );
     }
 
     /// The hand-written header serialization is byte-identical to GLib's for the same
     /// tuple, across the framing-offset width boundaries.
     #[test]
     fn file_header_matches_glib() {
-        let xattr = |n: usize, len: usize| -> Vec<(Vec<u8>, Vec<u8>)> { (0..n).map(|i| (format!("user.k{i}\0").into_bytes(), vec![b'v'; len + i])).collect() };
+        let xattr = |n: usize, len: usize| -> Vec<(Vec<u8>, Vec<u8>)> {
+            (0..n)
+                .map(|i| (format!("user.k{i}\0").into_bytes(), vec![b'v'; len + i]))
+                .collect()
+        };
         let long_target = "t".repeat(300);
         let cases: Vec<(u32, u32, u32, &str, Vec<(Vec<u8>, Vec<u8>)>)> = vec![
             (0, 0, libc::S_IFREG | 0o644, "", vec![]),
@@ -1089,49 +1600,100 @@ mod tests {
         for (uid, gid, mode, target, xs) in cases {
             let xv = xs.to_variant();
             let mine = file_header(uid, gid, mode, target, xv.data());
-            let theirs = (uid.to_be(), gid.to_be(), mode.to_be(), 0u32, target.to_string(), xs.clone()).to_variant();
+            let theirs = (
+                uid.to_be(),
+                gid.to_be(),
+                mode.to_be(),
+                0u32,
+                target.to_string(),
+                xs.clone(),
+            )
+                .to_variant();
             let theirs = theirs.data();
-            assert_eq!(&mine[..4], &(theirs.len() as u32).to_be_bytes(), "length prefix");
+            assert_eq!(
+                &mine[..4],
+                &(theirs.len() as u32).to_be_bytes(),
+                "length prefix"
+            );
             assert_eq!(&mine[4..8], &[0; 4]);
-            assert_eq!(&mine[8..], theirs, "uid {uid} mode {mode:o} target {} xattrs {}", target.len(), xs.len());
+            assert_eq!(
+                &mine[8..],
+                theirs,
+                "uid {uid} mode {mode:o} target {} xattrs {}",
+                target.len(),
+                xs.len()
+            );
         }
     }
 
     #[test]
     fn xattrs_parse_strips_the_name_nul() {
-        let xs: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"security.selinux\0".to_vec(), b"system_u:object_r:bin_t:s0\0".to_vec()), (b"user.a\0".to_vec(), vec![1, 2])];
+        let xs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (
+                b"security.selinux\0".to_vec(),
+                b"system_u:object_r:bin_t:s0\0".to_vec(),
+            ),
+            (b"user.a\0".to_vec(), vec![1, 2]),
+        ];
         let x = parse_xattrs(xs.to_variant().data().to_vec()).unwrap();
         assert_eq!(x.list.len(), 2);
         assert_eq!(x.list[0].0.as_bytes(), b"security.selinux");
         assert_eq!(x.list[0].1, b"system_u:object_r:bin_t:s0\0");
         assert_eq!(x.list[1].0.as_bytes(), b"user.a");
-        assert!(parse_xattrs(Vec::<(Vec<u8>, Vec<u8>)>::new().to_variant().data().to_vec()).unwrap().list.is_empty());
+        assert!(parse_xattrs(
+            Vec::<(Vec<u8>, Vec<u8>)>::new()
+                .to_variant()
+                .data()
+                .to_vec()
+        )
+        .unwrap()
+        .list
+        .is_empty());
     }
 
     #[test]
     fn metadata_checksums_are_verified() {
-        let data = (0u32, 0u32, (libc::S_IFDIR | 0o755).to_be(), Vec::<(Vec<u8>, Vec<u8>)>::new()).to_variant().data().to_vec();
+        let data = (
+            0u32,
+            0u32,
+            (libc::S_IFDIR | 0o755).to_be(),
+            Vec::<(Vec<u8>, Vec<u8>)>::new(),
+        )
+            .to_variant()
+            .data()
+            .to_vec();
         let sum = hex::encode(Sha256::digest(&data));
         assert_eq!(verified_metadata("dirmeta", &sum, &data).unwrap(), data);
         let mut bad = data.clone();
         bad[11] ^= 1;
-        let e = verified_metadata("dirmeta", &sum, &bad).unwrap_err().to_string();
-        assert!(e.contains(&format!("object {sum}.dirmeta is corrupt")), "{e}");
+        let e = verified_metadata("dirmeta", &sum, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("object {sum}.dirmeta is corrupt")),
+            "{e}"
+        );
     }
 
     #[test]
     fn gzip_reader_roundtrip_and_truncation() {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&data).unwrap();
         let gz = gz.finish().unwrap();
         let mut out = Vec::new();
         GzipReader::new(&gz[..]).read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
-        let e = GzipReader::new(&gz[..gz.len() / 2]).read_to_end(&mut Vec::new()).unwrap_err();
+        let e = GzipReader::new(&gz[..gz.len() / 2])
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         let mut bad = gz.clone();
         bad[gz.len() - 6] ^= 0xff; // in the CRC32 trailer
-        assert!(GzipReader::new(&bad[..]).read_to_end(&mut Vec::new()).is_err());
+        assert!(GzipReader::new(&bad[..])
+            .read_to_end(&mut Vec::new())
+            .is_err());
     }
 }

@@ -19,7 +19,9 @@ use crate::io::{AtomicFile, HashingReader, HashingWriter};
 pub fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<()> {
     cmd::require("qemu-img", "qemu-utils")?;
     let mut c = Command::new("qemu-img");
-    c.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(qcow2);
+    c.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(qcow2);
     cmd::run(&mut c)?;
     Ok(())
 }
@@ -61,10 +63,19 @@ fn copy_all(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
 }
 
 /// Compress `input` into `out` (an uncommitted atomic file), hashing both sides.
-pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, level: u32, cancel: &Cancel) -> Result<Hashes> {
+pub fn compress(
+    input: &Path,
+    out: &mut AtomicFile,
+    compression: Compression,
+    level: u32,
+    cancel: &Cancel,
+) -> Result<Hashes> {
     let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let dest = out.dest().to_path_buf();
-    let mut reader = HashingReader::new(CancelReader { inner: BufReader::with_capacity(1 << 20, f), cancel });
+    let mut reader = HashingReader::new(CancelReader {
+        inner: BufReader::with_capacity(1 << 20, f),
+        cancel,
+    });
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, out.file().try_clone()?));
     let sink = match compression {
         Compression::None => {
@@ -73,23 +84,40 @@ pub fn compress(input: &Path, out: &mut AtomicFile, compression: Compression, le
             w
         }
         Compression::Xz => {
-            let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-            let stream = xz2::stream::MtStreamBuilder::new().threads(threads).preset(level).check(xz2::stream::Check::Crc64).encoder().context("setting up the xz encoder")?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
+            let stream = xz2::stream::MtStreamBuilder::new()
+                .threads(threads)
+                .preset(level)
+                .check(xz2::stream::Check::Crc64)
+                .encoder()
+                .context("setting up the xz encoder")?;
             let mut w = xz2::write::XzEncoder::new_stream(sink, stream);
-            copy_all(&mut reader, &mut w).with_context(|| format!("compressing {}", input.display()))?;
+            copy_all(&mut reader, &mut w)
+                .with_context(|| format!("compressing {}", input.display()))?;
             w.finish()?
         }
         Compression::Gzip => {
-            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             let mut w = crate::io::ParallelGzWriter::new(sink, level, threads)?;
-            copy_all(&mut reader, &mut w).with_context(|| format!("compressing {}", input.display()))?;
+            copy_all(&mut reader, &mut w)
+                .with_context(|| format!("compressing {}", input.display()))?;
             w.finish()?
         }
     };
     let (mut buf, sha256, size) = sink.finish();
-    buf.flush().with_context(|| format!("writing {}", dest.display()))?;
+    buf.flush()
+        .with_context(|| format!("writing {}", dest.display()))?;
     let (uncompressed_sha256, uncompressed_size) = reader.finish();
-    Ok(Hashes { sha256, size, uncompressed_sha256, uncompressed_size })
+    Ok(Hashes {
+        sha256,
+        size,
+        uncompressed_sha256,
+        uncompressed_size,
+    })
 }
 
 /// CoreOS stream metadata (the schema Fedora CoreOS publishes at
@@ -122,23 +150,44 @@ pub struct PlatformArtifacts {
 pub struct Artifact {
     pub location: String,
     pub sha256: String,
-    #[serde(rename = "uncompressed-sha256", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "uncompressed-sha256",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub uncompressed_sha256: Option<String>,
 }
 
 /// Add (or replace) one disk artifact in `existing` (a stream file from an earlier build,
 /// so metal and metal4k can share one), pure.
-pub fn add_to_stream(existing: Option<Stream>, stream_name: &str, now: &str, arch: &str, platform: &str, release: &str, format: &str, artifact: Artifact) -> Stream {
+pub fn add_to_stream(
+    existing: Option<Stream>,
+    stream_name: &str,
+    now: &str,
+    arch: &str,
+    platform: &str,
+    release: &str,
+    format: &str,
+    artifact: Artifact,
+) -> Stream {
     let mut s = existing.unwrap_or_default();
     s.stream = stream_name.to_string();
     s.metadata.last_modified = now.to_string();
-    let p = s.architectures.entry(arch.to_string()).or_default().artifacts.entry(platform.to_string()).or_default();
+    let p = s
+        .architectures
+        .entry(arch.to_string())
+        .or_default()
+        .artifacts
+        .entry(platform.to_string())
+        .or_default();
     if p.release != release {
         // Artifacts of another release are stale next to this one.
         p.formats.clear();
     }
     p.release = release.to_string();
-    p.formats.entry(format.to_string()).or_default().insert("disk".to_string(), artifact);
+    p.formats
+        .entry(format.to_string())
+        .or_default()
+        .insert("disk".to_string(), artifact);
     s
 }
 
@@ -148,19 +197,75 @@ mod tests {
 
     #[test]
     fn stream_json_matches_coreos_schema() {
-        let a = Artifact { location: "https://example.com/x-qemu.x86_64.qcow2.xz".into(), sha256: "aa".into(), uncompressed_sha256: Some("bb".into()) };
-        let s = add_to_stream(None, "layered", "2026-01-01T00:00:00Z", "x86_64", "qemu", "41.1", "qcow2.xz", a.clone());
+        let a = Artifact {
+            location: "https://example.com/x-qemu.x86_64.qcow2.xz".into(),
+            sha256: "aa".into(),
+            uncompressed_sha256: Some("bb".into()),
+        };
+        let s = add_to_stream(
+            None,
+            "layered",
+            "2026-01-01T00:00:00Z",
+            "x86_64",
+            "qemu",
+            "41.1",
+            "qcow2.xz",
+            a.clone(),
+        );
         let v = serde_json::to_value(&s).unwrap();
-        assert_eq!(v["architectures"]["x86_64"]["artifacts"]["qemu"]["formats"]["qcow2.xz"]["disk"]["uncompressed-sha256"], "bb");
+        assert_eq!(
+            v["architectures"]["x86_64"]["artifacts"]["qemu"]["formats"]["qcow2.xz"]["disk"]
+                ["uncompressed-sha256"],
+            "bb"
+        );
         assert_eq!(v["metadata"]["last-modified"], "2026-01-01T00:00:00Z");
-        assert_eq!(v["architectures"]["x86_64"]["artifacts"]["qemu"]["release"], "41.1");
+        assert_eq!(
+            v["architectures"]["x86_64"]["artifacts"]["qemu"]["release"],
+            "41.1"
+        );
         // A second platform and format merge in; a new release replaces stale formats.
-        let s = add_to_stream(Some(s), "layered", "t2", "x86_64", "metal", "41.1", "4k.raw.xz", a.clone());
-        let s = add_to_stream(Some(s), "layered", "t3", "x86_64", "metal", "41.1", "raw.xz", a.clone());
-        assert_eq!(s.architectures["x86_64"].artifacts["metal"].formats.len(), 2);
+        let s = add_to_stream(
+            Some(s),
+            "layered",
+            "t2",
+            "x86_64",
+            "metal",
+            "41.1",
+            "4k.raw.xz",
+            a.clone(),
+        );
+        let s = add_to_stream(
+            Some(s),
+            "layered",
+            "t3",
+            "x86_64",
+            "metal",
+            "41.1",
+            "raw.xz",
+            a.clone(),
+        );
+        assert_eq!(
+            s.architectures["x86_64"].artifacts["metal"].formats.len(),
+            2
+        );
         assert_eq!(s.architectures["x86_64"].artifacts.len(), 2);
-        let s = add_to_stream(Some(s), "layered", "t4", "x86_64", "metal", "42.0", "raw.xz", a);
-        assert_eq!(s.architectures["x86_64"].artifacts["metal"].formats.keys().collect::<Vec<_>>(), ["raw.xz"]);
+        let s = add_to_stream(
+            Some(s),
+            "layered",
+            "t4",
+            "x86_64",
+            "metal",
+            "42.0",
+            "raw.xz",
+            a,
+        );
+        assert_eq!(
+            s.architectures["x86_64"].artifacts["metal"]
+                .formats
+                .keys()
+                .collect::<Vec<_>>(),
+            ["raw.xz"]
+        );
     }
 
     #[test]
@@ -171,18 +276,35 @@ mod tests {
         for c in [Compression::None, Compression::Xz, Compression::Gzip] {
             let dest = dir.path().join(format!("out{}", c.suffix()));
             let mut out = AtomicFile::create(&dest, 0o644).unwrap();
-            let h = compress(&input, &mut out, c, if c == Compression::Xz { 0 } else { 1 }, &Cancel::default()).unwrap();
+            let h = compress(
+                &input,
+                &mut out,
+                c,
+                if c == Compression::Xz { 0 } else { 1 },
+                &Cancel::default(),
+            )
+            .unwrap();
             out.commit().unwrap();
-            assert_eq!(h.uncompressed_sha256, crate::io::sha256_file(&input).unwrap().0);
-            assert_eq!((h.sha256.clone(), h.size), crate::io::sha256_file(&dest).unwrap());
+            assert_eq!(
+                h.uncompressed_sha256,
+                crate::io::sha256_file(&input).unwrap().0
+            );
+            assert_eq!(
+                (h.sha256.clone(), h.size),
+                crate::io::sha256_file(&dest).unwrap()
+            );
             let mut back = Vec::new();
             match c {
                 Compression::None => back = std::fs::read(&dest).unwrap(),
                 Compression::Xz => {
-                    xz2::read::XzDecoder::new(File::open(&dest).unwrap()).read_to_end(&mut back).unwrap();
+                    xz2::read::XzDecoder::new(File::open(&dest).unwrap())
+                        .read_to_end(&mut back)
+                        .unwrap();
                 }
                 Compression::Gzip => {
-                    flate2::read::GzDecoder::new(File::open(&dest).unwrap()).read_to_end(&mut back).unwrap();
+                    flate2::read::GzDecoder::new(File::open(&dest).unwrap())
+                        .read_to_end(&mut back)
+                        .unwrap();
                 }
             }
             assert_eq!(back.len(), 3 << 20, "{c:?}");

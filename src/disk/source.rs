@@ -49,28 +49,75 @@ impl SourceImage {
     /// Open `tag` (or the only image when `None`) in an OCI layout.
     pub fn open(oci_dir: &Path, tag: Option<&str>) -> Result<SourceImage> {
         let index_path = oci_dir.join("index.json");
-        let index = ImageIndex::from_file(&index_path).with_context(|| format!("reading OCI layout {}", index_path.display()))?;
-        let named = |m: &ostree_ext::oci_spec::image::Descriptor| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+        let index = ImageIndex::from_file(&index_path)
+            .with_context(|| format!("reading OCI layout {}", index_path.display()))?;
+        let named = |m: &ostree_ext::oci_spec::image::Descriptor| {
+            m.annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .cloned()
+        };
         let desc = match tag {
-            Some(t) => index.manifests().iter().find(|m| named(m).as_deref() == Some(t)).with_context(|| format!("no image tagged '{t}' in {}", oci_dir.display()))?,
+            Some(t) => index
+                .manifests()
+                .iter()
+                .find(|m| named(m).as_deref() == Some(t))
+                .with_context(|| format!("no image tagged '{t}' in {}", oci_dir.display()))?,
             None => match index.manifests().as_slice() {
                 [one] => one,
                 [] => bail!("{}: the OCI layout holds no image", oci_dir.display()),
-                _ => bail!("{}: the OCI layout holds several images; name one as oci:DIR:TAG", oci_dir.display()),
+                _ => bail!(
+                    "{}: the OCI layout holds several images; name one as oci:DIR:TAG",
+                    oci_dir.display()
+                ),
             },
         };
-        let oci_ref_name = named(desc).with_context(|| format!("{}: image {} has no ref name; tag it", oci_dir.display(), desc.digest()))?;
+        let oci_ref_name = named(desc).with_context(|| {
+            format!(
+                "{}: image {} has no ref name; tag it",
+                oci_dir.display(),
+                desc.digest()
+            )
+        })?;
         let digest = desc.digest().to_string();
-        let manifest = ImageManifest::from_file(blob(oci_dir, &digest)).with_context(|| format!("reading manifest {digest} in {}", oci_dir.display()))?;
+        let manifest = ImageManifest::from_file(blob(oci_dir, &digest))
+            .with_context(|| format!("reading manifest {digest} in {}", oci_dir.display()))?;
         let config_digest = manifest.config().digest().to_string();
         let config_path = blob(oci_dir, &config_digest);
-        let config_bytes = std::fs::read(&config_path).with_context(|| format!("reading image config {config_digest} in {}", oci_dir.display()))?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest} in {}", oci_dir.display()))?;
+        let config_bytes = std::fs::read(&config_path).with_context(|| {
+            format!(
+                "reading image config {config_digest} in {}",
+                oci_dir.display()
+            )
+        })?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| {
+            format!(
+                "parsing image config {config_digest} in {}",
+                oci_dir.display()
+            )
+        })?;
         let labels = config.labels();
         let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-        let layers = manifest.layers().iter().map(|l| LayerBlob { digest: l.digest().to_string(), media_type: l.media_type().to_string(), path: blob(oci_dir, l.digest().as_ref()) }).collect();
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|l| LayerBlob {
+                digest: l.digest().to_string(),
+                media_type: l.media_type().to_string(),
+                path: blob(oci_dir, l.digest().as_ref()),
+            })
+            .collect();
         let display_name = format!("oci:{}:{oci_ref_name}", oci_dir.display());
-        Ok(SourceImage { target_imgref: format!("ostree-unverified-image:{display_name}"), display_name, oci_dir: oci_dir.to_path_buf(), oci_ref_name, digest, labels, layers, diff_ids })
+        Ok(SourceImage {
+            target_imgref: format!("ostree-unverified-image:{display_name}"),
+            display_name,
+            oci_dir: oci_dir.to_path_buf(),
+            oci_ref_name,
+            digest,
+            labels,
+            layers,
+            diff_ids,
+        })
     }
 
     /// Point the deployment origin and the aleph file at the registry the image came from.
@@ -82,11 +129,18 @@ impl SourceImage {
 
     /// The source reference ostree-ext reads from (through skopeo's image proxy).
     pub fn source_imgref(&self) -> String {
-        format!("ostree-unverified-image:oci:{}:{}", self.oci_dir.display(), self.oci_ref_name)
+        format!(
+            "ostree-unverified-image:oci:{}:{}",
+            self.oci_dir.display(),
+            self.oci_ref_name
+        )
     }
 
     pub fn version(&self) -> Option<&str> {
-        self.labels.get("org.opencontainers.image.version").or_else(|| self.labels.get("version")).map(String::as_str)
+        self.labels
+            .get("org.opencontainers.image.version")
+            .or_else(|| self.labels.get("version"))
+            .map(String::as_str)
     }
 
     /// What the layers unpack to (tar streams, summed): the root filesystem's content
@@ -94,9 +148,11 @@ impl SourceImage {
     pub fn unpacked_size(&self) -> Result<u64> {
         let mut total = 0;
         for layer in &self.layers {
-            let mut f = std::fs::File::open(&layer.path).with_context(|| format!("opening layer {}", layer.path.display()))?;
+            let mut f = std::fs::File::open(&layer.path)
+                .with_context(|| format!("opening layer {}", layer.path.display()))?;
             let len = f.metadata()?.len();
-            total += super::estimate::layer_size(&mut f, len).with_context(|| format!("measuring layer {}", layer.path.display()))?;
+            total += super::estimate::layer_size(&mut f, len)
+                .with_context(|| format!("measuring layer {}", layer.path.display()))?;
         }
         Ok(total)
     }
@@ -109,7 +165,10 @@ impl SourceImage {
 
 /// Pure check over image labels: an ostree-native bootable image says so.
 pub fn check_bootable_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
-    let bootable = labels.get("ostree.bootable").is_some_and(|v| v == "true" || v == "1") || labels.get("containers.bootc").is_some_and(|v| v == "1");
+    let bootable = labels
+        .get("ostree.bootable")
+        .is_some_and(|v| v == "true" || v == "1")
+        || labels.get("containers.bootc").is_some_and(|v| v == "1");
     if !bootable {
         bail!("{name} is not a bootable ostree image (no ostree.bootable or containers.bootc label): build it FROM a CoreOS/RHCOS base and end with `ostree container commit`");
     }
@@ -127,14 +186,31 @@ mod tests {
 
     #[test]
     fn bootability_from_labels() {
-        let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let l = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
         let cases: &[(&[(&str, &str)], Option<&str>)] = &[
-            (&[("ostree.bootable", "true"), ("ostree.linux", "6.1.0-50-amd64")], None),
+            (
+                &[
+                    ("ostree.bootable", "true"),
+                    ("ostree.linux", "6.1.0-50-amd64"),
+                ],
+                None,
+            ),
             (&[("containers.bootc", "1")], None),
             (&[("ostree.bootable", "1")], None),
             (&[], Some("not a bootable ostree image")),
-            (&[("ostree.bootable", "false")], Some("not a bootable ostree image")),
-            (&[("ostree.bootable", "true"), ("ostree.linux", " ")], Some("carries no kernel")),
+            (
+                &[("ostree.bootable", "false")],
+                Some("not a bootable ostree image"),
+            ),
+            (
+                &[("ostree.bootable", "true"), ("ostree.linux", " ")],
+                Some("carries no kernel"),
+            ),
         ];
         for (labels, want) in cases {
             let r = check_bootable_labels("img", &l(labels));

@@ -23,7 +23,13 @@ pub enum SpecVersion {
 }
 
 impl SpecVersion {
-    pub const ALL: [SpecVersion; 5] = [SpecVersion::V3_2, SpecVersion::V3_3, SpecVersion::V3_4, SpecVersion::V3_5, SpecVersion::V3_6];
+    pub const ALL: [SpecVersion; 5] = [
+        SpecVersion::V3_2,
+        SpecVersion::V3_3,
+        SpecVersion::V3_4,
+        SpecVersion::V3_5,
+        SpecVersion::V3_6,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,32 +81,53 @@ impl fmt::Display for SpecVersion {
 impl FromStr for SpecVersion {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let full = if s.matches('.').count() == 1 { format!("{s}.0") } else { s.to_string() };
-        SpecVersion::ALL.into_iter().find(|v| v.as_str() == full).with_context(|| {
-            let all: Vec<_> = SpecVersion::ALL.iter().map(|v| v.as_str()).collect();
-            format!("unknown Ignition spec version '{s}': supported are {}", all.join(", "))
-        })
+        let full = if s.matches('.').count() == 1 {
+            format!("{s}.0")
+        } else {
+            s.to_string()
+        };
+        SpecVersion::ALL
+            .into_iter()
+            .find(|v| v.as_str() == full)
+            .with_context(|| {
+                let all: Vec<_> = SpecVersion::ALL.iter().map(|v| v.as_str()).collect();
+                format!(
+                    "unknown Ignition spec version '{s}': supported are {}",
+                    all.join(", ")
+                )
+            })
     }
 }
 
 /// `data:` URL as Ignition and openshift-install write them.
 pub fn data_url(bytes: &[u8]) -> String {
-    format!("data:text/plain;charset=utf-8;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "data:text/plain;charset=utf-8;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// Decode a `data:` URL (base64 or percent-encoded, RFC 2397).
 pub fn decode_data_url(url: &str) -> Result<Vec<u8>> {
-    let Some(rest) = url.strip_prefix("data:") else { bail!("not a data: URL") };
-    let Some((meta, payload)) = rest.split_once(',') else { bail!("data: URL without ','") };
+    let Some(rest) = url.strip_prefix("data:") else {
+        bail!("not a data: URL")
+    };
+    let Some((meta, payload)) = rest.split_once(',') else {
+        bail!("data: URL without ','")
+    };
     if meta.split(';').any(|p| p == "base64") {
-        return base64::engine::general_purpose::STANDARD.decode(payload.trim()).context("data: URL has invalid base64");
+        return base64::engine::general_purpose::STANDARD
+            .decode(payload.trim())
+            .context("data: URL has invalid base64");
     }
     let b = payload.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = payload.get(i + 1..i + 3).context("data: URL has a truncated %-escape")?;
+            let hex = payload
+                .get(i + 1..i + 3)
+                .context("data: URL has a truncated %-escape")?;
             out.push(u8::from_str_radix(hex, 16).context("data: URL has an invalid %-escape")?);
             i += 3;
         } else {
@@ -136,10 +163,14 @@ fn strip_nulls(v: &mut serde_json::Value) {
 /// Parse with the ignition-config crate and insist on no unknown keys: the check that a
 /// config we wrote is exactly what the spec models.
 pub fn check_roundtrip(bytes: &[u8]) -> Result<ignition_config::Config> {
-    let (cfg, warnings) = ignition_config::Config::parse_slice(bytes).context("parsing Ignition config")?;
+    let (cfg, warnings) =
+        ignition_config::Config::parse_slice(bytes).context("parsing Ignition config")?;
     if !warnings.is_empty() {
         let w: Vec<_> = warnings.iter().map(|w| w.to_string()).collect();
-        bail!("Ignition config has keys its spec does not define: {}", w.join(", "));
+        bail!(
+            "Ignition config has keys its spec does not define: {}",
+            w.join(", ")
+        );
     }
     Ok(cfg)
 }
@@ -150,7 +181,15 @@ mod tests {
 
     #[test]
     fn spec_versions() {
-        for (input, want) in [("3.2.0", Some(SpecVersion::V3_2)), ("3.6", Some(SpecVersion::V3_6)), ("3.4.0", Some(SpecVersion::V3_4)), ("3.1.0", None), ("3.7.0", None), ("4", None), ("", None)] {
+        for (input, want) in [
+            ("3.2.0", Some(SpecVersion::V3_2)),
+            ("3.6", Some(SpecVersion::V3_6)),
+            ("3.4.0", Some(SpecVersion::V3_4)),
+            ("3.1.0", None),
+            ("3.7.0", None),
+            ("4", None),
+            ("", None),
+        ] {
             assert_eq!(input.parse::<SpecVersion>().ok(), want, "{input}");
         }
         let e = "3.9.0".parse::<SpecVersion>().unwrap_err().to_string();

@@ -23,14 +23,21 @@ pub const MCS_PORT: u16 = 22623;
 pub enum Endpoint {
     /// `api-int.<cluster>.<base_domain>`: the installer's default on every platform where
     /// DNS is in place before Ignition runs.
-    ClusterDomain { cluster: String, base_domain: String },
+    ClusterDomain {
+        cluster: String,
+        base_domain: String,
+    },
     /// The API VIP, as the installer does on bare metal where DNS may not be ready.
     ApiVip(IpAddr),
 }
 
 impl Endpoint {
     pub fn validate(&self) -> Result<()> {
-        if let Endpoint::ClusterDomain { cluster, base_domain } = self {
+        if let Endpoint::ClusterDomain {
+            cluster,
+            base_domain,
+        } = self
+        {
             if !names::is_dns1123_label(cluster) {
                 bail!("invalid cluster name '{cluster}': must be a DNS-1123 label (lowercase letters, digits, '-')");
             }
@@ -45,8 +52,14 @@ impl Endpoint {
     /// `https://host:22623` without a path.
     pub fn base_url(&self) -> String {
         match self {
-            Endpoint::ClusterDomain { cluster, base_domain } => {
-                format!("https://api-int.{cluster}.{}:{MCS_PORT}", base_domain.trim_end_matches('.'))
+            Endpoint::ClusterDomain {
+                cluster,
+                base_domain,
+            } => {
+                format!(
+                    "https://api-int.{cluster}.{}:{MCS_PORT}",
+                    base_domain.trim_end_matches('.')
+                )
             }
             Endpoint::ApiVip(IpAddr::V4(ip)) => format!("https://{ip}:{MCS_PORT}"),
             Endpoint::ApiVip(IpAddr::V6(ip)) => format!("https://[{ip}]:{MCS_PORT}"),
@@ -83,21 +96,29 @@ pub struct ExistingPointer {
 
 /// Read an openshift-install pointer config of any spec (2.2 `append` or 3.x `merge`).
 pub fn read_existing(bytes: &[u8], what: &str) -> Result<ExistingPointer> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).with_context(|| format!("{what}: not valid JSON"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).with_context(|| format!("{what}: not valid JSON"))?;
     let ign = &v["ignition"];
     let source = ["merge", "append"]
         .iter()
         .find_map(|k| ign["config"][k][0]["source"].as_str())
-        .with_context(|| format!("{what}: not a pointer config (no ignition.config.merge[0].source)"))?;
+        .with_context(|| {
+            format!("{what}: not a pointer config (no ignition.config.merge[0].source)")
+        })?;
     let base_url = source
         .strip_prefix("https://")
         .and_then(|rest| rest.split_once('/'))
         .map(|(host, _)| format!("https://{host}"))
         .with_context(|| format!("{what}: merge source '{source}' is not an https URL"))?;
     let mut pem = Vec::new();
-    for ca in ign["security"]["tls"]["certificateAuthorities"].as_array().into_iter().flatten() {
+    for ca in ign["security"]["tls"]["certificateAuthorities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let src = ca["source"].as_str().unwrap_or_default();
-        let bytes = decode_data_url(src).with_context(|| format!("{what}: certificate authority is not an inline data: URL"))?;
+        let bytes = decode_data_url(src)
+            .with_context(|| format!("{what}: certificate authority is not an inline data: URL"))?;
         pem.extend_from_slice(&bytes);
         if !pem.ends_with(b"\n") {
             pem.push(b'\n');
@@ -119,10 +140,20 @@ macro_rules! pointer_config {
     ($m:ident, $source:expr, $ca:expr) => {{
         use ignition_config::$m as ign;
         let mut c = ign::Config::default();
-        c.ignition.config =
-            Some(ign::IgnitionConfig { merge: Some(vec![ign::Resource { source: Some($source), ..Default::default() }]), ..Default::default() });
+        c.ignition.config = Some(ign::IgnitionConfig {
+            merge: Some(vec![ign::Resource {
+                source: Some($source),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
         c.ignition.security = Some(ign::Security {
-            tls: Some(ign::SecurityTls { certificate_authorities: Some(vec![ign::Resource { source: Some($ca), ..Default::default() }]) }),
+            tls: Some(ign::SecurityTls {
+                certificate_authorities: Some(vec![ign::Resource {
+                    source: Some($ca),
+                    ..Default::default()
+                }]),
+            }),
         });
         to_json(&c)
     }};
@@ -166,15 +197,32 @@ mod tests {
     const CA: &[u8] = include_bytes!("../../tests/golden/test-ca.crt");
 
     fn settings(endpoint: Option<Endpoint>, spec: SpecVersion) -> PointerSettings {
-        PointerSettings { pool: "worker".into(), endpoint, ca: CaSource::Pem(CA.to_vec()), spec }
+        PointerSettings {
+            pool: "worker".into(),
+            endpoint,
+            ca: CaSource::Pem(CA.to_vec()),
+            spec,
+        }
     }
 
     #[test]
     fn endpoints() {
         let cases = [
-            (Endpoint::ClusterDomain { cluster: "ocp".into(), base_domain: "example.com.".into() }, "https://api-int.ocp.example.com:22623"),
-            (Endpoint::ApiVip("192.0.2.10".parse().unwrap()), "https://192.0.2.10:22623"),
-            (Endpoint::ApiVip("fd00::5".parse().unwrap()), "https://[fd00::5]:22623"),
+            (
+                Endpoint::ClusterDomain {
+                    cluster: "ocp".into(),
+                    base_domain: "example.com.".into(),
+                },
+                "https://api-int.ocp.example.com:22623",
+            ),
+            (
+                Endpoint::ApiVip("192.0.2.10".parse().unwrap()),
+                "https://192.0.2.10:22623",
+            ),
+            (
+                Endpoint::ApiVip("fd00::5".parse().unwrap()),
+                "https://[fd00::5]:22623",
+            ),
         ];
         for (ep, want) in cases {
             assert_eq!(ep.base_url(), want);
@@ -184,17 +232,30 @@ mod tests {
     #[test]
     fn every_spec_roundtrips_with_the_installer_shape() {
         for spec in SpecVersion::ALL {
-            let ep = Endpoint::ClusterDomain { cluster: "ocp".into(), base_domain: "example.com".into() };
+            let ep = Endpoint::ClusterDomain {
+                cluster: "ocp".into(),
+                base_domain: "example.com".into(),
+            };
             let out = render(&settings(Some(ep), spec)).unwrap();
             crate::ignition::check_roundtrip(&out).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["ignition"]["version"], spec.as_str());
-            assert_eq!(v["ignition"]["config"]["merge"][0]["source"], "https://api-int.ocp.example.com:22623/config/worker");
-            let ca = v["ignition"]["security"]["tls"]["certificateAuthorities"][0]["source"].as_str().unwrap();
+            assert_eq!(
+                v["ignition"]["config"]["merge"][0]["source"],
+                "https://api-int.ocp.example.com:22623/config/worker"
+            );
+            let ca = v["ignition"]["security"]["tls"]["certificateAuthorities"][0]["source"]
+                .as_str()
+                .unwrap();
             assert!(ca.starts_with("data:text/plain;charset=utf-8;base64,"));
             assert_eq!(decode_data_url(ca).unwrap(), CA);
             // Feeding our own output back as --from reproduces it.
-            let again = PointerSettings { pool: "worker".into(), endpoint: None, ca: CaSource::PointerIgnition(out.clone()), spec };
+            let again = PointerSettings {
+                pool: "worker".into(),
+                endpoint: None,
+                ca: CaSource::PointerIgnition(out.clone()),
+                spec,
+            };
             assert_eq!(render(&again).unwrap(), out);
         }
     }
@@ -208,8 +269,17 @@ mod tests {
         let mut s = settings(Some(good), SpecVersion::V3_2);
         s.ca = CaSource::Pem(b"garbage".to_vec());
         assert!(format!("{:#}", render(&s).unwrap_err()).contains("no PEM certificate"));
-        let s = settings(Some(Endpoint::ClusterDomain { cluster: "OCP".into(), base_domain: "example.com".into() }), SpecVersion::V3_2);
-        assert!(render(&s).unwrap_err().to_string().contains("cluster name 'OCP'"));
+        let s = settings(
+            Some(Endpoint::ClusterDomain {
+                cluster: "OCP".into(),
+                base_domain: "example.com".into(),
+            }),
+            SpecVersion::V3_2,
+        );
+        assert!(render(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster name 'OCP'"));
         let s = settings(None, SpecVersion::V3_2);
         assert!(render(&s).is_err());
     }

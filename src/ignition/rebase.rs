@@ -53,15 +53,24 @@ pub struct RebaseSettings {
 
 /// Parse an ssh public key file: one key per non-empty, non-comment line.
 pub fn parse_ssh_keys(text: &str, what: &str) -> Result<Vec<String>> {
-    let keys: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
     if keys.is_empty() {
         bail!("{what}: no ssh public key found");
     }
     for k in &keys {
         let kind = k.split_whitespace().next().unwrap_or_default();
-        let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+        let known =
+            kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
         if !known || k.split_whitespace().count() < 2 {
-            bail!("{what}: '{}' is not an ssh public key (want e.g. 'ssh-ed25519 AAAA… comment')", kind);
+            bail!(
+                "{what}: '{}' is not an ssh public key (want e.g. 'ssh-ed25519 AAAA… comment')",
+                kind
+            );
         }
         if k.contains("PRIVATE KEY") {
             bail!("{what}: is a private key; give the .pub file");
@@ -73,9 +82,13 @@ pub fn parse_ssh_keys(text: &str, what: &str) -> Result<Vec<String>> {
 /// Check a config to merge: a valid Ignition 3.x config no newer than the output spec
 /// (an older Ignition on the boot image cannot read a newer child config).
 pub fn check_merge_config(bytes: &[u8], what: &str, spec: SpecVersion) -> Result<()> {
-    let cfg = check_roundtrip(bytes).with_context(|| format!("{what}: not a valid Ignition config"))?;
+    let cfg =
+        check_roundtrip(bytes).with_context(|| format!("{what}: not a valid Ignition config"))?;
     let v: serde_json::Value = serde_json::to_value(&cfg)?;
-    let child = v["ignition"]["version"].as_str().unwrap_or_default().to_string();
+    let child = v["ignition"]["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let child_spec: Option<SpecVersion> = child.parse().ok();
     let newer = match child_spec {
         Some(c) => c > spec,
@@ -146,31 +159,55 @@ macro_rules! rebase_config {
         let s = $s;
         let mut c = ign::Config::default();
         if !s.merge.is_empty() {
-            let merge = s.merge.iter().map(|(_, b)| ign::Resource { source: Some(data_url(b)), ..Default::default() }).collect();
-            c.ignition.config = Some(ign::IgnitionConfig { merge: Some(merge), ..Default::default() });
+            let merge = s
+                .merge
+                .iter()
+                .map(|(_, b)| ign::Resource {
+                    source: Some(data_url(b)),
+                    ..Default::default()
+                })
+                .collect();
+            c.ignition.config = Some(ign::IgnitionConfig {
+                merge: Some(merge),
+                ..Default::default()
+            });
         }
         let mut files = Vec::new();
         if let Some(auth) = &s.auth_json {
             let mut f = ign::File::new(AUTH_PATH.into());
-            f.contents = Some(ign::Resource { source: Some(data_url(auth)), ..Default::default() });
+            f.contents = Some(ign::Resource {
+                source: Some(data_url(auth)),
+                ..Default::default()
+            });
             f.mode = Some(0o600);
             f.overwrite = Some(true);
             files.push(f);
         }
         let mut f = ign::File::new(SCRIPT_PATH.into());
-        f.contents = Some(ign::Resource { source: Some(data_url($script.as_bytes())), ..Default::default() });
+        f.contents = Some(ign::Resource {
+            source: Some(data_url($script.as_bytes())),
+            ..Default::default()
+        });
         f.mode = Some(0o755);
         f.overwrite = Some(true);
         files.push(f);
-        c.storage = Some(ign::Storage { files: Some(files), ..Default::default() });
+        c.storage = Some(ign::Storage {
+            files: Some(files),
+            ..Default::default()
+        });
         let mut u = ign::Unit::new(UNIT_NAME.into());
         u.contents = Some($unit);
         u.enabled = Some(true);
-        c.systemd = Some(ign::Systemd { units: Some(vec![u]) });
+        c.systemd = Some(ign::Systemd {
+            units: Some(vec![u]),
+        });
         if !s.ssh_keys.is_empty() {
             let mut core = ign::User::new("core".into());
             core.ssh_authorized_keys = Some(s.ssh_keys.clone());
-            c.passwd = Some(ign::Passwd { users: Some(vec![core]), ..Default::default() });
+            c.passwd = Some(ign::Passwd {
+                users: Some(vec![core]),
+                ..Default::default()
+            });
         }
         to_json(&c)
     }};
@@ -203,24 +240,43 @@ mod tests {
             crate::imageref::ImageRef::Registry(r) => r,
             _ => unreachable!(),
         };
-        RebaseSettings { image, switcher, auth_json: None, ssh_keys: vec![], merge: vec![], spec: SpecVersion::V3_2 }
+        RebaseSettings {
+            image,
+            switcher,
+            auth_json: None,
+            ssh_keys: vec![],
+            merge: vec![],
+            spec: SpecVersion::V3_2,
+        }
     }
 
     #[test]
     fn script_guards_and_switchers() {
         let s = script(&settings(Switcher::RpmOstree));
         let stamp = s.find("> \"$stamp\"\nsync").unwrap();
-        assert!(stamp < s.find("systemctl reboot").unwrap(), "stamp must precede the reboot");
-        assert!(s.contains("rpm-ostree rebase 'ostree-unverified-registry:quay.io/acme/fcos-layered@sha256:0123"));
+        assert!(
+            stamp < s.find("systemctl reboot").unwrap(),
+            "stamp must precede the reboot"
+        );
+        assert!(s.contains(
+            "rpm-ostree rebase 'ostree-unverified-registry:quay.io/acme/fcos-layered@sha256:0123"
+        ));
         assert_eq!(s.matches("systemctl reboot").count(), 1);
         let b = script(&settings(Switcher::Bootc));
-        assert!(b.contains("bootc switch 'quay.io/acme/fcos-layered@sha256:0123") && !b.contains("rpm-ostree rebase"));
-        assert!(unit(&settings(Switcher::Bootc)).contains(&format!("ConditionPathExists=!{STAMP_PATH}")));
+        assert!(
+            b.contains("bootc switch 'quay.io/acme/fcos-layered@sha256:0123")
+                && !b.contains("rpm-ostree rebase")
+        );
+        assert!(unit(&settings(Switcher::Bootc))
+            .contains(&format!("ConditionPathExists=!{STAMP_PATH}")));
     }
 
     #[test]
     fn ssh_keys() {
-        assert_eq!(parse_ssh_keys("# c\nssh-ed25519 AAAAC3 me@x\n\n", "k").unwrap(), ["ssh-ed25519 AAAAC3 me@x"]);
+        assert_eq!(
+            parse_ssh_keys("# c\nssh-ed25519 AAAAC3 me@x\n\n", "k").unwrap(),
+            ["ssh-ed25519 AAAAC3 me@x"]
+        );
         assert!(parse_ssh_keys("", "k").is_err());
         assert!(parse_ssh_keys("-----BEGIN OPENSSH PRIVATE KEY-----\n", "k").is_err());
     }
@@ -228,7 +284,9 @@ mod tests {
     #[test]
     fn merge_configs_must_not_be_newer() {
         let v34 = br#"{"ignition":{"version":"3.4.0"}}"#;
-        let e = check_merge_config(v34, "user.ign", SpecVersion::V3_2).unwrap_err().to_string();
+        let e = check_merge_config(v34, "user.ign", SpecVersion::V3_2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--spec 3.4.0"), "{e}");
         check_merge_config(v34, "user.ign", SpecVersion::V3_4).unwrap();
         assert!(check_merge_config(b"{}", "user.ign", SpecVersion::V3_4).is_err());

@@ -22,7 +22,10 @@ impl AtomicFile {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
@@ -32,7 +35,10 @@ impl AtomicFile {
         // The umask may have narrowed the mode; set it exactly.
         fs::set_permissions(tmp.path(), Permissions::from_mode(mode))
             .with_context(|| format!("setting mode on {}", tmp.path().display()))?;
-        Ok(AtomicFile { dest, tmp: Some(tmp) })
+        Ok(AtomicFile {
+            dest,
+            tmp: Some(tmp),
+        })
     }
 
     pub fn file(&mut self) -> &mut File {
@@ -50,7 +56,9 @@ impl AtomicFile {
     /// Flush to disk and rename over the destination.
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("not committed");
-        tmp.as_file().sync_all().with_context(|| format!("syncing {}", tmp.path().display()))?;
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("syncing {}", tmp.path().display()))?;
         Self::persist(tmp, &self.dest)
     }
 
@@ -65,7 +73,9 @@ impl AtomicFile {
     }
 
     fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
-        tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("renaming into {}", dest.display()))?;
+        tmp.persist(dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming into {}", dest.display()))?;
         Ok(())
     }
 }
@@ -82,13 +92,18 @@ impl Write for AtomicFile {
 /// Write `contents` to `dest` atomically with the given mode (0o600 for secrets).
 pub fn write_atomic(dest: impl AsRef<Path>, contents: &[u8], mode: u32) -> Result<()> {
     let mut f = AtomicFile::create(dest.as_ref(), mode)?;
-    f.write_all(contents).with_context(|| format!("writing {}", f.temp_path().display()))?;
+    f.write_all(contents)
+        .with_context(|| format!("writing {}", f.temp_path().display()))?;
     f.commit()
 }
 
 /// Open an existing file for in-place modification (used where only embed areas change).
 pub fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {} for writing", path.display()))
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {} for writing", path.display()))
 }
 
 #[cfg(test)]
@@ -104,7 +119,11 @@ mod tests {
             f.write_all(b"partial").unwrap();
         }
         assert!(!dest.exists());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
     }
 
     #[test]
@@ -114,7 +133,10 @@ mod tests {
         fs::write(&dest, "old").unwrap();
         write_atomic(&dest, b"new", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&dest).unwrap(), "new");
-        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -126,7 +148,14 @@ mod tests {
         f.write_all(b"new image").unwrap();
         f.commit_unsynced().unwrap();
         assert_eq!(fs::read_to_string(&dest).unwrap(), "new image");
-        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o644);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
     }
 }

@@ -14,7 +14,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// Bytes read so far.
     pub fn count(&self) -> u64 {
@@ -44,7 +48,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn count(&self) -> u64 {
         self.count
@@ -76,7 +84,8 @@ pub fn sha256_reader(reader: impl Read) -> io::Result<(String, u64)> {
 
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    sha256_reader(io::BufReader::with_capacity(1 << 20, f)).with_context(|| format!("reading {}", path.display()))
+    sha256_reader(io::BufReader::with_capacity(1 << 20, f))
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 #[cfg(test)]
@@ -86,15 +95,27 @@ mod tests {
     #[test]
     fn known_digests() {
         let cases: &[(&[u8], &str)] = &[
-            (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-            (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (
+                b"",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ),
+            (
+                b"abc",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(sha256_reader(*input).unwrap(), (want.to_string(), input.len() as u64));
+            assert_eq!(
+                sha256_reader(*input).unwrap(),
+                (want.to_string(), input.len() as u64)
+            );
             let mut w = HashingWriter::new(Vec::new());
             w.write_all(input).unwrap();
             let (inner, hex, n) = w.finish();
-            assert_eq!((hex.as_str(), n, inner.as_slice()), (*want, input.len() as u64, *input));
+            assert_eq!(
+                (hex.as_str(), n, inner.as_slice()),
+                (*want, input.len() as u64, *input)
+            );
         }
     }
 }

@@ -5,5 +5,5 @@ mod hashing;
 mod pgzip;
 
 pub use atomic::{open_rw, write_atomic, AtomicFile};
-pub use pgzip::ParallelGzWriter;
 pub use hashing::{sha256_file, sha256_reader, HashingReader, HashingWriter};
+pub use pgzip::ParallelGzWriter;

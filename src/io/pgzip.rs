@@ -52,13 +52,24 @@ pub struct ParallelGzWriter<W: Write> {
 
 fn deflate_chunk(data: &[u8], level: i32, last: bool) -> io::Result<Vec<u8>> {
     let mut deflate = zlib_rs::Deflate::new(level, false, 15);
-    let flush = if last { DeflateFlush::Finish } else { DeflateFlush::SyncFlush };
+    let flush = if last {
+        DeflateFlush::Finish
+    } else {
+        DeflateFlush::SyncFlush
+    };
     // The bound holds the whole chunk plus the flush, so one call finishes it.
     let mut out = vec![0u8; zlib_rs::compress_bound(data.len()) + 64];
-    let status = deflate.compress(data, &mut out, flush).map_err(|e| io::Error::other(e.as_str()))?;
-    let complete = deflate.total_in() == data.len() as u64 && (!last || status == Status::StreamEnd);
+    let status = deflate
+        .compress(data, &mut out, flush)
+        .map_err(|e| io::Error::other(e.as_str()))?;
+    let complete =
+        deflate.total_in() == data.len() as u64 && (!last || status == Status::StreamEnd);
     if !complete {
-        return Err(io::Error::other(format!("deflate stopped early ({status:?}, {} of {} bytes in)", deflate.total_in(), data.len())));
+        return Err(io::Error::other(format!(
+            "deflate stopped early ({status:?}, {} of {} bytes in)",
+            deflate.total_in(),
+            data.len()
+        )));
     }
     out.truncate(deflate.total_out() as usize);
     Ok(out)
@@ -85,7 +96,14 @@ impl<W: Write> ParallelGzWriter<W> {
                     let mut crc = crc32fast::Hasher::new();
                     crc.update(&job.data);
                     let deflated = deflate_chunk(&job.data, level, job.last);
-                    if done_tx.send(Done { index: job.index, deflated, crc }).is_err() {
+                    if done_tx
+                        .send(Done {
+                            index: job.index,
+                            deflated,
+                            crc,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 })
@@ -111,10 +129,21 @@ impl<W: Write> ParallelGzWriter<W> {
     }
 
     fn send(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(if last { 0 } else { CHUNK }));
-        let job = Job { index: self.next_to_send, data, last };
+        let data = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(if last { 0 } else { CHUNK }),
+        );
+        let job = Job {
+            index: self.next_to_send,
+            data,
+            last,
+        };
         self.next_to_send += 1;
-        self.jobs.as_ref().expect("writer used after finish").send(job).map_err(|_| io::Error::other("gzip worker stopped"))
+        self.jobs
+            .as_ref()
+            .expect("writer used after finish")
+            .send(job)
+            .map_err(|_| io::Error::other("gzip worker stopped"))
     }
 
     /// Write out finished chunks in order; block while more than `keep` are in flight.
@@ -132,7 +161,10 @@ impl<W: Write> ParallelGzWriter<W> {
             if self.next_to_send - self.next_to_write <= keep {
                 return Ok(());
             }
-            let d = self.done.recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
+            let d = self
+                .done
+                .recv()
+                .map_err(|_| io::Error::other("gzip worker stopped"))?;
             self.pending.insert(d.index, d);
         }
     }
@@ -188,8 +220,16 @@ mod tests {
     use super::*;
 
     fn inputs() -> Vec<Vec<u8>> {
-        let noise: Vec<u8> = (0..3 * CHUNK as u32 + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-        vec![Vec::new(), b"hello gzip".to_vec(), vec![0u8; CHUNK], b"layerboot ".repeat(400_000), noise]
+        let noise: Vec<u8> = (0..3 * CHUNK as u32 + 12_345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        vec![
+            Vec::new(),
+            b"hello gzip".to_vec(),
+            vec![0u8; CHUNK],
+            b"layerboot ".repeat(400_000),
+            noise,
+        ]
     }
 
     #[test]
@@ -222,9 +262,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.gz");
         std::fs::write(&path, &gz).unwrap();
-        let out = std::process::Command::new("gzip").arg("-dc").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout == data);
-        assert!(gz.len() < data.len() / 20, "compressible input was not compressed: {} bytes", gz.len());
+        assert!(
+            gz.len() < data.len() / 20,
+            "compressible input was not compressed: {} bytes",
+            gz.len()
+        );
     }
 }

@@ -110,8 +110,13 @@ pub struct Layout {
 #[error("{0} is not a CoreOS live ISO: it has neither /coreos/igninfo.json nor /images/ignition.img (no Ignition embed area)")]
 pub struct NoEmbedArea(pub String);
 
-fn read_json<R: Read + Seek, T: for<'de> Deserialize<'de>>(iso: &mut IsoFs<R>, path: &str) -> Result<Option<T>> {
-    let Some(entry) = iso.lookup(path)? else { return Ok(None) };
+fn read_json<R: Read + Seek, T: for<'de> Deserialize<'de>>(
+    iso: &mut IsoFs<R>,
+    path: &str,
+) -> Result<Option<T>> {
+    let Some(entry) = iso.lookup(path)? else {
+        return Ok(None);
+    };
     let data = iso.read(&entry, MAX_JSON)?;
     // the ISO build pads rewritten JSON files with spaces
     let v = serde_json::from_slice(&data).with_context(|| format!("parsing /{path} in the ISO"))?;
@@ -123,31 +128,66 @@ impl Layout {
     pub fn locate<R: Read + Seek>(iso: &mut IsoFs<R>, name: &str) -> Result<Self> {
         let igninfo = match read_json::<_, IgnInfo>(iso, IGNINFO_PATH)? {
             Some(info) => info,
-            None => IgnInfo { file: DEFAULT_IGNITION_IMG.into(), offset: None, length: None },
+            None => IgnInfo {
+                file: DEFAULT_IGNITION_IMG.into(),
+                offset: None,
+                length: None,
+            },
         };
         let file = iso
             .lookup(&igninfo.file)?
             .filter(|e| !e.is_dir)
             .ok_or_else(|| NoEmbedArea(name.to_string()))?;
         let offset = igninfo.offset.unwrap_or(0);
-        ensure!(offset <= file.length, "igninfo.json offset {offset} is beyond the end of {} ({} bytes)", igninfo.file, file.length);
+        ensure!(
+            offset <= file.length,
+            "igninfo.json offset {offset} is beyond the end of {} ({} bytes)",
+            igninfo.file,
+            file.length
+        );
         let length = igninfo.length.unwrap_or(file.length - offset);
-        ensure!(offset + length <= file.length, "igninfo.json area {offset}+{length} exceeds {} ({} bytes)", igninfo.file, file.length);
-        ensure!(length > 0, "the Ignition embed area in {} is empty", igninfo.file);
-        let ignition = IgnitionArea { file: igninfo.file, span: Span { offset: file.offset + offset, length } };
+        ensure!(
+            offset + length <= file.length,
+            "igninfo.json area {offset}+{length} exceeds {} ({} bytes)",
+            igninfo.file,
+            file.length
+        );
+        ensure!(
+            length > 0,
+            "the Ignition embed area in {} is empty",
+            igninfo.file
+        );
+        let ignition = IgnitionArea {
+            file: igninfo.file,
+            span: Span {
+                offset: file.offset + offset,
+                length,
+            },
+        };
 
         let kargs = match read_json::<_, KargsInfo>(iso, KARGS_PATH)? {
             None => None,
             Some(info) => {
-                ensure!(info.size <= MAX_KARGS_AREA, "kargs.json area size {} is larger than {MAX_KARGS_AREA}", info.size);
-                ensure!(info.default.len() < info.size, "kargs.json default kargs ({} bytes) do not fit its area size {}", info.default.len(), info.size);
+                ensure!(
+                    info.size <= MAX_KARGS_AREA,
+                    "kargs.json area size {} is larger than {MAX_KARGS_AREA}",
+                    info.size
+                );
+                ensure!(
+                    info.default.len() < info.size,
+                    "kargs.json default kargs ({} bytes) do not fit its area size {}",
+                    info.default.len(),
+                    info.size
+                );
                 ensure!(!info.files.is_empty(), "kargs.json lists no files");
                 let mut areas = Vec::new();
                 for f in &info.files {
                     let entry = iso
                         .lookup(&f.path)?
                         .filter(|e| !e.is_dir)
-                        .with_context(|| format!("kargs.json names {} but the ISO has no such file", f.path))?;
+                        .with_context(|| {
+                            format!("kargs.json names {} but the ISO has no such file", f.path)
+                        })?;
                     ensure!(
                         f.offset + info.size as u64 <= entry.length,
                         "kargs area {}+{} exceeds {} ({} bytes)",
@@ -158,24 +198,40 @@ impl Layout {
                     );
                     areas.push(KargsArea {
                         file: f.path.clone(),
-                        span: Span { offset: entry.offset + f.offset, length: info.size as u64 },
+                        span: Span {
+                            offset: entry.offset + f.offset,
+                            length: info.size as u64,
+                        },
                         pad: f.pad.unwrap_or('#'),
                         end: f.end.unwrap_or('\n'),
                     });
                 }
                 areas.sort_by_key(|a| a.span.offset);
-                Some(KargsAreas { default: info.default, size: info.size, areas })
+                Some(KargsAreas {
+                    default: info.default,
+                    size: info.size,
+                    areas,
+                })
             }
         };
         let features = read_json::<_, Features>(iso, FEATURES_PATH)?.unwrap_or_default();
-        Ok(Layout { volume_id: iso.volume().volume_id.clone(), image_size: iso.file_len(), ignition, kargs, features })
+        Ok(Layout {
+            volume_id: iso.volume().volume_id.clone(),
+            image_size: iso.file_len(),
+            ignition,
+            kargs,
+            features,
+        })
     }
 }
 
 /// The kernel arguments held in one area: the text before `end`, trailing padding removed.
 pub fn parse_kargs_area(bytes: &[u8], pad: char, end: char) -> Result<String> {
     let s = std::str::from_utf8(bytes).context("invalid UTF-8 in kernel argument area")?;
-    Ok(s.trim_end_matches(pad).trim_end_matches(end).trim().to_string())
+    Ok(s.trim_end_matches(pad)
+        .trim_end_matches(end)
+        .trim()
+        .to_string())
 }
 
 /// Kernel arguments too long for their area.
@@ -189,8 +245,14 @@ pub struct KargsTooLong {
 /// The bytes to write into an area: `kargs + end`, padded with `pad` to `size`.
 pub fn format_kargs_area(kargs: &str, size: usize, pad: char, end: char) -> Result<Vec<u8>> {
     let kargs = kargs.trim();
-    ensure!(pad.is_ascii() && end.is_ascii(), "kargs.json pad/end must be ASCII characters");
-    ensure!(!kargs.contains('\n') && !kargs.contains(end), "kernel arguments must be a single line");
+    ensure!(
+        pad.is_ascii() && end.is_ascii(),
+        "kargs.json pad/end must be ASCII characters"
+    );
+    ensure!(
+        !kargs.contains('\n') && !kargs.contains(end),
+        "kernel arguments must be a single line"
+    );
     let need = kargs.len() + 1;
     if need > size {
         bail!(KargsTooLong { need, size });
@@ -239,7 +301,9 @@ mod tests {
         let err = format_kargs_area("abcd", 4, '#', '\n').unwrap_err();
         let e = err.downcast_ref::<KargsTooLong>().unwrap();
         assert_eq!((e.need, e.size), (5, 4));
-        assert!(err.to_string().starts_with("kernel arguments need 5 bytes but the ISO's kargs area holds 4"));
+        assert!(err
+            .to_string()
+            .starts_with("kernel arguments need 5 bytes but the ISO's kargs area holds 4"));
         assert!(format_kargs_area("a\nb", 10, '#', '\n').is_err());
     }
 
@@ -248,23 +312,41 @@ mod tests {
         let cases: &[(&str, &[&str], &[&str], &str)] = &[
             ("foo bar foobar", &[], &["foo"], "bar foobar"),
             ("foo bar foobar", &[], &["bar"], "foo foobar"),
-            ("foo bar foobar", &["x=1", " y "], &["foobar"], "foo bar x=1 y"),
+            (
+                "foo bar foobar",
+                &["x=1", " y "],
+                &["foobar"],
+                "foo bar x=1 y",
+            ),
             ("a=1 b", &["a=2"], &["a=1"], "b a=2"),
             ("", &["quiet"], &[], "quiet"),
         ];
         for (cur, app, del, want) in cases {
             let app: Vec<String> = app.iter().map(|s| s.to_string()).collect();
             let del: Vec<String> = del.iter().map(|s| s.to_string()).collect();
-            assert_eq!(edit_kargs(cur, &app, &del), *want, "{cur:?} +{app:?} -{del:?}");
+            assert_eq!(
+                edit_kargs(cur, &app, &del),
+                *want,
+                "{cur:?} +{app:?} -{del:?}"
+            );
         }
     }
 
     #[test]
     fn features_default_to_unsupported() {
-        let f: Features = serde_json::from_str(r#"{"installer-config": true, "unknown": 1}"#).unwrap();
-        assert_eq!(f, Features { installer_config: true, ..Default::default() });
+        let f: Features =
+            serde_json::from_str(r#"{"installer-config": true, "unknown": 1}"#).unwrap();
+        assert_eq!(
+            f,
+            Features {
+                installer_config: true,
+                ..Default::default()
+            }
+        );
         let f: Features =
             serde_json::from_str(r#"{"installer-config": true, "installer-config-directives": {"console": true}, "live-initrd-network": true}"#).unwrap();
-        assert!(f.installer_config && f.installer_config_directives.console && f.live_initrd_network);
+        assert!(
+            f.installer_config && f.installer_config_directives.console && f.live_initrd_network
+        );
     }
 }

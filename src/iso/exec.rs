@@ -67,8 +67,11 @@ pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> 
     let mut pos = 0u64;
     for w in &plan.writes {
         copy_range(input, out, Some(w.offset - pos))?;
-        out.write_all(&w.bytes).with_context(|| format!("writing the {}", w.what))?;
-        input.seek(SeekFrom::Current(w.length as i64)).context("seeking input")?;
+        out.write_all(&w.bytes)
+            .with_context(|| format!("writing the {}", w.what))?;
+        input
+            .seek(SeekFrom::Current(w.length as i64))
+            .context("seeking input")?;
         pos = w.offset + w.length;
     }
     let rest = copy_range(input, out, None)?;
@@ -79,8 +82,10 @@ pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> 
 /// Write the planned areas into `f` (a copy of the ISO, or the ISO itself).
 fn patch(f: &mut File, plan: &Plan) -> Result<()> {
     for w in &plan.writes {
-        f.seek(SeekFrom::Start(w.offset)).with_context(|| format!("seeking to the {}", w.what))?;
-        f.write_all(&w.bytes).with_context(|| format!("writing the {}", w.what))?;
+        f.seek(SeekFrom::Start(w.offset))
+            .with_context(|| format!("seeking to the {}", w.what))?;
+        f.write_all(&w.bytes)
+            .with_context(|| format!("writing the {}", w.what))?;
     }
     f.flush().context("flushing")
 }
@@ -95,21 +100,26 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
             patch(&mut f, plan).with_context(|| format!("writing {}", input.display()))?;
         }
         Target::File(dest) => {
-            let mut src = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+            let mut src =
+                File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut out = AtomicFile::create(dest, 0o644)?;
             // Copy the whole image, then patch the areas: embed areas need not be page
             // aligned, and a kernel copy resumed at an unaligned offset after an area runs
             // ~1.5x slower than one aligned copy.
-            copy_range(&mut src, out.file(), None).with_context(|| format!("writing {}", dest.display()))?;
+            copy_range(&mut src, out.file(), None)
+                .with_context(|| format!("writing {}", dest.display()))?;
             patch(out.file(), plan).with_context(|| format!("writing {}", dest.display()))?;
             out.commit_unsynced()?;
         }
         Target::Stdout => {
             let stdout = io::stdout();
             if stdout.is_terminal() {
-                bail!("refusing to write an ISO image to a terminal: redirect stdout or use -o FILE");
+                bail!(
+                    "refusing to write an ISO image to a terminal: redirect stdout or use -o FILE"
+                );
             }
-            let mut src = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+            let mut src =
+                File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut lock = stdout.lock();
             stream_with_plan(&mut src, plan, &mut lock).context("writing the ISO to stdout")?;
         }
@@ -130,9 +140,24 @@ mod tests {
         std::fs::write(&input, &data).unwrap();
         let plan = Plan {
             writes: vec![
-                PlanWrite { what: "a".into(), offset: 0, bytes: vec![1; 3], length: 3 },
-                PlanWrite { what: "b".into(), offset: 5000, bytes: vec![2; 10], length: 10 },
-                PlanWrite { what: "c".into(), offset: 9990, bytes: vec![3; 10], length: 10 },
+                PlanWrite {
+                    what: "a".into(),
+                    offset: 0,
+                    bytes: vec![1; 3],
+                    length: 3,
+                },
+                PlanWrite {
+                    what: "b".into(),
+                    offset: 5000,
+                    bytes: vec![2; 10],
+                    length: 10,
+                },
+                PlanWrite {
+                    what: "c".into(),
+                    offset: 9990,
+                    bytes: vec![3; 10],
+                    length: 10,
+                },
             ],
             notes: vec![],
         };
@@ -144,7 +169,11 @@ mod tests {
         let out = dir.path().join("out");
         apply(&input, &plan, Target::File(&out)).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), want);
-        assert_eq!(std::fs::read(&input).unwrap(), data, "input untouched by -o");
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            data,
+            "input untouched by -o"
+        );
 
         let mut buf = Vec::new();
         stream_with_plan(&mut File::open(&input).unwrap(), &plan, &mut buf).unwrap();
@@ -158,6 +187,9 @@ mod tests {
     fn targets_from_output() {
         assert_eq!(Target::from_output(None), Target::InPlace);
         assert_eq!(Target::from_output(Some(Path::new("-"))), Target::Stdout);
-        assert_eq!(Target::from_output(Some(Path::new("x.iso"))), Target::File(Path::new("x.iso")));
+        assert_eq!(
+            Target::from_output(Some(Path::new("x.iso"))),
+            Target::File(Path::new("x.iso"))
+        );
     }
 }

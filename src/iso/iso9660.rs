@@ -44,18 +44,30 @@ pub struct Volume {
 /// Parse a Primary Volume Descriptor sector (type 1, `CD001`).
 pub fn parse_pvd(sector: &[u8]) -> Result<Volume> {
     ensure!(sector.len() >= 2048, "short volume descriptor");
-    ensure!(sector[0] == 1 && &sector[1..6] == b"CD001", "not a primary volume descriptor");
-    let volume_id = String::from_utf8_lossy(&sector[40..72]).trim_end_matches([' ', '\0']).to_string();
+    ensure!(
+        sector[0] == 1 && &sector[1..6] == b"CD001",
+        "not a primary volume descriptor"
+    );
+    let volume_id = String::from_utf8_lossy(&sector[40..72])
+        .trim_end_matches([' ', '\0'])
+        .to_string();
     let blocks = u32::from_le_bytes(sector[80..84].try_into().unwrap()) as u64;
     let block_size = u16::from_le_bytes(sector[128..130].try_into().unwrap()) as u64;
-    ensure!(block_size == SECTOR, "unsupported logical block size {block_size} (only 2048 is supported)");
+    ensure!(
+        block_size == SECTOR,
+        "unsupported logical block size {block_size} (only 2048 is supported)"
+    );
     let mut root = parse_dir_records(&sector[156..190])?
         .into_iter()
         .next()
         .context("primary volume descriptor has no root directory record")?;
     ensure!(root.is_dir, "root directory record is not a directory");
     root.name = String::new();
-    Ok(Volume { volume_id, size: blocks * block_size, root })
+    Ok(Volume {
+        volume_id,
+        size: blocks * block_size,
+        root,
+    })
 }
 
 /// Parse the directory records in a directory extent. `.` and `..` are returned with
@@ -70,20 +82,31 @@ pub fn parse_dir_records(extent: &[u8]) -> Result<Vec<Entry>> {
             pos = (pos / SECTOR as usize + 1) * SECTOR as usize;
             continue;
         }
-        ensure!(len >= 34 && pos + len <= extent.len(), "corrupt directory record at offset {pos} (length {len})");
+        ensure!(
+            len >= 34 && pos + len <= extent.len(),
+            "corrupt directory record at offset {pos} (length {len})"
+        );
         let rec = &extent[pos..pos + len];
         let lba = u32::from_le_bytes(rec[2..6].try_into().unwrap()) as u64;
         let length = u32::from_le_bytes(rec[10..14].try_into().unwrap()) as u64;
         let flags = rec[25];
         let name_len = rec[32] as usize;
-        ensure!(33 + name_len <= len, "corrupt directory record name at offset {pos}");
+        ensure!(
+            33 + name_len <= len,
+            "corrupt directory record name at offset {pos}"
+        );
         let raw = &rec[33..33 + name_len];
         let name = match raw {
             [0] => "\0".to_string(),
             [1] => "\u{1}".to_string(),
             _ => clean_name(raw),
         };
-        out.push(Entry { name, offset: lba * SECTOR, length, is_dir: flags & 2 != 0 });
+        out.push(Entry {
+            name,
+            offset: lba * SECTOR,
+            length,
+            is_dir: flags & 2 != 0,
+        });
         pos += len;
     }
     Ok(out)
@@ -103,7 +126,16 @@ fn clean_name(raw: &[u8]) -> String {
 /// long ones.
 pub fn level1_name(name: &str) -> String {
     let map = |s: &str, n: usize| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).take(n).collect()
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(n)
+            .collect()
     };
     match name.rsplit_once('.') {
         Some((base, ext)) if !base.is_empty() => {
@@ -127,7 +159,9 @@ pub struct IsoFs<R> {
 
 impl<R: Read + Seek> IsoFs<R> {
     pub fn new(mut reader: R) -> Result<Self> {
-        let file_len = reader.seek(SeekFrom::End(0)).context("seeking to end of image")?;
+        let file_len = reader
+            .seek(SeekFrom::End(0))
+            .context("seeking to end of image")?;
         let mut sector = vec![0u8; SECTOR as usize];
         let mut lba = DESCRIPTOR_START;
         let volume = loop {
@@ -135,7 +169,9 @@ impl<R: Read + Seek> IsoFs<R> {
                 bail!(IsoError::NotIso);
             }
             reader.seek(SeekFrom::Start(lba * SECTOR))?;
-            reader.read_exact(&mut sector).context("reading volume descriptor")?;
+            reader
+                .read_exact(&mut sector)
+                .context("reading volume descriptor")?;
             if &sector[1..6] != b"CD001" {
                 bail!(IsoError::NotIso);
             }
@@ -147,9 +183,16 @@ impl<R: Read + Seek> IsoFs<R> {
             }
         };
         if volume.size > file_len {
-            bail!(IsoError::Truncated { need: volume.size, have: file_len });
+            bail!(IsoError::Truncated {
+                need: volume.size,
+                have: file_len
+            });
         }
-        Ok(IsoFs { reader, volume, file_len })
+        Ok(IsoFs {
+            reader,
+            volume,
+            file_len,
+        })
     }
 
     pub fn volume(&self) -> &Volume {
@@ -167,12 +210,24 @@ impl<R: Read + Seek> IsoFs<R> {
     /// The entries of a directory, without `.` and `..`.
     pub fn list(&mut self, dir: &Entry) -> Result<Vec<Entry>> {
         ensure!(dir.is_dir, "{} is not a directory", dir.name);
-        ensure!(dir.length <= MAX_DIR_LEN as u64, "directory {} is implausibly large ({} bytes)", dir.name, dir.length);
-        ensure!(dir.offset + dir.length <= self.file_len, "directory {} lies beyond the end of the image", dir.name);
+        ensure!(
+            dir.length <= MAX_DIR_LEN as u64,
+            "directory {} is implausibly large ({} bytes)",
+            dir.name,
+            dir.length
+        );
+        ensure!(
+            dir.offset + dir.length <= self.file_len,
+            "directory {} lies beyond the end of the image",
+            dir.name
+        );
         let mut buf = vec![0u8; dir.length as usize];
         self.reader.seek(SeekFrom::Start(dir.offset))?;
-        self.reader.read_exact(&mut buf).with_context(|| format!("reading directory {}", dir.name))?;
-        let mut entries = parse_dir_records(&buf).with_context(|| format!("parsing directory {}", dir.name))?;
+        self.reader
+            .read_exact(&mut buf)
+            .with_context(|| format!("reading directory {}", dir.name))?;
+        let mut entries =
+            parse_dir_records(&buf).with_context(|| format!("parsing directory {}", dir.name))?;
         entries.retain(|e| e.name != "\0" && e.name != "\u{1}");
         Ok(entries)
     }
@@ -204,12 +259,22 @@ impl<R: Read + Seek> IsoFs<R> {
     /// Read a (small) file whole.
     pub fn read(&mut self, entry: &Entry, limit: u64) -> Result<Vec<u8>> {
         ensure!(!entry.is_dir, "{} is a directory", entry.name);
-        ensure!(entry.length <= limit, "{} is larger than expected ({} bytes, at most {limit})", entry.name, entry.length);
-        self.read_at(entry.offset, entry.length as usize).with_context(|| format!("reading {}", entry.name))
+        ensure!(
+            entry.length <= limit,
+            "{} is larger than expected ({} bytes, at most {limit})",
+            entry.name,
+            entry.length
+        );
+        self.read_at(entry.offset, entry.length as usize)
+            .with_context(|| format!("reading {}", entry.name))
     }
 
     pub fn read_at(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        ensure!(offset + len as u64 <= self.file_len, "{len} bytes at offset {offset} lie beyond the end of the image ({} bytes)", self.file_len);
+        ensure!(
+            offset + len as u64 <= self.file_len,
+            "{len} bytes at offset {offset} lie beyond the end of the image ({} bytes)",
+            self.file_len
+        );
         let mut buf = vec![0u8; len];
         self.reader.seek(SeekFrom::Start(offset))?;
         self.reader.read_exact(&mut buf)?;
@@ -239,7 +304,13 @@ mod tests {
 
     #[test]
     fn names_are_cleaned() {
-        let cases = [("IGNINFO.JSO;1", "IGNINFO.JSO"), ("VMLINUZ.;1", "VMLINUZ"), ("COREOS", "COREOS"), ("A;B", "A;B"), ("X.", "X")];
+        let cases = [
+            ("IGNINFO.JSO;1", "IGNINFO.JSO"),
+            ("VMLINUZ.;1", "VMLINUZ"),
+            ("COREOS", "COREOS"),
+            ("A;B", "A;B"),
+            ("X.", "X"),
+        ];
         for (raw, want) in cases {
             assert_eq!(clean_name(raw.as_bytes()), want);
         }
@@ -270,8 +341,19 @@ mod tests {
         extent.extend(record(b"SUB", 40, 2048, true));
         extent.resize(4096, 0);
         let entries = parse_dir_records(&extent).unwrap();
-        let names: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.offset, e.length, e.is_dir)).collect();
-        assert_eq!(names, vec![("\0", 20 * 2048, 4096, true), ("\u{1}", 18 * 2048, 2048, true), ("A.TXT", 30 * 2048, 5, false), ("SUB", 40 * 2048, 2048, true)]);
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.offset, e.length, e.is_dir))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("\0", 20 * 2048, 4096, true),
+                ("\u{1}", 18 * 2048, 2048, true),
+                ("A.TXT", 30 * 2048, 5, false),
+                ("SUB", 40 * 2048, 2048, true)
+            ]
+        );
     }
 
     #[test]
@@ -283,10 +365,20 @@ mod tests {
 
     #[test]
     fn not_an_iso_and_truncated() {
-        let err = IsoFs::new(std::io::Cursor::new(vec![0u8; 40000])).err().unwrap();
-        assert!(matches!(err.downcast_ref::<IsoError>(), Some(IsoError::NotIso)));
-        let err = IsoFs::new(std::io::Cursor::new(vec![0u8; 100])).err().unwrap();
-        assert!(matches!(err.downcast_ref::<IsoError>(), Some(IsoError::NotIso)));
+        let err = IsoFs::new(std::io::Cursor::new(vec![0u8; 40000]))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err.downcast_ref::<IsoError>(),
+            Some(IsoError::NotIso)
+        ));
+        let err = IsoFs::new(std::io::Cursor::new(vec![0u8; 100]))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err.downcast_ref::<IsoError>(),
+            Some(IsoError::NotIso)
+        ));
 
         // A minimal volume: PVD claiming 100 sectors, root dir at sector 18.
         let mut img = vec![0u8; 19 * 2048];
@@ -303,7 +395,10 @@ mod tests {
         img[17 * 2048] = 255;
         img[17 * 2048 + 1..17 * 2048 + 6].copy_from_slice(b"CD001");
         let err = IsoFs::new(std::io::Cursor::new(img.clone())).err().unwrap();
-        assert_eq!(err.to_string(), "ISO image is truncated: the volume is 204800 bytes but the file has 38912");
+        assert_eq!(
+            err.to_string(),
+            "ISO image is truncated: the volume is 204800 bytes but the file has 38912"
+        );
         img.resize(100 * 2048, 0);
         let mut dir = record(&[0], 18, 2048, true);
         dir.extend(record(&[1], 18, 2048, true));

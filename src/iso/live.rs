@@ -33,7 +33,10 @@ pub struct Named {
 
 impl Named {
     pub fn new(name: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        Named { name: name.into(), data: data.into() }
+        Named {
+            name: name.into(),
+            data: data.into(),
+        }
     }
 }
 
@@ -87,12 +90,16 @@ impl FromStr for Console {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
         for prefix in ["console=", "/dev/"] {
-            ensure!(!s.starts_with(prefix), "console spec {s:?} should not start with {prefix:?}");
+            ensure!(
+                !s.starts_with(prefix),
+                "console spec {s:?} should not start with {prefix:?}"
+            );
         }
         if matches!(s, "tty0" | "hvc0" | "ttysclp0") {
             return Ok(Console(s.to_string()));
         }
-        let bad = || anyhow::anyhow!("invalid console spec {s:?}: expected e.g. ttyS0,115200n8 or tty0");
+        let bad =
+            || anyhow::anyhow!("invalid console spec {s:?}: expected e.g. ttyS0,115200n8 or tty0");
         let (prefix, rest) = if let Some(r) = s.strip_prefix("ttyAMA") {
             ("ttyAMA", r)
         } else if let Some(r) = s.strip_prefix("ttyS") {
@@ -100,8 +107,14 @@ impl FromStr for Console {
         } else {
             return Err(bad());
         };
-        let (port, opts) = rest.split_once(',').map(|(p, o)| (p, Some(o))).unwrap_or((rest, None));
-        ensure!(!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()), bad());
+        let (port, opts) = rest
+            .split_once(',')
+            .map(|(p, o)| (p, Some(o)))
+            .unwrap_or((rest, None));
+        ensure!(
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+            bad()
+        );
         let port: u8 = port.parse().map_err(|_| bad())?;
         let (mut speed, mut parity, mut bits) = (9600u32, 'n', 8u8);
         if let Some(o) = opts {
@@ -133,8 +146,15 @@ impl fmt::Display for Console {
 /// Parse and check an Ignition config (any spec 3.x the ignition-config crate knows);
 /// warnings (unknown keys) are returned for the caller to print.
 pub fn parse_ignition(input: &Named) -> Result<(ignition_config::Config, Vec<String>)> {
-    let (config, warnings) = ignition_config::Config::parse_slice(&input.data).with_context(|| format!("invalid Ignition config {}", input.name))?;
-    Ok((config, warnings.into_iter().map(|w| format!("{}: {w}", input.name)).collect()))
+    let (config, warnings) = ignition_config::Config::parse_slice(&input.data)
+        .with_context(|| format!("invalid Ignition config {}", input.name))?;
+    Ok((
+        config,
+        warnings
+            .into_iter()
+            .map(|w| format!("{}: {w}", input.name))
+            .collect(),
+    ))
 }
 
 /// gzip at the best level, byte for byte what coreos-installer (flate2 on its default
@@ -152,16 +172,30 @@ pub fn gzip_best(data: &[u8]) -> Vec<u8> {
 fn data_resource(data: &[u8]) -> Result<ign::Resource> {
     let gz = gzip_best(data);
     Ok(ign::Resource {
-        source: Some(format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(&gz))),
+        source: Some(format!(
+            "data:;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&gz)
+        )),
         compression: Some("gzip".into()),
         ..Default::default()
     })
 }
 
 fn add_file(config: &mut ign::Config, path: String, data: &[u8]) -> Result<()> {
-    let files = config.storage.get_or_insert_with(Default::default).files.get_or_insert_with(Default::default);
-    ensure!(!files.iter().any(|f| f.path == path), "config already specifies path {path}");
-    files.push(ign::File { contents: Some(data_resource(data)?), mode: Some(0o600), ..ign::File::new(path) });
+    let files = config
+        .storage
+        .get_or_insert_with(Default::default)
+        .files
+        .get_or_insert_with(Default::default);
+    ensure!(
+        !files.iter().any(|f| f.path == path),
+        "config already specifies path {path}"
+    );
+    files.push(ign::File {
+        contents: Some(data_resource(data)?),
+        mode: Some(0o600),
+        ..ign::File::new(path)
+    });
     Ok(())
 }
 
@@ -180,7 +214,13 @@ fn add_ca(config: &mut ign::Config, pem: &[u8]) -> Result<()> {
 
 fn add_merge(config: &mut ign::Config, child: &ignition_config::Config) -> Result<()> {
     let json = serde_json::to_vec(child)?;
-    config.ignition.config.get_or_insert_with(Default::default).merge.get_or_insert_with(Default::default).push(data_resource(&json)?);
+    config
+        .ignition
+        .config
+        .get_or_insert_with(Default::default)
+        .merge
+        .get_or_insert_with(Default::default)
+        .push(data_resource(&json)?);
     Ok(())
 }
 
@@ -223,21 +263,36 @@ impl LiveSpec {
             user_dest.push(config);
         }
         if let Some(dev) = &self.dest_device {
-            ensure!(dev.starts_with('/'), "--dest-device {dev:?} must be an absolute device path such as /dev/sda");
+            ensure!(
+                dev.starts_with('/'),
+                "--dest-device {dev:?} must be an absolute device path such as /dev/sda"
+            );
             installer.get_or_insert_with(Default::default).dest_device = Some(dev.clone());
         }
         if !self.dest_console.is_empty() {
             ensure!(features.installer_config_directives.console, "this ISO's OS image does not support customizing the destination console (features.json lacks installer-config-directives.console)");
-            installer.get_or_insert_with(Default::default).console.extend(self.dest_console.iter().map(|c| c.to_string()));
+            installer
+                .get_or_insert_with(Default::default)
+                .console
+                .extend(self.dest_console.iter().map(|c| c.to_string()));
         }
         for a in &self.dest_karg_append {
-            installer.get_or_insert_with(Default::default).append_karg.push(a.clone());
+            installer
+                .get_or_insert_with(Default::default)
+                .append_karg
+                .push(a.clone());
         }
         for a in &self.dest_karg_delete {
-            installer.get_or_insert_with(Default::default).delete_karg.push(a.clone());
+            installer
+                .get_or_insert_with(Default::default)
+                .delete_karg
+                .push(a.clone());
         }
         if let Some(url) = &self.image_url {
-            ensure!(matches!(url.scheme(), "http" | "https"), "--image-url {url} must be an http or https URL");
+            ensure!(
+                matches!(url.scheme(), "http" | "https"),
+                "--image-url {url} must be an http or https URL"
+            );
             let i = installer.get_or_insert_with(Default::default);
             i.image_url = Some(url.to_string());
             i.insecure = self.insecure;
@@ -246,9 +301,17 @@ impl LiveSpec {
         }
         for k in &self.network_keyfiles {
             ensure!(features.live_initrd_network, "this ISO's OS image does not support customizing network settings (features.json lacks live-initrd-network)");
-            ensure!(!k.name.is_empty() && !k.name.contains('/'), "network keyfile name {:?} must be a plain file name", k.name);
+            ensure!(
+                !k.name.is_empty() && !k.name.contains('/'),
+                "network keyfile name {:?} must be a plain file name",
+                k.name
+            );
             let path = format!("{NETWORK_DIR}/{}", k.name);
-            ensure!(payload.get(&path).is_none(), "two network keyfiles are named {}", k.name);
+            ensure!(
+                payload.get(&path).is_none(),
+                "two network keyfiles are named {}",
+                k.name
+            );
             payload.insert(path, k.data.clone());
             copy_network = true;
         }
@@ -280,7 +343,11 @@ impl LiveSpec {
             };
             let conf = installer.get_or_insert_with(Default::default);
             conf.ignition_file = Some(DEST_IGNITION_PATH.into());
-            add_file(live.get_or_insert_with(Default::default), DEST_IGNITION_PATH.into(), &data)?;
+            add_file(
+                live.get_or_insert_with(Default::default),
+                DEST_IGNITION_PATH.into(),
+                &data,
+            )?;
         }
 
         if let Some(mut conf) = installer {
@@ -291,7 +358,11 @@ impl LiveSpec {
             }
             conf.copy_network = copy_network;
             let yaml = serde_yaml::to_string(&conf)?;
-            add_file(live.get_or_insert_with(Default::default), format!("{INSTALLER_DIR}/0000-customize.yaml"), yaml.as_bytes())?;
+            add_file(
+                live.get_or_insert_with(Default::default),
+                format!("{INSTALLER_DIR}/0000-customize.yaml"),
+                yaml.as_bytes(),
+            )?;
         }
 
         // an empty live config would disable autologin on the live ISO: embed none
@@ -309,7 +380,10 @@ pub fn decode_data_url(source: &str, compression: Option<&str>) -> Result<Vec<u8
         None | Some("") => Ok(raw),
         Some("gzip") => {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..]).take(64 << 20).read_to_end(&mut out).context("bad gzip in data: URL")?;
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(64 << 20)
+                .read_to_end(&mut out)
+                .context("bad gzip in data: URL")?;
             Ok(out)
         }
         Some(other) => bail!("unsupported compression {other:?}"),
@@ -326,17 +400,31 @@ pub struct CarriedFile {
 /// The files the live config writes (the destination config, installer configs), decoded
 /// from their data URLs. Version-agnostic: walks the JSON.
 pub fn carried_files(live_config: &[u8]) -> Result<Vec<CarriedFile>> {
-    let v: serde_json::Value = serde_json::from_slice(live_config).context("the embedded config.ign is not JSON")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(live_config).context("the embedded config.ign is not JSON")?;
     let mut out = Vec::new();
-    for f in v.pointer("/storage/files").and_then(|f| f.as_array()).into_iter().flatten() {
-        let Some(path) = f.get("path").and_then(|p| p.as_str()) else { continue };
-        let Some(source) = f.pointer("/contents/source").and_then(|s| s.as_str()) else { continue };
+    for f in v
+        .pointer("/storage/files")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(path) = f.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let Some(source) = f.pointer("/contents/source").and_then(|s| s.as_str()) else {
+            continue;
+        };
         if !source.starts_with("data:") {
             continue;
         }
         let compression = f.pointer("/contents/compression").and_then(|c| c.as_str());
-        let data = decode_data_url(source, compression).with_context(|| format!("decoding embedded file {path}"))?;
-        out.push(CarriedFile { path: path.to_string(), contents: String::from_utf8_lossy(&data).into_owned() });
+        let data = decode_data_url(source, compression)
+            .with_context(|| format!("decoding embedded file {path}"))?;
+        out.push(CarriedFile {
+            path: path.to_string(),
+            contents: String::from_utf8_lossy(&data).into_owned(),
+        });
     }
     Ok(out)
 }
@@ -364,7 +452,16 @@ mod tests {
         for (input, want) in ok {
             assert_eq!(input.parse::<Console>().unwrap().to_string(), want);
         }
-        for bad in ["console=ttyS0", "/dev/ttyS0", "ttyS", "ttyX0", "ttyS0,", "ttyS0,9600x", "ttyS0,9600n9", "tty1"] {
+        for bad in [
+            "console=ttyS0",
+            "/dev/ttyS0",
+            "ttyS",
+            "ttyX0",
+            "ttyS0,",
+            "ttyS0,9600x",
+            "ttyS0,9600n9",
+            "tty1",
+        ] {
             assert!(bad.parse::<Console>().is_err(), "{bad} should be rejected");
         }
     }
@@ -387,13 +484,19 @@ mod tests {
         assert_eq!(files[0].path, DEST_IGNITION_PATH);
         // a single dest config is embedded re-serialized, not wrapped
         let (orig, _) = ignition_config::Config::parse_str(IGN).unwrap();
-        assert_eq!(files[0].contents, format!("{}\n", serde_json::to_string(&orig).unwrap()));
+        assert_eq!(
+            files[0].contents,
+            format!("{}\n", serde_json::to_string(&orig).unwrap())
+        );
         assert_eq!(files[1].path, "/etc/coreos/installer.d/0000-customize.yaml");
         assert_eq!(
             files[1].contents,
             "image-url: https://example.com/img.raw.xz\nignition-file: /etc/coreos/dest.ign\nconsole:\n- ttyS0,115200n8\nappend-karg:\n- nosmt\ninsecure: true\ndest-device: /dev/vda\n"
         );
-        assert!(built.notes.iter().any(|n| n.contains("install to /dev/vda")));
+        assert!(built
+            .notes
+            .iter()
+            .any(|n| n.contains("install to /dev/vda")));
         let v: serde_json::Value = serde_json::from_slice(live).unwrap();
         assert_eq!(v["ignition"]["version"], "3.3.0");
     }
@@ -409,33 +512,94 @@ mod tests {
             ..Default::default()
         };
         let built = spec.build(&all_features()).unwrap();
-        let live: serde_json::Value = serde_json::from_slice(built.payload.get(IGNITION_PATH).unwrap()).unwrap();
+        let live: serde_json::Value =
+            serde_json::from_slice(built.payload.get(IGNITION_PATH).unwrap()).unwrap();
         let merge = &live["ignition"]["config"]["merge"][0];
-        let merged = decode_data_url(merge["source"].as_str().unwrap(), merge["compression"].as_str()).unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&merged).unwrap()["passwd"]["users"][0]["name"], "core");
+        let merged = decode_data_url(
+            merge["source"].as_str().unwrap(),
+            merge["compression"].as_str(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&merged).unwrap()["passwd"]["users"][0]
+                ["name"],
+            "core"
+        );
         let ca = &live["ignition"]["security"]["tls"]["certificateAuthorities"][0];
-        assert_eq!(decode_data_url(ca["source"].as_str().unwrap(), Some("gzip")).unwrap(), pem.as_bytes());
+        assert_eq!(
+            decode_data_url(ca["source"].as_str().unwrap(), Some("gzip")).unwrap(),
+            pem.as_bytes()
+        );
         let files = carried_files(built.payload.get(IGNITION_PATH).unwrap()).unwrap();
         // with a CA the destination config is a wrapper trusting it and merging the user's
         let dest: serde_json::Value = serde_json::from_str(&files[0].contents).unwrap();
-        assert!(dest["ignition"]["security"]["tls"]["certificateAuthorities"][0]["source"].is_string());
+        assert!(
+            dest["ignition"]["security"]["tls"]["certificateAuthorities"][0]["source"].is_string()
+        );
         assert!(dest["ignition"]["config"]["merge"][0]["source"].is_string());
         assert!(files[1].contents.contains("copy-network: true"));
-        assert_eq!(built.payload.get("etc/coreos-firstboot-network/eth0.nmconnection"), Some(&b"[connection]\n"[..]));
+        assert_eq!(
+            built
+                .payload
+                .get("etc/coreos-firstboot-network/eth0.nmconnection"),
+            Some(&b"[connection]\n"[..])
+        );
     }
 
     #[test]
     fn invalid_inputs_are_refused() {
         let f = all_features();
         let cases: Vec<(LiveSpec, &str)> = vec![
-            (LiveSpec { dest_ignition: vec![Named::new("bad.ign", "{not json")], ..Default::default() }, "invalid Ignition config bad.ign"),
-            (LiveSpec { live_ignition: vec![Named::new("v2.ign", r#"{"ignition":{"version":"2.2.0"}}"#)], ..Default::default() }, "invalid Ignition config v2.ign"),
-            (LiveSpec { ignition_ca: vec![Named::new("ca.pem", "hello")], ..Default::default() }, "ca.pem: no PEM certificate found"),
-            (LiveSpec { dest_device: Some("vda".into()), ..Default::default() }, "absolute device path"),
-            (LiveSpec { insecure: true, ..Default::default() }, "--insecure only applies"),
-            (LiveSpec { image_url: Some("ftp://x/y".parse().unwrap()), ..Default::default() }, "http or https"),
             (
-                LiveSpec { network_keyfiles: vec![Named::new("a", "1"), Named::new("a", "2")], ..Default::default() },
+                LiveSpec {
+                    dest_ignition: vec![Named::new("bad.ign", "{not json")],
+                    ..Default::default()
+                },
+                "invalid Ignition config bad.ign",
+            ),
+            (
+                LiveSpec {
+                    live_ignition: vec![Named::new(
+                        "v2.ign",
+                        r#"{"ignition":{"version":"2.2.0"}}"#,
+                    )],
+                    ..Default::default()
+                },
+                "invalid Ignition config v2.ign",
+            ),
+            (
+                LiveSpec {
+                    ignition_ca: vec![Named::new("ca.pem", "hello")],
+                    ..Default::default()
+                },
+                "ca.pem: no PEM certificate found",
+            ),
+            (
+                LiveSpec {
+                    dest_device: Some("vda".into()),
+                    ..Default::default()
+                },
+                "absolute device path",
+            ),
+            (
+                LiveSpec {
+                    insecure: true,
+                    ..Default::default()
+                },
+                "--insecure only applies",
+            ),
+            (
+                LiveSpec {
+                    image_url: Some("ftp://x/y".parse().unwrap()),
+                    ..Default::default()
+                },
+                "http or https",
+            ),
+            (
+                LiveSpec {
+                    network_keyfiles: vec![Named::new("a", "1"), Named::new("a", "2")],
+                    ..Default::default()
+                },
                 "two network keyfiles are named a",
             ),
         ];
@@ -449,17 +613,43 @@ mod tests {
     fn features_gate_options() {
         let none = Features::default();
         let cases: Vec<(LiveSpec, &str)> = vec![
-            (LiveSpec { dest_device: Some("/dev/sda".into()), ..Default::default() }, "installer-config"),
-            (LiveSpec { dest_console: vec!["tty0".parse().unwrap()], ..Default::default() }, "installer-config-directives.console"),
-            (LiveSpec { network_keyfiles: vec![Named::new("a", "1")], ..Default::default() }, "live-initrd-network"),
+            (
+                LiveSpec {
+                    dest_device: Some("/dev/sda".into()),
+                    ..Default::default()
+                },
+                "installer-config",
+            ),
+            (
+                LiveSpec {
+                    dest_console: vec!["tty0".parse().unwrap()],
+                    ..Default::default()
+                },
+                "installer-config-directives.console",
+            ),
+            (
+                LiveSpec {
+                    network_keyfiles: vec![Named::new("a", "1")],
+                    ..Default::default()
+                },
+                "live-initrd-network",
+            ),
         ];
         for (spec, want) in cases {
             let err = spec.build(&none).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
         // live Ignition alone needs no feature
-        let spec = LiveSpec { live_ignition: vec![Named::new("l.ign", IGN)], ..Default::default() };
-        assert!(spec.build(&none).unwrap().payload.get(IGNITION_PATH).is_some());
+        let spec = LiveSpec {
+            live_ignition: vec![Named::new("l.ign", IGN)],
+            ..Default::default()
+        };
+        assert!(spec
+            .build(&none)
+            .unwrap()
+            .payload
+            .get(IGNITION_PATH)
+            .is_some());
         assert!(LiveSpec::default().build(&none).unwrap().payload.is_empty());
     }
 
@@ -468,7 +658,9 @@ mod tests {
         for input in [&b""[..], b"hello", &[7u8; 100_000]] {
             let gz = gzip_best(input);
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, input);
             assert_eq!(&gz[..10], b"\x1f\x8b\x08\0\0\0\0\0\x02\xff");
         }
@@ -477,7 +669,10 @@ mod tests {
     #[test]
     fn data_urls() {
         assert_eq!(decode_data_url("data:,a%20b", None).unwrap(), b"a b");
-        assert_eq!(decode_data_url("data:text/plain;base64,aGk=", None).unwrap(), b"hi");
+        assert_eq!(
+            decode_data_url("data:text/plain;base64,aGk=", None).unwrap(),
+            b"hi"
+        );
         assert!(decode_data_url("https://x", None).is_err());
     }
 }

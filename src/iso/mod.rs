@@ -44,7 +44,8 @@ impl LiveIso {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let file = File::open(path).with_context(|| format!("opening {name}"))?;
-        let mut iso = IsoFs::new(BufReader::with_capacity(64 << 10, file)).with_context(|| name.clone())?;
+        let mut iso =
+            IsoFs::new(BufReader::with_capacity(64 << 10, file)).with_context(|| name.clone())?;
         let layout = Layout::locate(&mut iso, &name).with_context(|| name.clone())?;
         let state = State::read(&mut iso, &layout).with_context(|| name.clone())?;
         Ok(LiveIso { layout, state })
@@ -55,7 +56,8 @@ impl LiveIso {
 /// Returns the plan that was applied (its notes are for the user).
 pub fn customize(input: &Path, req: &Customize, target: Target) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
-    let plan = plan::plan_customize(&iso.layout, &iso.state, req).with_context(|| input.display().to_string())?;
+    let plan = plan::plan_customize(&iso.layout, &iso.state, req)
+        .with_context(|| input.display().to_string())?;
     exec::apply(input, &plan, target)?;
     Ok(plan)
 }
@@ -116,7 +118,10 @@ pub struct Report {
 impl Report {
     pub fn new(iso: &LiveIso) -> Result<Self> {
         let (layout, state) = (&iso.layout, &iso.state);
-        let ignition = state.payload.get(IGNITION_PATH).map(|b| String::from_utf8_lossy(b).into_owned());
+        let ignition = state
+            .payload
+            .get(IGNITION_PATH)
+            .map(|b| String::from_utf8_lossy(b).into_owned());
         let mut dest_ignition = None;
         let mut installer_configs = BTreeMap::new();
         let mut live_files = Vec::new();
@@ -133,12 +138,17 @@ impl Report {
             }
         }
         let keyfiles = state.payload.network_keyfiles();
-        let network_keyfiles = keyfiles.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned())).collect();
+        let network_keyfiles = keyfiles
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
         let other_members = state
             .payload
             .members()
             .map(|(p, _)| p)
-            .filter(|p| *p != IGNITION_PATH && !p.starts_with(&format!("{}/", payload::NETWORK_DIR)))
+            .filter(|p| {
+                *p != IGNITION_PATH && !p.starts_with(&format!("{}/", payload::NETWORK_DIR))
+            })
             .map(str::to_string)
             .collect();
         let kargs = match (&layout.kargs, &state.kargs) {
@@ -146,7 +156,14 @@ impl Report {
                 current: cur.clone(),
                 default: k.default.clone(),
                 area_size: k.size,
-                areas: k.areas.iter().map(|a| AreaRef { file: a.file.clone(), offset: a.span.offset }).collect(),
+                areas: k
+                    .areas
+                    .iter()
+                    .map(|a| AreaRef {
+                        file: a.file.clone(),
+                        offset: a.span.offset,
+                    })
+                    .collect(),
             }),
             _ => None,
         };
@@ -180,18 +197,44 @@ impl Report {
                 .and_then(|v| serde_json::to_string_pretty(&v).ok())
                 .unwrap_or_else(|| json.trim_end().to_string())
         };
-        let indent = |text: &str| -> String { text.trim_end().lines().map(|l| format!("  {l}\n")).collect() };
+        let indent = |text: &str| -> String {
+            text.trim_end()
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect()
+        };
         let _ = writeln!(s, "Volume ID:       {}", self.volume_id);
-        let _ = writeln!(s, "Customized:      {}", if self.customized { "yes" } else { "no (pristine)" });
+        let _ = writeln!(
+            s,
+            "Customized:      {}",
+            if self.customized {
+                "yes"
+            } else {
+                "no (pristine)"
+            }
+        );
         let a = &self.ignition_area;
-        let _ = writeln!(s, "Ignition area:   {} ({} bytes at offset {}, {} used)", a.file, a.length, a.offset, a.used);
+        let _ = writeln!(
+            s,
+            "Ignition area:   {} ({} bytes at offset {}, {} used)",
+            a.file, a.length, a.offset, a.used
+        );
         match &self.kargs {
             Some(k) => {
                 let _ = writeln!(s, "Kernel args:     {}", k.current);
                 if k.current != k.default {
                     let _ = writeln!(s, "Default kargs:   {}", k.default);
                 }
-                let _ = writeln!(s, "Kargs areas:     {} bytes in {}", k.area_size, k.areas.iter().map(|a| a.file.as_str()).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(
+                    s,
+                    "Kargs areas:     {} bytes in {}",
+                    k.area_size,
+                    k.areas
+                        .iter()
+                        .map(|a| a.file.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             None => s.push_str("Kernel args:     (no kargs embed areas)\n"),
         }
@@ -202,10 +245,18 @@ impl Report {
             f.installer_config, f.installer_config_directives.console, f.live_initrd_network
         );
         if let Some(ign) = &self.ignition {
-            let _ = write!(s, "Live Ignition config (config.ign):\n{}", indent(&pretty(ign)));
+            let _ = write!(
+                s,
+                "Live Ignition config (config.ign):\n{}",
+                indent(&pretty(ign))
+            );
         }
         if let Some(dest) = &self.dest_ignition {
-            let _ = write!(s, "Destination Ignition config ({DEST_IGNITION_PATH}):\n{}", indent(&pretty(dest)));
+            let _ = write!(
+                s,
+                "Destination Ignition config ({DEST_IGNITION_PATH}):\n{}",
+                indent(&pretty(dest))
+            );
         }
         for (path, yaml) in &self.installer_configs {
             let _ = write!(s, "Installer config {path}:\n{}", indent(yaml));

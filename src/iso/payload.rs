@@ -58,14 +58,19 @@ impl Payload {
         let prefix = format!("{NETWORK_DIR}/");
         self.members
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).filter(|n| !n.contains('/')).map(|n| (n, v.as_slice())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix(&prefix)
+                    .filter(|n| !n.contains('/'))
+                    .map(|n| (n, v.as_slice()))
+            })
             .collect()
     }
 
     /// The uncompressed newc archive.
     pub fn to_cpio(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_cpio(&mut out).expect("writing to a Vec cannot fail");
+        self.write_cpio(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 
@@ -99,7 +104,8 @@ impl Payload {
             return Ok(Vec::new());
         }
         let mut enc = super::xz::XzVecWriter::new(9)?;
-        self.write_cpio(&mut enc).context("compressing embed payload")?;
+        self.write_cpio(&mut enc)
+            .context("compressing embed payload")?;
         enc.finish().context("finishing xz stream")
     }
 
@@ -117,16 +123,22 @@ impl Payload {
             }
             let offset = area.len() - rest.len();
             if rest.starts_with(XZ_MAGIC) {
-                let (data, used) = xz_decode_one(rest).with_context(|| format!("decompressing xz archive at area offset {offset}"))?;
+                let (data, used) = xz_decode_one(rest)
+                    .with_context(|| format!("decompressing xz archive at area offset {offset}"))?;
                 rest = &rest[used..];
-                parse_newc(&data, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+                parse_newc(&data, &mut payload.members)
+                    .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
             } else if rest.starts_with(GZIP_MAGIC) {
                 let mut dec = flate2::bufread::GzDecoder::new(rest);
-                let data = read_bounded(&mut dec).with_context(|| format!("decompressing gzip archive at area offset {offset}"))?;
+                let data = read_bounded(&mut dec).with_context(|| {
+                    format!("decompressing gzip archive at area offset {offset}")
+                })?;
                 rest = dec.into_inner();
-                parse_newc(&data, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+                parse_newc(&data, &mut payload.members)
+                    .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
             } else if rest.starts_with(NEWC_MAGIC) || rest.starts_with(NEWC_CRC_MAGIC) {
-                let used = parse_newc(rest, &mut payload.members).with_context(|| format!("reading cpio archive at area offset {offset}"))?;
+                let used = parse_newc(rest, &mut payload.members)
+                    .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
                 rest = &rest[used..];
             } else if rest.starts_with(ZSTD_MAGIC) {
                 bail!("zstd-compressed archive at embed area offset {offset}: not supported, only xz, gzip and uncompressed cpio");
@@ -144,7 +156,10 @@ fn xz_decode_one(input: &[u8]) -> Result<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(input.len() * 4);
     loop {
         if out.len() == out.capacity() {
-            ensure!((out.len() as u64) < MAX_DECOMPRESSED, "decompresses to more than {MAX_DECOMPRESSED} bytes");
+            ensure!(
+                (out.len() as u64) < MAX_DECOMPRESSED,
+                "decompresses to more than {MAX_DECOMPRESSED} bytes"
+            );
             out.reserve(out.len().max(64 << 10));
         }
         let (in_before, out_before) = (stream.total_in(), out.len());
@@ -161,7 +176,10 @@ fn xz_decode_one(input: &[u8]) -> Result<(Vec<u8>, usize)> {
 fn read_bounded(r: &mut impl Read) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     r.take(MAX_DECOMPRESSED + 1).read_to_end(&mut data)?;
-    ensure!((data.len() as u64) <= MAX_DECOMPRESSED, "decompresses to more than {MAX_DECOMPRESSED} bytes");
+    ensure!(
+        (data.len() as u64) <= MAX_DECOMPRESSED,
+        "decompresses to more than {MAX_DECOMPRESSED} bytes"
+    );
     Ok(data)
 }
 
@@ -169,8 +187,28 @@ fn pad4(len: usize) -> usize {
     (4 - len % 4) % 4
 }
 
-fn write_newc_entry(out: &mut impl Write, ino: u32, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
-    let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+fn write_newc_entry(
+    out: &mut impl Write,
+    ino: u32,
+    name: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        0,
+        0,
+        name.len() as u32 + 1,
+        0,
+    ];
     let mut header = Vec::with_capacity(NEWC_HEADER_LEN + name.len() + 4);
     header.extend_from_slice(NEWC_MAGIC);
     for f in fields {
@@ -191,8 +229,15 @@ fn write_newc_entry(out: &mut impl Write, ino: u32, name: &str, mode: u32, data:
 
 fn hex_field(header: &[u8], index: usize) -> Result<u32> {
     let raw = &header[6 + index * 8..6 + (index + 1) * 8];
-    let s = std::str::from_utf8(raw).ok().filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
-    let s = s.with_context(|| format!("bad hex field {:?} in cpio header", String::from_utf8_lossy(raw)))?;
+    let s = std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
+    let s = s.with_context(|| {
+        format!(
+            "bad hex field {:?} in cpio header",
+            String::from_utf8_lossy(raw)
+        )
+    })?;
     Ok(u32::from_str_radix(s, 16)?)
 }
 
@@ -201,17 +246,27 @@ fn hex_field(header: &[u8], index: usize) -> Result<u32> {
 pub fn parse_newc(data: &[u8], members: &mut BTreeMap<String, Vec<u8>>) -> Result<usize> {
     let mut pos = 0usize;
     loop {
-        let header = data.get(pos..pos + NEWC_HEADER_LEN).context("truncated cpio header")?;
-        ensure!(&header[..6] == NEWC_MAGIC || &header[..6] == NEWC_CRC_MAGIC, "bad cpio magic at offset {pos}");
+        let header = data
+            .get(pos..pos + NEWC_HEADER_LEN)
+            .context("truncated cpio header")?;
+        ensure!(
+            &header[..6] == NEWC_MAGIC || &header[..6] == NEWC_CRC_MAGIC,
+            "bad cpio magic at offset {pos}"
+        );
         let mode = hex_field(header, 1)?;
         let size = hex_field(header, 6)? as usize;
         let namesize = hex_field(header, 11)? as usize;
         ensure!(namesize >= 1, "empty cpio member name at offset {pos}");
         let name_start = pos + NEWC_HEADER_LEN;
-        let name_raw = data.get(name_start..name_start + namesize).context("truncated cpio member name")?;
-        let name = std::str::from_utf8(&name_raw[..namesize - 1]).context("non-UTF-8 cpio member name")?;
+        let name_raw = data
+            .get(name_start..name_start + namesize)
+            .context("truncated cpio member name")?;
+        let name =
+            std::str::from_utf8(&name_raw[..namesize - 1]).context("non-UTF-8 cpio member name")?;
         let data_start = name_start + namesize + pad4(NEWC_HEADER_LEN + namesize);
-        let contents = data.get(data_start..data_start + size).with_context(|| format!("truncated cpio member {name}"))?;
+        let contents = data
+            .get(data_start..data_start + size)
+            .with_context(|| format!("truncated cpio member {name}"))?;
         pos = data_start + size + pad4(size);
         if name == TRAILER {
             return Ok(pos.min(data.len()));
@@ -239,14 +294,19 @@ mod tests {
     fn cpio_layout_matches_coreos_installer() {
         // Golden bytes: directories are emitted once, in sorted walk order, with running
         // inode numbers; the trailer has inode 0 and nlink 1.
-        let p = payload(&[("config.ign", "{}\n"), ("etc/coreos-firstboot-network/a.nmconnection", "x")]);
+        let p = payload(&[
+            ("config.ign", "{}\n"),
+            ("etc/coreos-firstboot-network/a.nmconnection", "x"),
+        ]);
         let cpio = p.to_cpio();
         let mut entries = Vec::new();
         let mut pos = 0;
         while pos < cpio.len() {
             let h = &cpio[pos..pos + 110];
             let fields: Vec<u32> = (0..13).map(|i| hex_field(h, i).unwrap()).collect();
-            let name = std::str::from_utf8(&cpio[pos + 110..pos + 110 + fields[11] as usize - 1]).unwrap().to_string();
+            let name = std::str::from_utf8(&cpio[pos + 110..pos + 110 + fields[11] as usize - 1])
+                .unwrap()
+                .to_string();
             entries.push((name.clone(), fields[0], fields[1], fields[4], fields[5]));
             let ds = pos + 110 + fields[11] as usize + pad4(110 + fields[11] as usize);
             pos = ds + fields[6] as usize + pad4(fields[6] as usize);
@@ -261,18 +321,37 @@ mod tests {
                 ("config.ign".into(), 0, 0o100600, 1, 0),
                 ("etc".into(), 1, 0o40755, 1, 0),
                 ("etc/coreos-firstboot-network".into(), 2, 0o40755, 1, 0),
-                ("etc/coreos-firstboot-network/a.nmconnection".into(), 3, 0o100600, 1, 0),
+                (
+                    "etc/coreos-firstboot-network/a.nmconnection".into(),
+                    3,
+                    0o100600,
+                    1,
+                    0
+                ),
                 (TRAILER.into(), 0, 0, 1, 0),
             ]
         );
-        assert_eq!(&cpio[..110], concat!("070701", "00000000", "00008180", "00000000", "00000000", "00000001", "00000000", "00000003", "00000000", "00000000", "00000000", "00000000", "0000000b", "00000000").as_bytes());
+        assert_eq!(
+            &cpio[..110],
+            concat!(
+                "070701", "00000000", "00008180", "00000000", "00000000", "00000001", "00000000",
+                "00000003", "00000000", "00000000", "00000000", "00000000", "0000000b", "00000000"
+            )
+            .as_bytes()
+        );
     }
 
     #[test]
     fn roundtrip_through_xz_with_crc32_and_padding() {
         let cases: &[&[(&str, &str)]] = &[
             &[("config.ign", "{\"ignition\":{\"version\":\"3.3.0\"}}\n")],
-            &[("config.ign", "a"), ("etc/coreos-firstboot-network/eth0.nmconnection", "[connection]\n")],
+            &[
+                ("config.ign", "a"),
+                (
+                    "etc/coreos-firstboot-network/eth0.nmconnection",
+                    "[connection]\n",
+                ),
+            ],
             &[("a/b/c/d", ""), ("a/b/e", "12345"), ("z", "zz")],
         ];
         for files in cases {
@@ -301,7 +380,10 @@ mod tests {
         gz.write_all(&payload(&[("g", "gzip")]).to_cpio()).unwrap();
         area.extend(gz.finish().unwrap());
         let p = Payload::from_area_bytes(&area).unwrap();
-        assert_eq!(p, payload(&[("config.ign", "new"), ("g", "gzip"), ("keep", "k")]));
+        assert_eq!(
+            p,
+            payload(&[("config.ign", "new"), ("g", "gzip"), ("keep", "k")])
+        );
     }
 
     #[test]
@@ -320,7 +402,14 @@ mod tests {
 
     #[test]
     fn network_keyfiles_by_name() {
-        let p = payload(&[("config.ign", "{}"), ("etc/coreos-firstboot-network/a.nmconnection", "A"), ("etc/other", "o")]);
-        assert_eq!(p.network_keyfiles().into_iter().collect::<Vec<_>>(), vec![("a.nmconnection", &b"A"[..])]);
+        let p = payload(&[
+            ("config.ign", "{}"),
+            ("etc/coreos-firstboot-network/a.nmconnection", "A"),
+            ("etc/other", "o"),
+        ]);
+        assert_eq!(
+            p.network_keyfiles().into_iter().collect::<Vec<_>>(),
+            vec![("a.nmconnection", &b"A"[..])]
+        );
     }
 }

@@ -29,17 +29,33 @@ impl State {
     /// Read the areas named by `layout`.
     pub fn read<R: Read + Seek>(iso: &mut IsoFs<R>, layout: &Layout) -> Result<Self> {
         let span = layout.ignition.span;
-        ensure!(span.length <= MAX_IGNITION_AREA, "Ignition embed area of {} bytes is implausibly large", span.length);
-        let area = iso.read_at(span.offset, span.length as usize).context("reading the Ignition embed area")?;
-        let ignition_used = area.iter().rposition(|&b| b != 0).map(|p| p as u64 + 1).unwrap_or(0);
-        let payload = Payload::from_area_bytes(&area).with_context(|| format!("decoding the Ignition embed area in {}", layout.ignition.file))?;
+        ensure!(
+            span.length <= MAX_IGNITION_AREA,
+            "Ignition embed area of {} bytes is implausibly large",
+            span.length
+        );
+        let area = iso
+            .read_at(span.offset, span.length as usize)
+            .context("reading the Ignition embed area")?;
+        let ignition_used = area
+            .iter()
+            .rposition(|&b| b != 0)
+            .map(|p| p as u64 + 1)
+            .unwrap_or(0);
+        let payload = Payload::from_area_bytes(&area).with_context(|| {
+            format!(
+                "decoding the Ignition embed area in {}",
+                layout.ignition.file
+            )
+        })?;
         let kargs = match &layout.kargs {
             None => None,
             Some(k) => {
                 let mut first: Option<String> = None;
                 for a in &k.areas {
                     let bytes = iso.read_at(a.span.offset, a.span.length as usize)?;
-                    let text = parse_kargs_area(&bytes, a.pad, a.end).with_context(|| format!("reading the kargs area in {}", a.file))?;
+                    let text = parse_kargs_area(&bytes, a.pad, a.end)
+                        .with_context(|| format!("reading the kargs area in {}", a.file))?;
                     match &first {
                         None => first = Some(text),
                         Some(f) if *f != text => bail!("kernel arguments differ between bootloader configs: {:?} in {} vs {:?} in {}", f, k.areas[0].file, text, a.file),
@@ -49,7 +65,11 @@ impl State {
                 first
             }
         };
-        Ok(State { payload, ignition_used, kargs })
+        Ok(State {
+            payload,
+            ignition_used,
+            kargs,
+        })
     }
 
     /// coreos-installer's notion of "already customized": an embedded Ignition config,
@@ -81,13 +101,23 @@ pub struct Plan {
 
 impl Plan {
     fn push(&mut self, what: String, offset: u64, bytes: Vec<u8>) {
-        self.writes.push(Write { what, offset, length: bytes.len() as u64, bytes });
+        self.writes.push(Write {
+            what,
+            offset,
+            length: bytes.len() as u64,
+            bytes,
+        });
     }
 
     fn finish(mut self) -> Result<Self> {
         self.writes.sort_by_key(|w| w.offset);
         for pair in self.writes.windows(2) {
-            ensure!(pair[0].offset + pair[0].length <= pair[1].offset, "embed areas overlap: {} and {}", pair[0].what, pair[1].what);
+            ensure!(
+                pair[0].offset + pair[0].length <= pair[1].offset,
+                "embed areas overlap: {} and {}",
+                pair[0].what,
+                pair[1].what
+            );
         }
         Ok(self)
     }
@@ -120,17 +150,32 @@ fn ignition_write(plan: &mut Plan, layout: &Layout, payload: &Payload) -> Result
     let mut bytes = payload.to_area_bytes()?;
     let size = layout.ignition.span.length;
     if bytes.len() as u64 > size {
-        bail!(PayloadTooLarge { need: bytes.len() as u64, size, file: layout.ignition.file.clone() });
+        bail!(PayloadTooLarge {
+            need: bytes.len() as u64,
+            size,
+            file: layout.ignition.file.clone()
+        });
     }
     bytes.resize(size as usize, 0);
-    plan.push(format!("Ignition area in {}", layout.ignition.file), layout.ignition.span.offset, bytes);
+    plan.push(
+        format!("Ignition area in {}", layout.ignition.file),
+        layout.ignition.span.offset,
+        bytes,
+    );
     Ok(())
 }
 
 fn kargs_writes(plan: &mut Plan, layout: &Layout, kargs: &str) -> Result<()> {
-    let k = layout.kargs.as_ref().context("the ISO has no kernel argument areas (no /coreos/kargs.json)")?;
+    let k = layout
+        .kargs
+        .as_ref()
+        .context("the ISO has no kernel argument areas (no /coreos/kargs.json)")?;
     for a in &k.areas {
-        plan.push(format!("kargs area in {}", a.file), a.span.offset, format_kargs_area(kargs, k.size, a.pad, a.end)?);
+        plan.push(
+            format!("kargs area in {}", a.file),
+            a.span.offset,
+            format_kargs_area(kargs, k.size, a.pad, a.end)?,
+        );
     }
     Ok(())
 }
@@ -144,10 +189,15 @@ pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result
         bail!(AlreadyCustomized);
     }
     let built = req.spec.build(&layout.features)?;
-    let mut plan = Plan { notes: built.notes, ..Default::default() };
+    let mut plan = Plan {
+        notes: built.notes,
+        ..Default::default()
+    };
     ignition_write(&mut plan, layout, &built.payload)?;
     if !req.live_karg_append.is_empty() || !req.live_karg_delete.is_empty() {
-        let k = layout.kargs.as_ref().context("this ISO does not support customizing live kernel arguments (no /coreos/kargs.json)")?;
+        let k = layout.kargs.as_ref().context(
+            "this ISO does not support customizing live kernel arguments (no /coreos/kargs.json)",
+        )?;
         let kargs = edit_kargs(&k.default, &req.live_karg_append, &req.live_karg_delete);
         kargs_writes(&mut plan, layout, &kargs)?;
     }
@@ -174,31 +224,67 @@ mod tests {
         Layout {
             volume_id: "TEST".into(),
             image_size: 1 << 20,
-            ignition: IgnitionArea { file: "images/ignition.img".into(), span: Span { offset: 100 * 2048, length: 4096 } },
+            ignition: IgnitionArea {
+                file: "images/ignition.img".into(),
+                span: Span {
+                    offset: 100 * 2048,
+                    length: 4096,
+                },
+            },
             kargs: Some(KargsAreas {
                 default: "console=ttyS0 quiet".into(),
                 size: 64,
                 areas: vec![
-                    KargsArea { file: "isolinux/isolinux.cfg".into(), span: Span { offset: 50 * 2048 + 10, length: 64 }, pad: '#', end: '\n' },
-                    KargsArea { file: "EFI/BOOT/grub.cfg".into(), span: Span { offset: 60 * 2048 + 20, length: 64 }, pad: '#', end: '\n' },
+                    KargsArea {
+                        file: "isolinux/isolinux.cfg".into(),
+                        span: Span {
+                            offset: 50 * 2048 + 10,
+                            length: 64,
+                        },
+                        pad: '#',
+                        end: '\n',
+                    },
+                    KargsArea {
+                        file: "EFI/BOOT/grub.cfg".into(),
+                        span: Span {
+                            offset: 60 * 2048 + 20,
+                            length: 64,
+                        },
+                        pad: '#',
+                        end: '\n',
+                    },
                 ],
             }),
-            features: Features { installer_config: true, live_initrd_network: true, ..Default::default() },
+            features: Features {
+                installer_config: true,
+                live_initrd_network: true,
+                ..Default::default()
+            },
         }
     }
 
     fn pristine() -> State {
-        State { payload: Payload::default(), ignition_used: 0, kargs: Some("console=ttyS0 quiet".into()) }
+        State {
+            payload: Payload::default(),
+            ignition_used: 0,
+            kargs: Some("console=ttyS0 quiet".into()),
+        }
     }
 
     fn summary(plan: &Plan) -> Vec<(String, u64, u64)> {
-        plan.writes.iter().map(|w| (w.what.clone(), w.offset, w.length)).collect()
+        plan.writes
+            .iter()
+            .map(|w| (w.what.clone(), w.offset, w.length))
+            .collect()
     }
 
     #[test]
     fn customize_writes_only_the_areas() {
         let req = Customize {
-            spec: LiveSpec { live_ignition: vec![Named::new("l.ign", r#"{"ignition":{"version":"3.3.0"}}"#)], ..Default::default() },
+            spec: LiveSpec {
+                live_ignition: vec![Named::new("l.ign", r#"{"ignition":{"version":"3.3.0"}}"#)],
+                ..Default::default()
+            },
             live_karg_append: vec!["x=1".into()],
             live_karg_delete: vec!["quiet".into()],
             force: false,
@@ -215,14 +301,26 @@ mod tests {
         assert!(plan.writes[0].bytes.starts_with(b"console=ttyS0 x=1\n###"));
         let ign = &plan.writes[2].bytes;
         assert!(ign.ends_with(&[0; 100]));
-        assert!(Payload::from_area_bytes(ign).unwrap().get("config.ign").is_some());
+        assert!(Payload::from_area_bytes(ign)
+            .unwrap()
+            .get("config.ign")
+            .is_some());
     }
 
     #[test]
     fn no_karg_options_leaves_pristine_kargs_alone() {
-        let req = Customize { spec: LiveSpec { dest_device: Some("/dev/sda".into()), ..Default::default() }, ..Default::default() };
+        let req = Customize {
+            spec: LiveSpec {
+                dest_device: Some("/dev/sda".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let plan = plan_customize(&layout(), &pristine(), &req).unwrap();
-        assert_eq!(summary(&plan), vec![("Ignition area in images/ignition.img".into(), 204800, 4096)]);
+        assert_eq!(
+            summary(&plan),
+            vec![("Ignition area in images/ignition.img".into(), 204800, 4096)]
+        );
     }
 
     #[test]
@@ -230,21 +328,45 @@ mod tests {
         let mut state = pristine();
         state.kargs = Some("console=ttyS0 quiet extra".into());
         let req = Customize::default();
-        assert!(plan_customize(&layout(), &state, &req).unwrap_err().downcast_ref::<AlreadyCustomized>().is_some());
-        let forced = plan_customize(&layout(), &state, &Customize { force: true, ..req.clone() }).unwrap();
+        assert!(plan_customize(&layout(), &state, &req)
+            .unwrap_err()
+            .downcast_ref::<AlreadyCustomized>()
+            .is_some());
+        let forced = plan_customize(
+            &layout(),
+            &state,
+            &Customize {
+                force: true,
+                ..req.clone()
+            },
+        )
+        .unwrap();
         // forcing without karg options rewrites only the Ignition area
         assert_eq!(summary(&forced).len(), 1);
         assert!(summary(&forced)[0].0.starts_with("Ignition area"));
         // with karg options, the edits apply to the defaults, not to the current kargs
-        let edited = plan_customize(&layout(), &state, &Customize { force: true, live_karg_append: vec!["new=1".into()], ..req }).unwrap();
+        let edited = plan_customize(
+            &layout(),
+            &state,
+            &Customize {
+                force: true,
+                live_karg_append: vec!["new=1".into()],
+                ..req
+            },
+        )
+        .unwrap();
         assert_eq!(edited.writes.len(), 3);
-        assert!(edited.writes[0].bytes.starts_with(b"console=ttyS0 quiet new=1\n#"));
+        assert!(edited.writes[0]
+            .bytes
+            .starts_with(b"console=ttyS0 quiet new=1\n#"));
 
         let mut state = pristine();
         state.payload.insert("config.ign", b"{}".to_vec());
         assert!(state.customized(&layout()));
         let mut state = pristine();
-        state.payload.insert("etc/coreos-firstboot-network/x", b"".to_vec());
+        state
+            .payload
+            .insert("etc/coreos-firstboot-network/x", b"".to_vec());
         assert!(state.customized(&layout()));
         assert!(!pristine().customized(&layout()));
     }
@@ -255,27 +377,60 @@ mod tests {
         let mut x = 1u64;
         let noise: String = (0..8000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 char::from(b'a' + (x >> 59) as u8 % 26)
             })
             .collect();
-        let ign = format!(r#"{{"ignition":{{"version":"3.3.0"}},"passwd":{{"users":[{{"name":"{noise}"}}]}}}}"#);
-        let req = Customize { spec: LiveSpec { live_ignition: vec![Named::new("big.ign", ign)], ..Default::default() }, ..Default::default() };
+        let ign = format!(
+            r#"{{"ignition":{{"version":"3.3.0"}},"passwd":{{"users":[{{"name":"{noise}"}}]}}}}"#
+        );
+        let req = Customize {
+            spec: LiveSpec {
+                live_ignition: vec![Named::new("big.ign", ign)],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let err = plan_customize(&layout(), &pristine(), &req).unwrap_err();
         let e = err.downcast_ref::<PayloadTooLarge>().unwrap();
         assert!(e.need > 4096 && e.size == 4096, "{e:?}");
-        assert!(err.to_string().contains(&format!("is {} bytes", e.need)) && err.to_string().contains("holds 4096"));
+        assert!(
+            err.to_string().contains(&format!("is {} bytes", e.need))
+                && err.to_string().contains("holds 4096")
+        );
     }
 
     #[test]
     fn kargs_too_long_and_missing_areas() {
-        let req = Customize { live_karg_append: vec!["y".repeat(60)], ..Default::default() };
+        let req = Customize {
+            live_karg_append: vec!["y".repeat(60)],
+            ..Default::default()
+        };
         let err = plan_customize(&layout(), &pristine(), &req).unwrap_err();
-        assert!(err.to_string().contains("kernel arguments need 81 bytes but the ISO's kargs area holds 64"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("kernel arguments need 81 bytes but the ISO's kargs area holds 64"),
+            "{err}"
+        );
         let mut l = layout();
         l.kargs = None;
-        let err = plan_customize(&l, &State { kargs: None, ..pristine() }, &Customize { live_karg_append: vec!["a".into()], ..Default::default() }).unwrap_err();
-        assert!(err.to_string().contains("does not support customizing live kernel arguments"));
+        let err = plan_customize(
+            &l,
+            &State {
+                kargs: None,
+                ..pristine()
+            },
+            &Customize {
+                live_karg_append: vec!["a".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("does not support customizing live kernel arguments"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ const KIND_MALLOC: usize = 1;
 const KIND_MAPPED: usize = 2;
 
 extern "C" fn alloc(_opaque: *mut c_void, nmemb: usize, size: usize) -> *mut c_void {
-    let Some(len) = nmemb.checked_mul(size) else { return std::ptr::null_mut() };
+    let Some(len) = nmemb.checked_mul(size) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: plain libc allocation calls; every pointer written to is inside the block
     // just obtained, which is at least HEADER bytes before the returned pointer.
     unsafe {
@@ -37,8 +39,17 @@ extern "C" fn alloc(_opaque: *mut c_void, nmemb: usize, size: usize) -> *mut c_v
         }
         // One page for the header keeps the block page-aligned.
         let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let Some(map_len) = len.checked_add(page) else { return std::ptr::null_mut() };
-        let base = libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let Some(map_len) = len.checked_add(page) else {
+            return std::ptr::null_mut();
+        };
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
         if base == libc::MAP_FAILED {
             return std::ptr::null_mut();
         }
@@ -85,13 +96,21 @@ pub struct XzVecWriter {
 
 impl XzVecWriter {
     pub fn new(preset: u32) -> Result<Self> {
-        let allocator = Box::new(lz::lzma_allocator { alloc: Some(alloc), free: Some(free), opaque: std::ptr::null_mut() });
+        let allocator = Box::new(lz::lzma_allocator {
+            alloc: Some(alloc),
+            free: Some(free),
+            opaque: std::ptr::null_mut(),
+        });
         // SAFETY: the all-zero lzma_stream is LZMA_STREAM_INIT; the allocator box outlives
         // the stream (dropped after lzma_end in Drop).
         let mut strm: lz::lzma_stream = unsafe { std::mem::zeroed() };
         strm.allocator = &*allocator;
         let ret = unsafe { lz::lzma_easy_encoder(&mut strm, preset, lz::LZMA_CHECK_CRC32) };
-        let w = XzVecWriter { strm, _allocator: allocator, out: Vec::with_capacity(64 << 10) };
+        let w = XzVecWriter {
+            strm,
+            _allocator: allocator,
+            out: Vec::with_capacity(64 << 10),
+        };
         if ret != lz::LZMA_OK {
             bail!("creating the xz encoder (preset {preset}) failed: liblzma error {ret}");
         }
@@ -121,7 +140,11 @@ impl XzVecWriter {
                 lz::LZMA_STREAM_END => return Ok(()),
                 lz::LZMA_OK if action == lz::LZMA_RUN && self.strm.avail_in == 0 => return Ok(()),
                 lz::LZMA_OK => {}
-                e => return Err(std::io::Error::other(format!("xz compression failed: liblzma error {e}"))),
+                e => {
+                    return Err(std::io::Error::other(format!(
+                        "xz compression failed: liblzma error {e}"
+                    )))
+                }
             }
         }
     }
@@ -162,13 +185,18 @@ mod tests {
         let texts: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"{\"ignition\":{\"version\":\"3.3.0\"}}".to_vec(),
-            (0..300_000u32).flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()).collect(),
+            (0..300_000u32)
+                .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes())
+                .collect(),
             b"abcabcabc".repeat(100_000),
         ];
         for data in texts {
             // Same writes and flushes into both: the bytes must be the same.
             let mut ours = XzVecWriter::new(9).unwrap();
-            let mut reference = xz2::write::XzEncoder::new_stream(Vec::new(), xz2::stream::Stream::new_easy_encoder(9, xz2::stream::Check::Crc32).unwrap());
+            let mut reference = xz2::write::XzEncoder::new_stream(
+                Vec::new(),
+                xz2::stream::Stream::new_easy_encoder(9, xz2::stream::Check::Crc32).unwrap(),
+            );
             let half = data.len() / 2;
             for w in [&mut ours as &mut dyn Write, &mut reference] {
                 w.write_all(&data[..half]).unwrap();
@@ -178,7 +206,9 @@ mod tests {
             let ours = ours.finish().unwrap();
             assert_eq!(ours, reference.finish().unwrap(), "{} bytes", data.len());
             let mut back = Vec::new();
-            xz2::read::XzDecoder::new(&ours[..]).read_to_end(&mut back).unwrap();
+            xz2::read::XzDecoder::new(&ours[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data);
             // CRC32 check flag in the stream header (the kernel accepts only CRC32 or none).
             assert_eq!(ours[7], 0x01);
@@ -187,6 +217,10 @@ mod tests {
 
     #[test]
     fn bad_preset_is_an_error() {
-        assert!(XzVecWriter::new(42).err().unwrap().to_string().contains("preset 42"));
+        assert!(XzVecWriter::new(42)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("preset 42"));
     }
 }

@@ -26,7 +26,8 @@ pub struct InstallDir {
 
 impl InstallDir {
     pub fn open(dir: &Path) -> Result<InstallDir> {
-        let md = fs::metadata(dir).with_context(|| format!("installer directory {}", dir.display()))?;
+        let md =
+            fs::metadata(dir).with_context(|| format!("installer directory {}", dir.display()))?;
         if !md.is_dir() {
             bail!("{} is not a directory", dir.display());
         }
@@ -39,7 +40,11 @@ impl InstallDir {
                 dir.display()
             );
         }
-        Ok(InstallDir { root: dir.to_path_buf(), has_install_config, has_manifests })
+        Ok(InstallDir {
+            root: dir.to_path_buf(),
+            has_install_config,
+            has_manifests,
+        })
     }
 
     pub fn install_config(&self) -> PathBuf {
@@ -78,7 +83,8 @@ pub fn write_files(root: &Path, files: &[OutputFile]) -> Result<()> {
             }
         }
         let mut af = AtomicFile::create(&dest, f.mode)?;
-        std::io::Write::write_all(&mut af, &f.contents).with_context(|| format!("writing {}", af.temp_path().display()))?;
+        std::io::Write::write_all(&mut af, &f.contents)
+            .with_context(|| format!("writing {}", af.temp_path().display()))?;
         pending.push(af);
     }
     for af in pending {
@@ -98,11 +104,23 @@ mod tests {
         assert!(e.contains("not an openshift-install directory"), "{e}");
         fs::write(d.path().join("install-config.yaml"), "x").unwrap();
         let dir = InstallDir::open(d.path()).unwrap();
-        assert!(dir.require_manifests().unwrap_err().to_string().contains("create manifests"));
+        assert!(dir
+            .require_manifests()
+            .unwrap_err()
+            .to_string()
+            .contains("create manifests"));
         fs::create_dir(d.path().join("manifests")).unwrap();
         fs::create_dir(d.path().join("openshift")).unwrap();
-        assert!(InstallDir::open(d.path()).unwrap().require_manifests().unwrap_err().to_string().contains("discard"));
+        assert!(InstallDir::open(d.path())
+            .unwrap()
+            .require_manifests()
+            .unwrap_err()
+            .to_string()
+            .contains("discard"));
         fs::remove_file(d.path().join("install-config.yaml")).unwrap();
-        InstallDir::open(d.path()).unwrap().require_manifests().unwrap();
+        InstallDir::open(d.path())
+            .unwrap()
+            .require_manifests()
+            .unwrap();
     }
 }

@@ -65,7 +65,10 @@ pub struct OpenShiftVersion {
 }
 
 /// The first release with MachineOSConfig install-time image mode.
-pub const MOSC_INSTALL_TIME_SINCE: OpenShiftVersion = OpenShiftVersion { major: 4, minor: 21 };
+pub const MOSC_INSTALL_TIME_SINCE: OpenShiftVersion = OpenShiftVersion {
+    major: 4,
+    minor: 21,
+};
 
 impl FromStr for OpenShiftVersion {
     type Err = anyhow::Error;
@@ -73,7 +76,9 @@ impl FromStr for OpenShiftVersion {
         let mut parts = s.split('.');
         let parse = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
         match (parse(parts.next()), parse(parts.next())) {
-            (Some(4), Some(minor)) if parts.clone().count() <= 1 && parts.all(|p| p.parse::<u32>().is_ok()) => {
+            (Some(4), Some(minor))
+                if parts.clone().count() <= 1 && parts.all(|p| p.parse::<u32>().is_ok()) =>
+            {
                 Ok(OpenShiftVersion { major: 4, minor })
             }
             _ => bail!("invalid OpenShift version '{s}': expected 4.N (e.g. 4.21)"),
@@ -90,7 +95,10 @@ impl fmt::Display for OpenShiftVersion {
 /// Resolve `auto`. Without a version we assume a release before 4.21 and pick
 /// MachineConfig: it works on every 4.x, whereas a MachineOSConfig with the pre-built-image
 /// annotation is silently ignored by an older MCO and the nodes would keep the stock image.
-pub fn choose_method(choice: MethodChoice, version: Option<OpenShiftVersion>) -> Result<(Method, String)> {
+pub fn choose_method(
+    choice: MethodChoice,
+    version: Option<OpenShiftVersion>,
+) -> Result<(Method, String)> {
     Ok(match (choice, version) {
         (MethodChoice::Machineconfig, _) => (Method::MachineConfig, "as requested".into()),
         (MethodChoice::Machineosconfig, Some(v)) if v < MOSC_INSTALL_TIME_SINCE => {
@@ -167,7 +175,10 @@ pub fn validate_pools(pools: &[String]) -> Result<()> {
 pub fn validate_push(push: &PushSettings) -> Result<()> {
     names::validate_push_spec(&push.spec)?;
     if !names::is_dns1123_subdomain(&push.secret_name) {
-        bail!("invalid push secret name '{}': must be a DNS-1123 subdomain", push.secret_name);
+        bail!(
+            "invalid push secret name '{}': must be a DNS-1123 subdomain",
+            push.secret_name
+        );
     }
     if let Some(cf) = &push.containerfile {
         if cf.len() > CONTAINERFILE_MAX_LEN {
@@ -181,14 +192,19 @@ pub fn validate_push(push: &PushSettings) -> Result<()> {
 pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
     validate_pools(&s.pools)?;
     let Some(digest) = &s.image.digest else {
-        bail!("image '{}' is not pinned by digest; OpenShift needs osImageURL@sha256:…", s.image);
+        bail!(
+            "image '{}' is not pinned by digest; OpenShift needs osImageURL@sha256:…",
+            s.image
+        );
     };
     let image = s.image.pinned(digest).to_string();
     let mut out = Vec::new();
     for pool in s.pools.iter().filter(|p| names::is_custom_pool(p)) {
         let mcp = machine_config_pool(pool);
         out.push(OutputFile {
-            rel_path: PathBuf::from(format!("manifests/99_openshift-machineconfigpool_{pool}.yaml")),
+            rel_path: PathBuf::from(format!(
+                "manifests/99_openshift-machineconfigpool_{pool}.yaml"
+            )),
             contents: to_yaml(&mcp)?,
             mode: 0o644,
             what: format!("MachineConfigPool '{pool}' (custom pool, inherits worker)"),
@@ -200,10 +216,16 @@ pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
             for pool in &s.pools {
                 let mc = machine_config(pool, &image);
                 out.push(OutputFile {
-                    rel_path: PathBuf::from(format!("openshift/99_openshift-machineconfig_{}.yaml", mc.metadata.name)),
+                    rel_path: PathBuf::from(format!(
+                        "openshift/99_openshift-machineconfig_{}.yaml",
+                        mc.metadata.name
+                    )),
                     contents: to_yaml(&mc)?,
                     mode: 0o644,
-                    what: format!("MachineConfig '{}': osImageURL for pool '{pool}'", mc.metadata.name),
+                    what: format!(
+                        "MachineConfig '{}': osImageURL for pool '{pool}'",
+                        mc.metadata.name
+                    ),
                     secret: false,
                 });
             }
@@ -216,17 +238,25 @@ pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
             if let Some(auths) = &push.dockerconfigjson {
                 let secret = push_secret(&push.secret_name, auths);
                 out.push(OutputFile {
-                    rel_path: PathBuf::from(format!("manifests/99_openshift-machine-config-operator_secret_{}.yaml", push.secret_name)),
+                    rel_path: PathBuf::from(format!(
+                        "manifests/99_openshift-machine-config-operator_secret_{}.yaml",
+                        push.secret_name
+                    )),
                     contents: to_yaml(&secret)?,
                     mode: 0o600,
-                    what: format!("Secret '{}' in {MCO_NAMESPACE}: push credentials for {}", push.secret_name, push.spec),
+                    what: format!(
+                        "Secret '{}' in {MCO_NAMESPACE}: push credentials for {}",
+                        push.secret_name, push.spec
+                    ),
                     secret: true,
                 });
             }
             for pool in &s.pools {
                 let mosc = machine_os_config(pool, &image, push);
                 out.push(OutputFile {
-                    rel_path: PathBuf::from(format!("manifests/99_openshift-machineosconfig_{pool}.yaml")),
+                    rel_path: PathBuf::from(format!(
+                        "manifests/99_openshift-machineosconfig_{pool}.yaml"
+                    )),
                     contents: to_yaml(&mosc)?,
                     mode: 0o644,
                     what: format!("MachineOSConfig '{pool}': pre-built image for pool '{pool}'"),
@@ -252,7 +282,9 @@ pub fn machine_config(pool: &str, image: &str) -> MachineConfig {
             labels: BTreeMap::from([(ROLE_LABEL.into(), pool.into())]),
             ..Default::default()
         },
-        spec: MachineConfigSpec { os_image_url: image.into() },
+        spec: MachineConfigSpec {
+            os_image_url: image.into(),
+        },
     }
 }
 
@@ -264,7 +296,10 @@ pub fn machine_config_pool(pool: &str) -> MachineConfigPool {
             name: pool.into(),
             // The label the MCO puts on its own pools, so KubeletConfig/ContainerRuntimeConfig
             // selectors can target this pool the same way.
-            labels: BTreeMap::from([(format!("pools.operator.machineconfiguration.openshift.io/{pool}"), String::new())]),
+            labels: BTreeMap::from([(
+                format!("pools.operator.machineconfiguration.openshift.io/{pool}"),
+                String::new(),
+            )]),
             ..Default::default()
         },
         spec: MachineConfigPoolSpec {
@@ -278,7 +313,10 @@ pub fn machine_config_pool(pool: &str) -> MachineConfigPool {
                 ..Default::default()
             },
             node_selector: LabelSelector {
-                match_labels: BTreeMap::from([(format!("node-role.kubernetes.io/{pool}"), String::new())]),
+                match_labels: BTreeMap::from([(
+                    format!("node-role.kubernetes.io/{pool}"),
+                    String::new(),
+                )]),
                 ..Default::default()
             },
         },
@@ -297,13 +335,20 @@ pub fn machine_os_config(pool: &str, image: &str, push: &PushSettings) -> Machin
         },
         spec: MachineOSConfigSpec {
             machine_config_pool: NameRef { name: pool.into() },
-            image_builder: ImageBuilder { image_builder_type: "Job".into() },
-            rendered_image_push_secret: NameRef { name: push.secret_name.clone() },
+            image_builder: ImageBuilder {
+                image_builder_type: "Job".into(),
+            },
+            rendered_image_push_secret: NameRef {
+                name: push.secret_name.clone(),
+            },
             rendered_image_push_spec: push.spec.clone(),
             container_file: push
                 .containerfile
                 .iter()
-                .map(|c| MachineOSContainerfile { containerfile_arch: "NoArch".into(), content: c.clone() })
+                .map(|c| MachineOSContainerfile {
+                    containerfile_arch: "NoArch".into(),
+                    content: c.clone(),
+                })
                 .collect(),
         },
     }
@@ -313,14 +358,23 @@ pub fn push_secret(name: &str, dockerconfigjson: &[u8]) -> Secret {
     Secret {
         api_version: "v1".into(),
         kind: "Secret".into(),
-        metadata: ObjectMeta { name: name.into(), namespace: Some(MCO_NAMESPACE.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: name.into(),
+            namespace: Some(MCO_NAMESPACE.into()),
+            ..Default::default()
+        },
         type_: "kubernetes.io/dockerconfigjson".into(),
-        data: BTreeMap::from([(".dockerconfigjson".into(), base64::engine::general_purpose::STANDARD.encode(dockerconfigjson))]),
+        data: BTreeMap::from([(
+            ".dockerconfigjson".into(),
+            base64::engine::general_purpose::STANDARD.encode(dockerconfigjson),
+        )]),
     }
 }
 
 pub fn to_yaml<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    Ok(serde_yaml::to_string(v).context("serializing manifest")?.into_bytes())
+    Ok(serde_yaml::to_string(v)
+        .context("serializing manifest")?
+        .into_bytes())
 }
 
 /// The documented caveats of running nodes on a custom image, for stderr.
@@ -387,13 +441,29 @@ mod tests {
             (MethodChoice::Auto, None, Some(Method::MachineConfig)),
             (MethodChoice::Auto, v("4.20"), Some(Method::MachineConfig)),
             (MethodChoice::Auto, v("4.21"), Some(Method::MachineOsConfig)),
-            (MethodChoice::Auto, v("4.22.3"), Some(Method::MachineOsConfig)),
-            (MethodChoice::Machineconfig, v("4.22"), Some(Method::MachineConfig)),
-            (MethodChoice::Machineosconfig, None, Some(Method::MachineOsConfig)),
+            (
+                MethodChoice::Auto,
+                v("4.22.3"),
+                Some(Method::MachineOsConfig),
+            ),
+            (
+                MethodChoice::Machineconfig,
+                v("4.22"),
+                Some(Method::MachineConfig),
+            ),
+            (
+                MethodChoice::Machineosconfig,
+                None,
+                Some(Method::MachineOsConfig),
+            ),
             (MethodChoice::Machineosconfig, v("4.18"), None),
         ];
         for (choice, ver, want) in cases {
-            assert_eq!(choose_method(choice, ver).ok().map(|x| x.0), want, "{choice:?} {ver:?}");
+            assert_eq!(
+                choose_method(choice, ver).ok().map(|x| x.0),
+                want,
+                "{choice:?} {ver:?}"
+            );
         }
         for bad in ["5.1", "4", "4.x", "", "4.21.1.1"] {
             assert!(bad.parse::<OpenShiftVersion>().is_err(), "{bad}");
@@ -408,11 +478,23 @@ mod tests {
             method: Method::MachineConfig,
             push: None,
         };
-        assert!(render(&mk(&["worker", "worker"])).unwrap_err().to_string().contains("duplicate pool 'worker'"));
-        assert!(render(&mk(&["Infra"])).unwrap_err().to_string().contains("'Infra'"));
-        assert!(render(&mk(&["master-x"])).unwrap_err().to_string().contains("control-plane"));
+        assert!(render(&mk(&["worker", "worker"]))
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate pool 'worker'"));
+        assert!(render(&mk(&["Infra"]))
+            .unwrap_err()
+            .to_string()
+            .contains("'Infra'"));
+        assert!(render(&mk(&["master-x"]))
+            .unwrap_err()
+            .to_string()
+            .contains("control-plane"));
         let files = render(&mk(&["worker", "infra"])).unwrap();
-        let paths: Vec<_> = files.iter().map(|f| f.rel_path.to_string_lossy().into_owned()).collect();
+        let paths: Vec<_> = files
+            .iter()
+            .map(|f| f.rel_path.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             paths,
             [
@@ -432,7 +514,9 @@ mod tests {
             push: Some(PushSettings {
                 spec: "quay.io/acme/os-image:worker".into(),
                 secret_name: "push-secret".into(),
-                dockerconfigjson: Some(br#"{"auths":{"quay.io":{"auth":"c2VjcmV0OnNlY3JldA=="}}}"#.to_vec()),
+                dockerconfigjson: Some(
+                    br#"{"auths":{"quay.io":{"auth":"c2VjcmV0OnNlY3JldA=="}}}"#.to_vec(),
+                ),
                 containerfile: None,
             }),
         };
@@ -440,8 +524,12 @@ mod tests {
         let secret = files.iter().find(|f| f.secret).unwrap();
         assert_eq!(secret.mode, 0o600);
         let redacted = to_stream(&files, false).unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"auths":{"quay.io":{"auth":"c2VjcmV0OnNlY3JldA=="}}}"#);
-        assert!(!redacted.contains(&b64) && redacted.contains("REDACTED"), "{redacted}");
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"auths":{"quay.io":{"auth":"c2VjcmV0OnNlY3JldA=="}}}"#);
+        assert!(
+            !redacted.contains(&b64) && redacted.contains("REDACTED"),
+            "{redacted}"
+        );
         assert!(to_stream(&files, true).unwrap().contains(&b64));
     }
 }

@@ -48,7 +48,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -68,8 +69,12 @@ pub const PUSH_SPEC_PATTERNS: [&str; 2] = [
 /// The CRD's length bounds on the same field.
 pub const PUSH_SPEC_MAX_LEN: usize = 447;
 
-static PUSH_SPEC_RES: LazyLock<Vec<Regex>> =
-    LazyLock::new(|| PUSH_SPEC_PATTERNS.iter().map(|p| Regex::new(p).expect("CRD pattern compiles")).collect());
+static PUSH_SPEC_RES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    PUSH_SPEC_PATTERNS
+        .iter()
+        .map(|p| Regex::new(p).expect("CRD pattern compiles"))
+        .collect()
+});
 
 pub fn validate_push_spec(spec: &str) -> Result<()> {
     if spec.is_empty() || spec.len() > PUSH_SPEC_MAX_LEN {
@@ -113,7 +118,14 @@ mod tests {
 
     #[test]
     fn control_plane_pools() {
-        for (name, ok) in [("master", true), ("worker", true), ("arbiter", true), ("master-gpu", false), ("control-plane", false), ("infra", true)] {
+        for (name, ok) in [
+            ("master", true),
+            ("worker", true),
+            ("arbiter", true),
+            ("master-gpu", false),
+            ("control-plane", false),
+            ("infra", true),
+        ] {
             assert_eq!(validate_not_control_plane(name).is_ok(), ok, "{name}");
         }
     }

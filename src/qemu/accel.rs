@@ -48,7 +48,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 /// result of [`probe`].
 pub fn detect(qemu: &Path) -> Accel {
     static VERDICT: OnceLock<Accel> = OnceLock::new();
-    if let Some(forced) = std::env::var("LAYERBOOT_ACCEL").ok().and_then(|v| v.parse().ok()) {
+    if let Some(forced) = std::env::var("LAYERBOOT_ACCEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return forced;
     }
     *VERDICT.get_or_init(|| {
@@ -60,7 +63,12 @@ pub fn detect(qemu: &Path) -> Accel {
 
 /// Try KVM for real; never fails, any doubt means TCG.
 pub fn probe(qemu: &Path) -> Accel {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return Accel::Tcg;
     }
     match probe_kvm(qemu) {
@@ -74,11 +82,29 @@ pub fn probe(qemu: &Path) -> Accel {
 }
 
 fn probe_kvm(qemu: &Path) -> Result<bool> {
-    let dir = tempfile::Builder::new().prefix("layerboot-kvm-probe-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("layerboot-kvm-probe-")
+        .tempdir()?;
     let dbg = dir.path().join("debugcon.log");
     let mut child = Command::new(qemu)
-        .args(["-nodefaults", "-no-reboot", "-display", "none", "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "64"])
-        .args(["-chardev", &format!("file,id=dbg,path={}", super::escape_opt(&dbg))])
+        .args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-machine",
+            "q35",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "64",
+        ])
+        .args([
+            "-chardev",
+            &format!("file,id=dbg,path={}", super::escape_opt(&dbg)),
+        ])
         // SeaBIOS writes its debug log to I/O port 0x402.
         .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
         .stdin(Stdio::null())

@@ -29,7 +29,10 @@ pub const IGNITION_FW_CFG_KEY: &str = "opt/com.coreos/config";
 pub enum FirmwareConfig {
     /// SeaBIOS, QEMU's default.
     Bios,
-    Uefi { code: PathBuf, vars: PathBuf },
+    Uefi {
+        code: PathBuf,
+        vars: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +113,14 @@ impl QemuConfig {
     pub fn argv(&self) -> Vec<OsString> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-reboot", "-display", "none", "-machine", "q35"]);
+        push(&[
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-machine",
+            "q35",
+        ]);
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -119,19 +129,34 @@ impl QemuConfig {
         let smp = self.cpus.to_string();
         push(&["-m", &mem, "-smp", &smp]);
         if let FirmwareConfig::Uefi { code, vars } = &self.firmware {
-            let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={}", escape_opt(code));
+            let code = format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                escape_opt(code)
+            );
             let vars = format!("if=pflash,format=raw,unit=1,file={}", escape_opt(vars));
             push(&["-drive", &code, "-drive", &vars]);
         }
         let serial = format!("file,id=serial0,path={}", escape_opt(&self.serial_log));
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
         let port = format!("file,id=lbport,path={}", escape_opt(&self.virtio_log));
-        let portdev = format!("virtserialport,bus=vserial0.0,chardev=lbport,name={VIRTIO_PORT_NAME}");
-        push(&["-device", "virtio-serial-pci,id=vserial0", "-chardev", &port, "-device", &portdev]);
+        let portdev =
+            format!("virtserialport,bus=vserial0.0,chardev=lbport,name={VIRTIO_PORT_NAME}");
+        push(&[
+            "-device",
+            "virtio-serial-pci,id=vserial0",
+            "-chardev",
+            &port,
+            "-device",
+            &portdev,
+        ]);
         // Early userspace (systemd, Ignition) blocks on entropy without it.
         push(&["-device", "virtio-rng-pci"]);
         for (i, d) in self.disks.iter().enumerate() {
-            let mut drive = format!("if=none,id=disk{i},format={},file={}", d.format.as_str(), escape_opt(&d.path));
+            let mut drive = format!(
+                "if=none,id=disk{i},format={},file={}",
+                d.format.as_str(),
+                escape_opt(&d.path)
+            );
             if d.snapshot {
                 drive.push_str(",snapshot=on");
             }
@@ -140,7 +165,10 @@ impl QemuConfig {
             }
             let mut dev = format!("virtio-blk-pci,drive=disk{i}");
             if d.sector_size != 512 {
-                dev.push_str(&format!(",logical_block_size={0},physical_block_size={0}", d.sector_size));
+                dev.push_str(&format!(
+                    ",logical_block_size={0},physical_block_size={0}",
+                    d.sector_size
+                ));
             }
             if let Some(serial) = &d.serial {
                 dev.push_str(&format!(",serial={serial}"));
@@ -151,7 +179,10 @@ impl QemuConfig {
             push(&["-drive", &drive, "-device", &dev]);
         }
         if let Some(cd) = &self.cdrom {
-            let drive = format!("if=none,id=cd0,media=cdrom,format=raw,readonly=on,file={}", escape_opt(&cd.path));
+            let drive = format!(
+                "if=none,id=cd0,media=cdrom,format=raw,readonly=on,file={}",
+                escape_opt(&cd.path)
+            );
             let mut dev = "ide-cd,drive=cd0,bus=ide.0".to_string();
             if let Some(b) = cd.bootindex {
                 dev.push_str(&format!(",bootindex={b}"));
@@ -202,11 +233,23 @@ mod tests {
     }
 
     fn line(c: &QemuConfig) -> String {
-        c.argv().iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        c.argv()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn disk(path: &str, format: DiskFormat, sector_size: u32) -> DiskConfig {
-        DiskConfig { path: path.into(), format, sector_size, snapshot: true, read_only: false, bootindex: Some(1), serial: None }
+        DiskConfig {
+            path: path.into(),
+            format,
+            sector_size,
+            snapshot: true,
+            read_only: false,
+            bootindex: Some(1),
+            serial: None,
+        }
     }
 
     const COMMON: &str = "qemu-system-x86_64 -nodefaults -no-reboot -display none -machine q35 -accel tcg -cpu max -m 1024 -smp 1";
@@ -215,7 +258,10 @@ mod tests {
 
     #[test]
     fn argv_per_artifact_kind_firmware_and_sector_size() {
-        let uefi = FirmwareConfig::Uefi { code: "/c.fd".into(), vars: "/t/vars.fd".into() };
+        let uefi = FirmwareConfig::Uefi {
+            code: "/c.fd".into(),
+            vars: "/t/vars.fd".into(),
+        };
         let cases: Vec<(&str, QemuConfig, String)> = vec![
             (
                 "raw disk, bios, 512",
@@ -261,7 +307,11 @@ mod tests {
     #[test]
     fn append_stays_one_argument_and_commas_are_escaped() {
         let mut c = base(FirmwareConfig::Bios);
-        c.kernel = Some(KernelBoot { kernel: "/k".into(), initrd: None, append: "a=1 b=2".into() });
+        c.kernel = Some(KernelBoot {
+            kernel: "/k".into(),
+            initrd: None,
+            append: "a=1 b=2".into(),
+        });
         c.serial_log = "/t/a,b.log".into();
         let argv = c.argv();
         assert!(argv.contains(&OsString::from("a=1 b=2")));

@@ -25,10 +25,18 @@ impl QemuProcess {
     /// Start `argv` (program first) with stdout/stderr going to `stderr_log`.
     pub fn spawn(argv: &[OsString], stderr_log: &Path) -> Result<Self> {
         let program = argv.first().context("empty QEMU command line")?;
-        let out = File::create(stderr_log).with_context(|| format!("creating {}", stderr_log.display()))?;
-        let err = out.try_clone().with_context(|| format!("duplicating {}", stderr_log.display()))?;
+        let out = File::create(stderr_log)
+            .with_context(|| format!("creating {}", stderr_log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("duplicating {}", stderr_log.display()))?;
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0).kill_on_drop(true);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -39,9 +47,21 @@ impl QemuProcess {
             });
         }
         log::info!("running: {}", crate::cmd::display(cmd.as_std()));
-        let child = cmd.spawn().with_context(|| format!("failed to start {}: install the Debian package 'qemu-system-x86'", program.to_string_lossy()))?;
-        let pid = child.id().context("QEMU exited before its pid could be read")? as i32;
-        Ok(QemuProcess { child, pid, reaped: None, stderr_log: stderr_log.to_path_buf() })
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "failed to start {}: install the Debian package 'qemu-system-x86'",
+                program.to_string_lossy()
+            )
+        })?;
+        let pid = child
+            .id()
+            .context("QEMU exited before its pid could be read")? as i32;
+        Ok(QemuProcess {
+            child,
+            pid,
+            reaped: None,
+            stderr_log: stderr_log.to_path_buf(),
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -72,7 +92,10 @@ impl QemuProcess {
         if let Ok(status) = tokio::time::timeout(GRACE, self.wait()).await {
             return status;
         }
-        log::warn!("QEMU (pid {}) ignored SIGTERM for {GRACE:?}; killing it", self.pid);
+        log::warn!(
+            "QEMU (pid {}) ignored SIGTERM for {GRACE:?}; killing it",
+            self.pid
+        );
         unsafe {
             libc::killpg(self.pid, libc::SIGKILL);
         }
@@ -107,7 +130,11 @@ pub struct FileTail {
 
 impl FileTail {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileTail { path: path.into(), file: None, offset: 0 }
+        FileTail {
+            path: path.into(),
+            file: None,
+            offset: 0,
+        }
     }
 
     pub fn read_new(&mut self) -> Result<Vec<u8>> {
@@ -115,13 +142,17 @@ impl FileTail {
             match File::open(&self.path) {
                 Ok(f) => self.file = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(e).with_context(|| format!("opening {}", self.path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("opening {}", self.path.display()))
+                }
             }
         }
         let f = self.file.as_mut().expect("opened above");
-        f.seek(SeekFrom::Start(self.offset)).with_context(|| format!("seeking {}", self.path.display()))?;
+        f.seek(SeekFrom::Start(self.offset))
+            .with_context(|| format!("seeking {}", self.path.display()))?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).with_context(|| format!("reading {}", self.path.display()))?;
+        f.read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", self.path.display()))?;
         self.offset += buf.len() as u64;
         Ok(buf)
     }
@@ -150,7 +181,10 @@ mod tests {
     async fn kill_escalates_to_sigkill_when_sigterm_is_ignored() {
         let d = tempfile::tempdir().unwrap();
         let ready = d.path().join("ready");
-        let script = format!("trap '' TERM; touch {}; while :; do sleep 0.1; done", ready.display());
+        let script = format!(
+            "trap '' TERM; touch {}; while :; do sleep 0.1; done",
+            ready.display()
+        );
         let argv: Vec<OsString> = vec!["sh".into(), "-c".into(), script.into()];
         let mut p = QemuProcess::spawn(&argv, &d.path().join("err")).unwrap();
         while !ready.exists() {
@@ -160,24 +194,37 @@ mod tests {
         let status = p.kill().await.unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-        assert!(start.elapsed() >= GRACE, "SIGKILL only after the grace period");
+        assert!(
+            start.elapsed() >= GRACE,
+            "SIGKILL only after the grace period"
+        );
     }
 
     #[tokio::test]
     async fn kill_reaps_the_whole_group() {
         let d = tempfile::tempdir().unwrap();
         // A shell that starts a grandchild in the same group: both must die.
-        let script = format!("sleep 300 & echo $! > {}/child.pid; wait", d.path().display());
+        let script = format!(
+            "sleep 300 & echo $! > {}/child.pid; wait",
+            d.path().display()
+        );
         let argv: Vec<OsString> = vec!["sh".into(), "-c".into(), script.into()];
         let mut p = QemuProcess::spawn(&argv, &d.path().join("err")).unwrap();
         let pidfile = d.path().join("child.pid");
         for _ in 0..100 {
-            if std::fs::read_to_string(&pidfile).map(|s| s.ends_with('\n')).unwrap_or(false) {
+            if std::fs::read_to_string(&pidfile)
+                .map(|s| s.ends_with('\n'))
+                .unwrap_or(false)
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let status = p.kill().await.unwrap();
         assert!(!status.success());
         // The grandchild was reparented (to init or a subreaper) and killed; once reaped
@@ -185,7 +232,11 @@ mod tests {
         let mut gone = false;
         for _ in 0..100 {
             let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).ok();
-            if state.as_deref().map(|s| s.split_whitespace().nth(2) == Some("Z")).unwrap_or(true) {
+            if state
+                .as_deref()
+                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true)
+            {
                 gone = true;
                 break;
             }

@@ -44,14 +44,19 @@ pub struct AuthEntry {
 /// Credentials for one registry, decoded.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// Sent as a bearer token as is.
     IdentityToken(String),
 }
 
 impl fmt::Debug for AuthFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthFile").field("registries", &self.auths.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("AuthFile")
+            .field("registries", &self.auths.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,12 +77,17 @@ impl fmt::Debug for Credentials {
 
 impl Credentials {
     pub fn basic(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Credentials::Basic { username: username.into(), password: password.into() }
+        Credentials::Basic {
+            username: username.into(),
+            password: password.into(),
+        }
     }
 
     pub fn to_registry_auth(&self) -> oci_client::secrets::RegistryAuth {
         match self {
-            Credentials::Basic { username, password } => oci_client::secrets::RegistryAuth::Basic(username.clone(), password.clone()),
+            Credentials::Basic { username, password } => {
+                oci_client::secrets::RegistryAuth::Basic(username.clone(), password.clone())
+            }
             Credentials::IdentityToken(t) => oci_client::secrets::RegistryAuth::Bearer(t.clone()),
         }
     }
@@ -87,10 +97,16 @@ impl AuthEntry {
     pub fn from_credentials(creds: &Credentials) -> Self {
         match creds {
             Credentials::Basic { username, password } => AuthEntry {
-                auth: Some(base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))),
+                auth: Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}")),
+                ),
                 ..Default::default()
             },
-            Credentials::IdentityToken(t) => AuthEntry { identitytoken: Some(t.clone()), ..Default::default() },
+            Credentials::IdentityToken(t) => AuthEntry {
+                identitytoken: Some(t.clone()),
+                ..Default::default()
+            },
         }
     }
 
@@ -101,7 +117,9 @@ impl AuthEntry {
                 .decode(auth.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .with_context(|| format!("the 'auth' value for '{key}' is not base64 of 'user:password'"))?;
+                .with_context(|| {
+                    format!("the 'auth' value for '{key}' is not base64 of 'user:password'")
+                })?;
             let Some((user, pass)) = raw.split_once(':') else {
                 bail!("the 'auth' value for '{key}' does not decode to 'user:password'");
             };
@@ -128,12 +146,20 @@ pub fn normalize_key(key: &str) -> String {
         Some((_, rest)) => (true, rest),
         None => (false, key),
     };
-    let rest = if had_scheme { rest.split('/').next().unwrap_or(rest) } else { rest.trim_end_matches('/') };
+    let rest = if had_scheme {
+        rest.split('/').next().unwrap_or(rest)
+    } else {
+        rest.trim_end_matches('/')
+    };
     let (host, path) = match rest.split_once('/') {
         Some((h, p)) => (h, Some(p)),
         None => (rest, None),
     };
-    let host = if DOCKER_HUB_ALIASES.contains(&host) { "docker.io" } else { host };
+    let host = if DOCKER_HUB_ALIASES.contains(&host) {
+        "docker.io"
+    } else {
+        host
+    };
     match path {
         Some(p) => format!("{host}/{p}"),
         None => host.to_string(),
@@ -156,20 +182,32 @@ pub fn candidate_keys(r: &RegistryRef) -> Vec<String> {
 impl AuthFile {
     pub fn parse(json: &str) -> Result<Self> {
         // The serde error names a position, never the secret around it.
-        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("not a valid auths JSON file (line {}, column {})", e.line(), e.column()))
+        serde_json::from_str(json).map_err(|e| {
+            anyhow::anyhow!(
+                "not a valid auths JSON file (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })
     }
 
     /// Read and parse a file; errors name the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read authfile {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read authfile {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("authfile {}", path.display()))
     }
 
     /// The entry that applies to `r`, with its key: the most specific key wins.
     pub fn entry_for(&self, r: &RegistryRef) -> Option<(&str, &AuthEntry)> {
-        let by_normalized: BTreeMap<String, (&str, &AuthEntry)> =
-            self.auths.iter().map(|(k, v)| (normalize_key(k), (k.as_str(), v))).collect();
-        candidate_keys(r).iter().find_map(|k| by_normalized.get(k).copied())
+        let by_normalized: BTreeMap<String, (&str, &AuthEntry)> = self
+            .auths
+            .iter()
+            .map(|(k, v)| (normalize_key(k), (k.as_str(), v)))
+            .collect();
+        candidate_keys(r)
+            .iter()
+            .find_map(|k| by_normalized.get(k).copied())
     }
 
     pub fn credentials_for(&self, r: &RegistryRef) -> Result<Option<Credentials>> {
@@ -209,7 +247,11 @@ impl AuthFile {
 
     /// Write with mode 0600, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::io::write_atomic(path, format!("{}\n", self.to_json_pretty()).as_bytes(), 0o600)
+        crate::io::write_atomic(
+            path,
+            format!("{}\n", self.to_json_pretty()).as_bytes(),
+            0o600,
+        )
     }
 }
 
@@ -251,7 +293,9 @@ impl AuthStore {
 
     /// Exactly this file: it must exist and parse.
     pub fn from_file(path: &Path) -> Result<Self> {
-        Ok(AuthStore { files: vec![(path.to_path_buf(), AuthFile::load(path)?)] })
+        Ok(AuthStore {
+            files: vec![(path.to_path_buf(), AuthFile::load(path)?)],
+        })
     }
 
     /// The podman search order; absent files are skipped, present ones must parse.
@@ -276,7 +320,10 @@ impl AuthStore {
     /// Credentials for `r` from the first file that has a matching entry.
     pub fn credentials_for(&self, r: &RegistryRef) -> Result<Option<Credentials>> {
         for (path, file) in &self.files {
-            if let Some(c) = file.credentials_for(r).with_context(|| format!("authfile {}", path.display()))? {
+            if let Some(c) = file
+                .credentials_for(r)
+                .with_context(|| format!("authfile {}", path.display()))?
+            {
                 return Ok(Some(c));
             }
         }
@@ -326,16 +373,34 @@ mod tests {
         );
         let f = AuthFile::parse(&json).unwrap();
         let cases: &[(&str, Option<Credentials>)] = &[
-            ("quay.io/acme/rhcos:latest", Some(Credentials::basic("repo", "3"))),
-            ("quay.io/acme/rhcos/sub", Some(Credentials::basic("repo", "3"))),
+            (
+                "quay.io/acme/rhcos:latest",
+                Some(Credentials::basic("repo", "3")),
+            ),
+            (
+                "quay.io/acme/rhcos/sub",
+                Some(Credentials::basic("repo", "3")),
+            ),
             ("quay.io/acme/other", Some(Credentials::basic("ns", "2"))),
             ("quay.io/acme2/x", Some(Credentials::basic("top", "1"))),
             ("quay.io/acmex", Some(Credentials::basic("top", "1"))),
-            ("docker.io/library/busybox", Some(Credentials::basic("hub", "4"))),
-            ("index.docker.io/library/busybox", Some(Credentials::basic("hub", "4"))),
-            ("registry.example.com:5000/a", Some(Credentials::basic("u", "p"))),
+            (
+                "docker.io/library/busybox",
+                Some(Credentials::basic("hub", "4")),
+            ),
+            (
+                "index.docker.io/library/busybox",
+                Some(Credentials::basic("hub", "4")),
+            ),
+            (
+                "registry.example.com:5000/a",
+                Some(Credentials::basic("u", "p")),
+            ),
             ("registry.example.com/a", None),
-            ("tok.example.com/a/b", Some(Credentials::IdentityToken("tkn".into()))),
+            (
+                "tok.example.com/a/b",
+                Some(Credentials::IdentityToken("tkn".into())),
+            ),
             ("ghcr.io/a/b", None),
         ];
         for (image, want) in cases {
@@ -345,28 +410,59 @@ mod tests {
 
     #[test]
     fn password_may_contain_colons() {
-        let f = AuthFile::parse(&format!(r#"{{"auths":{{"q.io":{{"auth":"{}"}}}}}}"#, b64("u:a:b:c"))).unwrap();
-        assert_eq!(f.credentials_for(&r("q.io/x")).unwrap(), Some(Credentials::basic("u", "a:b:c")));
+        let f = AuthFile::parse(&format!(
+            r#"{{"auths":{{"q.io":{{"auth":"{}"}}}}}}"#,
+            b64("u:a:b:c")
+        ))
+        .unwrap();
+        assert_eq!(
+            f.credentials_for(&r("q.io/x")).unwrap(),
+            Some(Credentials::basic("u", "a:b:c"))
+        );
     }
 
     #[test]
     fn bad_entries_error_without_leaking() {
-        for (auth, secret) in [("!!!notbase64", "notbase64"), (&b64("nocolonsecret")[..], "nocolonsecret")] {
-            let f = AuthFile::parse(&format!(r#"{{"auths":{{"q.io":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+        for (auth, secret) in [
+            ("!!!notbase64", "notbase64"),
+            (&b64("nocolonsecret")[..], "nocolonsecret"),
+        ] {
+            let f =
+                AuthFile::parse(&format!(r#"{{"auths":{{"q.io":{{"auth":"{auth}"}}}}}}"#)).unwrap();
             let err = format!("{:#}", f.credentials_for(&r("q.io/x")).unwrap_err());
             assert!(err.contains("'q.io'"), "{err}");
             assert!(!err.contains(secret) && !err.contains(auth), "{err}");
         }
-        let err = format!("{:#}", AuthFile::parse(r#"{"auths": {"q.io": {"auth": "c2VjcmV0"}"#).unwrap_err());
+        let err = format!(
+            "{:#}",
+            AuthFile::parse(r#"{"auths": {"q.io": {"auth": "c2VjcmV0"}"#).unwrap_err()
+        );
         assert!(err.contains("line") && !err.contains("c2VjcmV0"), "{err}");
     }
 
     #[test]
     fn debug_redacts() {
-        let f = AuthFile::parse(&format!(r#"{{"auths":{{"q.io":{{"auth":"{}"}}}}}}"#, b64("user:hunter2"))).unwrap();
+        let f = AuthFile::parse(&format!(
+            r#"{{"auths":{{"q.io":{{"auth":"{}"}}}}}}"#,
+            b64("user:hunter2")
+        ))
+        .unwrap();
         let c = f.credentials_for(&r("q.io/x")).unwrap().unwrap();
-        for s in [format!("{f:?}"), format!("{c:?}"), format!("{:?}", f.auths["q.io"]), format!("{:?}", AuthStore { files: vec![("/x".into(), f.clone())] })] {
-            assert!(!s.contains("hunter2") && !s.contains(&b64("user:hunter2")), "{s}");
+        for s in [
+            format!("{f:?}"),
+            format!("{c:?}"),
+            format!("{:?}", f.auths["q.io"]),
+            format!(
+                "{:?}",
+                AuthStore {
+                    files: vec![("/x".into(), f.clone())]
+                }
+            ),
+        ] {
+            assert!(
+                !s.contains("hunter2") && !s.contains(&b64("user:hunter2")),
+                "{s}"
+            );
         }
     }
 
@@ -383,7 +479,10 @@ mod tests {
         a.merge(&b);
         let back = AuthFile::parse(&a.to_json()).unwrap();
         assert_eq!(back, a);
-        assert_eq!(back.credentials_for(&r("quay.io/x")).unwrap(), Some(Credentials::basic("new", "2")));
+        assert_eq!(
+            back.credentials_for(&r("quay.io/x")).unwrap(),
+            Some(Credentials::basic("new", "2"))
+        );
         assert_eq!(back.auths["cloud.openshift.com"].other["email"], "a@b.c");
         assert_eq!(back.other["credHelpers"]["x.io"], "y");
         assert_eq!(back.auths.len(), 2);
@@ -391,19 +490,39 @@ mod tests {
 
     #[test]
     fn podman_search_order() {
-        let env = |vars: &'static [(&'static str, &'static str)]| move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
         let cases: &[(&'static [(&'static str, &'static str)], &[&str])] = &[
-            (&[("REGISTRY_AUTH_FILE", "/a.json"), ("HOME", "/h")], &["/a.json"]),
+            (
+                &[("REGISTRY_AUTH_FILE", "/a.json"), ("HOME", "/h")],
+                &["/a.json"],
+            ),
             (
                 &[("XDG_RUNTIME_DIR", "/run/user/0"), ("HOME", "/h")],
-                &["/run/user/0/containers/auth.json", "/h/.config/containers/auth.json", "/h/.docker/config.json"],
+                &[
+                    "/run/user/0/containers/auth.json",
+                    "/h/.config/containers/auth.json",
+                    "/h/.docker/config.json",
+                ],
             ),
-            (&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/cfg")], &["/cfg/containers/auth.json", "/h/.docker/config.json"]),
+            (
+                &[("HOME", "/h"), ("XDG_CONFIG_HOME", "/cfg")],
+                &["/cfg/containers/auth.json", "/h/.docker/config.json"],
+            ),
             (&[], &[]),
         ];
         for (vars, want) in cases {
             let got = default_auth_paths(env(vars));
-            assert_eq!(got, want.iter().map(PathBuf::from).collect::<Vec<_>>(), "{vars:?}");
+            assert_eq!(
+                got,
+                want.iter().map(PathBuf::from).collect::<Vec<_>>(),
+                "{vars:?}"
+            );
         }
     }
 
@@ -412,14 +531,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p1 = dir.path().join("1.json");
         let p2 = dir.path().join("2.json");
-        std::fs::write(&p1, format!(r#"{{"auths":{{"a.io":{{"auth":"{}"}}}}}}"#, b64("one:1"))).unwrap();
-        std::fs::write(&p2, format!(r#"{{"auths":{{"a.io/x":{{"auth":"{}"}},"b.io":{{"auth":"{}"}}}}}}"#, b64("two:2"), b64("b:2"))).unwrap();
-        let store = AuthStore { files: vec![(p1.clone(), AuthFile::load(&p1).unwrap()), (p2.clone(), AuthFile::load(&p2).unwrap())] };
-        assert_eq!(store.credentials_for(&r("a.io/x")).unwrap(), Some(Credentials::basic("one", "1")));
-        assert_eq!(store.credentials_for(&r("b.io/x")).unwrap(), Some(Credentials::basic("b", "2")));
+        std::fs::write(
+            &p1,
+            format!(r#"{{"auths":{{"a.io":{{"auth":"{}"}}}}}}"#, b64("one:1")),
+        )
+        .unwrap();
+        std::fs::write(
+            &p2,
+            format!(
+                r#"{{"auths":{{"a.io/x":{{"auth":"{}"}},"b.io":{{"auth":"{}"}}}}}}"#,
+                b64("two:2"),
+                b64("b:2")
+            ),
+        )
+        .unwrap();
+        let store = AuthStore {
+            files: vec![
+                (p1.clone(), AuthFile::load(&p1).unwrap()),
+                (p2.clone(), AuthFile::load(&p2).unwrap()),
+            ],
+        };
+        assert_eq!(
+            store.credentials_for(&r("a.io/x")).unwrap(),
+            Some(Credentials::basic("one", "1"))
+        );
+        assert_eq!(
+            store.credentials_for(&r("b.io/x")).unwrap(),
+            Some(Credentials::basic("b", "2"))
+        );
         let merged = store.merged();
-        assert_eq!(merged.credentials_for(&r("a.io/y")).unwrap(), Some(Credentials::basic("one", "1")));
-        let err = format!("{:#}", AuthStore::from_file(&dir.path().join("missing.json")).unwrap_err());
+        assert_eq!(
+            merged.credentials_for(&r("a.io/y")).unwrap(),
+            Some(Credentials::basic("one", "1"))
+        );
+        let err = format!(
+            "{:#}",
+            AuthStore::from_file(&dir.path().join("missing.json")).unwrap_err()
+        );
         assert!(err.contains("missing.json"), "{err}");
     }
 }

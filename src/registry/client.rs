@@ -27,7 +27,10 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("repo", &self.repo.name()).field("plain_http", &self.plain_http).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("repo", &self.repo.name())
+            .field("plain_http", &self.plain_http)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,25 +40,39 @@ impl std::fmt::Debug for Connection {
 pub fn ca_certificates(opts: &RegistryOptions, host: &str) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut out = Vec::new();
     for f in &opts.ca_files {
-        let pem = std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display()))?;
+        let pem =
+            std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display()))?;
         check_pem(f, &pem)?;
         out.push((f.clone(), pem));
     }
     let dirs: Vec<PathBuf> = match &opts.cert_dir {
         Some(d) => {
             if !d.is_dir() {
-                bail!("cert dir {} does not exist or is not a directory", d.display());
+                bail!(
+                    "cert dir {} does not exist or is not a directory",
+                    d.display()
+                );
             }
             vec![d.clone()]
         }
-        None => vec![Path::new("/etc/containers/certs.d").join(host), Path::new("/etc/docker/certs.d").join(host)],
+        None => vec![
+            Path::new("/etc/containers/certs.d").join(host),
+            Path::new("/etc/docker/certs.d").join(host),
+        ],
     };
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut crts: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut crts: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
         crts.sort();
         for f in crts {
-            let pem = std::fs::read(&f).with_context(|| format!("cannot read CA file {}", f.display()))?;
+            let pem = std::fs::read(&f)
+                .with_context(|| format!("cannot read CA file {}", f.display()))?;
             check_pem(&f, &pem)?;
             out.push((f, pem));
         }
@@ -78,7 +95,9 @@ pub fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut rest = text.as_ref();
     while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else { break };
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
         out.push(format!("{}\n", &rest[start..start + len + END.len()]).into_bytes());
         rest = &rest[start + len + END.len()..];
     }
@@ -89,21 +108,50 @@ pub fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
 fn system_bundle() -> Option<Vec<u8>> {
     let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
     env.into_iter()
-        .chain(["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"].map(PathBuf::from))
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(PathBuf::from),
+        )
         .find_map(|p| std::fs::read(p).ok())
 }
 
-fn client_config(opts: &RegistryOptions, certs: &[(PathBuf, Vec<u8>)], plain_http: bool) -> ClientConfig {
-    let pem = |data: Vec<u8>| Certificate { encoding: CertificateEncoding::Pem, data };
-    let extra: Vec<Certificate> = certs.iter().flat_map(|(_, p)| split_pem(p)).map(pem).collect();
+fn client_config(
+    opts: &RegistryOptions,
+    certs: &[(PathBuf, Vec<u8>)],
+    plain_http: bool,
+) -> ClientConfig {
+    let pem = |data: Vec<u8>| Certificate {
+        encoding: CertificateEncoding::Pem,
+        data,
+    };
+    let extra: Vec<Certificate> = certs
+        .iter()
+        .flat_map(|(_, p)| split_pem(p))
+        .map(pem)
+        .collect();
     // With the system bundle plus the extra CAs as the only roots, rustls verifies
     // with webpki; the platform verifier would log its own error line beside ours.
     let (only, extra) = match system_bundle() {
-        Some(bundle) => (split_pem(&bundle).into_iter().map(pem).chain(extra).collect(), vec![]),
+        Some(bundle) => (
+            split_pem(&bundle)
+                .into_iter()
+                .map(pem)
+                .chain(extra)
+                .collect(),
+            vec![],
+        ),
         None => (vec![], extra),
     };
     ClientConfig {
-        protocol: if plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
+        protocol: if plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
         accept_invalid_certificates: !opts.tls_verify,
         tls_certs_only: only,
         extra_root_certificates: extra,
@@ -123,7 +171,9 @@ impl Connection {
     pub async fn open(opts: &RegistryOptions, r: &RegistryRef) -> Result<Self> {
         let creds = opts.auth.credentials_for(r)?;
         let had_credentials = creds.is_some();
-        let auth = creds.map(|c| c.to_registry_auth()).unwrap_or(RegistryAuth::Anonymous);
+        let auth = creds
+            .map(|c| c.to_registry_auth())
+            .unwrap_or(RegistryAuth::Anonymous);
         let certs = ca_certificates(opts, &r.registry)?;
         let reference = r.to_oci_reference();
         let mut plain_http = false;
@@ -133,20 +183,33 @@ impl Connection {
             // means "try plain HTTP", which then gets the retries.
             let probe_once = !opts.tls_verify && !plain_http;
             let attempt = if probe_once {
-                client.auth(&reference, &auth, RegistryOperation::Pull).await
+                client
+                    .auth(&reference, &auth, RegistryOperation::Pull)
+                    .await
             } else {
-                retry(opts, || client.auth(&reference, &auth, RegistryOperation::Pull)).await
+                retry(opts, || {
+                    client.auth(&reference, &auth, RegistryOperation::Pull)
+                })
+                .await
             };
             match attempt {
                 Ok(_) => break client,
-                Err(OciDistributionError::RequestError(e)) if !opts.tls_verify && !plain_http && !e.is_status() => {
+                Err(OciDistributionError::RequestError(e))
+                    if !opts.tls_verify && !plain_http && !e.is_status() =>
+                {
                     log::info!("{}: no TLS answer ({e}); retrying over plain HTTP as --tls-verify=false allows", r.registry);
                     plain_http = true;
                 }
                 Err(e) => return Err(explain(e, r, had_credentials, &certs)),
             }
         };
-        Ok(Connection { client, auth, had_credentials, repo: r.clone(), plain_http })
+        Ok(Connection {
+            client,
+            auth,
+            had_credentials,
+            repo: r.clone(),
+            plain_http,
+        })
     }
 
     pub fn repo(&self) -> &RegistryRef {
@@ -162,26 +225,44 @@ impl Connection {
 
     /// Fetch a manifest by the repo's tag/digest or by `digest`; the body is checked
     /// against the digest it was asked by.
-    pub async fn fetch_manifest(&self, opts: &RegistryOptions, digest: Option<&Digest>) -> Result<(Vec<u8>, Digest)> {
+    pub async fn fetch_manifest(
+        &self,
+        opts: &RegistryOptions,
+        digest: Option<&Digest>,
+    ) -> Result<(Vec<u8>, Digest)> {
         let reference = self.reference_for(digest.or(self.repo.digest.as_ref()));
-        let (body, _) = retry(opts, || self.client.pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFEST_TYPES))
-            .await
-            .map_err(|e| self.explain(e))?;
+        let (body, _) = retry(opts, || {
+            self.client
+                .pull_manifest_raw(&reference, &self.auth, ACCEPTED_MANIFEST_TYPES)
+        })
+        .await
+        .map_err(|e| self.explain(e))?;
         let (hex, _) = crate::io::sha256_reader(&body[..])?;
         let got = Digest::from_sha256_hex(&hex).expect("sha256 hex");
         if let Some(want) = digest.or(self.repo.digest.as_ref()) {
             if &got != want {
-                bail!("manifest {want} from {} does not match its digest (content is {got})", self.repo.name());
+                bail!(
+                    "manifest {want} from {} does not match its digest (content is {got})",
+                    self.repo.name()
+                );
             }
         }
         Ok((body.to_vec(), got))
     }
 
     /// Fetch a small blob (a config) into memory, verified.
-    pub async fn fetch_small_blob(&self, opts: &RegistryOptions, desc: &Descriptor) -> Result<Vec<u8>> {
+    pub async fn fetch_small_blob(
+        &self,
+        opts: &RegistryOptions,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>> {
         const MAX: u64 = 16 << 20;
         if desc.size > MAX {
-            bail!("blob {} is {} bytes, more than the {MAX} allowed for an image config", desc.digest, desc.size);
+            bail!(
+                "blob {} is {} bytes, more than the {MAX} allowed for an image config",
+                desc.digest,
+                desc.size
+            );
         }
         let mut buf = Vec::new();
         self.stream_blob(opts, desc, 0, |chunk| {
@@ -201,7 +282,13 @@ impl Connection {
     /// The request always carries a `Range` header, even from 0: registries answer 206
     /// with a plain stream, which spares hashing every byte a second time inside
     /// oci-client (the caller hashes already). A 200 answer is read the same way.
-    pub async fn stream_blob(&self, opts: &RegistryOptions, desc: &Descriptor, offset: u64, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    pub async fn stream_blob(
+        &self,
+        opts: &RegistryOptions,
+        desc: &Descriptor,
+        offset: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let reference = self.reference_for(Some(&desc.digest));
         let od = oci_client::manifest::OciDescriptor {
             media_type: desc.media_type.clone(),
@@ -209,11 +296,18 @@ impl Connection {
             size: desc.size as i64,
             ..Default::default()
         };
-        let response = retry(opts, || self.client.pull_blob_stream_partial(&reference, &od, offset, None)).await.map_err(|e| self.explain(e))?;
+        let response = retry(opts, || {
+            self.client
+                .pull_blob_stream_partial(&reference, &od, offset, None)
+        })
+        .await
+        .map_err(|e| self.explain(e))?;
         let mut stream = match response {
             oci_client::client::BlobResponse::Partial(s) => s,
             oci_client::client::BlobResponse::Full(s) if offset == 0 => s,
-            oci_client::client::BlobResponse::Full(_) => return Err(BlobStreamError::RangeIgnored.into()),
+            oci_client::client::BlobResponse::Full(_) => {
+                return Err(BlobStreamError::RangeIgnored.into())
+            }
         };
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -248,37 +342,77 @@ pub enum BlobStreamError {
 }
 
 /// Turn oci-client's errors into one-line messages naming the image and the cause.
-fn explain(e: OciDistributionError, r: &RegistryRef, had_credentials: bool, certs: &[(PathBuf, Vec<u8>)]) -> anyhow::Error {
+fn explain(
+    e: OciDistributionError,
+    r: &RegistryRef,
+    had_credentials: bool,
+    certs: &[(PathBuf, Vec<u8>)],
+) -> anyhow::Error {
     let name = r.name();
     let shown = one_line(&e.to_string());
     match &e {
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
             if had_credentials {
-                anyhow!("registry {} rejected the credentials for {name} (401 Unauthorized)", r.registry)
+                anyhow!(
+                    "registry {} rejected the credentials for {name} (401 Unauthorized)",
+                    r.registry
+                )
             } else {
                 anyhow!("registry {} requires authentication for {name} (401 Unauthorized) and no credentials were found: pass --authfile or log in with podman/skopeo", r.registry)
             }
         }
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            let msgs: Vec<String> = envelope.errors.iter().map(|e| one_line(&e.message)).collect();
-            if codes.iter().any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown)) {
+            let msgs: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| one_line(&e.message))
+                .collect();
+            if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
                 anyhow!("image {r} not found (404: {})", msgs.join("; "))
-            } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied | OciErrorCode::Unauthorized)) {
-                anyhow!("registry {} denied access to {name} ({})", r.registry, msgs.join("; "))
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Denied | OciErrorCode::Unauthorized))
+            {
+                anyhow!(
+                    "registry {} denied access to {name} ({})",
+                    r.registry,
+                    msgs.join("; ")
+                )
             } else {
-                anyhow!("registry {} refused the request for {r}: {}", r.registry, msgs.join("; "))
+                anyhow!(
+                    "registry {} refused the request for {r}: {}",
+                    r.registry,
+                    msgs.join("; ")
+                )
             }
         }
-        OciDistributionError::ServerError { code: 404, .. } | OciDistributionError::ImageManifestNotFoundError(_) => {
+        OciDistributionError::ServerError { code: 404, .. }
+        | OciDistributionError::ImageManifestNotFoundError(_) => {
             anyhow!("image {r} not found (404)")
         }
         OciDistributionError::ServerError { code, message, .. } => {
-            anyhow!("registry {} answered HTTP {code} for {r}: {}", r.registry, one_line(message))
+            anyhow!(
+                "registry {} answered HTTP {code} for {r}: {}",
+                r.registry,
+                one_line(message)
+            )
         }
         OciDistributionError::RequestError(re) => {
             let chain = one_line(&error_chain(re));
-            let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("invalid peer") {
+            let hint = if chain.contains("certificate")
+                || chain.contains("UnknownIssuer")
+                || chain.contains("invalid peer")
+            {
                 if certs.is_empty() {
                     ": the registry's certificate is not trusted; pass its CA with --ca-file or --cert-dir (or --tls-verify=false for a local test registry)"
                 } else {
@@ -325,14 +459,33 @@ pub fn is_transient(e: &OciDistributionError) -> bool {
         OciDistributionError::RequestError(re) => {
             // A TLS failure surfaces as a connect error too, but retrying cannot fix it.
             let chain = error_chain(re);
-            let tls = ["certificate", "corrupt message", "InvalidContentType", "handshake", "CertificateRequired", "UnknownIssuer"].iter().any(|m| chain.contains(m));
-            !tls && (re.is_connect() || re.is_timeout() || re.is_body() || (re.is_request() && !re.is_builder()))
+            let tls = [
+                "certificate",
+                "corrupt message",
+                "InvalidContentType",
+                "handshake",
+                "CertificateRequired",
+                "UnknownIssuer",
+            ]
+            .iter()
+            .any(|m| chain.contains(m));
+            !tls && (re.is_connect()
+                || re.is_timeout()
+                || re.is_body()
+                || (re.is_request() && !re.is_builder()))
         }
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::Toomanyrequests),
         OciDistributionError::IoError(io) => matches!(
             io.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::TimedOut
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::TimedOut
         ),
         _ => false,
     }
@@ -340,7 +493,10 @@ pub fn is_transient(e: &OciDistributionError) -> bool {
 
 /// Run `op` until it succeeds, fails for good, or `opts.retries` retries are used,
 /// backing off exponentially from `opts.retry_delay`.
-pub async fn retry<T, F, Fut>(opts: &RegistryOptions, mut op: F) -> std::result::Result<T, OciDistributionError>
+pub async fn retry<T, F, Fut>(
+    opts: &RegistryOptions,
+    mut op: F,
+) -> std::result::Result<T, OciDistributionError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
@@ -352,7 +508,11 @@ where
             Ok(v) => return Ok(v),
             Err(e) if attempt < opts.retries && is_transient(&e) => {
                 attempt += 1;
-                log::info!("transient registry error, retry {attempt}/{} in {delay:?}: {}", opts.retries, one_line(&e.to_string()));
+                log::info!(
+                    "transient registry error, retry {attempt}/{} in {delay:?}: {}",
+                    opts.retries,
+                    one_line(&e.to_string())
+                );
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
             }
@@ -371,18 +531,39 @@ mod tests {
         let two = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
         let bundle = format!("# comment\n{one}\njunk\n{two}\n");
         let got = split_pem(bundle.as_bytes());
-        assert_eq!(got, vec![format!("{one}\n").into_bytes(), format!("{two}\n").into_bytes()]);
+        assert_eq!(
+            got,
+            vec![
+                format!("{one}\n").into_bytes(),
+                format!("{two}\n").into_bytes()
+            ]
+        );
         assert!(split_pem(b"no certs here").is_empty());
     }
 
     #[test]
     fn only_server_side_and_rate_limit_errors_are_transient() {
-        let server = |code| OciDistributionError::ServerError { code, url: "u".into(), message: "m".into() };
-        let cases = [(500, true), (502, true), (503, true), (429, true), (404, false), (401, false), (403, false), (400, false)];
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        let cases = [
+            (500, true),
+            (502, true),
+            (503, true),
+            (429, true),
+            (404, false),
+            (401, false),
+            (403, false),
+            (400, false),
+        ];
         for (code, want) in cases {
             assert_eq!(is_transient(&server(code)), want, "{code}");
         }
-        assert!(!is_transient(&OciDistributionError::UnauthorizedError { url: "u".into() }));
+        assert!(!is_transient(&OciDistributionError::UnauthorizedError {
+            url: "u".into()
+        }));
         let io = |k| OciDistributionError::IoError(std::io::Error::from(k));
         assert!(is_transient(&io(std::io::ErrorKind::ConnectionReset)));
         assert!(!is_transient(&io(std::io::ErrorKind::PermissionDenied)));
@@ -390,11 +571,21 @@ mod tests {
 
     #[tokio::test]
     async fn retries_transient_then_gives_up() {
-        let opts = RegistryOptions { retries: 2, retry_delay: Duration::from_millis(1), ..Default::default() };
+        let opts = RegistryOptions {
+            retries: 2,
+            retry_delay: Duration::from_millis(1),
+            ..Default::default()
+        };
         let calls = std::sync::atomic::AtomicU32::new(0);
         let r: std::result::Result<(), _> = retry(&opts, || {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { Err(OciDistributionError::ServerError { code: 503, url: "u".into(), message: "busy".into() }) }
+            async {
+                Err(OciDistributionError::ServerError {
+                    code: 503,
+                    url: "u".into(),
+                    message: "busy".into(),
+                })
+            }
         })
         .await;
         assert!(r.is_err());
@@ -406,6 +597,10 @@ mod tests {
         })
         .await;
         assert!(r.is_err());
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a 401 is not retried");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a 401 is not retried"
+        );
     }
 }

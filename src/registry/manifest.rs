@@ -18,7 +18,12 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Media types we ask registries for, manifests and indexes alike.
-pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +41,14 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: None, urls: None }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            platform: None,
+            annotations: None,
+            urls: None,
+        }
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -51,13 +63,22 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
 impl Platform {
     pub fn linux(arch: &str) -> Self {
-        Platform { architecture: arch.into(), os: "linux".into(), variant: None, os_version: None }
+        Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            variant: None,
+            os_version: None,
+        }
     }
 }
 
@@ -122,19 +143,28 @@ pub enum Manifest {
 impl Manifest {
     /// Parse `bytes`; `content_type` is the registry's header if any.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).context("invalid manifest JSON")?;
-        let declared = value.get("mediaType").and_then(|v| v.as_str()).or(content_type).unwrap_or("");
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).context("invalid manifest JSON")?;
+        let declared = value
+            .get("mediaType")
+            .and_then(|v| v.as_str())
+            .or(content_type)
+            .unwrap_or("");
         let is_index = match declared {
             OCI_INDEX | DOCKER_MANIFEST_LIST => true,
             OCI_MANIFEST | DOCKER_MANIFEST => false,
-            "application/vnd.docker.distribution.manifest.v1+json" | "application/vnd.docker.distribution.manifest.v1+prettyjws" => {
+            "application/vnd.docker.distribution.manifest.v1+json"
+            | "application/vnd.docker.distribution.manifest.v1+prettyjws" => {
                 bail!("Docker schema 1 manifests are not supported: re-push the image with a current tool")
             }
             _ => value.get("manifests").is_some(),
         };
         let schema = value.get("schemaVersion").and_then(|v| v.as_u64());
         if schema != Some(2) {
-            bail!("unsupported manifest schemaVersion {}", schema.map_or("(missing)".into(), |s| s.to_string()));
+            bail!(
+                "unsupported manifest schemaVersion {}",
+                schema.map_or("(missing)".into(), |s| s.to_string())
+            );
         }
         Ok(if is_index {
             Manifest::Index(serde_json::from_value(value).context("invalid image index")?)
@@ -182,24 +212,41 @@ impl ImageConfig {
     }
 
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default()
+        self.config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.config.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
+        self.config
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     pub fn platform(&self) -> Platform {
-        Platform { architecture: self.architecture.clone(), os: self.os.clone(), variant: self.variant.clone(), os_version: None }
+        Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+            os_version: None,
+        }
     }
 }
 
 /// The OCI media type for a Docker schema 2 layer or config type; others pass through.
 pub fn oci_media_type(docker: &str) -> &str {
     match docker {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
         "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
         "application/vnd.docker.container.image.v1+json" => OCI_CONFIG,
         DOCKER_MANIFEST => OCI_MANIFEST,
         other => other,
@@ -214,7 +261,10 @@ impl ImageManifest {
         if self.media_type.as_deref() != Some(DOCKER_MANIFEST) {
             return None;
         }
-        let conv = |d: &Descriptor| Descriptor { media_type: oci_media_type(&d.media_type).to_string(), ..d.clone() };
+        let conv = |d: &Descriptor| Descriptor {
+            media_type: oci_media_type(&d.media_type).to_string(),
+            ..d.clone()
+        };
         Some(ImageManifest {
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.into()),
@@ -228,12 +278,24 @@ impl ImageManifest {
 /// Choose the entry for `os/arch` from an index. The error lists what the index has.
 pub fn select_platform<'a>(index: &'a ImageIndex, os: &str, arch: &str) -> Result<&'a Descriptor> {
     let arch = oci_arch(arch);
-    let found = index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch));
+    let found = index.manifests.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == os && p.architecture == arch)
+    });
     if let Some(d) = found {
         return Ok(d);
     }
-    let available: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-    let available = if available.is_empty() { "no platform-tagged entries".to_string() } else { available.join(", ") };
+    let available: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    let available = if available.is_empty() {
+        "no platform-tagged entries".to_string()
+    } else {
+        available.join(", ")
+    };
     bail!("the image index has no {os}/{arch} image (available: {available}); pick one with --arch")
 }
 
@@ -259,12 +321,31 @@ mod tests {
     #[test]
     fn selects_platform_by_oci_or_kernel_name() {
         let idx = index();
-        let cases = [("amd64", D1), ("x86_64", D1), ("arm64", D2), ("aarch64", D2)];
+        let cases = [
+            ("amd64", D1),
+            ("x86_64", D1),
+            ("arm64", D2),
+            ("aarch64", D2),
+        ];
         for (arch, want) in cases {
-            assert_eq!(select_platform(&idx, "linux", arch).unwrap().digest.to_string(), want, "{arch}");
+            assert_eq!(
+                select_platform(&idx, "linux", arch)
+                    .unwrap()
+                    .digest
+                    .to_string(),
+                want,
+                "{arch}"
+            );
         }
-        let err = select_platform(&idx, "linux", "s390x").unwrap_err().to_string();
-        assert!(err.contains("linux/s390x") && err.contains("linux/amd64, linux/arm64/v8") && err.contains("--arch"), "{err}");
+        let err = select_platform(&idx, "linux", "s390x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux/s390x")
+                && err.contains("linux/amd64, linux/arm64/v8")
+                && err.contains("--arch"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,14 +353,27 @@ mod tests {
         let m = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{D1}","size":2}},"layers":[{{"mediaType":"x","digest":"{D2}","size":3}}]}}"#
         );
-        assert!(matches!(Manifest::parse(m.as_bytes(), None).unwrap(), Manifest::Image(_)));
-        let l = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_LIST}","manifests":[]}}"#);
-        assert!(matches!(Manifest::parse(l.as_bytes(), None).unwrap(), Manifest::Index(_)));
+        assert!(matches!(
+            Manifest::parse(m.as_bytes(), None).unwrap(),
+            Manifest::Image(_)
+        ));
+        let l =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_LIST}","manifests":[]}}"#);
+        assert!(matches!(
+            Manifest::parse(l.as_bytes(), None).unwrap(),
+            Manifest::Index(_)
+        ));
         let bad: &[(&str, &str)] = &[
             ("{not json", "invalid manifest JSON"),
-            (r#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"}"#, "schema 1"),
+            (
+                r#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"}"#,
+                "schema 1",
+            ),
             (r#"{"schemaVersion":3,"layers":[]}"#, "schemaVersion 3"),
-            (r#"{"schemaVersion":2,"layers":[]}"#, "invalid image manifest"),
+            (
+                r#"{"schemaVersion":2,"layers":[]}"#,
+                "invalid image manifest",
+            ),
         ];
         for (input, want) in bad {
             let err = format!("{:#}", Manifest::parse(input.as_bytes(), None).unwrap_err());
@@ -292,13 +386,21 @@ mod tests {
         let docker = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":3}}]}}"#
         );
-        let Manifest::Image(m) = Manifest::parse(docker.as_bytes(), None).unwrap() else { panic!() };
+        let Manifest::Image(m) = Manifest::parse(docker.as_bytes(), None).unwrap() else {
+            panic!()
+        };
         let oci = m.to_oci().unwrap();
         assert_eq!(oci.media_type.as_deref(), Some(OCI_MANIFEST));
         assert_eq!(oci.config.media_type, OCI_CONFIG);
         assert_eq!(oci.config.digest, m.config.digest);
-        assert_eq!(oci.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
-        assert_eq!((oci.layers[0].digest.clone(), oci.layers[0].size), (m.layers[0].digest.clone(), 3));
+        assert_eq!(
+            oci.layers[0].media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(
+            (oci.layers[0].digest.clone(), oci.layers[0].size),
+            (m.layers[0].digest.clone(), 3)
+        );
         assert!(oci.to_oci().is_none());
     }
 

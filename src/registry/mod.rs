@@ -92,7 +92,11 @@ impl ResolvedImage {
     }
 
     pub fn manifest_descriptor(&self) -> Descriptor {
-        let mut d = Descriptor::new(&self.manifest_media_type, self.manifest_digest.clone(), self.manifest_raw.len() as u64);
+        let mut d = Descriptor::new(
+            &self.manifest_media_type,
+            self.manifest_digest.clone(),
+            self.manifest_raw.len() as u64,
+        );
         d.platform = Some(self.platform.clone());
         d
     }
@@ -113,12 +117,20 @@ pub async fn resolve(image: &ImageRef, opts: &RegistryOptions) -> Result<Resolve
         }
         ImageRef::OciArchive { path, tag } => {
             if !path.is_file() {
-                bail!("OCI archive {} does not exist or is not a file", path.display());
+                bail!(
+                    "OCI archive {} does not exist or is not a file",
+                    path.display()
+                );
             }
-            let tmp = tempfile::Builder::new().prefix("layerboot-oci-archive.").tempdir().context("creating a temporary directory")?;
+            let tmp = tempfile::Builder::new()
+                .prefix("layerboot-oci-archive.")
+                .tempdir()
+                .context("creating a temporary directory")?;
             let path = path.clone();
             let dest = tmp.path().to_path_buf();
-            let layout = tokio::task::spawn_blocking(move || crate::ocilayout::unpack_archive(&path, &dest)).await??;
+            let layout =
+                tokio::task::spawn_blocking(move || crate::ocilayout::unpack_archive(&path, &dest))
+                    .await??;
             resolve_layout(image, layout, Some(Arc::new(tmp)), tag.as_deref(), opts)
         }
     }
@@ -136,16 +148,43 @@ struct Picked {
 }
 
 impl Picked {
-    fn single(raw: Vec<u8>, digest: Digest, manifest: ImageManifest, platform: Option<Platform>) -> Self {
-        let media_type = manifest.media_type.clone().unwrap_or_else(|| manifest::OCI_MANIFEST.into());
-        Picked { raw, digest, media_type, manifest, index_digest: None, index_platforms: vec![], index_platform: platform }
+    fn single(
+        raw: Vec<u8>,
+        digest: Digest,
+        manifest: ImageManifest,
+        platform: Option<Platform>,
+    ) -> Self {
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| manifest::OCI_MANIFEST.into());
+        Picked {
+            raw,
+            digest,
+            media_type,
+            manifest,
+            index_digest: None,
+            index_platforms: vec![],
+            index_platform: platform,
+        }
     }
 
     /// `child` was selected from `index` (digest `index_digest`) and fetched as `raw`.
-    fn from_index(index: &manifest::ImageIndex, index_digest: Digest, child: &Descriptor, raw: Vec<u8>, what: &str) -> Result<Self> {
-        let manifest = match Manifest::parse(&raw, Some(&child.media_type)).with_context(|| format!("manifest {} of {what}", child.digest))? {
+    fn from_index(
+        index: &manifest::ImageIndex,
+        index_digest: Digest,
+        child: &Descriptor,
+        raw: Vec<u8>,
+        what: &str,
+    ) -> Result<Self> {
+        let manifest = match Manifest::parse(&raw, Some(&child.media_type))
+            .with_context(|| format!("manifest {} of {what}", child.digest))?
+        {
             Manifest::Image(m) => m,
-            Manifest::Index(_) => bail!("{what}: index entry {} is itself an index; nested indexes are not supported", child.digest),
+            Manifest::Index(_) => bail!(
+                "{what}: index entry {} is itself an index; nested indexes are not supported",
+                child.digest
+            ),
         };
         Ok(Picked {
             raw,
@@ -153,13 +192,24 @@ impl Picked {
             media_type: child.media_type.clone(),
             manifest,
             index_digest: Some(index_digest),
-            index_platforms: index.manifests.iter().filter_map(|d| d.platform.clone()).collect(),
+            index_platforms: index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.clone())
+                .collect(),
             index_platform: child.platform.clone(),
         })
     }
 
-    fn finish(self, image: &ImageRef, pinned: Option<RegistryRef>, config_raw: Vec<u8>, blobs: BlobSource) -> Result<ResolvedImage> {
-        let config = ImageConfig::parse(&config_raw).with_context(|| format!("config {} of {image}", self.manifest.config.digest))?;
+    fn finish(
+        self,
+        image: &ImageRef,
+        pinned: Option<RegistryRef>,
+        config_raw: Vec<u8>,
+        blobs: BlobSource,
+    ) -> Result<ResolvedImage> {
+        let config = ImageConfig::parse(&config_raw)
+            .with_context(|| format!("config {} of {image}", self.manifest.config.digest))?;
         let platform = self.index_platform.unwrap_or_else(|| config.platform());
         Ok(ResolvedImage {
             source_ref: image.clone(),
@@ -178,19 +228,28 @@ impl Picked {
     }
 }
 
-async fn resolve_registry(image: &ImageRef, r: &RegistryRef, opts: &RegistryOptions) -> Result<ResolvedImage> {
+async fn resolve_registry(
+    image: &ImageRef,
+    r: &RegistryRef,
+    opts: &RegistryOptions,
+) -> Result<ResolvedImage> {
     let conn = Arc::new(Connection::open(opts, r).await?);
     let (raw, digest) = conn.fetch_manifest(opts, None).await?;
     let what = r.to_string();
     let picked = match Manifest::parse(&raw, None).with_context(|| format!("manifest of {r}"))? {
         Manifest::Image(m) => Picked::single(raw, digest, m, None),
         Manifest::Index(idx) => {
-            let child = manifest::select_platform(&idx, &opts.os, &opts.arch).with_context(|| what.clone())?.clone();
+            let child = manifest::select_platform(&idx, &opts.os, &opts.arch)
+                .with_context(|| what.clone())?
+                .clone();
             let (child_raw, _) = conn.fetch_manifest(opts, Some(&child.digest)).await?;
             Picked::from_index(&idx, digest, &child, child_raw, &what)?
         }
     };
-    let config_raw = conn.fetch_small_blob(opts, &picked.manifest.config).await.with_context(|| format!("config of {r}"))?;
+    let config_raw = conn
+        .fetch_small_blob(opts, &picked.manifest.config)
+        .await
+        .with_context(|| format!("config of {r}"))?;
     check_blob(&picked.manifest.config, &config_raw)?;
     let pinned = r.pinned(&picked.digest);
     picked.finish(image, Some(pinned), config_raw, BlobSource::Registry(conn))
@@ -199,33 +258,67 @@ async fn resolve_registry(image: &ImageRef, r: &RegistryRef, opts: &RegistryOpti
 fn check_blob(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     let (hex, n) = crate::io::sha256_reader(bytes)?;
     if n != desc.size {
-        bail!("blob {}: received {n} bytes, expected {} (truncated or oversized)", desc.digest, desc.size);
+        bail!(
+            "blob {}: received {n} bytes, expected {} (truncated or oversized)",
+            desc.digest,
+            desc.size
+        );
     }
     if hex != desc.digest.hex() {
-        bail!("blob {}: content does not match its digest (got sha256:{hex})", desc.digest);
+        bail!(
+            "blob {}: content does not match its digest (got sha256:{hex})",
+            desc.digest
+        );
     }
     Ok(())
 }
 
-fn resolve_layout(image: &ImageRef, layout: OciLayout, tmp: Option<Arc<tempfile::TempDir>>, tag: Option<&str>, opts: &RegistryOptions) -> Result<ResolvedImage> {
+fn resolve_layout(
+    image: &ImageRef,
+    layout: OciLayout,
+    tmp: Option<Arc<tempfile::TempDir>>,
+    tag: Option<&str>,
+    opts: &RegistryOptions,
+) -> Result<ResolvedImage> {
     let what = image.to_string();
     // index.json is itself an index: with no tag and several platform entries, choose
     // among them as among an index's.
     let top_index = layout.read_index()?;
-    let entry = if tag.is_none() && top_index.manifests.len() > 1 && top_index.manifests.iter().all(|d| d.platform.is_some()) {
-        manifest::select_platform(&top_index, &opts.os, &opts.arch).with_context(|| what.clone())?.clone()
+    let entry = if tag.is_none()
+        && top_index.manifests.len() > 1
+        && top_index.manifests.iter().all(|d| d.platform.is_some())
+    {
+        manifest::select_platform(&top_index, &opts.os, &opts.arch)
+            .with_context(|| what.clone())?
+            .clone()
     } else {
         layout.find_ref(tag)?
     };
-    let raw = layout.read_blob(&entry.digest, Some(entry.size)).with_context(|| what.clone())?;
-    let picked = match Manifest::parse(&raw, Some(&entry.media_type)).with_context(|| format!("manifest {} in {what}", entry.digest))? {
-        Manifest::Image(m) => Picked { media_type: entry.media_type.clone(), ..Picked::single(raw, entry.digest.clone(), m, entry.platform.clone()) },
+    let raw = layout
+        .read_blob(&entry.digest, Some(entry.size))
+        .with_context(|| what.clone())?;
+    let picked = match Manifest::parse(&raw, Some(&entry.media_type))
+        .with_context(|| format!("manifest {} in {what}", entry.digest))?
+    {
+        Manifest::Image(m) => Picked {
+            media_type: entry.media_type.clone(),
+            ..Picked::single(raw, entry.digest.clone(), m, entry.platform.clone())
+        },
         Manifest::Index(idx) => {
-            let child = manifest::select_platform(&idx, &opts.os, &opts.arch).with_context(|| what.clone())?.clone();
-            let child_raw = layout.read_blob(&child.digest, Some(child.size)).with_context(|| what.clone())?;
+            let child = manifest::select_platform(&idx, &opts.os, &opts.arch)
+                .with_context(|| what.clone())?
+                .clone();
+            let child_raw = layout
+                .read_blob(&child.digest, Some(child.size))
+                .with_context(|| what.clone())?;
             Picked::from_index(&idx, entry.digest.clone(), &child, child_raw, &what)?
         }
     };
-    let config_raw = layout.read_blob(&picked.manifest.config.digest, Some(picked.manifest.config.size)).with_context(|| format!("config of {what}"))?;
+    let config_raw = layout
+        .read_blob(
+            &picked.manifest.config.digest,
+            Some(picked.manifest.config.size),
+        )
+        .with_context(|| format!("config of {what}"))?;
     picked.finish(image, None, config_raw, BlobSource::Layout(layout, tmp))
 }

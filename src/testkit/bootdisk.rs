@@ -26,7 +26,8 @@ use crate::cmd;
 
 const EARLY_CFG: &[u8] = include_bytes!("../../qemu-tests/fixtures/bootdisk-early.cfg");
 const GRUB_CFG: &[u8] = include_bytes!("../../qemu-tests/fixtures/bootdisk-grub.cfg");
-const RECIPE: &[u8] = b"bootdisk v1: pmbr+boot.img, p1 BIOS-BOOT 1MiB core.img, p2 ESP 64MiB fatfs LBTESTESP";
+const RECIPE: &[u8] =
+    b"bootdisk v1: pmbr+boot.img, p1 BIOS-BOOT 1MiB core.img, p2 ESP 64MiB fatfs LBTESTESP";
 
 const MIB: u64 = 1 << 20;
 const BIOS_START: u64 = MIB;
@@ -35,7 +36,19 @@ const ESP_START: u64 = 2 * MIB;
 const ESP_SIZE: u64 = 64 * MIB;
 /// Room after the ESP for the backup GPT.
 const DISK_SIZE: u64 = ESP_START + ESP_SIZE + MIB;
-const GRUB_MODULES: &[&str] = &["part_gpt", "fat", "search", "search_label", "normal", "linux", "configfile", "serial", "terminal", "echo", "test"];
+const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "search",
+    "search_label",
+    "normal",
+    "linux",
+    "configfile",
+    "serial",
+    "terminal",
+    "echo",
+    "test",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootDiskSpec {
@@ -50,10 +63,24 @@ pub fn cached_boot_disk(kernel: &Kernel, initramfs: &Path, spec: BootDiskSpec) -
     let grub_versions = cmd::run_stdout(Command::new("dpkg-query").args(["-W", "grub-efi-amd64-bin", "grub-pc-bin"]))
         .context("querying GRUB package versions: install the Debian packages 'grub-efi-amd64-bin' and 'grub-pc-bin'")?;
     let initramfs_sha = crate::io::sha256_file(initramfs)?;
-    let name = format!("bootdisk-{}{}", spec.sector_size, if spec.with_bootloader { "" } else { "-noboot" });
+    let name = format!(
+        "bootdisk-{}{}",
+        spec.sector_size,
+        if spec.with_bootloader { "" } else { "-noboot" }
+    );
     let spec_bytes = format!("{spec:?}");
-    let parts: [&[u8]; 7] = [RECIPE, EARLY_CFG, GRUB_CFG, spec_bytes.as_bytes(), grub_versions.as_bytes(), kernel.release.as_bytes(), initramfs_sha.0.as_bytes()];
-    let dir = cached_fixture(&name, &parts, |staging| build(kernel, initramfs, spec, staging))?;
+    let parts: [&[u8]; 7] = [
+        RECIPE,
+        EARLY_CFG,
+        GRUB_CFG,
+        spec_bytes.as_bytes(),
+        grub_versions.as_bytes(),
+        kernel.release.as_bytes(),
+        initramfs_sha.0.as_bytes(),
+    ];
+    let dir = cached_fixture(&name, &parts, |staging| {
+        build(kernel, initramfs, spec, staging)
+    })?;
     Ok(dir.join("disk.raw"))
 }
 
@@ -63,16 +90,33 @@ pub fn cached_grub_iso(kernel: &Kernel, initramfs: &Path) -> Result<PathBuf> {
     cmd::require("grub-mkrescue", "grub-common")?;
     cmd::require("xorriso", "xorriso")?;
     cmd::require("mformat", "mtools")?;
-    let grub_versions = cmd::run_stdout(Command::new("dpkg-query").args(["-W", "grub-efi-amd64-bin", "grub-pc-bin", "xorriso"]))?;
+    let grub_versions = cmd::run_stdout(Command::new("dpkg-query").args([
+        "-W",
+        "grub-efi-amd64-bin",
+        "grub-pc-bin",
+        "xorriso",
+    ]))?;
     let initramfs_sha = crate::io::sha256_file(initramfs)?;
-    let parts: [&[u8]; 5] = [b"grub-iso v1: grub-mkrescue -volid LBTESTISO", GRUB_CFG, grub_versions.as_bytes(), kernel.release.as_bytes(), initramfs_sha.0.as_bytes()];
+    let parts: [&[u8]; 5] = [
+        b"grub-iso v1: grub-mkrescue -volid LBTESTISO",
+        GRUB_CFG,
+        grub_versions.as_bytes(),
+        kernel.release.as_bytes(),
+        initramfs_sha.0.as_bytes(),
+    ];
     let dir = cached_fixture("grub-iso", &parts, |staging| {
         let root = staging.join("root");
         std::fs::create_dir_all(root.join("boot/grub"))?;
         std::fs::copy(&kernel.vmlinuz, root.join("vmlinuz"))?;
         std::fs::copy(initramfs, root.join("initramfs.cpio"))?;
         std::fs::write(root.join("boot/grub/grub.cfg"), GRUB_CFG)?;
-        cmd::run(Command::new("grub-mkrescue").arg("-o").arg(staging.join("test.iso")).arg(&root).args(["--", "-volid", "LBTESTISO"]))?;
+        cmd::run(
+            Command::new("grub-mkrescue")
+                .arg("-o")
+                .arg(staging.join("test.iso"))
+                .arg(&root)
+                .args(["--", "-volid", "LBTESTISO"]),
+        )?;
         super::cache::remove_tree(&root)
     })?;
     Ok(dir.join("test.iso"))
@@ -80,7 +124,11 @@ pub fn cached_grub_iso(kernel: &Kernel, initramfs: &Path) -> Result<PathBuf> {
 
 fn grub_image(format: &str, out: &Path, early: &Path) -> Result<()> {
     let mut c = Command::new("grub-mkimage");
-    c.args(["-O", format, "-o"]).arg(out).arg("-c").arg(early).args(["-p", "/grub"]);
+    c.args(["-O", format, "-o"])
+        .arg(out)
+        .arg("-c")
+        .arg(early)
+        .args(["-p", "/grub"]);
     if format == "i386-pc" {
         c.arg("biosdisk");
     }
@@ -100,16 +148,31 @@ fn build(kernel: &Kernel, initramfs: &Path, spec: BootDiskSpec, staging: &Path) 
 
     // The ESP as its own FAT image, copied into the disk afterwards.
     let esp_path = work.join("esp.img");
-    let esp = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&esp_path)?;
+    let esp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&esp_path)?;
     esp.set_len(ESP_SIZE)?;
-    fatfs::format_volume(&esp, fatfs::FormatVolumeOptions::new().bytes_per_sector(ss as u16).volume_label(*b"LBTESTESP  ")).context("formatting the ESP")?;
+    fatfs::format_volume(
+        &esp,
+        fatfs::FormatVolumeOptions::new()
+            .bytes_per_sector(ss as u16)
+            .volume_label(*b"LBTESTESP  "),
+    )
+    .context("formatting the ESP")?;
     {
-        let fs = fatfs::FileSystem::new(&esp, fatfs::FsOptions::new()).context("opening the ESP")?;
+        let fs =
+            fatfs::FileSystem::new(&esp, fatfs::FsOptions::new()).context("opening the ESP")?;
         let root = fs.root_dir();
         let put = |path: &str, data: &[u8]| -> Result<()> {
-            let mut f = root.create_file(path).with_context(|| format!("creating {path} on the ESP"))?;
+            let mut f = root
+                .create_file(path)
+                .with_context(|| format!("creating {path} on the ESP"))?;
             f.truncate()?;
-            f.write_all(data).with_context(|| format!("writing {path} on the ESP"))?;
+            f.write_all(data)
+                .with_context(|| format!("writing {path} on the ESP"))?;
             Ok(())
         };
         put("vmlinuz", &std::fs::read(&kernel.vmlinuz)?)?;
@@ -128,18 +191,49 @@ fn build(kernel: &Kernel, initramfs: &Path, spec: BootDiskSpec, staging: &Path) 
     }
 
     let disk_path = staging.join("disk.raw");
-    let mut disk = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&disk_path)?;
+    let mut disk = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&disk_path)?;
     disk.set_len(DISK_SIZE)?;
     let total_lba = DISK_SIZE / ss;
-    gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total_lba - 1).unwrap_or(u32::MAX)).overwrite_lba0(&mut disk).context("writing the protective MBR")?;
-    let lb = if ss == 512 { gpt::disk::LogicalBlockSize::Lb512 } else { gpt::disk::LogicalBlockSize::Lb4096 };
+    gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total_lba - 1).unwrap_or(u32::MAX))
+        .overwrite_lba0(&mut disk)
+        .context("writing the protective MBR")?;
+    let lb = if ss == 512 {
+        gpt::disk::LogicalBlockSize::Lb512
+    } else {
+        gpt::disk::LogicalBlockSize::Lb4096
+    };
     // A fixed disk GUID keeps the fixture reproducible.
     let guid = uuid::Uuid::from_u128(0x6c61_7965_7262_6f6f_7400_0000_0000_0001);
-    let mut g = gpt::GptConfig::new().writable(true).logical_block_size(lb).create_from_device(&mut disk, Some(guid)).context("creating the GPT")?;
+    let mut g = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(lb)
+        .create_from_device(&mut disk, Some(guid))
+        .context("creating the GPT")?;
     if ss == 512 {
-        g.add_partition_at("BIOS-BOOT", 1, BIOS_START / ss, BIOS_SIZE / ss, gpt::partition_types::BIOS, 0).context("adding BIOS-BOOT")?;
+        g.add_partition_at(
+            "BIOS-BOOT",
+            1,
+            BIOS_START / ss,
+            BIOS_SIZE / ss,
+            gpt::partition_types::BIOS,
+            0,
+        )
+        .context("adding BIOS-BOOT")?;
     }
-    g.add_partition_at("EFI-SYSTEM", 2, ESP_START / ss, ESP_SIZE / ss, gpt::partition_types::EFI, 0).context("adding EFI-SYSTEM")?;
+    g.add_partition_at(
+        "EFI-SYSTEM",
+        2,
+        ESP_START / ss,
+        ESP_SIZE / ss,
+        gpt::partition_types::EFI,
+        0,
+    )
+    .context("adding EFI-SYSTEM")?;
     g.write().context("writing the GPT")?;
 
     copy_at(&esp_path, &mut disk, ESP_START)?;
@@ -150,11 +244,15 @@ fn build(kernel: &Kernel, initramfs: &Path, spec: BootDiskSpec, staging: &Path) 
         let core_lba = BIOS_START / 512;
         patch_core_img(&mut core, core_lba)?;
         if core.len() as u64 > BIOS_SIZE {
-            bail!("core.img is {} bytes, larger than the BIOS-BOOT partition", core.len());
+            bail!(
+                "core.img is {} bytes, larger than the BIOS-BOOT partition",
+                core.len()
+            );
         }
         disk.seek(SeekFrom::Start(BIOS_START))?;
         disk.write_all(&core)?;
-        let boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img").context("reading GRUB's boot.img: install the Debian package 'grub-pc-bin'")?;
+        let boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img")
+            .context("reading GRUB's boot.img: install the Debian package 'grub-pc-bin'")?;
         let code = boot_code(&boot, core_lba)?;
         disk.seek(SeekFrom::Start(0))?;
         disk.write_all(&code)?;
@@ -183,7 +281,8 @@ pub fn patch_core_img(core: &mut Vec<u8>, core_lba: u64) -> Result<()> {
         bail!("core.img is implausibly small ({} bytes)", core.len());
     }
     core.resize(core.len().div_ceil(512) * 512, 0);
-    let rest = u16::try_from(core.len() / 512 - 1).context("core.img too large for one blocklist entry")?;
+    let rest = u16::try_from(core.len() / 512 - 1)
+        .context("core.img too large for one blocklist entry")?;
     core[0x1f4..0x1fc].copy_from_slice(&(core_lba + 1).to_le_bytes());
     core[0x1fc..0x1fe].copy_from_slice(&rest.to_le_bytes());
     Ok(())
@@ -223,6 +322,10 @@ mod tests {
         assert_eq!(core.len(), 287 * 512);
         assert_eq!(&core[0x1f4..0x1fc], &2049u64.to_le_bytes());
         assert_eq!(&core[0x1fc..0x1fe], &286u16.to_le_bytes());
-        assert_eq!(&core[0x1fe..0x200], &0x0820u16.to_le_bytes(), "segment untouched");
+        assert_eq!(
+            &core[0x1fe..0x200],
+            &0x0820u16.to_le_bytes(),
+            "segment untouched"
+        );
     }
 }

@@ -30,7 +30,9 @@ use anyhow::{Context, Result};
 
 use super::cache::{cached_fixture, recipe_hash};
 use super::kernel::{candidate_version, fetch_deb};
-use super::layered_image::{append_layer, layered_image, tag_digest, LayerEntry, LAYERED_TAG, MARKER_PATH};
+use super::layered_image::{
+    append_layer, layered_image, tag_digest, LayerEntry, LAYERED_TAG, MARKER_PATH,
+};
 use crate::cmd;
 
 const RECIPE_VERSION: &[u8] = b"bootupd-image v1";
@@ -39,7 +41,11 @@ const STATIC_EFI: &[u8] = include_bytes!("bootupd/grub-static-efi.cfg");
 const STATIC_BLSCFG: &[u8] = include_bytes!("bootupd/configs.d/10_blscfg.cfg");
 
 /// Debian packages of the EFI component.
-const PACKAGES: &[&str] = &["shim-signed", "shim-helpers-amd64-signed", "grub-efi-amd64-signed"];
+const PACKAGES: &[&str] = &[
+    "shim-signed",
+    "shim-helpers-amd64-signed",
+    "grub-efi-amd64-signed",
+];
 
 /// The EFI vendor directory (Debian's, as its GRUB's built-in prefix is `/EFI/debian`).
 pub const VENDOR: &str = "debian";
@@ -64,13 +70,28 @@ impl BootupdImage {
 /// The bootupd-layout image, built on first use on top of [`layered_image`] and cached.
 pub fn bootupd_image() -> Result<BootupdImage> {
     let layered = layered_image()?;
-    let versions: Vec<String> = PACKAGES.iter().map(|p| candidate_version(p).map(|v| format!("{p}={v}"))).collect::<Result<_>>()?;
-    let mut parts: Vec<&[u8]> = vec![RECIPE_VERSION, layered.digest.as_bytes(), STATIC_PRE, STATIC_EFI, STATIC_BLSCFG];
+    let versions: Vec<String> = PACKAGES
+        .iter()
+        .map(|p| candidate_version(p).map(|v| format!("{p}={v}")))
+        .collect::<Result<_>>()?;
+    let mut parts: Vec<&[u8]> = vec![
+        RECIPE_VERSION,
+        layered.digest.as_bytes(),
+        STATIC_PRE,
+        STATIC_EFI,
+        STATIC_BLSCFG,
+    ];
     parts.extend(versions.iter().map(|v| v.as_bytes()));
     let marker = format!("debian-bootupd-{}", recipe_hash(&parts));
-    let dir = cached_fixture("debian-bootupd", &parts, |staging| build(staging, &layered.oci_dir, &versions, &marker))?;
+    let dir = cached_fixture("debian-bootupd", &parts, |staging| {
+        build(staging, &layered.oci_dir, &versions, &marker)
+    })?;
     let oci_dir = dir.join("oci");
-    Ok(BootupdImage { digest: tag_digest(&oci_dir, BOOTUPD_TAG)?, oci_dir, marker })
+    Ok(BootupdImage {
+        digest: tag_digest(&oci_dir, BOOTUPD_TAG)?,
+        oci_dir,
+        marker,
+    })
 }
 
 /// `shimx64.efi,<label>,,<description>` in UCS-2 with a byte-order mark, as shim's fallback
@@ -98,34 +119,52 @@ fn build(staging: &Path, layered_oci: &Path, versions: &[String], marker: &str) 
     }
     let read = |rel: &str| -> Result<Vec<u8>> {
         let p = x.join(rel);
-        std::fs::read(&p).with_context(|| format!("reading {} (from {})", p.display(), PACKAGES.join(", ")))
+        std::fs::read(&p)
+            .with_context(|| format!("reading {} (from {})", p.display(), PACKAGES.join(", ")))
     };
     let shim = read("usr/lib/shim/shimx64.efi.signed")?;
     let grub = read("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")?;
-    for rel in ["usr/lib/shim/shimx64.efi.signed", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"] {
+    for rel in [
+        "usr/lib/shim/shimx64.efi.signed",
+        "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+    ] {
         newest = newest.max(std::fs::metadata(x.join(rel))?.modified()?);
     }
     // bootupd's metadata: a timestamp (the newest payload file, as generate-update-metadata
     // takes the packages' build times) and a human-readable version.
-    let timestamp = chrono::DateTime::<chrono::Utc>::from(newest).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let timestamp = chrono::DateTime::<chrono::Utc>::from(newest)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let efi_json = serde_json::json!({"timestamp": timestamp, "version": versions.join(",")});
     let bios_json = serde_json::json!({"timestamp": timestamp, "version": format!("grub-pc-bin={}", candidate_version("grub-pc-bin")?)});
 
     let u = "usr/lib/bootupd/updates";
     let s = "usr/lib/bootupd/grub2-static";
-    let file = |path: String, content: Vec<u8>| LayerEntry::File { path, mode: 0o644, content };
+    let file = |path: String, content: Vec<u8>| LayerEntry::File {
+        path,
+        mode: 0o644,
+        content,
+    };
     let entries = vec![
         file(format!("{u}/EFI/BOOT/BOOTX64.EFI"), shim.clone()),
-        file(format!("{u}/EFI/BOOT/fbx64.efi"), read("usr/lib/shim/fbx64.efi.signed")?),
+        file(
+            format!("{u}/EFI/BOOT/fbx64.efi"),
+            read("usr/lib/shim/fbx64.efi.signed")?,
+        ),
         file(format!("{u}/EFI/{VENDOR}/shimx64.efi"), shim),
         file(format!("{u}/EFI/{VENDOR}/grubx64.efi"), grub),
-        file(format!("{u}/EFI/{VENDOR}/mmx64.efi"), read("usr/lib/shim/mmx64.efi.signed")?),
+        file(
+            format!("{u}/EFI/{VENDOR}/mmx64.efi"),
+            read("usr/lib/shim/mmx64.efi.signed")?,
+        ),
         file(format!("{u}/EFI/{VENDOR}/BOOTX64.CSV"), boot_csv(VENDOR)),
         file(format!("{u}/EFI.json"), serde_json::to_vec(&efi_json)?),
         file(format!("{u}/BIOS.json"), serde_json::to_vec(&bios_json)?),
         file(format!("{s}/grub-static-pre.cfg"), STATIC_PRE.to_vec()),
         file(format!("{s}/grub-static-efi.cfg"), STATIC_EFI.to_vec()),
-        file(format!("{s}/configs.d/10_blscfg.cfg"), STATIC_BLSCFG.to_vec()),
+        file(
+            format!("{s}/configs.d/10_blscfg.cfg"),
+            STATIC_BLSCFG.to_vec(),
+        ),
         file(MARKER_PATH.to_string(), format!("{marker}\n").into_bytes()),
     ];
     append_layer(
@@ -152,7 +191,13 @@ mod tests {
     fn boot_csv_is_ucs2_with_bom() {
         let b = boot_csv("debian");
         assert_eq!(&b[..4], &[0xff, 0xfe, b's', 0]);
-        let units: Vec<u16> = b[2..].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-        assert_eq!(String::from_utf16(&units).unwrap(), "shimx64.efi,debian,,This is the boot entry for debian\n");
+        let units: Vec<u16> = b[2..]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(
+            String::from_utf16(&units).unwrap(),
+            "shimx64.efi,debian,,This is the boot entry for debian\n"
+        );
     }
 }

@@ -18,7 +18,9 @@ pub fn cache_root() -> PathBuf {
     if fs::create_dir_all(&system).is_ok() {
         return system;
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache/layerboot-tests")
 }
 
@@ -37,18 +39,29 @@ pub fn recipe_hash(parts: &[&[u8]]) -> String {
 /// staging directory; it is renamed into place only when `build` succeeds, so a failed or
 /// interrupted build is never mistaken for a fixture. Concurrent callers (parallel tests)
 /// serialize on a lock file and the losers reuse the winner's result.
-pub fn cached_fixture(name: &str, recipe: &[&[u8]], build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub fn cached_fixture(
+    name: &str,
+    recipe: &[&[u8]],
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     cached_fixture_in(&cache_root(), name, recipe, build)
 }
 
 /// [`cached_fixture`] under an explicit cache root.
-pub fn cached_fixture_in(root: &Path, name: &str, recipe: &[&[u8]], build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub fn cached_fixture_in(
+    root: &Path,
+    name: &str,
+    recipe: &[&[u8]],
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let key = format!("{name}-{}", recipe_hash(recipe));
     let dest = root.join(&key);
     let lock_path = root.join(format!(".{key}.lock"));
-    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     if dest.is_dir() {
         return Ok(dest);
     }
@@ -59,7 +72,9 @@ pub fn cached_fixture_in(root: &Path, name: &str, recipe: &[&[u8]], build: impl 
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     match build(&staging) {
         Ok(()) => {
-            fs::rename(&staging, &dest).with_context(|| format!("renaming {} into {}", staging.display(), dest.display()))?;
+            fs::rename(&staging, &dest).with_context(|| {
+                format!("renaming {} into {}", staging.display(), dest.display())
+            })?;
             Ok(dest)
         }
         Err(e) => {
@@ -74,7 +89,10 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     if fs::remove_dir_all(path).is_ok() || !path.exists() {
         return Ok(());
     }
-    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(path).status();
+    let _ = std::process::Command::new("chattr")
+        .args(["-R", "-i"])
+        .arg(path)
+        .status();
     fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
 }
 
@@ -91,9 +109,21 @@ mod tests {
     #[test]
     fn failed_build_leaves_no_fixture_and_success_is_reused() {
         let root = tempfile::tempdir().unwrap();
-        let err = cached_fixture_in(root.path(), "t", &[b"r1"], |_| anyhow::bail!("nope")).unwrap_err();
+        let err =
+            cached_fixture_in(root.path(), "t", &[b"r1"], |_| anyhow::bail!("nope")).unwrap_err();
         assert!(format!("{err:#}").contains("nope"));
-        assert_eq!(fs::read_dir(root.path()).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(), 0);
+        assert_eq!(
+            fs::read_dir(root.path())
+                .unwrap()
+                .filter(|e| !e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.'))
+                .count(),
+            0
+        );
         let mut builds = 0;
         for _ in 0..2 {
             let p = cached_fixture_in(root.path(), "t", &[b"r1"], |dir| {

@@ -36,7 +36,10 @@ pub struct InitramfsSpec {
 
 impl InitramfsSpec {
     pub fn new(init_script: impl Into<String>) -> Self {
-        InitramfsSpec { init_script: init_script.into(), ..Default::default() }
+        InitramfsSpec {
+            init_script: init_script.into(),
+            ..Default::default()
+        }
     }
 
     pub fn module(mut self, name: &str) -> Self {
@@ -68,27 +71,53 @@ impl InitramfsSpec {
 /// Build (or reuse) the initramfs for `spec` on `kernel`; returns the cpio path.
 pub fn cached_initramfs(name: &str, kernel: &Kernel, spec: &InitramfsSpec) -> Result<PathBuf> {
     crate::cmd::require("busybox", "busybox-static")?;
-    let busybox_id = std::fs::metadata(BUSYBOX).map(|m| format!("{} {:?}", m.len(), m.modified().ok())).unwrap_or_default();
+    let busybox_id = std::fs::metadata(BUSYBOX)
+        .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
+        .unwrap_or_default();
     let recipe = spec.recipe();
-    let dir = cached_fixture(name, &[&recipe, kernel.release.as_bytes(), busybox_id.as_bytes()], |staging| build(kernel, spec, &staging.join("initramfs.cpio")))?;
+    let dir = cached_fixture(
+        name,
+        &[&recipe, kernel.release.as_bytes(), busybox_id.as_bytes()],
+        |staging| build(kernel, spec, &staging.join("initramfs.cpio")),
+    )?;
     Ok(dir.join("initramfs.cpio"))
 }
 
 /// Write the initramfs for `spec` to `out`.
 pub fn build(kernel: &Kernel, spec: &InitramfsSpec, out: &Path) -> Result<()> {
-    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}: install the Debian package 'busybox-static'"))?;
+    let busybox = std::fs::read(BUSYBOX).with_context(|| {
+        format!("reading {BUSYBOX}: install the Debian package 'busybox-static'")
+    })?;
     let applets = crate::cmd::run_stdout(std::process::Command::new(BUSYBOX).arg("--list-full"))?;
     let modules = resolve_modules(&kernel.modules_dir, &spec.modules)?;
 
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = Newc::new(BufWriter::new(f));
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "etc", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "etc",
+        "lib",
+        "lib/modules",
+    ] {
         w.dir(d, 0o755)?;
     }
     // The console must exist before devtmpfs is mounted, for the kernel's own stdio.
     w.entry("dev/console", 0o020600, &[], (5, 1))?;
     w.file("bin/busybox", &busybox, 0o755)?;
-    for a in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "bin/busybox") {
+    for a in applets
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "bin/busybox")
+    {
         w.symlink(a, "/bin/busybox")?;
     }
     w.file("init", STAGE1, 0o755)?;
@@ -117,7 +146,11 @@ pub fn build(kernel: &Kernel, spec: &InitramfsSpec, out: &Path) -> Result<()> {
         }
         w.file(rel, contents, *mode)?;
     }
-    w.finish()?.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", out.display()))?;
+    w.finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
@@ -125,7 +158,9 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "xz") {
         let mut out = Vec::new();
-        xz2::read::XzDecoder::new(&raw[..]).read_to_end(&mut out).with_context(|| format!("decompressing {}", path.display()))?;
+        xz2::read::XzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
         return Ok(out);
     }
     Ok(raw)
@@ -138,7 +173,9 @@ fn canonical(name: &str) -> String {
 
 fn module_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
-    let stem = file.strip_suffix(".ko").or_else(|| file.strip_suffix(".ko.xz"))?;
+    let stem = file
+        .strip_suffix(".ko")
+        .or_else(|| file.strip_suffix(".ko.xz"))?;
     Some(canonical(stem))
 }
 
@@ -163,7 +200,14 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[String]) -> Result<Vec<(Str
         .collect();
     let mut order = Vec::new();
     let mut seen = HashSet::new();
-    fn visit(name: &str, index: &BTreeMap<String, PathBuf>, builtin: &HashSet<String>, seen: &mut HashSet<String>, order: &mut Vec<(String, PathBuf)>, chain: &mut Vec<String>) -> Result<()> {
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        builtin: &HashSet<String>,
+        seen: &mut HashSet<String>,
+        order: &mut Vec<(String, PathBuf)>,
+        chain: &mut Vec<String>,
+    ) -> Result<()> {
         let name = canonical(name);
         if seen.contains(&name) || builtin.contains(&name) {
             return Ok(());
@@ -171,9 +215,13 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[String]) -> Result<Vec<(Str
         if chain.contains(&name) {
             bail!("module dependency cycle: {} -> {name}", chain.join(" -> "));
         }
-        let path = index.get(&name).with_context(|| format!("kernel module '{name}' is neither built in nor in the kernel's modules tree"))?;
+        let path = index.get(&name).with_context(|| {
+            format!("kernel module '{name}' is neither built in nor in the kernel's modules tree")
+        })?;
         chain.push(name.clone());
-        for dep in modinfo_depends(&read_module(path)?).with_context(|| format!("reading .modinfo of {}", path.display()))? {
+        for dep in modinfo_depends(&read_module(path)?)
+            .with_context(|| format!("reading .modinfo of {}", path.display()))?
+        {
             visit(&dep, index, builtin, seen, order, chain)?;
         }
         chain.pop();
@@ -189,9 +237,21 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[String]) -> Result<Vec<(Str
 
 /// The `depends=` list from an ELF64 module's `.modinfo` section.
 pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
-    let u16_at = |o: usize| -> Result<u16> { Ok(u16::from_le_bytes(elf.get(o..o + 2).context("truncated ELF")?.try_into()?)) };
-    let u32_at = |o: usize| -> Result<u32> { Ok(u32::from_le_bytes(elf.get(o..o + 4).context("truncated ELF")?.try_into()?)) };
-    let u64_at = |o: usize| -> Result<u64> { Ok(u64::from_le_bytes(elf.get(o..o + 8).context("truncated ELF")?.try_into()?)) };
+    let u16_at = |o: usize| -> Result<u16> {
+        Ok(u16::from_le_bytes(
+            elf.get(o..o + 2).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    let u32_at = |o: usize| -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            elf.get(o..o + 4).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    let u64_at = |o: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            elf.get(o..o + 8).context("truncated ELF")?.try_into()?,
+        ))
+    };
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         bail!("not a little-endian ELF64 file");
     }
@@ -201,18 +261,31 @@ pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
     let shstrndx = u16_at(0x3e)? as usize;
     let section = |i: usize| -> Result<(u32, usize, usize)> {
         let h = shoff + i * shentsize;
-        Ok((u32_at(h)?, u64_at(h + 24)? as usize, u64_at(h + 32)? as usize))
+        Ok((
+            u32_at(h)?,
+            u64_at(h + 24)? as usize,
+            u64_at(h + 32)? as usize,
+        ))
     };
     let (_, stroff, strsize) = section(shstrndx)?;
-    let strtab = elf.get(stroff..stroff + strsize).context("section names out of bounds")?;
+    let strtab = elf
+        .get(stroff..stroff + strsize)
+        .context("section names out of bounds")?;
     for i in 0..shnum {
         let (name_off, off, size) = section(i)?;
-        let name = strtab.get(name_off as usize..).and_then(|s| s.split(|&b| b == 0).next()).unwrap_or_default();
+        let name = strtab
+            .get(name_off as usize..)
+            .and_then(|s| s.split(|&b| b == 0).next())
+            .unwrap_or_default();
         if name == b".modinfo" {
             let data = elf.get(off..off + size).context(".modinfo out of bounds")?;
             for kv in data.split(|&b| b == 0) {
                 if let Some(v) = kv.strip_prefix(b"depends=") {
-                    return Ok(String::from_utf8_lossy(v).split(',').filter(|s| !s.is_empty()).map(str::to_string).collect());
+                    return Ok(String::from_utf8_lossy(v)
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect());
                 }
             }
             return Ok(Vec::new());
@@ -310,9 +383,18 @@ mod tests {
             .unwrap();
         child.stdin.take().unwrap().write_all(&bytes).unwrap();
         assert!(child.wait().unwrap().success());
-        assert_eq!(std::fs::read_to_string(d.path().join("d/f.txt")).unwrap(), "hello");
-        assert_eq!(std::fs::read_to_string(d.path().join("odd")).unwrap(), "123");
-        assert_eq!(std::fs::read_link(d.path().join("d/l")).unwrap(), Path::new("f.txt"));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("d/f.txt")).unwrap(),
+            "hello"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("odd")).unwrap(),
+            "123"
+        );
+        assert_eq!(
+            std::fs::read_link(d.path().join("d/l")).unwrap(),
+            Path::new("f.txt")
+        );
     }
 
     #[test]

@@ -61,8 +61,13 @@ pub fn fetch_deb(pkg: &str, version: &str, download_dir: &Path) -> Result<PathBu
     if archived.is_file() {
         return Ok(archived);
     }
-    std::fs::create_dir_all(download_dir).with_context(|| format!("creating {}", download_dir.display()))?;
-    cmd::run(Command::new("apt-get").args(["download", "-q", &format!("{pkg}={version}")]).current_dir(download_dir))?;
+    std::fs::create_dir_all(download_dir)
+        .with_context(|| format!("creating {}", download_dir.display()))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["download", "-q", &format!("{pkg}={version}")])
+            .current_dir(download_dir),
+    )?;
     let deb = download_dir.join(&deb_name);
     if !deb.is_file() {
         bail!("apt-get download did not produce {}", deb.display());
@@ -73,11 +78,27 @@ pub fn fetch_deb(pkg: &str, version: &str, download_dir: &Path) -> Result<PathBu
 /// The cached Debian kernel, downloaded and unpacked on first use.
 pub fn debian_kernel() -> Result<Kernel> {
     let (pkg, version) = resolve_package()?;
-    let dir = cached_fixture("debian-kernel", &[RECIPE, pkg.as_bytes(), version.as_bytes()], |staging| unpack(&pkg, &version, staging))?;
-    let release = pkg.strip_prefix("linux-image-").expect("checked in resolve_package").to_string();
-    let k = Kernel { vmlinuz: dir.join(format!("boot/vmlinuz-{release}")), modules_dir: dir.join(format!("lib/modules/{release}")), release };
+    let dir = cached_fixture(
+        "debian-kernel",
+        &[RECIPE, pkg.as_bytes(), version.as_bytes()],
+        |staging| unpack(&pkg, &version, staging),
+    )?;
+    let release = pkg
+        .strip_prefix("linux-image-")
+        .expect("checked in resolve_package")
+        .to_string();
+    let k = Kernel {
+        vmlinuz: dir.join(format!("boot/vmlinuz-{release}")),
+        modules_dir: dir.join(format!("lib/modules/{release}")),
+        release,
+    };
     if !k.vmlinuz.is_file() || !k.modules_dir.is_dir() {
-        bail!("kernel fixture {} lacks {} or {}", dir.display(), k.vmlinuz.display(), k.modules_dir.display());
+        bail!(
+            "kernel fixture {} lacks {} or {}",
+            dir.display(),
+            k.vmlinuz.display(),
+            k.modules_dir.display()
+        );
     }
     Ok(k)
 }
@@ -89,7 +110,8 @@ fn unpack(pkg: &str, version: &str, staging: &Path) -> Result<()> {
     cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     for keep in ["boot", "lib"] {
         let (from, to) = (root.join(keep), staging.join(keep));
-        std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
     }
     super::cache::remove_tree(&root)?;
     let dl = staging.join("download");

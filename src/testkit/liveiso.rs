@@ -28,16 +28,28 @@ pub const ISO_NAME: &str = "live.iso";
 
 /// Fail early, naming the Debian packages, if a mastering tool is missing.
 pub fn require_tools() -> Result<()> {
-    for (tool, pkg) in [("xorriso", "xorriso"), ("grub-mkimage", "grub-common"), ("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("bash", "bash")] {
+    for (tool, pkg) in [
+        ("xorriso", "xorriso"),
+        ("grub-mkimage", "grub-common"),
+        ("mkfs.vfat", "dosfstools"),
+        ("mcopy", "mtools"),
+        ("bash", "bash"),
+    ] {
         cmd::require(tool, pkg)?;
     }
     for (file, pkg) in [
         ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux"),
         ("/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux"),
-        ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
+        (
+            "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+            "syslinux-common",
+        ),
         ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
     ] {
-        anyhow::ensure!(Path::new(file).is_file(), "{file} not found: install the Debian package '{pkg}' (see .ci/install-deps)");
+        anyhow::ensure!(
+            Path::new(file).is_file(),
+            "{file} not found: install the Debian package '{pkg}' (see .ci/install-deps)"
+        );
     }
     Ok(())
 }
@@ -48,7 +60,8 @@ pub fn build_iso(out: &Path, kernel: &Path, initrd: &Path, pad: Option<&Path>) -
     require_tools()?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let script = dir.path().join("build.sh");
-    std::fs::write(&script, BUILD_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    std::fs::write(&script, BUILD_SCRIPT)
+        .with_context(|| format!("writing {}", script.display()))?;
     let mut c = Command::new("bash");
     c.arg(&script).arg(out).arg(kernel).arg(initrd);
     if let Some(p) = pad {
@@ -62,11 +75,21 @@ pub fn build_iso(out: &Path, kernel: &Path, initrd: &Path, pad: Option<&Path>) -
 /// before modifying it.
 pub fn live_iso() -> Result<PathBuf> {
     let kernel = debian_kernel()?;
-    let initrd = cached_initramfs("liveiso-initramfs", &kernel, &InitramfsSpec::new(INIT_SCRIPT))?;
+    let initrd = cached_initramfs(
+        "liveiso-initramfs",
+        &kernel,
+        &InitramfsSpec::new(INIT_SCRIPT),
+    )?;
     let initrd_id = initrd.to_string_lossy().into_owned();
-    let dir = cached_fixture("liveiso", &[BUILD_SCRIPT, kernel.release.as_bytes(), initrd_id.as_bytes()], |staging| {
-        build_iso(&staging.join(ISO_NAME), &kernel.vmlinuz, &initrd, None)
-    })?;
+    let dir = cached_fixture(
+        "liveiso",
+        &[
+            BUILD_SCRIPT,
+            kernel.release.as_bytes(),
+            initrd_id.as_bytes(),
+        ],
+        |staging| build_iso(&staging.join(ISO_NAME), &kernel.vmlinuz, &initrd, None),
+    )?;
     Ok(dir.join(ISO_NAME))
 }
 
@@ -127,7 +150,13 @@ mod tests {
         let r = parse_guest_report(log);
         assert_eq!(r.cmdline.as_deref(), Some("BOOT_IMAGE=/x a=1"));
         assert_eq!(r.ignition.as_deref(), Some("{\"a\":1}\n"));
-        assert_eq!(r.installer, vec![("/etc/coreos/installer.d/0000-customize.yaml".to_string(), "dest-device: /dev/vda\n".to_string())]);
+        assert_eq!(
+            r.installer,
+            vec![(
+                "/etc/coreos/installer.d/0000-customize.yaml".to_string(),
+                "dest-device: /dev/vda\n".to_string()
+            )]
+        );
         assert!(r.done && r.keyfiles.is_empty());
         assert_eq!(parse_guest_report("LIVEISO-NO-IGNITION\n").ignition, None);
     }
@@ -136,6 +165,11 @@ mod tests {
     fn default_kargs_match_the_recipe() {
         let script = std::str::from_utf8(BUILD_SCRIPT).unwrap();
         let line = script.lines().find(|l| l.starts_with("kargs=")).unwrap();
-        assert_eq!(line.trim_start_matches("kargs=\"").trim_end_matches('"').replace("$volid", VOLUME_ID), DEFAULT_KARGS);
+        assert_eq!(
+            line.trim_start_matches("kargs=\"")
+                .trim_end_matches('"')
+                .replace("$volid", VOLUME_ID),
+            DEFAULT_KARGS
+        );
     }
 }

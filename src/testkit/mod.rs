@@ -3,12 +3,12 @@
 //! Not part of the user-facing CLI; compiled into the library so integration tests,
 //! `qemu-tests/` and the `layerboot-testkit` binary share one implementation.
 
-pub mod cache;
-pub mod layered_image;
-pub mod initramfs;
-pub mod kernel;
-pub mod ostree_image;
-pub mod registry;
-pub mod liveiso;
 pub mod bootdisk;
 pub mod bootupd_image;
+pub mod cache;
+pub mod initramfs;
+pub mod kernel;
+pub mod layered_image;
+pub mod liveiso;
+pub mod ostree_image;
+pub mod registry;

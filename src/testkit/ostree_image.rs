@@ -15,7 +15,9 @@ use anyhow::{bail, Context, Result};
 use crate::cmd;
 use crate::imageref::Digest;
 use crate::ocilayout::OciLayout;
-use crate::registry::manifest::{Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+use crate::registry::manifest::{
+    Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::testkit::cache::cached_fixture;
 
 /// The kernel version of the fixture trees.
@@ -32,13 +34,33 @@ const RECIPE: &[u8] = include_bytes!("ostree_image.rs");
 pub fn write_tree(root: &Path, with_kernel: bool) -> Result<()> {
     let files: Vec<(String, Vec<u8>)> = {
         let mut v = vec![
-            ("usr/lib/os-release".to_string(), format!("NAME=\"layerboot test OS\"\nID=layerboot-test\nVERSION_ID={FIXTURE_VERSION}\n").into_bytes()),
-            ("usr/bin/hello".to_string(), b"#!/bin/sh\necho hello from a layered image\n".to_vec()),
-            ("usr/share/layerboot/payload.bin".to_string(), (0..64 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect()),
+            (
+                "usr/lib/os-release".to_string(),
+                format!(
+                    "NAME=\"layerboot test OS\"\nID=layerboot-test\nVERSION_ID={FIXTURE_VERSION}\n"
+                )
+                .into_bytes(),
+            ),
+            (
+                "usr/bin/hello".to_string(),
+                b"#!/bin/sh\necho hello from a layered image\n".to_vec(),
+            ),
+            (
+                "usr/share/layerboot/payload.bin".to_string(),
+                (0..64 * 1024u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+                    .collect(),
+            ),
         ];
         if with_kernel {
-            v.push((format!("usr/lib/modules/{FIXTURE_KVER}/vmlinuz"), b"not a real kernel: fixture for layerboot tests\n".to_vec()));
-            v.push((format!("usr/lib/modules/{FIXTURE_KVER}/initramfs.img"), b"not a real initramfs\n".to_vec()));
+            v.push((
+                format!("usr/lib/modules/{FIXTURE_KVER}/vmlinuz"),
+                b"not a real kernel: fixture for layerboot tests\n".to_vec(),
+            ));
+            v.push((
+                format!("usr/lib/modules/{FIXTURE_KVER}/initramfs.img"),
+                b"not a real initramfs\n".to_vec(),
+            ));
         }
         v
     };
@@ -55,14 +77,32 @@ pub fn write_tree(root: &Path, with_kernel: bool) -> Result<()> {
 
 /// Commit `tree` into a fresh repo in `work`, then encapsulate it to `oci:DEST:TAG`.
 /// `bootable` adds `--bootable`, which needs the kernel in the tree.
-pub fn encapsulate_tree(tree: &Path, work: &Path, dest: &Path, tag: &str, bootable: bool, labels: BTreeMap<String, String>) -> Result<Digest> {
+pub fn encapsulate_tree(
+    tree: &Path,
+    work: &Path,
+    dest: &Path,
+    tag: &str,
+    bootable: bool,
+    labels: BTreeMap<String, String>,
+) -> Result<Digest> {
     cmd::require("ostree", "ostree")?;
     let repo_path = work.join("repo");
-    cmd::run(Command::new("ostree").arg(format!("--repo={}", repo_path.display())).args(["init", "--mode=archive"]))?;
+    cmd::run(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo_path.display()))
+            .args(["init", "--mode=archive"]),
+    )?;
     let mut commit = Command::new("ostree");
     commit
         .arg(format!("--repo={}", repo_path.display()))
-        .args(["commit", "--branch=layerboot/fixture", "--owner-uid=0", "--owner-gid=0", "--no-xattrs", "--timestamp=2024-01-01 00:00:00 +0000"])
+        .args([
+            "commit",
+            "--branch=layerboot/fixture",
+            "--owner-uid=0",
+            "--owner-gid=0",
+            "--no-xattrs",
+            "--timestamp=2024-01-01 00:00:00 +0000",
+        ])
         .arg(format!("--add-metadata-string=version={FIXTURE_VERSION}"))
         .arg(format!("--tree=dir={}", tree.display()));
     if bootable {
@@ -76,16 +116,27 @@ pub fn encapsulate_tree(tree: &Path, work: &Path, dest: &Path, tag: &str, bootab
     // be inside one.
     let digest = std::thread::spawn(move || -> Result<String> {
         use ostree_ext::container::{encapsulate, Config, ExportOpts, ImageReference, Transport};
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let repo = ostree_ext::ostree::Repo::new_for_path(&repo_path2);
-            repo.open(ostree_ext::gio::Cancellable::NONE).context("opening the fixture ostree repo")?;
-            let config = Config { labels: Some(labels), cmd: None };
+            repo.open(ostree_ext::gio::Cancellable::NONE)
+                .context("opening the fixture ostree repo")?;
+            let config = Config {
+                labels: Some(labels),
+                cmd: None,
+            };
             let mut opts = ExportOpts::default();
             opts.legacy_version_label = true;
             opts.created = Some("2024-01-01T00:00:00Z".into());
-            let dest = ImageReference { transport: Transport::OciDir, name: format!("{}:{tag}", dest2.display()) };
-            let d = encapsulate(&repo, "layerboot/fixture", &config, Some(opts), &dest).await.context("ostree-ext encapsulate")?;
+            let dest = ImageReference {
+                transport: Transport::OciDir,
+                name: format!("{}:{tag}", dest2.display()),
+            };
+            let d = encapsulate(&repo, "layerboot/fixture", &config, Some(opts), &dest)
+                .await
+                .context("ostree-ext encapsulate")?;
             Ok(d.to_string())
         })
     })
@@ -93,7 +144,9 @@ pub fn encapsulate_tree(tree: &Path, work: &Path, dest: &Path, tag: &str, bootab
     .map_err(|_| anyhow::anyhow!("encapsulate thread panicked"))??;
     // ostree-ext names the manifest digest; cross-check it against the layout.
     let layout = OciLayout::open(dest)?;
-    let entry = layout.find_ref(Some(FIXTURE_TAG)).or_else(|_| layout.find_ref(None))?;
+    let entry = layout
+        .find_ref(Some(FIXTURE_TAG))
+        .or_else(|_| layout.find_ref(None))?;
     if entry.digest.to_string() != digest {
         log::debug!("encapsulate reported {digest}, layout has {}", entry.digest);
     }
@@ -101,12 +154,17 @@ pub fn encapsulate_tree(tree: &Path, work: &Path, dest: &Path, tag: &str, bootab
 }
 
 fn build_image(staging: &Path, bootable: bool) -> Result<()> {
-    let work = tempfile::Builder::new().prefix("layerboot-fixture.").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("layerboot-fixture.")
+        .tempdir()?;
     let tree = work.path().join("tree");
     write_tree(&tree, bootable)?;
     let dest = staging.join("oci");
     let mut labels = BTreeMap::new();
-    labels.insert("org.opencontainers.image.title".into(), "layerboot test image".into());
+    labels.insert(
+        "org.opencontainers.image.title".into(),
+        "layerboot test image".into(),
+    );
     encapsulate_tree(&tree, work.path(), &dest, FIXTURE_TAG, bootable, labels)?;
     Ok(())
 }
@@ -133,21 +191,37 @@ pub fn multiarch_image() -> Result<PathBuf> {
         copy_dir(&base, &dest)?;
         let layout = OciLayout::open(&dest)?;
         let entry = layout.find_ref(Some(FIXTURE_TAG))?;
-        let manifest: ImageManifest = serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size))?)?;
-        let mut config: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest.config.digest, Some(manifest.config.size))?)?;
-        let base_arch = config["architecture"].as_str().unwrap_or("amd64").to_string();
+        let manifest: ImageManifest =
+            serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size))?)?;
+        let mut config: serde_json::Value = serde_json::from_slice(
+            &layout.read_blob(&manifest.config.digest, Some(manifest.config.size))?,
+        )?;
+        let base_arch = config["architecture"]
+            .as_str()
+            .unwrap_or("amd64")
+            .to_string();
         if base_arch == OTHER_ARCH {
             bail!("fixture host arch is {OTHER_ARCH}; the multi-arch fixture needs another");
         }
         config["architecture"] = OTHER_ARCH.into();
         let other_config = layout.write_blob(OCI_CONFIG, &serde_json::to_vec(&config)?)?;
-        let other_manifest = ImageManifest { config: other_config, ..manifest.clone() };
+        let other_manifest = ImageManifest {
+            config: other_config,
+            ..manifest.clone()
+        };
         let other = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&other_manifest)?)?;
-        let with_platform = |d: &Descriptor, arch: &str| Descriptor { platform: Some(Platform::linux(arch)), annotations: None, ..d.clone() };
+        let with_platform = |d: &Descriptor, arch: &str| Descriptor {
+            platform: Some(Platform::linux(arch)),
+            annotations: None,
+            ..d.clone()
+        };
         let index = ImageIndex {
             schema_version: 2,
             media_type: Some(OCI_INDEX.into()),
-            manifests: vec![with_platform(&entry, &base_arch), with_platform(&other, OTHER_ARCH)],
+            manifests: vec![
+                with_platform(&entry, &base_arch),
+                with_platform(&other, OTHER_ARCH),
+            ],
             annotations: None,
         };
         let index_desc = layout.write_blob(OCI_INDEX, &serde_json::to_vec(&index)?)?;
@@ -242,7 +316,10 @@ pub fn make_bench_image(dest: &Path, size_mib: u64, layers: u32) -> Result<Diges
             header.set_mode(0o644);
             header.set_mtime(0);
             header.set_cksum();
-            let data = XorShiftReader { state: &mut seed, left: per_layer };
+            let data = XorShiftReader {
+                state: &mut seed,
+                left: per_layer,
+            };
             tar.append_data(&mut header, format!("bench/layer{i}.bin"), data)?;
             tar.finish()?;
         }
@@ -250,7 +327,11 @@ pub fn make_bench_image(dest: &Path, size_mib: u64, layers: u32) -> Result<Diges
         inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         let digest = Digest::from_sha256_hex(&hex).expect("sha256");
         fs::rename(&tmp, layout.blob_path(&digest))?;
-        descs.push(Descriptor::new("application/vnd.oci.image.layer.v1.tar", digest.clone(), n));
+        descs.push(Descriptor::new(
+            "application/vnd.oci.image.layer.v1.tar",
+            digest.clone(),
+            n,
+        ));
         diff_ids.push(digest.to_string());
     }
     let config = serde_json::json!({
@@ -261,7 +342,13 @@ pub fn make_bench_image(dest: &Path, size_mib: u64, layers: u32) -> Result<Diges
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     let config = layout.write_blob(OCI_CONFIG, &serde_json::to_vec(&config)?)?;
-    let manifest = ImageManifest { schema_version: 2, media_type: Some(OCI_MANIFEST.into()), config, layers: descs, annotations: None };
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config,
+        layers: descs,
+        annotations: None,
+    };
     let m = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
     layout.set_ref(Some(FIXTURE_TAG), &m)?;
     Ok(m.digest)
@@ -277,7 +364,11 @@ impl std::io::Read for XorShiftReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = (buf.len() as u64).min(self.left) as usize;
         let n = n - n % 8;
-        let n = if n == 0 { (self.left as usize).min(buf.len()) } else { n };
+        let n = if n == 0 {
+            (self.left as usize).min(buf.len())
+        } else {
+            n
+        };
         for chunk in buf[..n].chunks_mut(8) {
             let mut x = *self.state;
             x ^= x << 13;

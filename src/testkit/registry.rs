@@ -52,10 +52,14 @@ impl LocalRegistry {
     /// Start a registry and wait until it accepts connections.
     pub fn start(mode: Mode) -> Result<Self> {
         cmd::require("docker-registry", "docker-registry")?;
-        let mut dir = tempfile::Builder::new().prefix("layerboot-registry.").tempdir().context("creating registry temp dir")?;
+        let mut dir = tempfile::Builder::new()
+            .prefix("layerboot-registry.")
+            .tempdir()
+            .context("creating registry temp dir")?;
         let storage = dir.path().join("storage");
         fs::create_dir(&storage)?;
-        let mut http = serde_json::json!({ "addr": "", "headers": { "X-Content-Type-Options": ["nosniff"] } });
+        let mut http =
+            serde_json::json!({ "addr": "", "headers": { "X-Content-Type-Options": ["nosniff"] } });
         let mut config = serde_json::json!({
             "version": 0.1,
             "log": { "level": "warn", "accesslog": { "disabled": true } },
@@ -70,7 +74,13 @@ impl LocalRegistry {
                 crate::io::write_atomic(&pw, TEST_PASSWORD.as_bytes(), 0o600)?;
                 // The password goes through stdin (-i), never onto a command line.
                 // (cmd::run gives children a null stdin, hence the shell redirect.)
-                cmd::run(Command::new("sh").args(["-c", "htpasswd -B -i -c \"$1\" \"$2\" < \"$3\"", "sh"]).arg(&htpasswd).arg(TEST_USER).arg(&pw))?;
+                cmd::run(
+                    Command::new("sh")
+                        .args(["-c", "htpasswd -B -i -c \"$1\" \"$2\" < \"$3\"", "sh"])
+                        .arg(&htpasswd)
+                        .arg(TEST_USER)
+                        .arg(&pw),
+                )?;
                 fs::remove_file(&pw)?;
                 config["auth"] = serde_json::json!({ "htpasswd": { "realm": "layerboot-test", "path": htpasswd } });
             }
@@ -89,7 +99,12 @@ impl LocalRegistry {
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, serde_yaml::to_string(&config)?)?;
             let child = spawn_registry(dir.path())?;
-            let mut reg = LocalRegistry { child: Some(child), dir, addr, mode };
+            let mut reg = LocalRegistry {
+                child: Some(child),
+                dir,
+                addr,
+                mode,
+            };
             match reg.wait_ready(Duration::from_secs(20)) {
                 Ok(()) => return Ok(reg),
                 Err(e) => {
@@ -126,11 +141,17 @@ impl LocalRegistry {
             if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
                 bail!("docker-registry exited ({status}): {}", self.log_tail());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() && self.v2_answers() {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && self.v2_answers()
+            {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                bail!("docker-registry did not answer on {} within {timeout:?}: {}", self.addr, self.log_tail());
+                bail!(
+                    "docker-registry did not answer on {} within {timeout:?}: {}",
+                    self.addr,
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -142,7 +163,9 @@ impl LocalRegistry {
         if self.mode == Mode::Tls {
             return true;
         }
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) else { return false };
+        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         if write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).is_err() {
             return false;
@@ -189,7 +212,9 @@ impl LocalRegistry {
 
     /// An auths file (0600) holding this registry's credentials (Basic mode only).
     pub fn authfile(&self) -> Result<Option<PathBuf>> {
-        let Some(creds) = self.credentials() else { return Ok(None) };
+        let Some(creds) = self.credentials() else {
+            return Ok(None);
+        };
         let path = self.dir.path().join("auth.json");
         if !path.exists() {
             let mut f = AuthFile::default();
@@ -201,7 +226,12 @@ impl LocalRegistry {
 
     /// Where the registry stores blob `digest` on disk, for tests that corrupt it.
     pub fn storage_blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.path().join("storage/docker/registry/v2/blobs/sha256").join(&digest.hex()[..2]).join(digest.hex()).join("data")
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&digest.hex()[..2])
+            .join(digest.hex())
+            .join("data")
     }
 
     /// Push the image in OCI layout `src` (`DIR` or `DIR:tag`) as `repo:tag` with
@@ -216,13 +246,17 @@ impl LocalRegistry {
                 c.arg("--dest-tls-verify=false");
             }
             Mode::Basic => {
-                c.arg("--dest-tls-verify=false").arg("--dest-authfile").arg(self.authfile()?.expect("basic has an authfile"));
+                c.arg("--dest-tls-verify=false")
+                    .arg("--dest-authfile")
+                    .arg(self.authfile()?.expect("basic has an authfile"));
             }
             Mode::Tls => {
-                c.arg("--dest-cert-dir").arg(self.cert_dir().expect("tls has certs"));
+                c.arg("--dest-cert-dir")
+                    .arg(self.cert_dir().expect("tls has certs"));
             }
         }
-        c.arg(format!("oci:{}", src.display())).arg(format!("docker://{dest}"));
+        c.arg(format!("oci:{}", src.display()))
+            .arg(format!("docker://{dest}"));
         cmd::run(&mut c)?;
         Ok(dest)
     }
@@ -243,9 +277,17 @@ impl Drop for LocalRegistry {
 
 /// Start `docker-registry serve DIR/config.yml`, logging to DIR/registry.log.
 fn spawn_registry(dir: &Path) -> Result<Child> {
-    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("registry.log"))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))?;
     let mut command = Command::new("docker-registry");
-    command.arg("serve").arg(dir.join("config.yml")).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    command
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // The registry reads REGISTRY_* overrides from the environment; keep ours.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("REGISTRY_") {
@@ -277,8 +319,43 @@ fn make_tls_files(dir: &Path) -> Result<()> {
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nauthorityKeyIdentifier=keyid\n",
     )?;
     let p = |name: &str| dir.join(name);
-    cmd::run(Command::new("openssl").args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-config"]).arg(&ca_cnf).arg("-keyout").arg(p("ca.key")).arg("-out").arg(certs.join("ca.crt")))?;
-    cmd::run(Command::new("openssl").args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1"]).arg("-keyout").arg(p("server.key")).arg("-out").arg(p("server.csr")))?;
+    cmd::run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-config",
+            ])
+            .arg(&ca_cnf)
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(certs.join("ca.crt")),
+    )?;
+    cmd::run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr")),
+    )?;
     cmd::run(
         Command::new("openssl")
             .args(["x509", "-req", "-days", "2", "-set_serial", "2"])

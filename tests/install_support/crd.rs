@@ -29,7 +29,8 @@ pub fn reference_dir() -> PathBuf {
 
 pub fn load_crd(file: &str) -> Value {
     let path = reference_dir().join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading CRD {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading CRD {}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing CRD {}: {e}", path.display()))
 }
 
@@ -71,25 +72,36 @@ pub fn cel_matches_patterns(rule: &str) -> Vec<String> {
     out
 }
 
-const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 const DNS1035_LABEL: &str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$";
 
 /// Translate one schema node; `path` names it in panics.
 pub fn to_json_schema(node: &Value, path: &str) -> Value {
-    let Value::Object(m) = node else { return node.clone() };
+    let Value::Object(m) = node else {
+        return node.clone();
+    };
     let mut out = Map::new();
     let mut extra_all_of = Vec::new();
     for (k, v) in m {
         match k.as_str() {
             "properties" => {
-                let props = v.as_object().unwrap().iter().map(|(pk, pv)| (pk.clone(), to_json_schema(pv, &format!("{path}.{pk}")))).collect();
+                let props = v
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(pk, pv)| (pk.clone(), to_json_schema(pv, &format!("{path}.{pk}"))))
+                    .collect();
                 out.insert(k.clone(), Value::Object(props));
             }
             "items" | "additionalProperties" if v.is_object() => {
                 out.insert(k.clone(), to_json_schema(v, &format!("{path}[]")));
             }
-            "nullable" | "x-kubernetes-int-or-string" | "x-kubernetes-preserve-unknown-fields" | "description" => {}
+            "nullable"
+            | "x-kubernetes-int-or-string"
+            | "x-kubernetes-preserve-unknown-fields"
+            | "description" => {}
             "x-kubernetes-validations" => {
                 for rule in v.as_array().unwrap() {
                     let text = rule["rule"].as_str().unwrap();
@@ -128,9 +140,15 @@ pub fn to_json_schema(node: &Value, path: &str) -> Value {
 fn translate_cel(rule: &str, path: &str) -> Option<Value> {
     let compact: String = rule.split_whitespace().collect::<Vec<_>>().join(" ");
     match compact.as_str() {
-        "!format.dns1123Subdomain().validate(self).hasValue()" => return Some(json!({"pattern": DNS1123_SUBDOMAIN})),
-        "!format.dns1123Label().validate(self).hasValue()" => return Some(json!({"pattern": DNS1123_LABEL})),
-        "!format.dns1035Label().validate(self).hasValue()" => return Some(json!({"pattern": DNS1035_LABEL})),
+        "!format.dns1123Subdomain().validate(self).hasValue()" => {
+            return Some(json!({"pattern": DNS1123_SUBDOMAIN}))
+        }
+        "!format.dns1123Label().validate(self).hasValue()" => {
+            return Some(json!({"pattern": DNS1123_LABEL}))
+        }
+        "!format.dns1035Label().validate(self).hasValue()" => {
+            return Some(json!({"pattern": DNS1035_LABEL}))
+        }
         _ => {}
     }
     if compact.contains("oldSelf") && !compact.contains("self.metadata") {
@@ -140,9 +158,14 @@ fn translate_cel(rule: &str, path: &str) -> Option<Value> {
         return None; // checked by check_cel_root
     }
     let alternatives: Vec<&str> = compact.split(" || ").collect();
-    if alternatives.iter().all(|a| a.starts_with("self.matches('") && a.ends_with("')")) {
+    if alternatives
+        .iter()
+        .all(|a| a.starts_with("self.matches('") && a.ends_with("')"))
+    {
         let pats = cel_matches_patterns(&compact);
-        return Some(json!({"anyOf": pats.iter().map(|p| json!({"pattern": p})).collect::<Vec<_>>()}));
+        return Some(
+            json!({"anyOf": pats.iter().map(|p| json!({"pattern": p})).collect::<Vec<_>>()}),
+        );
     }
     if path.contains(".status") {
         return None; // we never write status
@@ -153,14 +176,30 @@ fn translate_cel(rule: &str, path: &str) -> Option<Value> {
 /// Validate one manifest (as YAML text) against its CRD; returns the errors.
 pub fn crd_errors(manifest: &Value) -> Vec<String> {
     let kind = manifest["kind"].as_str().expect("manifest has kind");
-    let version = manifest["apiVersion"].as_str().unwrap().rsplit('/').next().unwrap();
+    let version = manifest["apiVersion"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
     let crd = load_crd(crd_file_for(kind));
     assert_eq!(crd["spec"]["names"]["kind"], kind);
-    let group = manifest["apiVersion"].as_str().unwrap().split('/').next().unwrap();
-    assert_eq!(crd["spec"]["group"], group, "apiVersion group does not match the CRD");
+    let group = manifest["apiVersion"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(
+        crd["spec"]["group"], group,
+        "apiVersion group does not match the CRD"
+    );
     let schema = to_json_schema(&openapi_schema(&crd, version), kind);
     let validator = jsonschema::draft4::new(&schema).expect("translated CRD schema compiles");
-    let mut errors: Vec<String> = validator.iter_errors(manifest).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    let mut errors: Vec<String> = validator
+        .iter_errors(manifest)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
     errors.extend(check_cel_root(manifest));
     errors
 }
@@ -168,7 +207,9 @@ pub fn crd_errors(manifest: &Value) -> Vec<String> {
 /// The object-level CEL rules we know, evaluated on create (oldSelf absent).
 pub fn check_cel_root(manifest: &Value) -> Vec<String> {
     let mut errors = Vec::new();
-    if manifest["kind"] == "MachineOSConfig" && manifest["metadata"]["name"] != manifest["spec"]["machineConfigPool"]["name"] {
+    if manifest["kind"] == "MachineOSConfig"
+        && manifest["metadata"]["name"] != manifest["spec"]["machineConfigPool"]["name"]
+    {
         errors.push("MachineOSConfig name must match the referenced MachineConfigPool name".into());
     }
     errors
@@ -176,5 +217,11 @@ pub fn check_cel_root(manifest: &Value) -> Vec<String> {
 
 pub fn assert_valid(manifest: &Value) {
     let errors = crd_errors(manifest);
-    assert!(errors.is_empty(), "{} {} fails its CRD:\n{}", manifest["kind"], manifest["metadata"]["name"], errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} {} fails its CRD:\n{}",
+        manifest["kind"],
+        manifest["metadata"]["name"],
+        errors.join("\n")
+    );
 }

@@ -27,7 +27,12 @@ pub fn golden_at(path: &Path, actual: &[u8]) {
         std::fs::write(path, actual).unwrap();
         return;
     }
-    let want = std::fs::read(path).unwrap_or_else(|e| panic!("golden {} missing ({e}); run with LAYERBOOT_BLESS=1 to create it", path.display()));
+    let want = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "golden {} missing ({e}); run with LAYERBOOT_BLESS=1 to create it",
+            path.display()
+        )
+    });
     pretty_assertions::assert_eq!(
         String::from_utf8_lossy(&want),
         String::from_utf8_lossy(actual),
@@ -67,10 +72,15 @@ pub fn ignition_validate(bytes: &[u8]) {
 /// Every check we have for an Ignition output: the real validator where it knows the
 /// spec, and the typed round trip with no unknown keys always.
 pub fn check_ignition(bytes: &[u8]) {
-    let cfg = layerboot::ignition::check_roundtrip(bytes).expect("round trip through ignition-config");
+    let cfg =
+        layerboot::ignition::check_roundtrip(bytes).expect("round trip through ignition-config");
     let reser = serde_json::to_value(&cfg).unwrap();
     let orig: serde_json::Value = serde_json::from_slice(bytes).unwrap();
-    assert_eq!(strip_nulls(reser), orig, "re-serializing through ignition-config changes the config");
+    assert_eq!(
+        strip_nulls(reser),
+        orig,
+        "re-serializing through ignition-config changes the config"
+    );
     let version = orig["ignition"]["version"].as_str().unwrap();
     if version <= "3.4.0" {
         ignition_validate(bytes);
@@ -79,25 +89,41 @@ pub fn check_ignition(bytes: &[u8]) {
 
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
     match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k, strip_nulls(x))).collect()),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k, strip_nulls(x)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(strip_nulls).collect())
+        }
         x => x,
     }
 }
 
 pub fn layerboot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_layerboot")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Assert a clean refusal: non-zero exit, one `error:` line naming `culprit`.
 pub fn assert_refused(out: &Output, culprit: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
     let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "want exactly one error line: {stderr}");
     assert!(!stderr.trim_end().lines().last().unwrap_or("").is_empty());
     let last = stderr.trim_end().lines().last().unwrap();
-    assert!(last.starts_with("error:") && last.contains(culprit), "error line does not name '{culprit}': {stderr}");
+    assert!(
+        last.starts_with("error:") && last.contains(culprit),
+        "error line does not name '{culprit}': {stderr}"
+    );
 }
 
 /// Every file under `dir`, relative, sorted (to prove nothing was written).

@@ -19,32 +19,58 @@ pub fn copy_fixture(dir: &Path, name: &str) -> PathBuf {
 }
 
 pub fn layerboot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_layerboot")).args(args).output().expect("running layerboot")
+    Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
+        .expect("running layerboot")
 }
 
 /// Run layerboot, asserting success; returns stdout.
 pub fn layerboot_ok(args: &[&str]) -> Vec<u8> {
     let out = layerboot(args);
-    assert!(out.status.success(), "layerboot {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "layerboot {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 pub fn show_json(iso: &Path) -> serde_json::Value {
-    serde_json::from_slice(&layerboot_ok(&["iso", "show", "--json", iso.to_str().unwrap()])).unwrap()
+    serde_json::from_slice(&layerboot_ok(&[
+        "iso",
+        "show",
+        "--json",
+        iso.to_str().unwrap(),
+    ]))
+    .unwrap()
 }
 
 /// The real coreos-installer 0.27 (a missing one FAILS the test: it is a declared dependency).
 pub fn coreos_installer() -> PathBuf {
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("coreos-installer")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("coreos-installer"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
-        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/coreos-installer")));
+        .chain(
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/coreos-installer")),
+        );
     for c in candidates {
         if c.is_file() {
-            let v = Command::new(&c).arg("--version").output().expect("running coreos-installer --version");
+            let v = Command::new(&c)
+                .arg("--version")
+                .output()
+                .expect("running coreos-installer --version");
             let v = String::from_utf8_lossy(&v.stdout).to_string();
-            assert!(v.contains(" 0.27."), "{} is {v:?}, need 0.27.x: run .ci/install-deps", c.display());
+            assert!(
+                v.contains(" 0.27."),
+                "{} is {v:?}, need 0.27.x: run .ci/install-deps",
+                c.display()
+            );
             return c;
         }
     }
@@ -52,12 +78,19 @@ pub fn coreos_installer() -> PathBuf {
 }
 
 pub fn coreos(args: &[&str]) -> Output {
-    Command::new(coreos_installer()).args(args).output().expect("running coreos-installer")
+    Command::new(coreos_installer())
+        .args(args)
+        .output()
+        .expect("running coreos-installer")
 }
 
 pub fn coreos_ok(args: &[&str]) -> Vec<u8> {
     let out = coreos(args);
-    assert!(out.status.success(), "coreos-installer {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "coreos-installer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -78,7 +111,8 @@ pub struct Inputs {
 
 pub const LIVE_IGN: &str = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/live-marker","contents":{"source":"data:,live-ok"},"mode":420}]}}"#;
 pub const DEST_IGN: &str = r#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKeys":["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHl0bGF5ZXJib290LXRlc3Qta2V5LW9ubHkAAAAAAAAA test@layerboot"]}]}}"#;
-pub const KEYFILE: &str = "[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n[ipv4]\nmethod=auto\n";
+pub const KEYFILE: &str =
+    "[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n[ipv4]\nmethod=auto\n";
 
 pub fn inputs(dir: &Path) -> Inputs {
     let w = |name: &str, data: &str| {
@@ -88,14 +122,37 @@ pub fn inputs(dir: &Path) -> Inputs {
     };
     let ca = dir.join("ca.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=layerboot-test-ca", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=layerboot-test-ca",
+            "-keyout",
+        ])
         .arg(dir.join("ca.key"))
         .arg("-out")
         .arg(&ca)
         .output()
         .expect("running openssl (Debian package openssl)");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    Inputs { dir: dir.to_path_buf(), live_ign: w("live.ign", LIVE_IGN), dest_ign: w("dest.ign", DEST_IGN), keyfile: w("eth0.nmconnection", KEYFILE), ca }
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Inputs {
+        dir: dir.to_path_buf(),
+        live_ign: w("live.ign", LIVE_IGN),
+        dest_ign: w("dest.ign", DEST_IGN),
+        keyfile: w("eth0.nmconnection", KEYFILE),
+        ca,
+    }
 }
 
 pub fn s(p: &Path) -> &str {

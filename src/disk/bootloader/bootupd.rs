@@ -116,7 +116,10 @@ pub struct BiosCore {
 
 /// Whether an image ships a bootupd payload (either layout).
 pub fn present(deployment: &Path) -> bool {
-    deployment.join(UPDATES_DIR).join("EFI").is_dir() || efi_lib_components(deployment).map(|c| !c.is_empty()).unwrap_or(false)
+    deployment.join(UPDATES_DIR).join("EFI").is_dir()
+        || efi_lib_components(deployment)
+            .map(|c| !c.is_empty())
+            .unwrap_or(false)
 }
 
 /// `usr/lib/efi/<component>/<version>/EFI` directories, the newest version of each
@@ -124,10 +127,15 @@ pub fn present(deployment: &Path) -> bool {
 fn efi_lib_components(deployment: &Path) -> Result<Vec<PathBuf>> {
     let lib = deployment.join(EFI_LIB_DIR);
     let mut found = Vec::new();
-    let Ok(components) = fs::read_dir(&lib) else { return Ok(found) };
+    let Ok(components) = fs::read_dir(&lib) else {
+        return Ok(found);
+    };
     for c in components {
         let c = c?;
-        let mut versions: Vec<PathBuf> = fs::read_dir(c.path())?.filter_map(|v| v.ok().map(|v| v.path())).filter(|v| v.join("EFI").is_dir()).collect();
+        let mut versions: Vec<PathBuf> = fs::read_dir(c.path())?
+            .filter_map(|v| v.ok().map(|v| v.path()))
+            .filter(|v| v.join("EFI").is_dir())
+            .collect();
         versions.sort();
         if let Some(v) = versions.pop() {
             found.push(v.join("EFI"));
@@ -141,9 +149,16 @@ fn efi_lib_components(deployment: &Path) -> Result<Vec<PathBuf>> {
 pub fn scan(deployment: &Path) -> Result<Payload> {
     let mut p = Payload::default();
     let updates = deployment.join(UPDATES_DIR).join("EFI");
-    let roots = if updates.is_dir() { vec![updates] } else { efi_lib_components(deployment)? };
+    let roots = if updates.is_dir() {
+        vec![updates]
+    } else {
+        efi_lib_components(deployment)?
+    };
     for root in roots {
-        super::walk_files(&root, Path::new("EFI"), &mut |rel, path| p.efi_files.push((rel.to_string_lossy().into_owned(), path.to_path_buf())))?;
+        super::walk_files(&root, Path::new("EFI"), &mut |rel, path| {
+            p.efi_files
+                .push((rel.to_string_lossy().into_owned(), path.to_path_buf()))
+        })?;
     }
     p.efi_files.sort();
     p.efi_files.dedup_by(|a, b| a.0 == b.0);
@@ -159,8 +174,13 @@ pub fn scan(deployment: &Path) -> Result<Payload> {
     }
     let st = deployment.join(STATIC_DIR);
     if st.join("grub-static-pre.cfg").is_file() {
-        let read = |p: &Path| fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-        let mut s = StaticConfigs { pre: read(&st.join("grub-static-pre.cfg"))?, efi: None, dropins: Vec::new() };
+        let read =
+            |p: &Path| fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+        let mut s = StaticConfigs {
+            pre: read(&st.join("grub-static-pre.cfg"))?,
+            efi: None,
+            dropins: Vec::new(),
+        };
         if st.join("grub-static-efi.cfg").is_file() {
             s.efi = Some(read(&st.join("grub-static-efi.cfg"))?);
         }
@@ -191,7 +211,11 @@ fn default_static_configs(boot_label: &str) -> StaticConfigs {
     let efi = format!(
         "if [ -f ${{config_directory}}/bootuuid.cfg ]; then\n  source ${{config_directory}}/bootuuid.cfg\nfi\nif [ -n \"${{BOOT_UUID}}\" ]; then\n  search --fs-uuid \"${{BOOT_UUID}}\" --set prefix --no-floppy\nelse\n  search --label {boot_label} --set prefix --no-floppy\nfi\nset prefix=($prefix)/{GRUB2_DIR}\nconfigfile $prefix/grub.cfg\nboot\n"
     );
-    StaticConfigs { pre, efi: Some(efi), dropins: vec![("10_blscfg.cfg".into(), "blscfg\n".into())] }
+    StaticConfigs {
+        pre,
+        efi: Some(efi),
+        dropins: vec![("10_blscfg.cfg".into(), "blscfg\n".into())],
+    }
 }
 
 /// Ignition's first-boot semantic (what Ignition's `05_ignition.cfg` does): while the
@@ -204,7 +228,8 @@ const IGNITION_DROPIN: &str = "set ignition_firstboot=\"\"\nif [ -f \"/ignition.
 fn assigns(script: &str, var: &str) -> bool {
     script.lines().any(|l| {
         let l = l.strip_prefix("set ").map(str::trim_start).unwrap_or(l);
-        l.strip_prefix(var).is_some_and(|rest| rest.starts_with('='))
+        l.strip_prefix(var)
+            .is_some_and(|rest| rest.starts_with('='))
     })
 }
 
@@ -216,8 +241,17 @@ pub fn empty_grubenv() -> String {
 
 /// Plan the bootupd path (pure).
 pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan> {
-    let mut esp: Vec<(String, Content)> = payload.efi_files.iter().map(|(rel, p)| (rel.clone(), Content::Image(p.clone()))).collect();
-    let has = |rel: &str| payload.efi_files.iter().any(|(r, _)| r.eq_ignore_ascii_case(rel));
+    let mut esp: Vec<(String, Content)> = payload
+        .efi_files
+        .iter()
+        .map(|(rel, p)| (rel.clone(), Content::Image(p.clone())))
+        .collect();
+    let has = |rel: &str| {
+        payload
+            .efi_files
+            .iter()
+            .any(|(r, _)| r.eq_ignore_ascii_case(rel))
+    };
 
     let mut vendor = None;
     let mut menu_blscfg = true;
@@ -228,23 +262,35 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
             .filter_map(|(rel, _)| {
                 let mut parts = rel.split('/');
                 let (efi, dir, file) = (parts.next()?, parts.next()?, parts.next()?);
-                (parts.next().is_none() && efi == "EFI" && !dir.eq_ignore_ascii_case("BOOT") && file.eq_ignore_ascii_case("grubx64.efi")).then(|| dir.to_string())
+                (parts.next().is_none()
+                    && efi == "EFI"
+                    && !dir.eq_ignore_ascii_case("BOOT")
+                    && file.eq_ignore_ascii_case("grubx64.efi"))
+                .then(|| dir.to_string())
             })
             .collect();
         let v = match vendors.len() {
             0 => bail!("the image's bootupd payload has no EFI/<vendor>/grubx64.efi"),
             1 => vendors.into_iter().next().expect("one vendor"),
-            _ => bail!("the image's bootupd payload has several EFI vendor directories ({}); expected one", vendors.into_iter().collect::<Vec<_>>().join(", ")),
+            _ => bail!(
+                "the image's bootupd payload has several EFI vendor directories ({}); expected one",
+                vendors.into_iter().collect::<Vec<_>>().join(", ")
+            ),
         };
         if !has("EFI/BOOT/BOOTX64.EFI") {
             bail!("the image's bootupd payload lacks EFI/BOOT/BOOTX64.EFI: a fresh disk has no firmware boot entry, so UEFI would find nothing to boot");
         }
-        menu_blscfg &= payload.efi_grub_with_blscfg.iter().any(|g| g.eq_ignore_ascii_case(&format!("EFI/{v}/grubx64.efi")));
+        menu_blscfg &= payload
+            .efi_grub_with_blscfg
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(&format!("EFI/{v}/grubx64.efi")));
         vendor = Some(v);
     }
     if o.bios {
         match payload.bios_modules {
-            None => bail!("BIOS boot wanted but the image has no GRUB modules in /usr/lib/grub/i386-pc"),
+            None => {
+                bail!("BIOS boot wanted but the image has no GRUB modules in /usr/lib/grub/i386-pc")
+            }
             Some(has_blscfg) => menu_blscfg &= has_blscfg,
         }
     }
@@ -258,7 +304,10 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
         }
     };
     let mut dropins = st.dropins.clone();
-    let everything = std::iter::once(st.pre.as_str()).chain(dropins.iter().map(|d| d.1.as_str())).collect::<Vec<_>>().join("\n");
+    let everything = std::iter::once(st.pre.as_str())
+        .chain(dropins.iter().map(|d| d.1.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
     if !assigns(&everything, "ignition_firstboot") {
         dropins.push(("05_ignition.cfg".into(), IGNITION_DROPIN.into()));
     }
@@ -296,7 +345,10 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
         Menu::Generated(entries.len())
     };
 
-    let mut boot = vec![(format!("{GRUB2_DIR}/grub.cfg"), cfg, 0o600), (format!("{GRUB2_DIR}/grubenv"), empty_grubenv(), 0o600)];
+    let mut boot = vec![
+        (format!("{GRUB2_DIR}/grub.cfg"), cfg, 0o600),
+        (format!("{GRUB2_DIR}/grubenv"), empty_grubenv(), 0o600),
+    ];
     if let Some(u) = o.boot_uuid {
         let text = format!("set BOOT_UUID=\"{u}\"\n");
         boot.push((format!("{GRUB2_DIR}/bootuuid.cfg"), text.clone(), 0o600));
@@ -308,7 +360,11 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
         boot.push((format!("{GRUB2_DIR}/console.cfg"), format!("serial --unit={} --speed={}\nterminal_input serial console\nterminal_output serial console\n", sc.unit, sc.speed), 0o644));
     }
     if let Some(v) = &vendor {
-        let stub = st.efi.clone().unwrap_or_else(|| default_static_configs(o.boot_label).efi.expect("defaults have an EFI stub"));
+        let stub = st.efi.clone().unwrap_or_else(|| {
+            default_static_configs(o.boot_label)
+                .efi
+                .expect("defaults have an EFI stub")
+        });
         esp.retain(|(rel, _)| !rel.eq_ignore_ascii_case(&format!("EFI/{v}/grub.cfg")));
         esp.push((format!("EFI/{v}/grub.cfg"), Content::Text(stub)));
     }
@@ -327,7 +383,13 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
         }
         BiosCore { early_config: format!("{search}\nset prefix=($root)/{GRUB2_DIR}\nconfigfile ($root)/{GRUB2_DIR}/grub.cfg\n"), modules, prefix: format!("/{GRUB2_DIR}") }
     });
-    Ok(Plan { vendor, esp, boot, menu, bios })
+    Ok(Plan {
+        vendor,
+        esp,
+        boot,
+        menu,
+        bios,
+    })
 }
 
 /// Add `$ignition_firstboot` to a BLS entry's options line if it lacks it (pure): CoreOS
@@ -337,7 +399,10 @@ pub fn with_firstboot_var(entry_text: &str) -> String {
     for line in entry_text.lines() {
         match line.strip_prefix("options") {
             Some(rest) if rest.starts_with(char::is_whitespace) || rest.is_empty() => {
-                if rest.split_whitespace().any(|a| a == IGNITION_FIRSTBOOT_VAR || a == "${ignition_firstboot}") {
+                if rest
+                    .split_whitespace()
+                    .any(|a| a == IGNITION_FIRSTBOOT_VAR || a == "${ignition_firstboot}")
+                {
                     out += line;
                 } else {
                     out += &format!("{} {IGNITION_FIRSTBOOT_VAR}", line.trim_end());
@@ -360,15 +425,39 @@ mod tests {
             version: "1".into(),
             linux: "/ostree/default-abc/vmlinuz".into(),
             initrd: vec!["/ostree/default-abc/initramfs.img".into()],
-            options: "root=LABEL=root rw ostree=/ostree/boot.1/default/abc/0 $ignition_firstboot".into(),
+            options: "root=LABEL=root rw ostree=/ostree/boot.1/default/abc/0 $ignition_firstboot"
+                .into(),
         }
     }
 
-    fn payload(vendor: &str, blscfg: bool, static_configs: Option<StaticConfigs>, bios: Option<bool>) -> Payload {
-        let files = ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/fbx64.efi", &format!("EFI/{vendor}/shimx64.efi"), &format!("EFI/{vendor}/grubx64.efi"), &format!("EFI/{vendor}/BOOTX64.CSV")];
+    fn payload(
+        vendor: &str,
+        blscfg: bool,
+        static_configs: Option<StaticConfigs>,
+        bios: Option<bool>,
+    ) -> Payload {
+        let files = [
+            "EFI/BOOT/BOOTX64.EFI",
+            "EFI/BOOT/fbx64.efi",
+            &format!("EFI/{vendor}/shimx64.efi"),
+            &format!("EFI/{vendor}/grubx64.efi"),
+            &format!("EFI/{vendor}/BOOTX64.CSV"),
+        ];
         Payload {
-            efi_files: files.iter().map(|f| (f.to_string(), PathBuf::from("/img/usr/lib/bootupd/updates").join(f))).collect(),
-            efi_grub_with_blscfg: if blscfg { [format!("EFI/{vendor}/grubx64.efi")].into() } else { BTreeSet::new() },
+            efi_files: files
+                .iter()
+                .map(|f| {
+                    (
+                        f.to_string(),
+                        PathBuf::from("/img/usr/lib/bootupd/updates").join(f),
+                    )
+                })
+                .collect(),
+            efi_grub_with_blscfg: if blscfg {
+                [format!("EFI/{vendor}/grubx64.efi")].into()
+            } else {
+                BTreeSet::new()
+            },
             static_configs,
             bios_modules: bios,
         }
@@ -380,11 +469,24 @@ mod tests {
         if with_ignition {
             dropins.push(("05_ignition.cfg".into(), "set ignition_firstboot=\"\"\nif [ -f \"/ignition.firstboot\" ]; then\n  set ignition_firstboot=\"ignition.firstboot\"\nfi\n".into()));
         }
-        StaticConfigs { pre: "# pre\nsearch --label boot --set boot\nset root=$boot\n".into(), efi: Some("# efi stub\nconfigfile $prefix/grub.cfg\n".into()), dropins }
+        StaticConfigs {
+            pre: "# pre\nsearch --label boot --set boot\nset root=$boot\n".into(),
+            efi: Some("# efi stub\nconfigfile $prefix/grub.cfg\n".into()),
+            dropins,
+        }
     }
 
     fn opts(uefi: bool, bios: bool) -> Options<'static> {
-        Options { boot_uuid: Some("96d15588-3596-4b3c-adca-a2ff7279ea63"), boot_label: "boot", serial: Some(SerialConsole { unit: 0, speed: 115200 }), uefi, bios }
+        Options {
+            boot_uuid: Some("96d15588-3596-4b3c-adca-a2ff7279ea63"),
+            boot_label: "boot",
+            serial: Some(SerialConsole {
+                unit: 0,
+                speed: 115200,
+            }),
+            uefi,
+            bios,
+        }
     }
 
     fn esp_paths(p: &Plan) -> Vec<&str> {
@@ -392,7 +494,11 @@ mod tests {
     }
 
     fn boot_file<'a>(p: &'a Plan, name: &str) -> &'a str {
-        &p.boot.iter().find(|(r, _, _)| r == name).unwrap_or_else(|| panic!("{name} not planned: {:?}", p.boot)).1
+        &p.boot
+            .iter()
+            .find(|(r, _, _)| r == name)
+            .unwrap_or_else(|| panic!("{name} not planned: {:?}", p.boot))
+            .1
     }
 
     #[test]
@@ -455,7 +561,8 @@ mod tests {
             },
         ];
         for c in cases {
-            let p = plan(&c.payload, &[entry()], &c.opts).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
+            let p = plan(&c.payload, &[entry()], &c.opts)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
             assert_eq!(p.menu, c.menu, "{}", c.name);
             let cfg = boot_file(&p, "grub2/grub.cfg");
             for h in c.has {
@@ -464,11 +571,31 @@ mod tests {
             for l in c.lacks {
                 assert!(!cfg.contains(l), "{}: grub.cfg has {l:?}:\n{cfg}", c.name);
             }
-            assert!(cfg.matches("### BEGIN ").count() == cfg.matches("### END ").count(), "{}", c.name);
-            assert_eq!(boot_file(&p, "grub2/bootuuid.cfg"), "set BOOT_UUID=\"96d15588-3596-4b3c-adca-a2ff7279ea63\"\n", "{}", c.name);
+            assert!(
+                cfg.matches("### BEGIN ").count() == cfg.matches("### END ").count(),
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                boot_file(&p, "grub2/bootuuid.cfg"),
+                "set BOOT_UUID=\"96d15588-3596-4b3c-adca-a2ff7279ea63\"\n",
+                "{}",
+                c.name
+            );
             assert_eq!(boot_file(&p, "grub2/grubenv").len(), 1024, "{}", c.name);
-            assert!(boot_file(&p, "grub2/console.cfg").starts_with("serial --unit=0 --speed=115200\n"), "{}", c.name);
-            assert_eq!(p.bios.as_ref().map(|b| b.modules.iter().any(|m| m == "blscfg")), c.bios_blscfg, "{}", c.name);
+            assert!(
+                boot_file(&p, "grub2/console.cfg").starts_with("serial --unit=0 --speed=115200\n"),
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                p.bios
+                    .as_ref()
+                    .map(|b| b.modules.iter().any(|m| m == "blscfg")),
+                c.bios_blscfg,
+                "{}",
+                c.name
+            );
             if let Some(b) = &p.bios {
                 assert_eq!(b.prefix, "/grub2");
                 assert!(b.early_config.starts_with("search --no-floppy --fs-uuid 96d15588-3596-4b3c-adca-a2ff7279ea63 --set root\n"), "{}", c.name);
@@ -476,17 +603,42 @@ mod tests {
             if c.opts.uefi {
                 let v = p.vendor.clone().unwrap();
                 let paths = esp_paths(&p);
-                for want in ["EFI/BOOT/BOOTX64.EFI".to_string(), format!("EFI/{v}/grubx64.efi"), format!("EFI/{v}/shimx64.efi"), format!("EFI/{v}/grub.cfg"), format!("EFI/{v}/bootuuid.cfg")] {
-                    assert!(paths.contains(&want.as_str()), "{}: ESP lacks {want}: {paths:?}", c.name);
+                for want in [
+                    "EFI/BOOT/BOOTX64.EFI".to_string(),
+                    format!("EFI/{v}/grubx64.efi"),
+                    format!("EFI/{v}/shimx64.efi"),
+                    format!("EFI/{v}/grub.cfg"),
+                    format!("EFI/{v}/bootuuid.cfg"),
+                ] {
+                    assert!(
+                        paths.contains(&want.as_str()),
+                        "{}: ESP lacks {want}: {paths:?}",
+                        c.name
+                    );
                 }
                 let mut sorted = paths.clone();
                 sorted.sort();
                 assert_eq!(paths, sorted, "{}: ESP plan sorted", c.name);
-                let stub = p.esp.iter().find(|(r, _)| *r == format!("EFI/{v}/grub.cfg")).unwrap();
-                let Content::Text(stub) = &stub.1 else { panic!("stub is generated") };
+                let stub = p
+                    .esp
+                    .iter()
+                    .find(|(r, _)| *r == format!("EFI/{v}/grub.cfg"))
+                    .unwrap();
+                let Content::Text(stub) = &stub.1 else {
+                    panic!("stub is generated")
+                };
                 match &c.payload.static_configs {
-                    Some(s) => assert_eq!(Some(stub), s.efi.as_ref(), "{}: the image's grub-static-efi.cfg", c.name),
-                    None => assert!(stub.contains("set prefix=($prefix)/grub2\nconfigfile $prefix/grub.cfg"), "{}: {stub}", c.name),
+                    Some(s) => assert_eq!(
+                        Some(stub),
+                        s.efi.as_ref(),
+                        "{}: the image's grub-static-efi.cfg",
+                        c.name
+                    ),
+                    None => assert!(
+                        stub.contains("set prefix=($prefix)/grub2\nconfigfile $prefix/grub.cfg"),
+                        "{}: {stub}",
+                        c.name
+                    ),
                 }
             } else {
                 assert_eq!(p.vendor, None);
@@ -498,16 +650,29 @@ mod tests {
     /// blscfg), as a golden file: grub.cfg, the ESP stub, the BIOS core's config.
     #[test]
     fn generated_configs_golden() {
-        let p = plan(&payload("debian", false, None, Some(false)), &[entry()], &opts(true, true)).unwrap();
+        let p = plan(
+            &payload("debian", false, None, Some(false)),
+            &[entry()],
+            &opts(true, true),
+        )
+        .unwrap();
         let stub = p.esp.iter().find_map(|(r, c)| match c {
             Content::Text(t) if r == "EFI/debian/grub.cfg" => Some(t.clone()),
             _ => None,
         });
         let mut all = String::new();
-        for (name, text) in [("/boot/grub2/grub.cfg", boot_file(&p, "grub2/grub.cfg").to_string()), ("ESP EFI/debian/grub.cfg", stub.unwrap()), ("BIOS core image config", p.bios.unwrap().early_config)] {
+        for (name, text) in [
+            (
+                "/boot/grub2/grub.cfg",
+                boot_file(&p, "grub2/grub.cfg").to_string(),
+            ),
+            ("ESP EFI/debian/grub.cfg", stub.unwrap()),
+            ("BIOS core image config", p.bios.unwrap().early_config),
+        ] {
             all += &format!("===== {name} =====\n{text}");
         }
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/disk/golden/bootupd-generated.cfg");
+        let golden =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/disk/golden/bootupd-generated.cfg");
         if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
             fs::write(&golden, &all).unwrap();
         }
@@ -520,19 +685,37 @@ mod tests {
         o.boot_uuid = None;
         o.serial = None;
         let p = plan(&payload("debian", false, None, Some(false)), &[entry()], &o).unwrap();
-        assert!(p.boot.iter().all(|(r, _, _)| r != "grub2/bootuuid.cfg" && r != "grub2/console.cfg"), "{:?}", p.boot);
+        assert!(
+            p.boot
+                .iter()
+                .all(|(r, _, _)| r != "grub2/bootuuid.cfg" && r != "grub2/console.cfg"),
+            "{:?}",
+            p.boot
+        );
         assert!(!esp_paths(&p).contains(&"EFI/debian/bootuuid.cfg"));
-        assert!(p.bios.unwrap().early_config.starts_with("search --no-floppy --label boot --set root\n"));
+        assert!(p
+            .bios
+            .unwrap()
+            .early_config
+            .starts_with("search --no-floppy --label boot --set root\n"));
     }
 
     #[test]
     fn refuses_unbootable_payloads() {
         let cases: Vec<(Payload, Options, &str)> = vec![
-            (Payload { efi_files: vec![("EFI/BOOT/BOOTX64.EFI".into(), "/x".into())], ..Default::default() }, opts(true, false), "has no EFI/<vendor>/grubx64.efi"),
+            (
+                Payload {
+                    efi_files: vec![("EFI/BOOT/BOOTX64.EFI".into(), "/x".into())],
+                    ..Default::default()
+                },
+                opts(true, false),
+                "has no EFI/<vendor>/grubx64.efi",
+            ),
             (
                 {
                     let mut p = payload("redhat", true, None, None);
-                    p.efi_files.push(("EFI/centos/grubx64.efi".into(), "/y".into()));
+                    p.efi_files
+                        .push(("EFI/centos/grubx64.efi".into(), "/y".into()));
                     p
                 },
                 opts(true, false),
@@ -547,8 +730,25 @@ mod tests {
                 opts(true, false),
                 "lacks EFI/BOOT/BOOTX64.EFI",
             ),
-            (payload("redhat", true, None, None), opts(true, true), "no GRUB modules in /usr/lib/grub/i386-pc"),
-            (payload("debian", false, Some(StaticConfigs { pre: "x\n".into(), efi: None, dropins: vec![] }), None), opts(true, false), "no blscfg to stand in for"),
+            (
+                payload("redhat", true, None, None),
+                opts(true, true),
+                "no GRUB modules in /usr/lib/grub/i386-pc",
+            ),
+            (
+                payload(
+                    "debian",
+                    false,
+                    Some(StaticConfigs {
+                        pre: "x\n".into(),
+                        efi: None,
+                        dropins: vec![],
+                    }),
+                    None,
+                ),
+                opts(true, false),
+                "no blscfg to stand in for",
+            ),
         ];
         for (p, o, want) in cases {
             let err = plan(&p, &[entry()], &o).unwrap_err().to_string();
@@ -559,9 +759,18 @@ mod tests {
     #[test]
     fn firstboot_var_in_bls_options() {
         let cases = [
-            ("title x\noptions root=LABEL=root rw\nlinux /k\n", "title x\noptions root=LABEL=root rw $ignition_firstboot\nlinux /k\n"),
-            ("options a $ignition_firstboot\n", "options a $ignition_firstboot\n"),
-            ("options a ${ignition_firstboot}\n", "options a ${ignition_firstboot}\n"),
+            (
+                "title x\noptions root=LABEL=root rw\nlinux /k\n",
+                "title x\noptions root=LABEL=root rw $ignition_firstboot\nlinux /k\n",
+            ),
+            (
+                "options a $ignition_firstboot\n",
+                "options a $ignition_firstboot\n",
+            ),
+            (
+                "options a ${ignition_firstboot}\n",
+                "options a ${ignition_firstboot}\n",
+            ),
             ("optionsx a\n", "optionsx a\n"),
         ];
         for (input, want) in cases {
@@ -571,7 +780,14 @@ mod tests {
 
     #[test]
     fn grub_script_assignments() {
-        for (script, var, want) in [("set timeout=1", "timeout", true), ("timeout=5", "timeout", true), ("  set timeout=5", "timeout", false), ("set timeout_style=menu", "timeout", false), ("echo timeout=1", "timeout", false), ("set ignition_firstboot=\"\"", "ignition_firstboot", true)] {
+        for (script, var, want) in [
+            ("set timeout=1", "timeout", true),
+            ("timeout=5", "timeout", true),
+            ("  set timeout=5", "timeout", false),
+            ("set timeout_style=menu", "timeout", false),
+            ("echo timeout=1", "timeout", false),
+            ("set ignition_firstboot=\"\"", "ignition_firstboot", true),
+        ] {
             assert_eq!(assigns(script, var), want, "{script}");
         }
         let env = empty_grubenv();
