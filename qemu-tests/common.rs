@@ -97,17 +97,36 @@ pub fn wait_for_qemu(tag: &str, parent: u32) -> u32 {
 
 /// Held by every test that boots a full systemd OS (the disk images): on a 2-core TCG host
 /// two such guests at once starve each other until udev misses systemd's device timeouts.
-/// Small busybox guests do not take it. A test that failed while holding it poisons the
-/// mutex; the next one still gets the lock (the guard protects no data).
-pub fn full_os_boot_lock() -> MutexGuard<'static, ()> {
+/// Small busybox guests do not take it. The lock is machine-wide (an exclusive lock on a
+/// file in the temp dir) so that two suites running side by side, e.g. two work trees, also
+/// take turns; a test that failed while holding it poisons the in-process mutex, and the
+/// next one still gets the lock (the guard protects no data).
+pub struct FullOsBootGuard {
+    _file: std::fs::File,
+    _in_process: MutexGuard<'static, ()>,
+}
+
+pub fn full_os_boot_lock() -> FullOsBootGuard {
     static L: Mutex<()> = Mutex::new(());
     let t = std::time::Instant::now();
-    let g = L.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let in_process = L.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let path = std::env::temp_dir().join("layerboot-full-os-boot.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
     if t.elapsed().as_secs() > 1 {
         eprintln!(
             "waited {:.0}s for the full-OS boot lock",
             t.elapsed().as_secs_f64()
         );
     }
-    g
+    FullOsBootGuard {
+        _file: file,
+        _in_process: in_process,
+    }
 }
