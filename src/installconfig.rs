@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use crate::cacert::CaBundle;
 
@@ -68,7 +68,7 @@ impl Patch {
 
 impl InstallConfig {
     pub fn parse(text: &str, what: &str) -> Result<InstallConfig> {
-        let v: Value = serde_yaml::from_str(text)
+        let v: Value = serde_yaml_ng::from_str(text)
             .map_err(|e| anyhow::anyhow!("{what}: not valid YAML: {e}"))?;
         let Value::Mapping(doc) = v else {
             bail!("{what}: not an install-config (expected a YAML mapping)")
@@ -238,7 +238,7 @@ impl InstallConfig {
     }
 
     pub fn to_yaml(&self) -> Result<String> {
-        serde_yaml::to_string(&self.doc).context("serializing install-config")
+        serde_yaml_ng::to_string(&self.doc).context("serializing install-config")
     }
 }
 
@@ -294,7 +294,7 @@ pub fn pieces(p: &Patch, show_secrets: bool) -> Result<String> {
         plat.insert("baremetal".into(), Value::Mapping(bm));
         m.insert("platform".into(), Value::Mapping(plat));
     }
-    serde_yaml::to_string(&m).context("serializing install-config pieces")
+    serde_yaml_ng::to_string(&m).context("serializing install-config pieces")
 }
 
 /// CoreOS stream metadata (the public schema of `stream.json`), the parts we read.
@@ -474,7 +474,7 @@ mod tests {
         ic.apply(&patch).unwrap();
         ic.apply(&patch).unwrap(); // idempotent
         let out = ic.to_yaml().unwrap();
-        let v: Value = serde_yaml::from_str(&out).unwrap();
+        let v: Value = serde_yaml_ng::from_str(&out).unwrap();
         assert_eq!(v["compute"][0]["replicas"], 3);
         assert_eq!(v["sshKey"], "ssh-ed25519 AAAA x");
         assert_eq!(v["platform"]["baremetal"]["ingressVIPs"][0], "192.0.2.6");

@@ -35,7 +35,7 @@ fn stream_metadata_sets_both_os_images() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(&ic).unwrap()).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&std::fs::read(&ic).unwrap()).unwrap();
     assert_eq!(
         v["platform"]["baremetal"]["clusterOSImage"],
         format!(
@@ -115,7 +115,7 @@ fn disk_image_is_hashed_uncompressed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["platform"]["baremetal"]["clusterOSImage"],
         format!("{url}?sha256={want}")

@@ -93,7 +93,9 @@ fn autofs_example_reproduces_its_expected_outputs() {
         ]
     );
     for f in &written {
-        crd::assert_valid(&serde_yaml::from_slice(&std::fs::read(ocp.join(f)).unwrap()).unwrap());
+        crd::assert_valid(
+            &serde_yaml_ng::from_slice(&std::fs::read(ocp.join(f)).unwrap()).unwrap(),
+        );
         expect(f, &ocp.join(f));
     }
 

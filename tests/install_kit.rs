@@ -81,8 +81,9 @@ fn install_kit_follows_the_installer_stages() {
         "{summary}"
     );
     assert_eq!(mode(&ocp.join("install-config.yaml")), 0o600);
-    let ic: serde_yaml::Value =
-        serde_yaml::from_slice(&std::fs::read(ocp.join("install-config.yaml")).unwrap()).unwrap();
+    let ic: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(&std::fs::read(ocp.join("install-config.yaml")).unwrap())
+            .unwrap();
     let ps: serde_json::Value = serde_json::from_str(ic["pullSecret"].as_str().unwrap()).unwrap();
     // quay.io already holds the release credentials: the image's go under its own repository key.
     assert!(
@@ -115,7 +116,9 @@ fn install_kit_follows_the_installer_stages() {
             summary.contains(&format!("0644  {d}/{f}")),
             "{f} missing from summary: {summary}"
         );
-        crd::assert_valid(&serde_yaml::from_slice(&std::fs::read(ocp.join(f)).unwrap()).unwrap());
+        crd::assert_valid(
+            &serde_yaml_ng::from_slice(&std::fs::read(ocp.join(f)).unwrap()).unwrap(),
+        );
     }
     assert!(
         summary.contains("openshift-install create ignition-configs"),

@@ -31,7 +31,7 @@ fn push() -> PushSettings {
 fn yaml_docs(files: &[manifests::OutputFile]) -> Vec<Value> {
     files
         .iter()
-        .map(|f| serde_yaml::from_slice(&f.contents).unwrap())
+        .map(|f| serde_yaml_ng::from_slice(&f.contents).unwrap())
         .collect()
 }
 

@@ -182,7 +182,7 @@ fn tags_resolve_to_digests_and_unknown_tags_are_refused() {
         "the tag must not reach the cluster: {stream}"
     );
     for doc in stream.split("---\n").filter(|d| !d.trim().is_empty()) {
-        install_support::crd::assert_valid(&serde_yaml::from_str(doc).unwrap());
+        install_support::crd::assert_valid(&serde_yaml_ng::from_str(doc).unwrap());
     }
 
     // A multi-arch tag is pinned to its index digest: one osImageURL for every node arch.
@@ -358,7 +358,7 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
         0o600
     );
     let secret: serde_json::Value =
-        serde_yaml::from_slice(&std::fs::read(&secret_path).unwrap()).unwrap();
+        serde_yaml_ng::from_slice(&std::fs::read(&secret_path).unwrap()).unwrap();
     use base64::Engine as _;
     let cfg = base64::engine::general_purpose::STANDARD
         .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
@@ -375,7 +375,7 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
     );
     for f in tree(dir.path()) {
         let doc: serde_json::Value =
-            serde_yaml::from_slice(&std::fs::read(dir.path().join(&f)).unwrap()).unwrap();
+            serde_yaml_ng::from_slice(&std::fs::read(dir.path().join(&f)).unwrap()).unwrap();
         if doc["kind"] != "Secret" {
             install_support::crd::assert_valid(&doc);
             assert_eq!(
@@ -452,7 +452,7 @@ fn install_config_merges_the_image_credentials_into_the_pull_secret() {
         std::fs::metadata(&ic).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let v: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(&ic).unwrap()).unwrap();
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&std::fs::read(&ic).unwrap()).unwrap();
     let ps: serde_json::Value = serde_json::from_str(v["pullSecret"].as_str().unwrap()).unwrap();
     let mut keys: Vec<_> = ps["auths"].as_object().unwrap().keys().cloned().collect();
     keys.sort();

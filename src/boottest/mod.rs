@@ -820,7 +820,7 @@ mod example_tests {
     /// step goes through the script, and the script passes the reporting options.
     #[test]
     fn ci_examples_are_consistent() {
-        let wf: serde_yaml::Value = serde_yaml::from_str(include_str!(
+        let wf: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!(
             "../../examples/ci/github-actions-boot-test.yml"
         ))
         .unwrap();

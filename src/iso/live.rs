@@ -357,7 +357,7 @@ impl LiveSpec {
                 None => notes.push("the ISO will run coreos-installer when booted (no --dest-device: it needs a device from elsewhere)".into()),
             }
             conf.copy_network = copy_network;
-            let yaml = serde_yaml::to_string(&conf)?;
+            let yaml = serde_yaml_ng::to_string(&conf)?;
             add_file(
                 live.get_or_insert_with(Default::default),
                 format!("{INSTALLER_DIR}/0000-customize.yaml"),

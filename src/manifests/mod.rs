@@ -372,7 +372,7 @@ pub fn push_secret(name: &str, dockerconfigjson: &[u8]) -> Secret {
 }
 
 pub fn to_yaml<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    Ok(serde_yaml::to_string(v)
+    Ok(serde_yaml_ng::to_string(v)
         .context("serializing manifest")?
         .into_bytes())
 }
@@ -409,13 +409,13 @@ pub fn to_stream(files: &[OutputFile], show_secrets: bool) -> Result<String> {
     for f in files {
         s.push_str("---\n");
         if f.secret && !show_secrets {
-            let mut v: serde_yaml::Value = serde_yaml::from_slice(&f.contents)?;
+            let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&f.contents)?;
             if let Some(data) = v.get_mut("data").and_then(|d| d.as_mapping_mut()) {
                 for (_, val) in data.iter_mut() {
-                    *val = serde_yaml::Value::String("REDACTED (pass --show-secrets)".into());
+                    *val = serde_yaml_ng::Value::String("REDACTED (pass --show-secrets)".into());
                 }
             }
-            s.push_str(&serde_yaml::to_string(&v)?);
+            s.push_str(&serde_yaml_ng::to_string(&v)?);
         } else {
             s.push_str(std::str::from_utf8(&f.contents).context("manifest is not UTF-8")?);
         }

@@ -97,7 +97,7 @@ impl LocalRegistry {
             http["addr"] = serde_json::json!(addr.to_string());
             config["http"] = http.clone();
             let config_path = dir.path().join("config.yml");
-            fs::write(&config_path, serde_yaml::to_string(&config)?)?;
+            fs::write(&config_path, serde_yaml_ng::to_string(&config)?)?;
             let child = spawn_registry(dir.path())?;
             let mut reg = LocalRegistry {
                 child: Some(child),

@@ -31,7 +31,7 @@ pub fn load_crd(file: &str) -> Value {
     let path = reference_dir().join(file);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading CRD {}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing CRD {}: {e}", path.display()))
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parsing CRD {}: {e}", path.display()))
 }
 
 pub fn crd_file_for(kind: &str) -> &'static str {
