@@ -16,6 +16,7 @@ pub mod iso;
 pub mod manifests;
 pub mod pull;
 pub mod registry_args;
+pub mod shell;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]
@@ -52,6 +53,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Copy an image into an OCI layout or archive, every blob verified while streaming.
     Pull(pull::PullArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(shell::CompletionArgs),
+    /// Write the man pages (layerboot.1 and one per subcommand) into a directory.
+    Man(shell::ManArgs),
 }
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
@@ -67,6 +72,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
         Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
+        Command::Completion(a) => shell::run_completion(a).map(|()| ExitCode::SUCCESS),
+        Command::Man(a) => shell::run_man(a).map(|()| ExitCode::SUCCESS),
     }
 }
 
