@@ -493,3 +493,67 @@ fn sigint_during_o_leaves_no_output() {
         "the interrupted -o left files behind"
     );
 }
+
+/// A minimal CoreOS-shaped ISO (Ignition area, one kargs area) with the given kargs.json.
+fn iso_with_kargs_json(dir: &Path, kargs_json: &str) -> std::path::PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("images")).unwrap();
+    std::fs::create_dir_all(tree.join("coreos")).unwrap();
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(tree.join("images/ignition.img"), vec![0u8; 256 << 10]).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        format!("append {}\n", "#".repeat(1024)),
+    )
+    .unwrap();
+    std::fs::write(tree.join("coreos/kargs.json"), kargs_json).unwrap();
+    let iso = dir.join("small.iso");
+    let st = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-r", "-o", s(&iso), s(&tree)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&tree).unwrap();
+    iso
+}
+
+/// Issue #15 item 5: a kargs.json offset near 2^64 wrapped the bounds check (release
+/// builds) and `iso customize` wrote outside the area.
+#[test]
+fn kargs_offsets_that_would_wrap_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = iso_with_kargs_json(
+        dir.path(),
+        r#"{"default":"","files":[{"path":"isolinux/isolinux.cfg","offset":18446744073709551104}],"size":1024}"#,
+    );
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let o = outdir.join("o.iso");
+    for args in [
+        vec![
+            "iso",
+            "customize",
+            s(&iso),
+            "-o",
+            s(&o),
+            "--live-karg-append",
+            "a",
+        ],
+        vec![
+            "iso",
+            "customize",
+            "--force",
+            s(&iso),
+            "--live-karg-append",
+            "a",
+        ],
+        vec!["iso", "show", s(&iso)],
+    ] {
+        assert_refused(
+            &args,
+            &iso,
+            &outdir,
+            "kargs area 18446744073709551104+1024 exceeds isolinux/isolinux.cfg",
+        );
+    }
+}
