@@ -80,11 +80,10 @@ pub fn ca_certificates(opts: &RegistryOptions, host: &str) -> Result<Vec<(PathBu
     Ok(out)
 }
 
+/// The one rule for CA files (see [`crate::cacert`]): oci-client would drop a file it
+/// cannot use with a log line and connect without it.
 fn check_pem(path: &Path, pem: &[u8]) -> Result<()> {
-    if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
-        bail!("CA file {} holds no PEM certificate", path.display());
-    }
-    Ok(())
+    crate::cacert::CaBundle::parse(pem, &format!("CA file {}", path.display())).map(drop)
 }
 
 /// Split PEM text into one PEM block per certificate (reqwest reads one per call).
