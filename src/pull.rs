@@ -358,7 +358,7 @@ async fn copy_local_blob(
     tokio::task::spawn_blocking(move || {
         let mut from = bar.wrap_read(std::io::BufReader::with_capacity(
             1 << 20,
-            src.open_blob(&desc.digest)?,
+            src.open_blob(&desc.digest, desc.size)?,
         ));
         let mut w = dest.blob_writer(&desc)?;
         std::io::copy(&mut from, &mut w).with_context(|| {

@@ -295,7 +295,7 @@ fn resolve_layout(
         layout.find_ref(tag)?
     };
     let raw = layout
-        .read_blob(&entry.digest, Some(entry.size))
+        .read_blob(&entry.digest, entry.size)
         .with_context(|| what.clone())?;
     let picked = match Manifest::parse(&raw, Some(&entry.media_type))
         .with_context(|| format!("manifest {} in {what}", entry.digest))?
@@ -309,16 +309,13 @@ fn resolve_layout(
                 .with_context(|| what.clone())?
                 .clone();
             let child_raw = layout
-                .read_blob(&child.digest, Some(child.size))
+                .read_blob(&child.digest, child.size)
                 .with_context(|| what.clone())?;
             Picked::from_index(&idx, entry.digest.clone(), &child, child_raw, &what)?
         }
     };
     let config_raw = layout
-        .read_blob(
-            &picked.manifest.config.digest,
-            Some(picked.manifest.config.size),
-        )
+        .read_blob(&picked.manifest.config.digest, picked.manifest.config.size)
         .with_context(|| format!("config of {what}"))?;
     picked.finish(image, None, config_raw, BlobSource::Layout(layout, tmp))
 }
