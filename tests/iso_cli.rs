@@ -557,3 +557,191 @@ fn kargs_offsets_that_would_wrap_are_refused() {
         );
     }
 }
+
+/// Run layerboot under `umask`; returns (success, stdout, stderr).
+fn layerboot_umask(umask: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Issue #15 item 3: `iso show` printed embedded registry credentials, and outputs came
+/// out 0644 whatever the umask; now secrets are redacted unless --show-secrets, an ISO
+/// embedding them is 0600, and ordinary outputs honour the umask.
+#[test]
+fn secrets_are_redacted_and_outputs_holding_them_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "c2VjcmV0LWNyZWRlbnRpYWw";
+    let dest = dir.path().join("rebase.ign");
+    std::fs::write(
+        &dest,
+        format!(
+            r#"{{"ignition":{{"version":"3.2.0"}},"storage":{{"files":[{{"path":"/etc/ostree/auth.json","mode":384,"contents":{{"source":"data:,%7B%22auths%22%3A%7B%22quay.io%22%3A%7B%22auth%22%3A%22{secret}%22%7D%7D%7D"}}}}]}}}}"#
+        ),
+    )
+    .unwrap();
+    let keyfile = dir.path().join("wifi.nmconnection");
+    std::fs::write(
+        &keyfile,
+        "[connection]\nid=wifi\ntype=wifi\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=hunter2-wifi\n",
+    )
+    .unwrap();
+    let fixture = fixture();
+    let with_secrets = dir.path().join("secret.iso");
+    let (ok, _, err) = layerboot_umask(
+        "022",
+        &[
+            "iso",
+            "customize",
+            s(&fixture),
+            "-o",
+            s(&with_secrets),
+            "--dest-ignition",
+            s(&dest),
+            "--network-keyfile",
+            s(&keyfile),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(mode(&with_secrets), 0o600, "an ISO holding credentials");
+
+    for json in [false, true] {
+        let mut args = vec!["iso", "show", s(&with_secrets)];
+        if json {
+            args.push("--json");
+        }
+        let (ok, out, err) = layerboot_umask("022", &args);
+        assert!(ok, "{err}");
+        assert!(
+            !out.contains(secret) && !out.contains("hunter2-wifi"),
+            "secret shown: {out}"
+        );
+        assert!(out.contains("/etc/ostree/auth.json"), "{out}");
+        assert!(
+            err.contains("secrets redacted") && err.contains("--show-secrets"),
+            "{err}"
+        );
+        args.push("--show-secrets");
+        let (ok, out, _) = layerboot_umask("022", &args);
+        assert!(ok);
+        assert!(
+            out.contains(secret) && out.contains("hunter2-wifi"),
+            "{out}"
+        );
+    }
+
+    // ordinary outputs: the umask decides
+    for (umask, want) in [("022", 0o644), ("077", 0o600)] {
+        let o = dir.path().join(format!("plain-{umask}.iso"));
+        let (ok, _, err) = layerboot_umask(
+            umask,
+            &[
+                "iso",
+                "customize",
+                s(&fixture),
+                "-o",
+                s(&o),
+                "--live-karg-append",
+                "a=1",
+            ],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(mode(&o), want, "umask {umask}");
+    }
+}
+
+/// Issue #15 item 8: `-o existing.iso` was overwritten silently, `-o LINK` replaced the
+/// link, and `ignition pointer --ca ca.pem -o ca.pem` overwrote its own input.
+#[test]
+fn outputs_do_not_clobber() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let existing = outdir.join("existing.iso");
+    std::fs::write(&existing, "keep me").unwrap();
+    let fixture = fixture();
+    let fixture_s = s(&fixture).to_string();
+    let customize = |extra: &[&'static str]| -> Vec<String> {
+        ["iso", "customize", &fixture_s, "--live-karg-append", "a=1"]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let existing_s: &'static str = Box::leak(s(&existing).to_string().into_boxed_str());
+    let args = customize(&["-o", existing_s]);
+    assert_refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &existing,
+        &outdir,
+        "already exists; pass --force",
+    );
+    assert_refused(
+        &["iso", "reset", s(&fixture), "-o", s(&existing)],
+        &existing,
+        &outdir,
+        "already exists; pass --force",
+    );
+    let input_copy = copy_fixture(&outdir, "in.iso");
+    assert_refused(
+        &[
+            "iso",
+            "customize",
+            s(&input_copy),
+            "--live-karg-append",
+            "a",
+            "--force",
+            "-o",
+            s(&input_copy),
+        ],
+        &input_copy,
+        &outdir,
+        "is the input",
+    );
+    assert_refused(
+        &[
+            "ignition",
+            "pointer",
+            "--pool",
+            "worker",
+            "--api-vip",
+            "192.0.2.5",
+            "--ca",
+            s(&i.ca),
+            "-o",
+            s(&i.ca),
+        ],
+        &i.ca,
+        &outdir,
+        "is the input",
+    );
+    // --force replaces; through a symlink, the target is replaced and the link stays
+    let link = outdir.join("link.iso");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let link_s: &'static str = Box::leak(s(&link).to_string().into_boxed_str());
+    let args = customize(&["--force", "-o", link_s]);
+    layerboot_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::metadata(&existing).unwrap().len(),
+        std::fs::metadata(&fixture).unwrap().len()
+    );
+}

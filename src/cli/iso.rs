@@ -35,7 +35,7 @@ pub struct CustomizeArgs {
     /// Write the result here instead (`-` for stdout); the input is left untouched
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Replace the customizations of an already customized ISO
+    /// Replace the customizations of an already customized ISO, and an existing -o file
     #[arg(short, long)]
     pub force: bool,
 
@@ -124,6 +124,9 @@ pub struct ShowArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Show embedded credentials, password hashes and keyfile secrets (redacted by default)
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +137,9 @@ pub struct ResetArgs {
     /// Write the result here instead (`-` for stdout)
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Replace an existing -o file
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 fn read_named(path: &Path) -> Result<Named> {
@@ -249,6 +255,15 @@ async fn interruptible<T: Send + 'static>(
 pub async fn run(args: IsoArgs) -> Result<ExitCode> {
     match args.command {
         IsoCommand::Customize(a) => {
+            if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
+                let mut inputs: Vec<&Path> = vec![&a.input];
+                inputs.extend(a.live_ignition.iter().map(PathBuf::as_path));
+                inputs.extend(a.dest_ignition.iter().map(PathBuf::as_path));
+                inputs.extend(a.network_keyfile.iter().map(PathBuf::as_path));
+                inputs.extend(a.ignition_ca.iter().map(PathBuf::as_path));
+                inputs.extend(a.ca.iter().chain(&a.from).map(PathBuf::as_path));
+                crate::io::check_output(o, &inputs, a.force)?;
+            }
             let req = a.resolve()?;
             let (input, output) = (a.input.clone(), a.output.clone());
             let plan = interruptible(move || {
@@ -267,7 +282,13 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             );
         }
         IsoCommand::Show(a) => {
-            let report = Report::new(&LiveIso::open(&a.input)?)?;
+            let mut report = Report::new(&LiveIso::open(&a.input)?)?;
+            if !a.show_secrets && !report.redact().is_empty() {
+                eprintln!(
+                    "note: secrets redacted ({}); --show-secrets shows them",
+                    report.redacted.join(", ")
+                );
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -275,6 +296,9 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             }
         }
         IsoCommand::Reset(a) => {
+            if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
+                crate::io::check_output(o, &[&a.input], a.force)?;
+            }
             let (input, output) = (a.input.clone(), a.output.clone());
             interruptible(move || iso::reset(&input, Target::from_output(output.as_deref())))
                 .await?;

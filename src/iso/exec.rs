@@ -102,7 +102,12 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
         Target::File(dest) => {
             let mut src =
                 File::open(input).with_context(|| format!("opening {}", input.display()))?;
-            let mut out = AtomicFile::create(dest, 0o644)?;
+            let mode = if plan.secret {
+                crate::io::SECRET_MODE
+            } else {
+                crate::io::ORDINARY_MODE
+            };
+            let mut out = AtomicFile::create(dest, mode)?;
             // Copy the whole image, then patch the areas: embed areas need not be page
             // aligned, and a kernel copy resumed at an unaligned offset after an area runs
             // ~1.5x slower than one aligned copy.
@@ -160,6 +165,7 @@ mod tests {
                 },
             ],
             notes: vec![],
+            secret: false,
         };
         let mut want = data.clone();
         want[..3].fill(1);

@@ -57,6 +57,20 @@ pub struct LiveSpec {
     pub ignition_ca: Vec<Named>,
 }
 
+impl LiveSpec {
+    /// Whether anything to embed is a secret (see [`super::secrets`]).
+    pub fn has_secrets(&self) -> bool {
+        self.live_ignition
+            .iter()
+            .chain(&self.dest_ignition)
+            .any(|n| super::secrets::ignition_has_secrets(&n.data))
+            || self
+                .network_keyfiles
+                .iter()
+                .any(|n| super::secrets::keyfile_has_secrets(&n.data))
+    }
+}
+
 /// The installer config (`/etc/coreos/installer.d/*.yaml`): the subset of `coreos-installer
 /// install` options layerboot sets, in coreos-installer's field order so the YAML is
 /// identical.

@@ -15,6 +15,7 @@ pub mod iso9660;
 pub mod live;
 pub mod payload;
 pub mod plan;
+pub mod secrets;
 pub mod xz;
 
 use std::collections::BTreeMap;
@@ -56,8 +57,9 @@ impl LiveIso {
 /// Returns the plan that was applied (its notes are for the user).
 pub fn customize(input: &Path, req: &Customize, target: Target) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
-    let plan = plan::plan_customize(&iso.layout, &iso.state, req)
+    let mut plan = plan::plan_customize(&iso.layout, &iso.state, req)
         .with_context(|| input.display().to_string())?;
+    plan.secret = req.spec.has_secrets();
     exec::apply(input, &plan, target)?;
     Ok(plan)
 }
@@ -113,9 +115,56 @@ pub struct Report {
     pub other_members: Vec<String>,
     pub kargs: Option<KargsReport>,
     pub features: Features,
+    /// What [`Report::redact`] hid (empty when nothing was, or with --show-secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 impl Report {
+    /// Hide the secrets ([`secrets`]) of everything shown; returns what was hidden.
+    pub fn redact(&mut self) -> &[String] {
+        let mut what = Vec::new();
+        let mut dest_secret = false;
+        if let Some(dest) = &mut self.dest_ignition {
+            if let Some((text, w)) = secrets::redact_ignition(dest, &[]) {
+                *dest = text;
+                what.extend(w.into_iter().map(|p| format!("{p} (destination config)")));
+                dest_secret = true;
+            }
+        }
+        if let Some(live) = &mut self.ignition {
+            // The live config carries the destination config as a file: hide that copy
+            // too when it held secrets.
+            let also: &[&str] = if dest_secret {
+                &[DEST_IGNITION_PATH]
+            } else {
+                &[]
+            };
+            if let Some((text, w)) = secrets::redact_ignition(live, also) {
+                *live = text;
+                what.extend(
+                    w.into_iter()
+                        .filter(|p| p != DEST_IGNITION_PATH)
+                        .map(|p| format!("{p} (live config)")),
+                );
+            }
+        }
+        for f in &mut self.live_files {
+            if secrets::is_secret_path(&f.path) {
+                f.contents = secrets::REDACTED.into();
+                what.push(format!("{} (live file)", f.path));
+            }
+        }
+        for (name, text) in &mut self.network_keyfiles {
+            if let Some(r) = secrets::redact_keyfile(text) {
+                *text = r;
+                what.push(format!("network keyfile {name}"));
+            }
+        }
+        self.redacted = what;
+        &self.redacted
+    }
+
     pub fn new(iso: &LiveIso) -> Result<Self> {
         let (layout, state) = (&iso.layout, &iso.state);
         let ignition = state
@@ -184,6 +233,7 @@ impl Report {
             other_members,
             kargs,
             features: layout.features.clone(),
+            redacted: vec![],
         })
     }
 
@@ -269,6 +319,13 @@ impl Report {
         }
         for m in &self.other_members {
             let _ = writeln!(s, "Other embedded file: {m}");
+        }
+        if !self.redacted.is_empty() {
+            let _ = writeln!(
+                s,
+                "Redacted (--show-secrets shows them): {}",
+                self.redacted.join(", ")
+            );
         }
         s
     }

@@ -97,6 +97,8 @@ pub struct Plan {
     pub writes: Vec<Write>,
     /// Messages for the user (warnings, "will install to /dev/sda without confirmation").
     pub notes: Vec<String>,
+    /// The result embeds secrets ([`super::secrets`]): a new output file is made 0600.
+    pub secret: bool,
 }
 
 impl Plan {
