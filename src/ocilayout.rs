@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cancel::Cancel;
 use crate::imageref::Digest;
 use crate::io::{HashingReader, HashingWriter};
 use crate::registry::manifest::{Descriptor, ImageIndex, OCI_INDEX};
@@ -32,6 +33,9 @@ const MAX_INDEX: u64 = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     root: PathBuf,
+    /// How messages name the layout: its path, or for an unpacked archive the archive's
+    /// (never our temporary directory).
+    name: String,
 }
 
 impl OciLayout {
@@ -51,7 +55,13 @@ impl OciLayout {
         }
         Ok(OciLayout {
             root: root.to_path_buf(),
+            name: root.display().to_string(),
         })
+    }
+
+    /// The same layout, named `name` in messages.
+    pub fn named(self, name: String) -> Self {
+        OciLayout { name, ..self }
     }
 
     /// Open a layout, creating the directory and its skeleton if needed.
@@ -63,6 +73,7 @@ impl OciLayout {
         }
         let layout = OciLayout {
             root: root.to_path_buf(),
+            name: root.display().to_string(),
         };
         if !root.join("index.json").exists() {
             layout.write_index(&ImageIndex {
@@ -98,9 +109,10 @@ impl OciLayout {
     /// symlink anywhere on the way (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), and
     /// only if it is a regular file. Returns the file and its size.
     pub fn open_file(&self, rel: &Path) -> Result<(File, u64)> {
-        let path = self.root.join(rel);
-        let root = File::open(&self.root)
-            .with_context(|| format!("opening OCI layout {}", self.root.display()))?;
+        // for messages
+        let path = Path::new(&self.name).join(rel);
+        let root =
+            File::open(&self.root).with_context(|| format!("opening OCI layout {}", self.name))?;
         let c_rel = CString::new(rel.as_os_str().as_bytes())
             .with_context(|| format!("{}: NUL byte in the path", path.display()))?;
         // SAFETY: open_how is plain data; zeroed is its documented default.
@@ -152,7 +164,7 @@ impl OciLayout {
     }
 
     pub fn read_index(&self) -> Result<ImageIndex> {
-        let path = self.root.join("index.json");
+        let path = Path::new(&self.name).join("index.json");
         let (f, len) = self.open_file(Path::new("index.json"))?;
         if len > MAX_INDEX {
             bail!(
@@ -176,7 +188,7 @@ impl OciLayout {
     /// Read a whole (small) blob of `size` bytes, checking digest and size; no more than
     /// `size` bytes are ever read.
     pub fn read_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
-        let path = self.blob_path(digest);
+        let path = Path::new(&self.name).join(Self::blob_rel(digest));
         let f = self.open_blob(digest, size)?;
         let mut r = HashingReader::new(f);
         let mut buf = Vec::new();
@@ -186,13 +198,13 @@ impl OciLayout {
         if n != size {
             bail!(
                 "blob {digest} in {} has {n} bytes, expected {size}",
-                self.root.display()
+                self.name
             );
         }
         if hex != digest.hex() {
             bail!(
                 "blob {digest} in {} does not match its digest (content is sha256:{hex})",
-                self.root.display()
+                self.name
             );
         }
         Ok(buf)
@@ -203,11 +215,11 @@ impl OciLayout {
     pub fn open_blob(&self, digest: &Digest, size: u64) -> Result<io::Take<File>> {
         let (f, len) = self
             .open_file(&Self::blob_rel(digest))
-            .with_context(|| format!("blob {digest} of {}", self.root.display()))?;
+            .with_context(|| format!("blob {digest} of {}", self.name))?;
         if len != size {
             bail!(
                 "blob {digest} in {} has {len} bytes, expected {size}",
-                self.root.display()
+                self.name
             );
         }
         Ok(f.take(size))
@@ -281,7 +293,7 @@ impl OciLayout {
                         .collect();
                     format!(
                         "no image tagged '{t}' in {} (tags: {})",
-                        self.root.display(),
+                        self.name,
                         if names.is_empty() {
                             "none".into()
                         } else {
@@ -291,13 +303,13 @@ impl OciLayout {
                 }),
             None => match index.manifests.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => bail!("OCI layout {} holds no images", self.root.display()),
+                [] => bail!("OCI layout {} holds no images", self.name),
                 many => {
                     let names: Vec<&str> =
                         many.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
                     bail!(
                         "OCI layout {} holds {} images: name one as oci:DIR:TAG (tags: {})",
-                        self.root.display(),
+                        self.name,
                         many.len(),
                         names.join(", ")
                     )
@@ -356,8 +368,8 @@ impl Write for BlobWriter {
 }
 
 /// Unpack an `oci-archive` tar into `dest` (an empty directory), refusing entries that
-/// would land outside it.
-pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
+/// would land outside it. Checks `cancel` between entries.
+pub fn unpack_archive(archive: &Path, dest: &Path, cancel: &Cancel) -> Result<OciLayout> {
     let f = File::open(archive)
         .with_context(|| format!("cannot open OCI archive {}", archive.display()))?;
     let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));
@@ -366,6 +378,7 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
         .entries()
         .with_context(|| format!("reading OCI archive {}", archive.display()))?
     {
+        cancel.check()?;
         let mut entry =
             entry.with_context(|| format!("reading OCI archive {}", archive.display()))?;
         // Only files and directories: a link would point reads outside the layout.
@@ -387,11 +400,14 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
             );
         }
     }
-    OciLayout::open(dest).with_context(|| format!("OCI archive {}", archive.display()))
+    Ok(OciLayout::open(dest)
+        .with_context(|| format!("OCI archive {}", archive.display()))?
+        .named(archive.display().to_string()))
 }
 
-/// Write the layout at `src` as a tar archive to `dest`, atomically.
-pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
+/// Write the layout at `src` as a tar archive to `dest`, atomically: cancelled (checked
+/// between blobs and last before the rename), nothing is left at `dest`.
+pub fn write_archive(src: &OciLayout, dest: &Path, cancel: &Cancel) -> Result<()> {
     let mut out = crate::io::AtomicFile::create(dest, 0o644)?;
     {
         let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, &mut out));
@@ -412,6 +428,7 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
         tar.append_dir("blobs", &blobs)?;
         tar.append_dir("blobs/sha256", &blobs)?;
         for name in entries {
+            cancel.check()?;
             let path = blobs.join(&name);
             tar.append_path_with_name(&path, Path::new("blobs/sha256").join(&name))
                 .with_context(|| format!("archiving {}", path.display()))?;
@@ -421,6 +438,7 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
             .flush()
             .with_context(|| format!("writing {}", dest.display()))?;
     }
+    cancel.check()?;
     out.commit()
 }
 
@@ -487,7 +505,8 @@ mod tests {
             fs::remove_file(&blob).ok();
             make(&blob);
         };
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Make, &str)> = vec![
             (
                 "symlink to /dev/zero",
                 Box::new(|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
@@ -548,7 +567,10 @@ mod tests {
         drop(b);
         let out = dir.path().join("x");
         fs::create_dir(&out).unwrap();
-        let err = format!("{:#}", unpack_archive(&archive, &out).unwrap_err());
+        let err = format!(
+            "{:#}",
+            unpack_archive(&archive, &out, &Cancel::new()).unwrap_err()
+        );
         assert!(err.contains("Symlink entry index.json"), "{err}");
         assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
     }
@@ -576,10 +598,16 @@ mod tests {
         assert!(err.contains("'nope'"), "{err}");
 
         let archive = dir.path().join("a.tar");
-        write_archive(&layout, &archive).unwrap();
+        write_archive(&layout, &archive, &Cancel::new()).unwrap();
         let out = dir.path().join("x");
         fs::create_dir(&out).unwrap();
-        let back = unpack_archive(&archive, &out).unwrap();
+        let back = unpack_archive(&archive, &out, &Cancel::new()).unwrap();
+        // cancelled: no archive
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let never = dir.path().join("never.tar");
+        assert!(write_archive(&layout, &never, &cancelled).is_err());
+        assert!(!never.exists());
         assert_eq!(back.read_blob(&a.digest, 2).unwrap(), b"{}");
         assert_eq!(back.find_ref(Some("v2")).unwrap().digest, b.digest);
     }

@@ -451,8 +451,11 @@ fn pointer_pool_embeds_the_pools_pointer_config_as_destination() {
     assert!(contents(&iso) == before, "file contents differ");
 }
 
+/// Issue #15 item 7: SIGINT, SIGTERM and SIGHUP alike stop the copy, leave nothing, and
+/// exit with 128 + the signal's number.
 #[test]
-fn sigint_during_o_leaves_no_output() {
+fn signals_during_o_leave_no_output() {
+    use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let iso = copy_fixture(dir.path(), "big.iso");
     // a 2 GiB file (sparse tail after the volume) so the copy takes a while
@@ -464,34 +467,45 @@ fn sigint_during_o_leaves_no_output() {
         .unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
-        .args([
-            "iso",
-            "customize",
-            s(&iso),
-            "-o",
-            s(&outdir.join("o.iso")),
-            "--live-karg-append",
-            "a",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(rc, 0);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "finished before the signal: {stderr}"
-    );
-    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
-    assert_eq!(
-        std::fs::read_dir(&outdir).unwrap().count(),
-        0,
-        "the interrupted -o left files behind"
-    );
+    for (signal, name, code) in [
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGHUP, "SIGHUP", 129),
+    ] {
+        let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+            .args([
+                "iso",
+                "customize",
+                s(&iso),
+                "-o",
+                s(&outdir.join("o.iso")),
+                "--live-karg-append",
+                "a",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let rc = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            (out.status.code(), out.status.signal()),
+            (Some(code), None),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert_eq!(
+            std::fs::read_dir(&outdir).unwrap().count(),
+            0,
+            "the interrupted -o left files behind ({name})"
+        );
+    }
 }
 
 /// A minimal CoreOS-shaped ISO (Ignition area, one kargs area) with the given kargs.json.
@@ -744,4 +758,19 @@ fn outputs_do_not_clobber() {
         std::fs::metadata(&existing).unwrap().len(),
         std::fs::metadata(&fixture).unwrap().len()
     );
+}
+
+/// Issue #15 item 9: `iso show FIFO` blocked forever in open(2).
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("live.iso");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let start = std::time::Instant::now();
+    let out = layerboot(&["iso", "show", s(&fifo)]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file or block device"), "{err}");
 }

@@ -185,7 +185,7 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         merge.push((what, bytes));
     }
     let reg = a.source.registry.resolve()?;
-    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image)
+    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged()?, &image)
         .map(|(_, one)| one.to_json_pretty().into_bytes());
     let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if auth_json.is_some() && to_stdout && !a.show_secrets {

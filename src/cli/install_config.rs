@@ -240,7 +240,7 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         .transpose()?;
     let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
-    let creds = reg.auth.merged();
+    let creds = reg.auth.merged()?;
     if let Some(img) = &image {
         if creds.entry_for(img).is_some() {
             let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();

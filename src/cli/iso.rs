@@ -229,30 +229,16 @@ fn describe(target: Target, input: &Path) -> String {
     }
 }
 
-/// Run a blocking ISO operation; SIGINT/SIGTERM stop its copy so that an `-o` output's
-/// temporary file is removed before we exit (nothing half-written stays behind). An
-/// operation that completes despite the signal keeps its result.
-async fn interruptible<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    use std::sync::atomic::Ordering;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut task = tokio::task::spawn_blocking(f);
-    tokio::select! {
-        r = &mut task => r.context("ISO task panicked")?,
-        _ = tokio::signal::ctrl_c() => {
-            iso::exec::CANCEL.store(true, Ordering::Relaxed);
-            task.await.context("ISO task panicked")?.context("interrupted by SIGINT")
-        }
-        _ = term.recv() => {
-            iso::exec::CANCEL.store(true, Ordering::Relaxed);
-            task.await.context("ISO task panicked")?.context("interrupted by SIGTERM")
-        }
-    }
+/// Run a blocking ISO operation; it checks the cancel token itself (a signal stops its
+/// copy and an `-o` output's temporary file is removed), and is awaited to the end so
+/// that nothing of it runs on after we exit.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("ISO task panicked")?
 }
 
-pub async fn run(args: IsoArgs) -> Result<ExitCode> {
+pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCode> {
     match args.command {
         IsoCommand::Customize(a) => {
             if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
@@ -266,8 +252,14 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             }
             let req = a.resolve()?;
             let (input, output) = (a.input.clone(), a.output.clone());
-            let plan = interruptible(move || {
-                iso::customize(&input, &req, Target::from_output(output.as_deref()))
+            let cancel = cancel.clone();
+            let plan = blocking(move || {
+                iso::customize(
+                    &input,
+                    &req,
+                    Target::from_output(output.as_deref()),
+                    &cancel,
+                )
             })
             .await?;
             let target = Target::from_output(a.output.as_deref());
@@ -300,7 +292,8 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
                 crate::io::check_output(o, &[&a.input], a.force)?;
             }
             let (input, output) = (a.input.clone(), a.output.clone());
-            interruptible(move || iso::reset(&input, Target::from_output(output.as_deref())))
+            let cancel = cancel.clone();
+            blocking(move || iso::reset(&input, Target::from_output(output.as_deref()), &cancel))
                 .await?;
             let target = Target::from_output(a.output.as_deref());
             eprintln!(

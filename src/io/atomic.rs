@@ -37,8 +37,12 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Named after this process, so that a later run removes it if a SIGKILL leaves
+        // it behind (crate::cancel); the sweep looks only at this destination's names.
+        let base = format!(".{name}.lbtmp.");
+        crate::cancel::sweep_stale(&dir, &base);
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&crate::cancel::temp_prefix(&base))
             .suffix(".tmp")
             .permissions(Permissions::from_mode(mode))
             .tempfile_in(&dir)
@@ -243,6 +247,20 @@ mod tests {
             let err = check_output(out, inputs, *force).unwrap_err().to_string();
             assert!(err.contains(want), "{out:?}: {err}");
         }
+    }
+
+    /// Issue #15 item 7: after a SIGKILL, the next write of the same output removes the
+    /// temporary file the killed run left.
+    #[test]
+    fn a_killed_runs_temp_file_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".out.bin.lbtmp.4194305.abcdef.tmp");
+        fs::write(&stale, "partial").unwrap();
+        let unrelated = dir.path().join(".out.bin.4194305.bak");
+        fs::write(&unrelated, "mine").unwrap();
+        write_atomic(dir.path().join("out.bin"), b"x", ORDINARY_MODE).unwrap();
+        assert!(!stale.exists());
+        assert!(unrelated.exists());
     }
 
     #[test]

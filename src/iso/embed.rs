@@ -286,7 +286,9 @@ mod tests {
     /// Issue #15 item 5: offsets near u64::MAX wrapped the bounds check in release builds.
     #[test]
     fn areas_must_lie_inside_their_file_without_wrapping() {
-        let cases: &[(u64, u64, u64, u64, Option<(u64, u64)>)] = &[
+        // file offset, file length, area offset, area length, the span or None
+        type Case = (u64, u64, u64, u64, Option<(u64, u64)>);
+        let cases: &[Case] = &[
             (1000, 100, 0, 100, Some((1000, 100))),
             (1000, 100, 10, 90, Some((1010, 90))),
             (1000, 100, 10, 91, None),

@@ -44,6 +44,15 @@ pub struct LiveIso {
 impl LiveIso {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
+        // Opening a FIFO would block until someone writes to it: look first.
+        let meta = std::fs::metadata(path).with_context(|| format!("opening {name}"))?;
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            if !(t.is_file() || t.is_block_device()) {
+                anyhow::bail!("{name} is not a regular file or block device");
+            }
+        }
         let file = File::open(path).with_context(|| format!("opening {name}"))?;
         let mut iso =
             IsoFs::new(BufReader::with_capacity(64 << 10, file)).with_context(|| name.clone())?;
@@ -55,20 +64,25 @@ impl LiveIso {
 
 /// Customize `input` (everything is validated and planned before a byte is written).
 /// Returns the plan that was applied (its notes are for the user).
-pub fn customize(input: &Path, req: &Customize, target: Target) -> Result<Plan> {
+pub fn customize(
+    input: &Path,
+    req: &Customize,
+    target: Target,
+    cancel: &crate::cancel::Cancel,
+) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
     let mut plan = plan::plan_customize(&iso.layout, &iso.state, req)
         .with_context(|| input.display().to_string())?;
     plan.secret = req.spec.has_secrets();
-    exec::apply(input, &plan, target)?;
+    exec::apply(input, &plan, target, cancel)?;
     Ok(plan)
 }
 
 /// Restore the pristine embed areas of `input`.
-pub fn reset(input: &Path, target: Target) -> Result<Plan> {
+pub fn reset(input: &Path, target: Target, cancel: &crate::cancel::Cancel) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
     let plan = plan::plan_reset(&iso.layout).with_context(|| input.display().to_string())?;
-    exec::apply(input, &plan, target)?;
+    exec::apply(input, &plan, target, cancel)?;
     Ok(plan)
 }
 
