@@ -26,6 +26,35 @@ pub struct InstallConfig {
     had_comments: bool,
 }
 
+/// The top-level fields of install-config v1 (openshift/installer's InstallConfig type).
+const KNOWN_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "additionalTrustBundle",
+    "additionalTrustBundlePolicy",
+    "sshKey",
+    "baseDomain",
+    "networking",
+    "controlPlane",
+    "arbiter",
+    "compute",
+    "platform",
+    "pullSecret",
+    "proxy",
+    "imageContentSources",
+    "imageDigestSources",
+    "publish",
+    "fips",
+    "cpuPartitioningMode",
+    "credentialsMode",
+    "bootstrapInPlace",
+    "capabilities",
+    "featureSet",
+    "featureGates",
+    "operatorPublishingStrategy",
+];
+
 /// A mirror for `imageDigestSources`: `source=mirror` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
@@ -103,6 +132,19 @@ impl InstallConfig {
         }
         let had_comments = text.lines().any(|l| l.trim_start().starts_with('#'));
         Ok(InstallConfig { doc, had_comments })
+    }
+
+    /// Top-level fields openshift-install does not know (a typo such as `pullSecre`):
+    /// it rejects such a file, so patching it silently would only delay the error.
+    pub fn unknown_fields(&self) -> Vec<String> {
+        self.doc
+            .keys()
+            .map(|k| match k.as_str() {
+                Some(s) => s.to_string(),
+                None => format!("{k:?}"),
+            })
+            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+            .collect()
     }
 
     pub fn load(path: &Path) -> Result<InstallConfig> {
@@ -557,6 +599,16 @@ mod tests {
         );
         assert!(os_image_url("https://h/d", "abc", "s").is_err());
         assert!("nodelim".parse::<Mirror>().is_err());
+    }
+
+    /// Issue #15 item 9: a typo'd field was patched silently.
+    #[test]
+    fn unknown_top_level_fields_are_named() {
+        let ic = InstallConfig::parse(IC, "ic").unwrap();
+        assert_eq!(ic.unknown_fields(), Vec::<String>::new());
+        let typo = IC.replace("pullSecret:", "pullSecre:") + "extraThing: 1\n";
+        let ic = InstallConfig::parse(&typo, "ic").unwrap();
+        assert_eq!(ic.unknown_fields(), vec!["pullSecre", "extraThing"]);
     }
 
     /// Issue #15 item 9: `quay.io/acme=Bad Mirror` and `a=b` were accepted and made an
