@@ -171,7 +171,6 @@ fn settings(
         "re:Failed to start .*(layered-ok|[Ii]gnition|OSTree|ostree)".into(),
     ]);
     s.console_log = Some(work_dir().join(format!("{name}.console.log")));
-    s.handle_signals = false;
     s
 }
 

@@ -26,6 +26,35 @@ pub struct InstallConfig {
     had_comments: bool,
 }
 
+/// The top-level fields of install-config v1 (openshift/installer's InstallConfig type).
+const KNOWN_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "additionalTrustBundle",
+    "additionalTrustBundlePolicy",
+    "sshKey",
+    "baseDomain",
+    "networking",
+    "controlPlane",
+    "arbiter",
+    "compute",
+    "platform",
+    "pullSecret",
+    "proxy",
+    "imageContentSources",
+    "imageDigestSources",
+    "publish",
+    "fips",
+    "cpuPartitioningMode",
+    "credentialsMode",
+    "bootstrapInPlace",
+    "capabilities",
+    "featureSet",
+    "featureGates",
+    "operatorPublishingStrategy",
+];
+
 /// A mirror for `imageDigestSources`: `source=mirror` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
@@ -37,12 +66,29 @@ impl std::str::FromStr for Mirror {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once('=') {
-            Some((src, m)) if !src.is_empty() && !m.is_empty() && !src.contains('@') && !m.contains('@') => {
+            Some((src, m)) if is_canonical_repository(src) && is_canonical_repository(m) => {
                 Ok(Mirror { source: src.to_string(), mirror: m.to_string() })
             }
-            _ => bail!("invalid mirror '{s}': expected SOURCE=MIRROR repositories, e.g. quay.io/acme=mirror.example.com:5000/acme"),
+            _ => bail!("invalid mirror '{}': expected SOURCE=MIRROR, each a registry host with an optional repository path and no tag or digest, e.g. quay.io/acme=mirror.example.com:5000/acme", s.escape_debug()),
         }
     }
+}
+
+/// A repository as imageDigestSources takes it (openshift-install parses it as a canonical
+/// named reference): a registry host (with a dot or a port, or `localhost`), then
+/// optional lowercase path components; no tag, no digest, no spaces.
+pub fn is_canonical_repository(s: &str) -> bool {
+    static PATH: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("valid regex")
+    });
+    static HOST: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?$")
+            .expect("valid regex")
+    });
+    let mut parts = s.split('/');
+    let host = parts.next().unwrap_or("");
+    let qualified = host.contains('.') || host.contains(':') || host == "localhost";
+    qualified && HOST.is_match(host) && parts.all(|p| PATH.is_match(p))
 }
 
 /// Everything to patch in; `None`/empty leaves a field alone.
@@ -86,6 +132,19 @@ impl InstallConfig {
         }
         let had_comments = text.lines().any(|l| l.trim_start().starts_with('#'));
         Ok(InstallConfig { doc, had_comments })
+    }
+
+    /// Top-level fields openshift-install does not know (a typo such as `pullSecre`):
+    /// it rejects such a file, so patching it silently would only delay the error.
+    pub fn unknown_fields(&self) -> Vec<String> {
+        self.doc
+            .keys()
+            .map(|k| match k.as_str() {
+                Some(s) => s.to_string(),
+                None => format!("{k:?}"),
+            })
+            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+            .collect()
     }
 
     pub fn load(path: &Path) -> Result<InstallConfig> {
@@ -540,6 +599,42 @@ mod tests {
         );
         assert!(os_image_url("https://h/d", "abc", "s").is_err());
         assert!("nodelim".parse::<Mirror>().is_err());
+    }
+
+    /// Issue #15 item 9: a typo'd field was patched silently.
+    #[test]
+    fn unknown_top_level_fields_are_named() {
+        let ic = InstallConfig::parse(IC, "ic").unwrap();
+        assert_eq!(ic.unknown_fields(), Vec::<String>::new());
+        let typo = IC.replace("pullSecret:", "pullSecre:") + "extraThing: 1\n";
+        let ic = InstallConfig::parse(&typo, "ic").unwrap();
+        assert_eq!(ic.unknown_fields(), vec!["pullSecre", "extraThing"]);
+    }
+
+    /// Issue #15 item 9: `quay.io/acme=Bad Mirror` and `a=b` were accepted and made an
+    /// invalid imageDigestSources.
+    #[test]
+    fn mirrors_are_canonical_repositories() {
+        for ok in [
+            "quay.io/acme=mirror.example.com:5000/acme",
+            "quay.io=localhost:5000",
+            "registry.redhat.io/rhel9/os=m.example.com/a__b/c-d.e",
+        ] {
+            ok.parse::<Mirror>().unwrap();
+        }
+        for bad in [
+            "quay.io/acme=Bad Mirror",
+            "a=b",
+            "quay.io/acme=m.example.com/Acme",
+            "quay.io/acme:v1=m.example.com/acme",
+            "quay.io/acme=m.example.com/acme@sha256:00",
+            "=m.example.com",
+            "quay.io/acme=m.example.com/",
+            "quay.io/acme=m.example.com\n/x",
+        ] {
+            let err = bad.parse::<Mirror>().unwrap_err().to_string();
+            assert!(err.starts_with("invalid mirror"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod bootimage;
 pub mod boottest;
 pub mod cacert;
+pub mod cancel;
 pub mod cli;
 pub mod cmd;
 pub mod disk;

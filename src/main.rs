@@ -1,7 +1,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use layerboot::cancel::{self, Cancel};
 use layerboot::cli::{self, Cli};
+
+/// The error on one line, with control characters escaped: messages can quote bytes of
+/// hostile input (a garbage tar header), which must not reach the terminal raw.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,11 +39,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    // The one place signals are handled (see layerboot::cancel).
+    let cancel = Cancel::new();
+    let result = runtime.block_on(async {
+        cancel::install(&cancel)?;
+        cli::run(cli, &cancel).await
+    });
+    // Dropping the runtime waits for blocking tasks: whatever a cancelled command had
+    // running finishes its cleanup before the process exits.
+    drop(runtime);
+    match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            match cancel.signal() {
+                Some(signal) => ExitCode::from(cancel::exit_status(signal)),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -5,23 +5,37 @@
 //! Every blob is written to a temporary file beside its final name while its sha256
 //! and size are checked, and renamed only when both match; so a blob present under its
 //! digest name is complete and verified, and a second pull can skip it.
+//!
+//! A layout may come from anyone (an unpacked archive, a user's directory): every file of
+//! it is opened through [`OciLayout::open_file`], which resolves beneath the layout root
+//! without following any symlink, accepts only regular files, and never blocks on a FIFO;
+//! reads are bounded by the size the descriptor declares.
 
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cancel::Cancel;
 use crate::imageref::Digest;
 use crate::io::{HashingReader, HashingWriter};
 use crate::registry::manifest::{Descriptor, ImageIndex, OCI_INDEX};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_MARKER: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+/// index.json beyond this is not an index but an attack on our memory.
+const MAX_INDEX: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     root: PathBuf,
+    /// How messages name the layout: its path, or for an unpacked archive the archive's
+    /// (never our temporary directory).
+    name: String,
 }
 
 impl OciLayout {
@@ -41,7 +55,13 @@ impl OciLayout {
         }
         Ok(OciLayout {
             root: root.to_path_buf(),
+            name: root.display().to_string(),
         })
+    }
+
+    /// The same layout, named `name` in messages.
+    pub fn named(self, name: String) -> Self {
+        OciLayout { name, ..self }
     }
 
     /// Open a layout, creating the directory and its skeleton if needed.
@@ -53,6 +73,7 @@ impl OciLayout {
         }
         let layout = OciLayout {
             root: root.to_path_buf(),
+            name: root.display().to_string(),
         };
         if !root.join("index.json").exists() {
             layout.write_index(&ImageIndex {
@@ -80,13 +101,81 @@ impl OciLayout {
     /// under their digest name after verification, so the size check guards only
     /// against layouts written by other tools and truncated since.
     pub fn has_blob(&self, desc: &Descriptor) -> bool {
-        fs::metadata(self.blob_path(&desc.digest))
+        fs::symlink_metadata(self.blob_path(&desc.digest))
             .is_ok_and(|m| m.is_file() && m.len() == desc.size)
     }
 
+    /// Open `rel` (relative to the root) for reading: resolved beneath the root with no
+    /// symlink anywhere on the way (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), and
+    /// only if it is a regular file. Returns the file and its size.
+    pub fn open_file(&self, rel: &Path) -> Result<(File, u64)> {
+        // for messages
+        let path = Path::new(&self.name).join(rel);
+        let root =
+            File::open(&self.root).with_context(|| format!("opening OCI layout {}", self.name))?;
+        let c_rel = CString::new(rel.as_os_str().as_bytes())
+            .with_context(|| format!("{}: NUL byte in the path", path.display()))?;
+        // SAFETY: open_how is plain data; zeroed is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        // O_NONBLOCK: a FIFO planted in the layout must not hang the open.
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+        how.resolve =
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid fd, NUL-terminated path, and how/size describe a live open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c_rel.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::EXDEV) => anyhow::anyhow!(
+                    "{} is a symlink or lies behind one; an OCI layout's files must be regular files inside it",
+                    path.display()
+                ),
+                Some(libc::ENOENT) => anyhow::anyhow!("{} does not exist", path.display()),
+                _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
+            });
+        }
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd as i32) };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("reading the metadata of {}", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} is not a regular file; an OCI layout's files must be regular files inside it",
+                path.display()
+            );
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// The blob's path relative to the root.
+    fn blob_rel(digest: &Digest) -> PathBuf {
+        Path::new("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    }
+
     pub fn read_index(&self) -> Result<ImageIndex> {
-        let path = self.root.join("index.json");
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let path = Path::new(&self.name).join("index.json");
+        let (f, len) = self.open_file(Path::new("index.json"))?;
+        if len > MAX_INDEX {
+            bail!(
+                "{} is {len} bytes: larger than any image index ({MAX_INDEX} bytes at most)",
+                path.display()
+            );
+        }
+        let mut bytes = Vec::new();
+        f.take(MAX_INDEX)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("invalid JSON in {}", path.display()))
     }
@@ -96,37 +185,44 @@ impl OciLayout {
         crate::io::write_atomic(self.root.join("index.json"), &json, 0o644)
     }
 
-    /// Read a whole (small) blob, checking digest and, if given, size.
-    pub fn read_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
-        let path = self.blob_path(digest);
-        let f = File::open(&path)
-            .with_context(|| format!("blob {digest} is missing from {}", self.root.display()))?;
+    /// Read a whole (small) blob of `size` bytes, checking digest and size; no more than
+    /// `size` bytes are ever read.
+    pub fn read_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+        let path = Path::new(&self.name).join(Self::blob_rel(digest));
+        let f = self.open_blob(digest, size)?;
         let mut r = HashingReader::new(f);
         let mut buf = Vec::new();
         r.read_to_end(&mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
         let (hex, n) = r.finish();
-        if let Some(s) = size {
-            if n != s {
-                bail!(
-                    "blob {digest} in {} has {n} bytes, expected {s}",
-                    self.root.display()
-                );
-            }
+        if n != size {
+            bail!(
+                "blob {digest} in {} has {n} bytes, expected {size}",
+                self.name
+            );
         }
         if hex != digest.hex() {
             bail!(
                 "blob {digest} in {} does not match its digest (content is sha256:{hex})",
-                self.root.display()
+                self.name
             );
         }
         Ok(buf)
     }
 
-    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
-        let path = self.blob_path(digest);
-        File::open(&path)
-            .with_context(|| format!("blob {digest} is missing from {}", self.root.display()))
+    /// Open the blob for reading at most `size` bytes: a regular file inside the layout
+    /// (see [`Self::open_file`]) of exactly `size` bytes.
+    pub fn open_blob(&self, digest: &Digest, size: u64) -> Result<io::Take<File>> {
+        let (f, len) = self
+            .open_file(&Self::blob_rel(digest))
+            .with_context(|| format!("blob {digest} of {}", self.name))?;
+        if len != size {
+            bail!(
+                "blob {digest} in {} has {len} bytes, expected {size}",
+                self.name
+            );
+        }
+        Ok(f.take(size))
     }
 
     /// Start writing the blob `expected` describes.
@@ -197,7 +293,7 @@ impl OciLayout {
                         .collect();
                     format!(
                         "no image tagged '{t}' in {} (tags: {})",
-                        self.root.display(),
+                        self.name,
                         if names.is_empty() {
                             "none".into()
                         } else {
@@ -207,13 +303,13 @@ impl OciLayout {
                 }),
             None => match index.manifests.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => bail!("OCI layout {} holds no images", self.root.display()),
+                [] => bail!("OCI layout {} holds no images", self.name),
                 many => {
                     let names: Vec<&str> =
                         many.iter().filter_map(|d| d.annotation(REF_NAME)).collect();
                     bail!(
                         "OCI layout {} holds {} images: name one as oci:DIR:TAG (tags: {})",
-                        self.root.display(),
+                        self.name,
                         many.len(),
                         names.join(", ")
                     )
@@ -272,8 +368,8 @@ impl Write for BlobWriter {
 }
 
 /// Unpack an `oci-archive` tar into `dest` (an empty directory), refusing entries that
-/// would land outside it.
-pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
+/// would land outside it. Checks `cancel` between entries.
+pub fn unpack_archive(archive: &Path, dest: &Path, cancel: &Cancel) -> Result<OciLayout> {
     let f = File::open(archive)
         .with_context(|| format!("cannot open OCI archive {}", archive.display()))?;
     let mut tar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));
@@ -282,8 +378,18 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
         .entries()
         .with_context(|| format!("reading OCI archive {}", archive.display()))?
     {
+        cancel.check()?;
         let mut entry =
             entry.with_context(|| format!("reading OCI archive {}", archive.display()))?;
+        // Only files and directories: a link would point reads outside the layout.
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            bail!(
+                "OCI archive {} has a {kind:?} entry {}; only regular files and directories are accepted",
+                archive.display(),
+                String::from_utf8_lossy(&entry.path_bytes()).escape_debug()
+            );
+        }
         if !entry
             .unpack_in(dest)
             .with_context(|| format!("unpacking OCI archive {}", archive.display()))?
@@ -294,11 +400,14 @@ pub fn unpack_archive(archive: &Path, dest: &Path) -> Result<OciLayout> {
             );
         }
     }
-    OciLayout::open(dest).with_context(|| format!("OCI archive {}", archive.display()))
+    Ok(OciLayout::open(dest)
+        .with_context(|| format!("OCI archive {}", archive.display()))?
+        .named(archive.display().to_string()))
 }
 
-/// Write the layout at `src` as a tar archive to `dest`, atomically.
-pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
+/// Write the layout at `src` as a tar archive to `dest`, atomically: cancelled (checked
+/// between blobs and last before the rename), nothing is left at `dest`.
+pub fn write_archive(src: &OciLayout, dest: &Path, cancel: &Cancel) -> Result<()> {
     let mut out = crate::io::AtomicFile::create(dest, 0o644)?;
     {
         let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, &mut out));
@@ -319,6 +428,7 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
         tar.append_dir("blobs", &blobs)?;
         tar.append_dir("blobs/sha256", &blobs)?;
         for name in entries {
+            cancel.check()?;
             let path = blobs.join(&name);
             tar.append_path_with_name(&path, Path::new("blobs/sha256").join(&name))
                 .with_context(|| format!("archiving {}", path.display()))?;
@@ -328,6 +438,7 @@ pub fn write_archive(src: &OciLayout, dest: &Path) -> Result<()> {
             .flush()
             .with_context(|| format!("writing {}", dest.display()))?;
     }
+    cancel.check()?;
     out.commit()
 }
 
@@ -341,7 +452,7 @@ mod tests {
         let layout = OciLayout::create(dir.path()).unwrap();
         let good = layout.write_blob("x", b"hello").unwrap();
         assert!(layout.has_blob(&good));
-        assert_eq!(layout.read_blob(&good.digest, Some(5)).unwrap(), b"hello");
+        assert_eq!(layout.read_blob(&good.digest, 5).unwrap(), b"hello");
 
         // Wrong content, short content and excess content all leave nothing behind.
         let cases: &[(&[u8], &str)] = &[
@@ -379,6 +490,91 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     }
 
+    /// Issue #15 item 2: nothing of a layout is read through a symlink or beyond the size
+    /// its descriptor declares, and nothing blocks on a FIFO.
+    #[test]
+    fn layout_files_are_regular_files_inside_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("l");
+        let layout = OciLayout::create(&root).unwrap();
+        let good = layout.write_blob("x", b"hello").unwrap();
+        let outside = dir.path().join("secret");
+        fs::write(&outside, b"hello").unwrap();
+        let blob = layout.blob_path(&good.digest);
+        let redo = |make: &dyn Fn(&Path)| {
+            fs::remove_file(&blob).ok();
+            make(&blob);
+        };
+        type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Make, &str)> = vec![
+            (
+                "symlink to /dev/zero",
+                Box::new(|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+                "is a symlink",
+            ),
+            (
+                "symlink to a host file",
+                Box::new(|p| std::os::unix::fs::symlink(&outside, p).unwrap()),
+                "is a symlink",
+            ),
+            (
+                "FIFO",
+                Box::new(|p| {
+                    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }),
+                "not a regular file",
+            ),
+            (
+                "longer than declared",
+                Box::new(|p| fs::write(p, b"hello, and more").unwrap()),
+                "has 15 bytes, expected 5",
+            ),
+        ];
+        for (what, make, want) in &cases {
+            redo(make.as_ref());
+            let err = format!("{:#}", layout.read_blob(&good.digest, 5).unwrap_err());
+            assert!(err.contains(want), "{what}: {err}");
+            assert!(!err.contains("secret"), "{what}: {err}");
+            let err = format!("{:#}", layout.open_blob(&good.digest, 5).unwrap_err());
+            assert!(err.contains(want), "{what}: {err}");
+        }
+        // a symlinked directory on the way, and a symlinked index.json
+        fs::remove_file(&blob).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join(good.digest.hex()), b"hello").unwrap();
+        fs::remove_dir(root.join("blobs/sha256")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("blobs/sha256")).unwrap();
+        let err = format!("{:#}", layout.read_blob(&good.digest, 5).unwrap_err());
+        assert!(err.contains("is a symlink or lies behind one"), "{err}");
+        fs::rename(root.join("index.json"), dir.path().join("index.json")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("index.json"), root.join("index.json")).unwrap();
+        let err = format!("{:#}", layout.read_index().unwrap_err());
+        assert!(err.contains("index.json is a symlink"), "{err}");
+    }
+
+    #[test]
+    fn archives_with_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.tar");
+        let mut b = tar::Builder::new(File::create(&archive).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "index.json", "/etc/shadow").unwrap();
+        b.finish().unwrap();
+        drop(b);
+        let out = dir.path().join("x");
+        fs::create_dir(&out).unwrap();
+        let err = format!(
+            "{:#}",
+            unpack_archive(&archive, &out, &Cancel::new()).unwrap_err()
+        );
+        assert!(err.contains("Symlink entry index.json"), "{err}");
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    }
+
     #[test]
     fn refs_and_archive_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
@@ -402,11 +598,17 @@ mod tests {
         assert!(err.contains("'nope'"), "{err}");
 
         let archive = dir.path().join("a.tar");
-        write_archive(&layout, &archive).unwrap();
+        write_archive(&layout, &archive, &Cancel::new()).unwrap();
         let out = dir.path().join("x");
         fs::create_dir(&out).unwrap();
-        let back = unpack_archive(&archive, &out).unwrap();
-        assert_eq!(back.read_blob(&a.digest, Some(2)).unwrap(), b"{}");
+        let back = unpack_archive(&archive, &out, &Cancel::new()).unwrap();
+        // cancelled: no archive
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let never = dir.path().join("never.tar");
+        assert!(write_archive(&layout, &never, &cancelled).is_err());
+        assert!(!never.exists());
+        assert_eq!(back.read_blob(&a.digest, 2).unwrap(), b"{}");
         assert_eq!(back.find_ref(Some("v2")).unwrap().digest, b.digest);
     }
 }

@@ -123,17 +123,41 @@ pub async fn pull(
             Ok(pulled(&resolved, Some(path.clone()), None, ref_name, stats))
         }
         Destination::OciArchive { path, tag } => {
-            // Staged beside the archive so nothing lands at `path` until the end.
+            // Staged beside the archive so nothing lands at `path` until the end. An
+            // existing archive is added to, as a layout is: its other images stay.
             let staging = staging_dir(path)?;
+            if path.exists() {
+                let (from, into) = (path.clone(), staging.path().to_path_buf());
+                let cancel = opts.cancel.clone();
+                tokio::task::spawn_blocking(move || {
+                    ocilayout::unpack_archive(&from, &into, &cancel)
+                })
+                .await?
+                .with_context(|| {
+                    format!(
+                        "--to {}: exists and is not an OCI archive to add to",
+                        path.display()
+                    )
+                })?;
+            }
             let layout = OciLayout::create(staging.path())?;
             let ref_name = default_tag(tag);
             let stats = pull_into(&resolved, &layout, &ref_name, opts, quiet).await?;
             let dest = path.clone();
-            tokio::task::spawn_blocking(move || ocilayout::write_archive(&layout, &dest)).await??;
+            let cancel = opts.cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                // the staging directory lives until the archive is written (or not)
+                let _staging = staging;
+                ocilayout::write_archive(&layout, &dest, &cancel)
+            })
+            .await??;
             Ok(pulled(&resolved, None, Some(path.clone()), ref_name, stats))
         }
     }
 }
+
+/// Prefix of pull's staging directories.
+const PULL_TMP: &str = ".layerboot-pull.";
 
 /// A temporary directory beside `dest` (same filesystem, so a rename commits it).
 fn staging_dir(dest: &std::path::Path) -> Result<tempfile::TempDir> {
@@ -148,8 +172,11 @@ fn staging_dir(dest: &std::path::Path) -> Result<tempfile::TempDir> {
             parent.display()
         );
     }
+    // Named after this process, so that a later pull removes it if a SIGKILL leaves it
+    // behind (crate::cancel).
+    crate::cancel::sweep_stale(&parent, PULL_TMP);
     tempfile::Builder::new()
-        .prefix(".layerboot-pull.")
+        .prefix(&crate::cancel::temp_prefix(PULL_TMP))
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))
 }
@@ -307,7 +334,14 @@ async fn fetch_blob(
     let conn = match source {
         BlobSource::Registry(conn) => conn,
         BlobSource::Layout(src, _) => {
-            return copy_local_blob(src.clone(), layout.clone(), desc.clone(), bar.clone()).await
+            return copy_local_blob(
+                src.clone(),
+                layout.clone(),
+                desc.clone(),
+                bar.clone(),
+                opts.cancel.clone(),
+            )
+            .await
         }
     };
     let mut delay = opts.retry_delay;
@@ -354,16 +388,21 @@ async fn copy_local_blob(
     dest: OciLayout,
     desc: Descriptor,
     bar: ProgressBar,
+    cancel: crate::cancel::Cancel,
 ) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         let mut from = bar.wrap_read(std::io::BufReader::with_capacity(
             1 << 20,
-            src.open_blob(&desc.digest)?,
+            crate::cancel::CheckedReader::new(
+                src.open_blob(&desc.digest, desc.size)?,
+                cancel.clone(),
+            ),
         ));
         let mut w = dest.blob_writer(&desc)?;
         std::io::copy(&mut from, &mut w).with_context(|| {
             format!("copying blob {} from {}", desc.digest, src.root().display())
         })?;
+        cancel.check()?;
         w.commit()
             .with_context(|| format!("in {}", src.root().display()))
     })

@@ -39,11 +39,10 @@ fn pre_bootc_image(dir: &Path) -> PathBuf {
     let layout = OciLayout::open(&dest).unwrap();
     let entry = layout.find_ref(Some(ostree_image::FIXTURE_TAG)).unwrap();
     let manifest: ImageManifest =
-        serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size)).unwrap())
-            .unwrap();
+        serde_json::from_slice(&layout.read_blob(&entry.digest, entry.size).unwrap()).unwrap();
     let mut config: serde_json::Value = serde_json::from_slice(
         &layout
-            .read_blob(&manifest.config.digest, Some(manifest.config.size))
+            .read_blob(&manifest.config.digest, manifest.config.size)
             .unwrap(),
     )
     .unwrap();

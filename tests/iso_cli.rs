@@ -451,8 +451,11 @@ fn pointer_pool_embeds_the_pools_pointer_config_as_destination() {
     assert!(contents(&iso) == before, "file contents differ");
 }
 
+/// Issue #15 item 7: SIGINT, SIGTERM and SIGHUP alike stop the copy, leave nothing, and
+/// exit with 128 + the signal's number.
 #[test]
-fn sigint_during_o_leaves_no_output() {
+fn signals_during_o_leave_no_output() {
+    use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let iso = copy_fixture(dir.path(), "big.iso");
     // a 2 GiB file (sparse tail after the volume) so the copy takes a while
@@ -464,32 +467,310 @@ fn sigint_during_o_leaves_no_output() {
         .unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
-        .args([
+    for (signal, name, code) in [
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGHUP, "SIGHUP", 129),
+    ] {
+        let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+            .args([
+                "iso",
+                "customize",
+                s(&iso),
+                "-o",
+                s(&outdir.join("o.iso")),
+                "--live-karg-append",
+                "a",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let rc = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            (out.status.code(), out.status.signal()),
+            (Some(code), None),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert_eq!(
+            std::fs::read_dir(&outdir).unwrap().count(),
+            0,
+            "the interrupted -o left files behind ({name})"
+        );
+    }
+}
+
+/// A minimal CoreOS-shaped ISO (Ignition area, one kargs area) with the given kargs.json.
+fn iso_with_kargs_json(dir: &Path, kargs_json: &str) -> std::path::PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("images")).unwrap();
+    std::fs::create_dir_all(tree.join("coreos")).unwrap();
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(tree.join("images/ignition.img"), vec![0u8; 256 << 10]).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        format!("append {}\n", "#".repeat(1024)),
+    )
+    .unwrap();
+    std::fs::write(tree.join("coreos/kargs.json"), kargs_json).unwrap();
+    let iso = dir.join("small.iso");
+    let st = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-r", "-o", s(&iso), s(&tree)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&tree).unwrap();
+    iso
+}
+
+/// Issue #15 item 5: a kargs.json offset near 2^64 wrapped the bounds check (release
+/// builds) and `iso customize` wrote outside the area.
+#[test]
+fn kargs_offsets_that_would_wrap_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = iso_with_kargs_json(
+        dir.path(),
+        r#"{"default":"","files":[{"path":"isolinux/isolinux.cfg","offset":18446744073709551104}],"size":1024}"#,
+    );
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let o = outdir.join("o.iso");
+    for args in [
+        vec![
             "iso",
             "customize",
             s(&iso),
             "-o",
-            s(&outdir.join("o.iso")),
+            s(&o),
             "--live-karg-append",
             "a",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
+        ],
+        vec![
+            "iso",
+            "customize",
+            "--force",
+            s(&iso),
+            "--live-karg-append",
+            "a",
+        ],
+        vec!["iso", "show", s(&iso)],
+    ] {
+        assert_refused(
+            &args,
+            &iso,
+            &outdir,
+            "kargs area 18446744073709551104+1024 exceeds isolinux/isolinux.cfg",
+        );
+    }
+}
+
+/// Run layerboot under `umask`; returns (success, stdout, stderr).
+fn layerboot_umask(umask: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(rc, 0);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "finished before the signal: {stderr}"
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Issue #15 item 3: `iso show` printed embedded registry credentials, and outputs came
+/// out 0644 whatever the umask; now secrets are redacted unless --show-secrets, an ISO
+/// embedding them is 0600, and ordinary outputs honour the umask.
+#[test]
+fn secrets_are_redacted_and_outputs_holding_them_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "c2VjcmV0LWNyZWRlbnRpYWw";
+    let dest = dir.path().join("rebase.ign");
+    std::fs::write(
+        &dest,
+        format!(
+            r#"{{"ignition":{{"version":"3.2.0"}},"storage":{{"files":[{{"path":"/etc/ostree/auth.json","mode":384,"contents":{{"source":"data:,%7B%22auths%22%3A%7B%22quay.io%22%3A%7B%22auth%22%3A%22{secret}%22%7D%7D%7D"}}}}]}}}}"#
+        ),
+    )
+    .unwrap();
+    let keyfile = dir.path().join("wifi.nmconnection");
+    std::fs::write(
+        &keyfile,
+        "[connection]\nid=wifi\ntype=wifi\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=hunter2-wifi\n",
+    )
+    .unwrap();
+    let fixture = fixture();
+    let with_secrets = dir.path().join("secret.iso");
+    let (ok, _, err) = layerboot_umask(
+        "022",
+        &[
+            "iso",
+            "customize",
+            s(&fixture),
+            "-o",
+            s(&with_secrets),
+            "--dest-ignition",
+            s(&dest),
+            "--network-keyfile",
+            s(&keyfile),
+        ],
     );
-    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
+    assert!(ok, "{err}");
+    assert_eq!(mode(&with_secrets), 0o600, "an ISO holding credentials");
+
+    for json in [false, true] {
+        let mut args = vec!["iso", "show", s(&with_secrets)];
+        if json {
+            args.push("--json");
+        }
+        let (ok, out, err) = layerboot_umask("022", &args);
+        assert!(ok, "{err}");
+        assert!(
+            !out.contains(secret) && !out.contains("hunter2-wifi"),
+            "secret shown: {out}"
+        );
+        assert!(out.contains("/etc/ostree/auth.json"), "{out}");
+        assert!(
+            err.contains("secrets redacted") && err.contains("--show-secrets"),
+            "{err}"
+        );
+        args.push("--show-secrets");
+        let (ok, out, _) = layerboot_umask("022", &args);
+        assert!(ok);
+        assert!(
+            out.contains(secret) && out.contains("hunter2-wifi"),
+            "{out}"
+        );
+    }
+
+    // ordinary outputs: the umask decides
+    for (umask, want) in [("022", 0o644), ("077", 0o600)] {
+        let o = dir.path().join(format!("plain-{umask}.iso"));
+        let (ok, _, err) = layerboot_umask(
+            umask,
+            &[
+                "iso",
+                "customize",
+                s(&fixture),
+                "-o",
+                s(&o),
+                "--live-karg-append",
+                "a=1",
+            ],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(mode(&o), want, "umask {umask}");
+    }
+}
+
+/// Issue #15 item 8: `-o existing.iso` was overwritten silently, `-o LINK` replaced the
+/// link, and `ignition pointer --ca ca.pem -o ca.pem` overwrote its own input.
+#[test]
+fn outputs_do_not_clobber() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs(dir.path());
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let existing = outdir.join("existing.iso");
+    std::fs::write(&existing, "keep me").unwrap();
+    let fixture = fixture();
+    let fixture_s = s(&fixture).to_string();
+    let customize = |extra: &[&'static str]| -> Vec<String> {
+        ["iso", "customize", &fixture_s, "--live-karg-append", "a=1"]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let existing_s: &'static str = Box::leak(s(&existing).to_string().into_boxed_str());
+    let args = customize(&["-o", existing_s]);
+    assert_refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &existing,
+        &outdir,
+        "already exists; pass --force",
+    );
+    assert_refused(
+        &["iso", "reset", s(&fixture), "-o", s(&existing)],
+        &existing,
+        &outdir,
+        "already exists; pass --force",
+    );
+    let input_copy = copy_fixture(&outdir, "in.iso");
+    assert_refused(
+        &[
+            "iso",
+            "customize",
+            s(&input_copy),
+            "--live-karg-append",
+            "a",
+            "--force",
+            "-o",
+            s(&input_copy),
+        ],
+        &input_copy,
+        &outdir,
+        "is the input",
+    );
+    assert_refused(
+        &[
+            "ignition",
+            "pointer",
+            "--pool",
+            "worker",
+            "--api-vip",
+            "192.0.2.5",
+            "--ca",
+            s(&i.ca),
+            "-o",
+            s(&i.ca),
+        ],
+        &i.ca,
+        &outdir,
+        "is the input",
+    );
+    // --force replaces; through a symlink, the target is replaced and the link stays
+    let link = outdir.join("link.iso");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    let link_s: &'static str = Box::leak(s(&link).to_string().into_boxed_str());
+    let args = customize(&["--force", "-o", link_s]);
+    layerboot_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(
-        std::fs::read_dir(&outdir).unwrap().count(),
-        0,
-        "the interrupted -o left files behind"
+        std::fs::metadata(&existing).unwrap().len(),
+        std::fs::metadata(&fixture).unwrap().len()
     );
+}
+
+/// Issue #15 item 9: `iso show FIFO` blocked forever in open(2).
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("live.iso");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let start = std::time::Instant::now();
+    let out = layerboot(&["iso", "show", s(&fifo)]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file or block device"), "{err}");
 }

@@ -30,7 +30,7 @@ fn pull_fails(src: &str, extra: &[&str], needles: &[&str]) {
 fn image_manifest(dir: &Path) -> ImageManifest {
     let l = OciLayout::open(dir).unwrap();
     let e = l.find_ref(Some(FIXTURE_TAG)).unwrap();
-    serde_json::from_slice(&l.read_blob(&e.digest, Some(e.size)).unwrap()).unwrap()
+    serde_json::from_slice(&l.read_blob(&e.digest, e.size).unwrap()).unwrap()
 }
 
 #[test]
@@ -94,6 +94,16 @@ fn unauthorized_401_without_credentials() {
         &src,
         &["--tls-verify=false"],
         &["401", "private/image", "--authfile"],
+    );
+    // issue #15 item 9: an authfile without an entry for the registry is named, instead
+    // of "pass --authfile"
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-auth.json");
+    fs::write(&empty, r#"{"auths":{}}"#).unwrap();
+    pull_fails(
+        &src,
+        &["--tls-verify=false", "--authfile", empty.to_str().unwrap()],
+        &["401", "empty-auth.json has no credentials for it"],
     );
 }
 

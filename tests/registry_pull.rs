@@ -399,9 +399,10 @@ fn interrupted_pull_leaves_nothing() {
         .success());
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(
-        stderr.trim().starts_with("error: interrupted") && stderr.trim().lines().count() == 1,
+        stderr.trim().starts_with("error: interrupted by SIGINT")
+            && stderr.trim().lines().count() == 1,
         "{stderr}"
     );
     assert_eq!(tree(&out), Vec::<String>::new(), "left behind after Ctrl-C");

@@ -205,9 +205,10 @@ pub struct BootTestSettings {
     pub qemu_binary: PathBuf,
     /// `None`: KVM if it really works here, else TCG (see [`crate::qemu::accel`]).
     pub accel: Option<Accel>,
-    /// Stop QEMU and clean up on SIGINT/SIGTERM, returning [`Interrupted`]. This
-    /// installs process-wide handlers; library users with their own handling turn it off.
-    pub handle_signals: bool,
+    /// Cancelled (the CLI cancels it on SIGINT, SIGTERM, SIGHUP: see [`crate::cancel`]),
+    /// the run stops QEMU, removes its temporary files and returns
+    /// [`crate::cancel::Cancelled`]. The library installs no signal handlers.
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl BootTestSettings {
@@ -232,7 +233,7 @@ impl BootTestSettings {
             extra_qemu_args: Vec::new(),
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             accel: None,
-            handle_signals: true,
+            cancel: Default::default(),
         }
     }
 
@@ -250,6 +251,22 @@ impl BootTestSettings {
         {
             bail!("BIOS firmware (SeaBIOS) cannot boot a disk with 4096-byte sectors: use --firmware uefi");
         }
+        // Reports are written after the run: a missing directory must fail before it.
+        for (what, file) in [
+            ("--console-log", &self.console_log),
+            ("--junit", &self.junit),
+        ] {
+            if let Some(f) = file {
+                let dir = f.parent().filter(|p| !p.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    bail!(
+                        "{what} {}: directory {} does not exist",
+                        f.display(),
+                        dir.unwrap_or(Path::new(".")).display()
+                    );
+                }
+            }
+        }
         if self.memory_mib < 64 {
             bail!(
                 "memory {} MiB is too small (at least 64 MiB)",
@@ -264,14 +281,6 @@ impl BootTestSettings {
         }
         Ok(())
     }
-}
-
-/// The run was stopped by a signal; QEMU was killed and temp files removed.
-#[derive(Debug, thiserror::Error)]
-#[error("boot test interrupted by {name}; QEMU stopped")]
-pub struct Interrupted {
-    pub name: &'static str,
-    pub signal: i32,
 }
 
 /// Number of console lines kept in [`Outcome::console_tail`] and printed on failure.
@@ -320,30 +329,13 @@ impl Outcome {
 }
 
 /// [`run`] on a fresh current-thread runtime, for synchronous callers (tests). Must not
-/// be called from inside a tokio runtime. When the run is [`Interrupted`] (and
-/// `handle_signals` is on), QEMU is stopped and cleaned up first, then the signal is
-/// re-raised with its default action, so Ctrl-C ends a test process as usual instead of
-/// surfacing as one failed test among others that keep running.
+/// be called from inside a tokio runtime.
 pub fn run_blocking(settings: &BootTestSettings) -> Result<Outcome> {
-    let result = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting a tokio runtime")?
-        .block_on(run(settings));
-    if let Some(i) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<Interrupted>())
-    {
-        eprintln!("{i}");
-        // SAFETY: plain syscalls; restoring the default action and re-raising is how a
-        // program that cleaned up after a signal lets it take its normal effect.
-        unsafe {
-            libc::signal(i.signal, libc::SIG_DFL);
-            libc::raise(i.signal);
-        }
-    }
-    result
+        .block_on(run(settings))
 }
 
 fn make_qemu_config(s: &BootTestSettings, accel: Accel, dir: &Path) -> Result<QemuConfig> {
@@ -443,17 +435,11 @@ enum End {
     Exited(ExitStatus),
     Decided,
     TimedOut,
-    Signal(&'static str, i32),
+    Cancelled,
 }
 
-async fn recv_opt(sig: &mut Option<tokio::signal::unix::Signal>) {
-    match sig {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
-}
+/// Prefix of a run's temporary directory (see [`crate::cancel::sweep_stale`]).
+const BOOTTEST_TMP: &str = "layerboot-boottest-";
 
 /// Boot the artifact and decide. Writes the console log and JUnit file when asked to,
 /// for passed and failed runs alike.
@@ -471,15 +457,6 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
             }
         }
     }
-    let (mut sigint, mut sigterm) = if s.handle_signals {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            Some(signal(SignalKind::interrupt()).context("installing a SIGINT handler")?),
-            Some(signal(SignalKind::terminate()).context("installing a SIGTERM handler")?),
-        )
-    } else {
-        (None, None)
-    };
     let accel = match s.accel {
         Some(a) => a,
         None => {
@@ -490,8 +467,9 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
         }
     };
     // Declared before the QEMU process so it is dropped (deleted) after QEMU is dead.
+    crate::cancel::sweep_stale(&std::env::temp_dir(), BOOTTEST_TMP);
     let dir = tempfile::Builder::new()
-        .prefix("layerboot-boottest-")
+        .prefix(&crate::cancel::temp_prefix(BOOTTEST_TMP))
         .tempdir()
         .context("creating a temporary directory")?;
     let config = make_qemu_config(s, accel, dir.path())?;
@@ -518,8 +496,7 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break End::TimedOut,
-            _ = recv_opt(&mut sigint) => break End::Signal("SIGINT", libc::SIGINT),
-            _ = recv_opt(&mut sigterm) => break End::Signal("SIGTERM", libc::SIGTERM),
+            _ = s.cancel.cancelled() => break End::Cancelled,
         }
     };
     let duration = start.elapsed();
@@ -527,8 +504,8 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
     let stderr_tail = qemu.stderr_tail(5);
     matcher.feed(Source::Console, &console.read_new()?);
     matcher.feed(Source::Port, &port.read_new()?);
-    if let End::Signal(name, signal) = end {
-        return Err(Interrupted { name, signal }.into());
+    if matches!(end, End::Cancelled) {
+        return Err(s.cancel.error().context("boot test stopped, QEMU with it"));
     }
     if matches!(end, End::Exited(_)) {
         matcher.finish();
@@ -592,7 +569,7 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
                     next(&matcher)
                 ),
             ),
-            End::Signal(..) => unreachable!("returned above"),
+            End::Cancelled => unreachable!("returned above"),
         }
     };
     let console_bytes = fs::read(&config.serial_log).unwrap_or_default();

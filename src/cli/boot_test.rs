@@ -168,16 +168,10 @@ impl BootTestArgs {
     }
 }
 
-pub async fn run(args: BootTestArgs) -> Result<ExitCode> {
-    let settings = args.resolve()?;
-    let outcome = match boottest::run(&settings).await {
-        Ok(o) => o,
-        Err(e) if e.is::<boottest::Interrupted>() => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(130));
-        }
-        Err(e) => return Err(e),
-    };
+pub async fn run(args: BootTestArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCode> {
+    let mut settings = args.resolve()?;
+    settings.cancel = cancel.clone();
+    let outcome = boottest::run(&settings).await?;
     if outcome.passed {
         print!("{}", outcome.report());
         Ok(ExitCode::SUCCESS)
@@ -302,6 +296,15 @@ mod tests {
             (vec![], "required"),
             (vec![raw, "--kernel", "/k"], "cannot be used"),
             (vec!["--initrd", "/i"], "required"),
+            // issue #15 item 9: refused here, before QEMU starts
+            (
+                vec![raw, "--junit", "/no/such/dir/junit.xml"],
+                "directory /no/such/dir does not exist",
+            ),
+            (
+                vec![raw, "--console-log", "/no/such/dir/c.log"],
+                "directory /no/such/dir does not exist",
+            ),
         ] {
             let err = format!("{:#}", parse(&args).unwrap_err());
             assert!(err.contains(want), "{args:?}: {err}");

@@ -17,7 +17,8 @@ use crate::imageref::ImageRef;
 pub struct DiskArgs {
     /// The layered image: registry/repo[:tag][@sha256:…] (pulled, verified, into the shared
     /// cache), oci:DIR[:TAG] or oci-archive:FILE[:TAG].
-    pub image: String,
+    #[arg(required_unless_present = "list")]
+    pub image: Option<String>,
 
     /// Boot image kind: a definition in bootimages/ (qemu, metal, metal4k) or in --bootimages.
     #[arg(long, short = 'p', default_value = "qemu")]
@@ -59,8 +60,8 @@ pub struct DiskArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// List the known boot image definitions and exit.
-    #[arg(long, exclusive = true)]
+    /// List the known boot image definitions (shipped and --bootimages) and exit.
+    #[arg(long, conflicts_with = "image")]
     pub list: bool,
 
     /// No pull progress bars.
@@ -77,10 +78,10 @@ impl DiskArgs {
     pub async fn resolve(&self) -> Result<DiskSettings> {
         let catalog = Catalog::load(self.bootimages.as_deref())?;
         let definition = catalog.get(&self.platform)?.clone();
-        let image_ref: ImageRef = self
-            .image
+        let image = self.image.as_deref().unwrap_or_default();
+        let image_ref: ImageRef = image
             .parse()
-            .with_context(|| format!("invalid image reference '{}'", self.image))?;
+            .with_context(|| format!("invalid image reference '{image}'"))?;
         let size = self
             .size
             .as_deref()
@@ -178,23 +179,30 @@ fn list(args: &DiskArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(args: DiskArgs) -> Result<ExitCode> {
+pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
     if args.list {
         return list(&args);
     }
-    let settings = tokio::select! {
-        r = args.resolve() => r?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted while fetching {}: nothing was written", args.image),
+    // Fetching is async: dropped at a signal, its temporary files go with it.
+    let settings = match cancel.run(args.resolve()).await {
+        Err(_) if cancel.is_cancelled() => bail!(
+            "{} while fetching {}: nothing was written",
+            cancel.error(),
+            args.image.as_deref().unwrap_or_default()
+        ),
+        r => r?,
     };
-    let cancel = Cancel::default();
     let worker_cancel = cancel.clone();
-    let mut task = tokio::task::spawn_blocking(move || disk::build(&settings, &worker_cancel));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let outcome = tokio::select! {
-        r = &mut task => r.context("disk build task")?,
-        _ = tokio::signal::ctrl_c() => Err(interrupted(&cancel, task, "SIGINT").await),
-        _ = sigterm.recv() => Err(interrupted(&cancel, task, "SIGTERM").await),
+    // The build checks the token itself and cleans up (staging tree, temporary output)
+    // before it returns; it is awaited to the end.
+    let outcome = tokio::task::spawn_blocking(move || disk::build(&settings, &worker_cancel))
+        .await
+        .context("disk build task")?;
+    let outcome = match outcome {
+        Err(_) if cancel.is_cancelled() => {
+            Err(anyhow::anyhow!("{}: no image was written", cancel.error()))
+        }
+        other => other,
     };
     let report = outcome?;
     if args.json {
@@ -222,17 +230,4 @@ pub async fn run(args: DiskArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Stop the build and wait until it has cleaned up (staging tree, temp output), so the
-/// process exits with nothing left behind.
-async fn interrupted(
-    cancel: &Cancel,
-    task: tokio::task::JoinHandle<Result<disk::BuildReport>>,
-    signal: &str,
-) -> anyhow::Error {
-    eprintln!("layerboot: {signal} received, cleaning up");
-    cancel.cancel();
-    let _ = task.await;
-    anyhow::anyhow!("interrupted by {signal}: no image was written")
 }

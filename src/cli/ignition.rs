@@ -128,6 +128,12 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
     match args.command {
         IgnitionCommand::Rebase(a) => rebase(a).await,
         IgnitionCommand::Pointer(a) => {
+            if let Some(o) = a.output.as_deref().filter(|o| o.as_os_str() != "-") {
+                // Replacing an earlier output is expected; replacing an input is not.
+                let inputs: Vec<&std::path::Path> =
+                    a.ca.iter().chain(&a.from).map(PathBuf::as_path).collect();
+                crate::io::check_output(o, &inputs, true)?;
+            }
             let settings = a.settings()?;
             // Pool and endpoint are checked in settings(), so what render() can still
             // refuse is the CA: name the file the user gave.
@@ -146,6 +152,15 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
 }
 
 async fn rebase(a: RebaseArgs) -> Result<()> {
+    if let Some(o) = a.output.as_deref().filter(|o| o.as_os_str() != "-") {
+        let inputs: Vec<&std::path::Path> = a
+            .ssh_keys
+            .iter()
+            .chain(&a.merge)
+            .map(PathBuf::as_path)
+            .collect();
+        crate::io::check_output(o, &inputs, true)?;
+    }
     let image = crate::cli::manifests::registry_ref(&a.image)?;
     let spec_given = a
         .spec
@@ -170,7 +185,7 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         merge.push((what, bytes));
     }
     let reg = a.source.registry.resolve()?;
-    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged(), &image)
+    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged()?, &image)
         .map(|(_, one)| one.to_json_pretty().into_bytes());
     let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if auth_json.is_some() && to_stdout && !a.show_secrets {

@@ -207,6 +207,14 @@ pub fn patch_file(
     creds: &AuthFile,
 ) -> Result<Vec<String>> {
     let mut ic = InstallConfig::load(path)?;
+    let unknown = ic.unknown_fields();
+    if !unknown.is_empty() {
+        eprintln!(
+            "warning: {} has fields openshift-install does not know: {} (a typo? it would reject the file)",
+            path.display(),
+            unknown.join(", ")
+        );
+    }
     let patch = full_patch(base, image, creds, ic.pull_secret())
         .with_context(|| path.display().to_string())?;
     let changes = ic
@@ -240,7 +248,7 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         .transpose()?;
     let base = args.opts.patch()?;
     let reg = args.registry.resolve()?;
-    let creds = reg.auth.merged();
+    let creds = reg.auth.merged()?;
     if let Some(img) = &image {
         if creds.entry_for(img).is_some() {
             let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();

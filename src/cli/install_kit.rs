@@ -42,7 +42,7 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
     let base_patch = args.install_config.patch()?;
     let stage = installkit::stage(&args.dir)?;
     let reg = args.source.registry.resolve()?;
-    let creds = reg.auth.merged();
+    let creds = reg.auth.merged()?;
     let pinned = mcli::pin(&image, &reg, args.source.offline).await?;
     eprintln!("image: {}", pinned.image);
 

@@ -35,7 +35,7 @@ pub struct CustomizeArgs {
     /// Write the result here instead (`-` for stdout); the input is left untouched
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Replace the customizations of an already customized ISO
+    /// Replace the customizations of an already customized ISO, and an existing -o file
     #[arg(short, long)]
     pub force: bool,
 
@@ -124,6 +124,9 @@ pub struct ShowArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Show embedded credentials, password hashes and keyfile secrets (redacted by default)
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +137,9 @@ pub struct ResetArgs {
     /// Write the result here instead (`-` for stdout)
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Replace an existing -o file
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 fn read_named(path: &Path) -> Result<Named> {
@@ -223,36 +229,37 @@ fn describe(target: Target, input: &Path) -> String {
     }
 }
 
-/// Run a blocking ISO operation; SIGINT/SIGTERM stop its copy so that an `-o` output's
-/// temporary file is removed before we exit (nothing half-written stays behind). An
-/// operation that completes despite the signal keeps its result.
-async fn interruptible<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    use std::sync::atomic::Ordering;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut task = tokio::task::spawn_blocking(f);
-    tokio::select! {
-        r = &mut task => r.context("ISO task panicked")?,
-        _ = tokio::signal::ctrl_c() => {
-            iso::exec::CANCEL.store(true, Ordering::Relaxed);
-            task.await.context("ISO task panicked")?.context("interrupted by SIGINT")
-        }
-        _ = term.recv() => {
-            iso::exec::CANCEL.store(true, Ordering::Relaxed);
-            task.await.context("ISO task panicked")?.context("interrupted by SIGTERM")
-        }
-    }
+/// Run a blocking ISO operation; it checks the cancel token itself (a signal stops its
+/// copy and an `-o` output's temporary file is removed), and is awaited to the end so
+/// that nothing of it runs on after we exit.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("ISO task panicked")?
 }
 
-pub async fn run(args: IsoArgs) -> Result<ExitCode> {
+pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCode> {
     match args.command {
         IsoCommand::Customize(a) => {
+            if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
+                let mut inputs: Vec<&Path> = vec![&a.input];
+                inputs.extend(a.live_ignition.iter().map(PathBuf::as_path));
+                inputs.extend(a.dest_ignition.iter().map(PathBuf::as_path));
+                inputs.extend(a.network_keyfile.iter().map(PathBuf::as_path));
+                inputs.extend(a.ignition_ca.iter().map(PathBuf::as_path));
+                inputs.extend(a.ca.iter().chain(&a.from).map(PathBuf::as_path));
+                crate::io::check_output(o, &inputs, a.force)?;
+            }
             let req = a.resolve()?;
             let (input, output) = (a.input.clone(), a.output.clone());
-            let plan = interruptible(move || {
-                iso::customize(&input, &req, Target::from_output(output.as_deref()))
+            let cancel = cancel.clone();
+            let plan = blocking(move || {
+                iso::customize(
+                    &input,
+                    &req,
+                    Target::from_output(output.as_deref()),
+                    &cancel,
+                )
             })
             .await?;
             let target = Target::from_output(a.output.as_deref());
@@ -267,7 +274,13 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             );
         }
         IsoCommand::Show(a) => {
-            let report = Report::new(&LiveIso::open(&a.input)?)?;
+            let mut report = Report::new(&LiveIso::open(&a.input)?)?;
+            if !a.show_secrets && !report.redact().is_empty() {
+                eprintln!(
+                    "note: secrets redacted ({}); --show-secrets shows them",
+                    report.redacted.join(", ")
+                );
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -275,8 +288,12 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             }
         }
         IsoCommand::Reset(a) => {
+            if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
+                crate::io::check_output(o, &[&a.input], a.force)?;
+            }
             let (input, output) = (a.input.clone(), a.output.clone());
-            interruptible(move || iso::reset(&input, Target::from_output(output.as_deref())))
+            let cancel = cancel.clone();
+            blocking(move || iso::reset(&input, Target::from_output(output.as_deref()), &cancel))
                 .await?;
             let target = Target::from_output(a.output.as_deref());
             eprintln!(

@@ -220,7 +220,7 @@ pub async fn run(args: ManifestsArgs) -> Result<()> {
         d.require_manifests()?;
     }
     let reg = args.source.registry.resolve()?;
-    let push_auth = push_secret_auth_for(&check, &args.common, &reg.auth.merged())?;
+    let push_auth = push_secret_auth_for(&check, &args.common, &reg.auth.merged()?)?;
     let pinned = pin(&image, &reg, args.source.offline).await?;
     let (settings, method_line) = args.common.settings(pinned.image, push_auth)?;
     let files = manifests::render(&settings)?;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::cancel::Cancel;
+
 pub mod boot_test;
 pub mod disk;
 pub mod ignition;
@@ -61,19 +63,32 @@ pub enum Command {
 
 /// Run the parsed command line. `Ok(code)` carries a deliberate non-zero exit (e.g. a
 /// boot test that failed); `Err` is an error to print on one line.
-pub async fn run(cli: Cli) -> Result<ExitCode> {
+///
+/// `cancel` is the process's one cancellation token ([`crate::cancel`]). Commands with
+/// long blocking work (disk, iso, boot-test) take it and stop themselves, cleaning up
+/// first; the others are async throughout and are dropped at the signal, which removes
+/// their temporary files (blocking pieces they started check the token too).
+pub async fn run(cli: Cli, cancel: &Cancel) -> Result<ExitCode> {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
+    let reg_cancel = cancel.clone();
     match cli.command {
-        Command::Disk(args) => disk::run(args).await,
-        Command::Iso(args) => iso::run(args).await,
-        Command::BootTest(args) => boot_test::run(args).await,
-        Command::Ignition(a) => ignition::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Manifests(a) => manifests::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::InstallConfig(a) => install_config::run(a).map(|()| ExitCode::SUCCESS),
-        Command::InstallKit(a) => install_kit::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Inspect(a) => inspect::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Pull(a) => pull::run(a).await.map(|()| ExitCode::SUCCESS),
-        Command::Completion(a) => shell::run_completion(a).map(|()| ExitCode::SUCCESS),
-        Command::Man(a) => shell::run_man(a).map(|()| ExitCode::SUCCESS),
+        Command::Disk(args) => disk::run(args, cancel).await,
+        Command::Iso(args) => iso::run(args, cancel).await,
+        Command::BootTest(args) => boot_test::run(args, cancel).await,
+        Command::Ignition(a) => cancel
+            .run(ignition::run(a))
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Manifests(a) => cancel
+            .run(manifests::run(a))
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::InstallConfig(a) => done(install_config::run(a)),
+        Command::InstallKit(a) => done(cancel.run(install_kit::run(a)).await),
+        Command::Inspect(a) => done(cancel.run(inspect::run(a)).await),
+        Command::Pull(a) => done(cancel.run(pull::run(a, reg_cancel)).await),
+        Command::Completion(a) => done(shell::run_completion(a)),
+        Command::Man(a) => done(shell::run_man(a)),
     }
 }
 

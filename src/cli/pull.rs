@@ -28,15 +28,14 @@ pub struct PullArgs {
     pub registry: RegistryArgs,
 }
 
-pub async fn run(args: PullArgs) -> Result<()> {
+/// Pull; `cancel` also stops the blocking parts (local copies, archives), which the
+/// caller's dropping of this future at a signal would not.
+pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
     let image: ImageRef = args.image.parse()?;
     let dest: Destination = args.to.parse()?;
-    let opts = args.registry.resolve()?;
-    // On Ctrl-C the pull future is dropped, which removes its temporary files.
-    let pulled = tokio::select! {
-        r = crate::pull::pull(&image, &dest, &opts, args.quiet) => r?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: no partial blob was left in {}", args.to),
-    };
+    let mut opts = args.registry.resolve()?;
+    opts.cancel = cancel;
+    let pulled = crate::pull::pull(&image, &dest, &opts, args.quiet).await?;
     if !args.quiet {
         let s = &pulled.stats;
         let pinned = pulled

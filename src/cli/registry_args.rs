@@ -24,8 +24,9 @@ pub struct RegistryArgs {
     pub ca_files: Vec<PathBuf>,
 
     /// Verify the registry's TLS certificate. false: accept any certificate and allow
-    /// plain HTTP, as podman does (for local test registries).
-    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    /// plain HTTP, as podman does (for local test registries). Podman's form: the value
+    /// only after `=` (`--tls-verify=false`), so `--tls-verify IMAGE` keeps its IMAGE.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: bool,
 
     /// Architecture to pick from a multi-arch image, OCI naming (amd64, arm64,
@@ -53,10 +54,10 @@ impl RegistryArgs {
             }
             None => manifest::host_arch().to_string(),
         };
+        // Parsed as every CA bundle is: a bad file fails here, before any connection
+        // (oci-client would drop it with a log line and carry on without it).
         for f in &self.ca_files {
-            if !f.is_file() {
-                bail!("CA file {} does not exist", f.display());
-            }
+            crate::cacert::CaBundle::load(f)?;
         }
         if let Some(d) = &self.cert_dir {
             if !d.is_dir() {
@@ -95,13 +96,30 @@ mod tests {
             (&["--tls-verify"], true),
             (&["--tls-verify=false"], false),
             (&["--tls-verify=true"], true),
-            (&["--tls-verify", "false"], false),
         ];
         for (args, want) in cases {
             let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
             assert_eq!(t.r.tls_verify, *want, "{args:?}");
         }
         assert!(T::try_parse_from(["t", "--tls-verify=maybe"]).is_err());
+        // issue #15 item 9: the flag must not swallow the next argument (the image)
+        #[derive(Parser)]
+        struct WithImage {
+            image: String,
+            #[command(flatten)]
+            r: RegistryArgs,
+        }
+        for args in [
+            ["t", "--tls-verify", "quay.io/a/b"],
+            ["t", "quay.io/a/b", "--tls-verify"],
+        ] {
+            let t = WithImage::try_parse_from(args).unwrap();
+            assert_eq!(
+                (t.image.as_str(), t.r.tls_verify),
+                ("quay.io/a/b", true),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
@@ -110,7 +128,17 @@ mod tests {
         let auth = dir.path().join("auth.json");
         std::fs::write(&auth, r#"{"auths":{}}"#).unwrap();
         let a = auth.to_str().unwrap();
-        let ok = T::try_parse_from(["t", "--authfile", a, "--arch", "aarch64", "--ca-file", a])
+        let bad_ca = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad_ca,
+            "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let bad = bad_ca.to_str().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, include_bytes!("../../tests/golden/test-ca.crt")).unwrap();
+        let ca = ca.to_str().unwrap();
+        let ok = T::try_parse_from(["t", "--authfile", a, "--arch", "aarch64", "--ca-file", ca])
             .unwrap()
             .r
             .resolve()
@@ -132,6 +160,15 @@ mod tests {
             (
                 &["--authfile", a, "--cert-dir", "/nonexistent/certs"],
                 "/nonexistent/certs",
+            ),
+            // issue #15 item 4: a file that only looks like PEM fails before any connection
+            (
+                &["--authfile", a, "--ca-file", bad],
+                "not a valid X.509 certificate",
+            ),
+            (
+                &["--authfile", a, "--ca-file", a],
+                "no PEM certificate found",
             ),
         ];
         for (args, want) in bad {

@@ -51,7 +51,10 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
         let mut roff = Vec::new();
         page.render(&mut roff)
             .with_context(|| format!("rendering the man page of {name}"))?;
-        out.push((format!("{name}.1"), ascii_roff(&String::from_utf8_lossy(&roff))));
+        out.push((
+            format!("{name}.1"),
+            ascii_roff(&String::from_utf8_lossy(&roff)),
+        ));
         for sub in subcommands {
             walk(sub, &name, out)?;
         }

@@ -23,8 +23,6 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -33,28 +31,12 @@ use crate::bootimage::{self, Compression, Definition, Firmware, Format, Plan, Pl
 use crate::io::AtomicFile;
 pub use source::SourceImage;
 
-/// Cooperative cancellation (SIGINT/SIGTERM): checked between steps and inside long loops.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(cancelled_error())
-        } else {
-            Ok(())
-        }
-    }
-}
+/// Cooperative cancellation: the one token of [`crate::cancel`], checked between steps
+/// and inside long loops.
+pub use crate::cancel::Cancel;
 
 pub fn cancelled_error() -> anyhow::Error {
-    anyhow::anyhow!("cancelled")
+    crate::cancel::Cancelled { signal: -1 }.into()
 }
 
 /// Everything a build needs, validated by the CLI.

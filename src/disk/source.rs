@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ostree_ext::oci_spec::image::{ImageIndex, ImageManifest};
 
-use crate::registry::manifest::ImageConfig;
+use crate::ocilayout::{OciLayout, REF_NAME};
+use crate::registry::manifest::{ImageConfig, Manifest};
 
 /// An image available in a local OCI layout.
 #[derive(Debug, Clone)]
 pub struct SourceImage {
     pub oci_dir: PathBuf,
-    /// The name the OCI layout knows the image by (`org.opencontainers.image.ref.name`).
-    pub oci_ref_name: String,
+    /// The name the OCI layout knows the image by (`org.opencontainers.image.ref.name`);
+    /// `None` for the layout's only, unnamed image (what `skopeo copy … oci:DIR` writes).
+    pub oci_ref_name: Option<String>,
     /// Manifest digest, `sha256:…`.
     pub digest: String,
     pub labels: BTreeMap<String, String>,
@@ -38,58 +39,37 @@ pub struct LayerBlob {
     pub path: PathBuf,
 }
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-fn blob(oci_dir: &Path, digest: &str) -> PathBuf {
-    let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-    oci_dir.join("blobs").join(alg).join(hex)
-}
-
 impl SourceImage {
-    /// Open `tag` (or the only image when `None`) in an OCI layout.
+    /// Open `tag` (or the only image when `None`, named or not, as skopeo takes it) in an
+    /// OCI layout. Every file is read through [`OciLayout`]'s rules (regular files inside
+    /// the layout, bounded by their descriptors), and each layer blob is checked the same
+    /// way here, because later steps (and skopeo) open them by path.
     pub fn open(oci_dir: &Path, tag: Option<&str>) -> Result<SourceImage> {
-        let index_path = oci_dir.join("index.json");
-        let index = ImageIndex::from_file(&index_path)
-            .with_context(|| format!("reading OCI layout {}", index_path.display()))?;
-        let named = |m: &ostree_ext::oci_spec::image::Descriptor| {
-            m.annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME))
-                .cloned()
-        };
-        let desc = match tag {
-            Some(t) => index
-                .manifests()
-                .iter()
-                .find(|m| named(m).as_deref() == Some(t))
-                .with_context(|| format!("no image tagged '{t}' in {}", oci_dir.display()))?,
-            None => match index.manifests().as_slice() {
-                [one] => one,
-                [] => bail!("{}: the OCI layout holds no image", oci_dir.display()),
-                _ => bail!(
-                    "{}: the OCI layout holds several images; name one as oci:DIR:TAG",
-                    oci_dir.display()
-                ),
-            },
-        };
-        let oci_ref_name = named(desc).with_context(|| {
-            format!(
-                "{}: image {} has no ref name; tag it",
-                oci_dir.display(),
-                desc.digest()
-            )
-        })?;
-        let digest = desc.digest().to_string();
-        let manifest = ImageManifest::from_file(blob(oci_dir, &digest))
+        let layout = OciLayout::open(oci_dir)?;
+        let desc = layout.find_ref(tag)?;
+        let oci_ref_name = desc.annotation(REF_NAME).map(str::to_string);
+        let digest = desc.digest.to_string();
+        let raw = layout
+            .read_blob(&desc.digest, desc.size)
             .with_context(|| format!("reading manifest {digest} in {}", oci_dir.display()))?;
-        let config_digest = manifest.config().digest().to_string();
-        let config_path = blob(oci_dir, &config_digest);
-        let config_bytes = std::fs::read(&config_path).with_context(|| {
-            format!(
-                "reading image config {config_digest} in {}",
+        let manifest = match Manifest::parse(&raw, Some(&desc.media_type))
+            .with_context(|| format!("manifest {digest} in {}", oci_dir.display()))?
+        {
+            Manifest::Image(m) => m,
+            Manifest::Index(_) => bail!(
+                "{}: {digest} is an image index; pull the platform's image first (layerboot pull … --to oci:DIR)",
                 oci_dir.display()
-            )
-        })?;
+            ),
+        };
+        let config_digest = manifest.config.digest.to_string();
+        let config_bytes = layout
+            .read_blob(&manifest.config.digest, manifest.config.size)
+            .with_context(|| {
+                format!(
+                    "reading image config {config_digest} in {}",
+                    oci_dir.display()
+                )
+            })?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes).with_context(|| {
             format!(
                 "parsing image config {config_digest} in {}",
@@ -98,16 +78,19 @@ impl SourceImage {
         })?;
         let labels = config.labels();
         let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-        let layers = manifest
-            .layers()
-            .iter()
-            .map(|l| LayerBlob {
-                digest: l.digest().to_string(),
-                media_type: l.media_type().to_string(),
-                path: blob(oci_dir, l.digest().as_ref()),
-            })
-            .collect();
-        let display_name = format!("oci:{}:{oci_ref_name}", oci_dir.display());
+        let mut layers = Vec::new();
+        for l in &manifest.layers {
+            layout.open_blob(&l.digest, l.size)?;
+            layers.push(LayerBlob {
+                digest: l.digest.to_string(),
+                media_type: l.media_type.clone(),
+                path: layout.blob_path(&l.digest),
+            });
+        }
+        let display_name = match &oci_ref_name {
+            Some(name) => format!("oci:{}:{name}", oci_dir.display()),
+            None => format!("oci:{}", oci_dir.display()),
+        };
         Ok(SourceImage {
             target_imgref: format!("ostree-unverified-image:{display_name}"),
             display_name,
@@ -129,11 +112,14 @@ impl SourceImage {
 
     /// The source reference ostree-ext reads from (through skopeo's image proxy).
     pub fn source_imgref(&self) -> String {
-        format!(
-            "ostree-unverified-image:oci:{}:{}",
-            self.oci_dir.display(),
-            self.oci_ref_name
-        )
+        match &self.oci_ref_name {
+            Some(name) => format!(
+                "ostree-unverified-image:oci:{}:{name}",
+                self.oci_dir.display()
+            ),
+            // skopeo, like us, takes the only image of a layout named without a tag
+            None => format!("ostree-unverified-image:oci:{}", self.oci_dir.display()),
+        }
     }
 
     pub fn version(&self) -> Option<&str> {
@@ -183,6 +169,53 @@ pub fn check_bootable_labels(name: &str, labels: &BTreeMap<String, String>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::manifest::{OCI_CONFIG, OCI_MANIFEST};
+
+    /// A one-image layout as `skopeo copy … oci:DIR` writes it (no ref name); returns the
+    /// config's digest.
+    fn unnamed_layout(dir: &Path) -> String {
+        let layout = OciLayout::create(dir).unwrap();
+        let config = layout
+            .write_blob(
+                OCI_CONFIG,
+                br#"{"architecture":"amd64","os":"linux","config":{"Labels":{"ostree.bootable":"true"}},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+            )
+            .unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}},"layers":[]}}"#,
+            config.digest, config.size
+        );
+        let m = layout
+            .write_blob(OCI_MANIFEST, manifest.as_bytes())
+            .unwrap();
+        layout.set_ref(None, &m).unwrap();
+        config.digest.hex().to_string()
+    }
+
+    #[test]
+    fn the_only_unnamed_image_of_a_layout_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        unnamed_layout(dir.path());
+        let img = SourceImage::open(dir.path(), None).unwrap();
+        assert_eq!(img.oci_ref_name, None);
+        assert_eq!(
+            img.source_imgref(),
+            format!("ostree-unverified-image:oci:{}", dir.path().display())
+        );
+        assert_eq!(img.display_name, format!("oci:{}", dir.path().display()));
+        img.check_bootable().unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_blob_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = unnamed_layout(dir.path());
+        let blob = dir.path().join("blobs/sha256").join(&hex);
+        std::fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+        let err = format!("{:#}", SourceImage::open(dir.path(), None).unwrap_err());
+        assert!(err.contains("is a symlink"), "{err}");
+    }
 
     #[test]
     fn bootability_from_labels() {

@@ -4,6 +4,6 @@ mod atomic;
 mod hashing;
 mod pgzip;
 
-pub use atomic::{open_rw, write_atomic, AtomicFile};
+pub use atomic::{check_output, open_rw, write_atomic, AtomicFile, ORDINARY_MODE, SECRET_MODE};
 pub use hashing::{sha256_file, sha256_reader, HashingReader, HashingWriter};
 pub use pgzip::ParallelGzWriter;

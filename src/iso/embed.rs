@@ -139,19 +139,13 @@ impl Layout {
             .filter(|e| !e.is_dir)
             .ok_or_else(|| NoEmbedArea(name.to_string()))?;
         let offset = igninfo.offset.unwrap_or(0);
-        ensure!(
-            offset <= file.length,
-            "igninfo.json offset {offset} is beyond the end of {} ({} bytes)",
-            igninfo.file,
-            file.length
-        );
-        let length = igninfo.length.unwrap_or(file.length - offset);
-        ensure!(
-            offset + length <= file.length,
-            "igninfo.json area {offset}+{length} exceeds {} ({} bytes)",
-            igninfo.file,
-            file.length
-        );
+        let length = igninfo.length.unwrap_or(file.length.saturating_sub(offset));
+        let span = area_in_file(file.offset, file.length, offset, length).with_context(|| {
+            format!(
+                "igninfo.json area {offset}+{length} exceeds {} ({} bytes)",
+                igninfo.file, file.length
+            )
+        })?;
         ensure!(
             length > 0,
             "the Ignition embed area in {} is empty",
@@ -159,10 +153,7 @@ impl Layout {
         );
         let ignition = IgnitionArea {
             file: igninfo.file,
-            span: Span {
-                offset: file.offset + offset,
-                length,
-            },
+            span,
         };
 
         let kargs = match read_json::<_, KargsInfo>(iso, KARGS_PATH)? {
@@ -188,20 +179,16 @@ impl Layout {
                         .with_context(|| {
                             format!("kargs.json names {} but the ISO has no such file", f.path)
                         })?;
-                    ensure!(
-                        f.offset + info.size as u64 <= entry.length,
-                        "kargs area {}+{} exceeds {} ({} bytes)",
-                        f.offset,
-                        info.size,
-                        f.path,
-                        entry.length
-                    );
+                    let span = area_in_file(entry.offset, entry.length, f.offset, info.size as u64)
+                        .with_context(|| {
+                            format!(
+                                "kargs area {}+{} exceeds {} ({} bytes)",
+                                f.offset, info.size, f.path, entry.length
+                            )
+                        })?;
                     areas.push(KargsArea {
                         file: f.path.clone(),
-                        span: Span {
-                            offset: entry.offset + f.offset,
-                            length: info.size as u64,
-                        },
+                        span,
                         pad: f.pad.unwrap_or('#'),
                         end: f.end.unwrap_or('\n'),
                     });
@@ -223,6 +210,21 @@ impl Layout {
             features,
         })
     }
+}
+
+/// The span of the area `offset+length` of a file that starts at `file_offset` in the
+/// image and is `file_length` bytes long; `None` unless the area lies inside the file.
+/// Offsets come from the ISO's JSON files: every sum is checked, as a wrapped sum would
+/// pass a bounds check and point the writes elsewhere.
+fn area_in_file(file_offset: u64, file_length: u64, offset: u64, length: u64) -> Option<Span> {
+    let end = offset.checked_add(length)?;
+    if end > file_length {
+        return None;
+    }
+    Some(Span {
+        offset: file_offset.checked_add(offset)?,
+        length,
+    })
 }
 
 /// The kernel arguments held in one area: the text before `end`, trailing padding removed.
@@ -280,6 +282,29 @@ pub fn edit_kargs(current: &str, append: &[String], delete: &[String]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #15 item 5: offsets near u64::MAX wrapped the bounds check in release builds.
+    #[test]
+    fn areas_must_lie_inside_their_file_without_wrapping() {
+        // file offset, file length, area offset, area length, the span or None
+        type Case = (u64, u64, u64, u64, Option<(u64, u64)>);
+        let cases: &[Case] = &[
+            (1000, 100, 0, 100, Some((1000, 100))),
+            (1000, 100, 10, 90, Some((1010, 90))),
+            (1000, 100, 10, 91, None),
+            (1000, 100, 101, 0, None),
+            (1000, 100, 18446744073709551104, 1024, None),
+            (1000, 100, u64::MAX, 1, None),
+            (u64::MAX, 100, 1, 1, None),
+        ];
+        for &(fo, fl, o, l, want) in cases {
+            assert_eq!(
+                area_in_file(fo, fl, o, l).map(|s| (s.offset, s.length)),
+                want,
+                "{fo} {fl} {o}+{l}"
+            );
+        }
+    }
 
     #[test]
     fn kargs_area_roundtrip() {

@@ -6,11 +6,11 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 
 use super::plan::Plan;
+use crate::cancel::Cancel;
 use crate::io::AtomicFile;
 
 /// Where the result goes.
@@ -32,20 +32,19 @@ impl<'a> Target<'a> {
     }
 }
 
-/// Set (by the CLI's signal handling) to stop a running copy; the copy then fails and
-/// an `-o` output's temporary file is removed.
-pub static CANCEL: AtomicBool = AtomicBool::new(false);
-
-/// Unchanged ranges are copied in pieces this large, checking [`CANCEL`] in between.
+/// Unchanged ranges are copied in pieces this large, checking the cancel token in between.
 const COPY_CHUNK: u64 = 64 << 20;
 
 /// Copy exactly `len` bytes (`None`: to the end) from `input` to `out`.
-fn copy_range(input: &mut File, out: &mut impl Write, len: Option<u64>) -> Result<u64> {
+fn copy_range(
+    input: &mut File,
+    out: &mut impl Write,
+    len: Option<u64>,
+    cancel: &Cancel,
+) -> Result<u64> {
     let mut done = 0u64;
     loop {
-        if CANCEL.load(Ordering::Relaxed) {
-            bail!("copy stopped, partial output discarded");
-        }
+        cancel.check()?;
         let want = len.map_or(COPY_CHUNK, |l| (l - done).min(COPY_CHUNK));
         if want == 0 {
             return Ok(done);
@@ -62,11 +61,16 @@ fn copy_range(input: &mut File, out: &mut impl Write, len: Option<u64>) -> Resul
 }
 
 /// Copy `input` to `out`, substituting the planned writes.
-pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> Result<u64> {
+pub fn stream_with_plan(
+    input: &mut File,
+    plan: &Plan,
+    out: &mut impl Write,
+    cancel: &Cancel,
+) -> Result<u64> {
     input.seek(SeekFrom::Start(0)).context("seeking input")?;
     let mut pos = 0u64;
     for w in &plan.writes {
-        copy_range(input, out, Some(w.offset - pos))?;
+        copy_range(input, out, Some(w.offset - pos), cancel)?;
         out.write_all(&w.bytes)
             .with_context(|| format!("writing the {}", w.what))?;
         input
@@ -74,7 +78,7 @@ pub fn stream_with_plan(input: &mut File, plan: &Plan, out: &mut impl Write) -> 
             .context("seeking input")?;
         pos = w.offset + w.length;
     }
-    let rest = copy_range(input, out, None)?;
+    let rest = copy_range(input, out, None, cancel)?;
     out.flush().context("flushing output")?;
     Ok(pos + rest)
 }
@@ -90,8 +94,9 @@ fn patch(f: &mut File, plan: &Plan) -> Result<()> {
     f.flush().context("flushing")
 }
 
-/// Apply `plan` to the ISO at `input`.
-pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
+/// Apply `plan` to the ISO at `input`. Cancelled, an `-o` output is not written at all
+/// (its temporary file is removed); in place, the few planned writes are not cut short.
+pub fn apply(input: &Path, plan: &Plan, target: Target, cancel: &Cancel) -> Result<()> {
     match target {
         Target::InPlace => {
             let mut f = crate::io::open_rw(input)?;
@@ -102,13 +107,20 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
         Target::File(dest) => {
             let mut src =
                 File::open(input).with_context(|| format!("opening {}", input.display()))?;
-            let mut out = AtomicFile::create(dest, 0o644)?;
+            let mode = if plan.secret {
+                crate::io::SECRET_MODE
+            } else {
+                crate::io::ORDINARY_MODE
+            };
+            let mut out = AtomicFile::create(dest, mode)?;
             // Copy the whole image, then patch the areas: embed areas need not be page
             // aligned, and a kernel copy resumed at an unaligned offset after an area runs
             // ~1.5x slower than one aligned copy.
-            copy_range(&mut src, out.file(), None)
+            copy_range(&mut src, out.file(), None, cancel)
                 .with_context(|| format!("writing {}", dest.display()))?;
             patch(out.file(), plan).with_context(|| format!("writing {}", dest.display()))?;
+            // the last moment to stop: after the rename, the output exists whole
+            cancel.check()?;
             out.commit_unsynced()?;
         }
         Target::Stdout => {
@@ -121,7 +133,8 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
             let mut src =
                 File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut lock = stdout.lock();
-            stream_with_plan(&mut src, plan, &mut lock).context("writing the ISO to stdout")?;
+            stream_with_plan(&mut src, plan, &mut lock, cancel)
+                .context("writing the ISO to stdout")?;
         }
     }
     Ok(())
@@ -160,6 +173,7 @@ mod tests {
                 },
             ],
             notes: vec![],
+            secret: false,
         };
         let mut want = data.clone();
         want[..3].fill(1);
@@ -167,7 +181,8 @@ mod tests {
         want[9990..].fill(3);
 
         let out = dir.path().join("out");
-        apply(&input, &plan, Target::File(&out)).unwrap();
+        let cancel = Cancel::new();
+        apply(&input, &plan, Target::File(&out), &cancel).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), want);
         assert_eq!(
             std::fs::read(&input).unwrap(),
@@ -176,11 +191,22 @@ mod tests {
         );
 
         let mut buf = Vec::new();
-        stream_with_plan(&mut File::open(&input).unwrap(), &plan, &mut buf).unwrap();
+        stream_with_plan(&mut File::open(&input).unwrap(), &plan, &mut buf, &cancel).unwrap();
         assert_eq!(buf, want);
 
-        apply(&input, &plan, Target::InPlace).unwrap();
+        apply(&input, &plan, Target::InPlace, &cancel).unwrap();
         assert_eq!(std::fs::read(&input).unwrap(), want);
+
+        // cancelled: no -o output, no temporary file
+        let cancelled = Cancel::new();
+        cancelled.cancel_by(libc::SIGTERM);
+        let never = dir.path().join("never");
+        let err = apply(&input, &plan, Target::File(&never), &cancelled).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("interrupted by SIGTERM"),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -217,7 +217,9 @@ impl<R: Read + Seek> IsoFs<R> {
             dir.length
         );
         ensure!(
-            dir.offset + dir.length <= self.file_len,
+            dir.offset
+                .checked_add(dir.length)
+                .is_some_and(|end| end <= self.file_len),
             "directory {} lies beyond the end of the image",
             dir.name
         );
@@ -271,7 +273,9 @@ impl<R: Read + Seek> IsoFs<R> {
 
     pub fn read_at(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         ensure!(
-            offset + len as u64 <= self.file_len,
+            offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= self.file_len),
             "{len} bytes at offset {offset} lie beyond the end of the image ({} bytes)",
             self.file_len
         );

@@ -57,6 +57,20 @@ pub struct LiveSpec {
     pub ignition_ca: Vec<Named>,
 }
 
+impl LiveSpec {
+    /// Whether anything to embed is a secret (see [`super::secrets`]).
+    pub fn has_secrets(&self) -> bool {
+        self.live_ignition
+            .iter()
+            .chain(&self.dest_ignition)
+            .any(|n| super::secrets::ignition_has_secrets(&n.data))
+            || self
+                .network_keyfiles
+                .iter()
+                .any(|n| super::secrets::keyfile_has_secrets(&n.data))
+    }
+}
+
 /// The installer config (`/etc/coreos/installer.d/*.yaml`): the subset of `coreos-installer
 /// install` options layerboot sets, in coreos-installer's field order so the YAML is
 /// identical.
@@ -263,8 +277,10 @@ impl LiveSpec {
             user_dest.push(config);
         }
         if let Some(dev) = &self.dest_device {
+            // A device path is one token: whitespace or control characters would break
+            // the installer config (and the installer's argument list).
             ensure!(
-                dev.starts_with('/'),
+                dev.starts_with('/') && !dev.chars().any(|c| c.is_whitespace() || c.is_control()),
                 "--dest-device {dev:?} must be an absolute device path such as /dev/sda"
             );
             installer.get_or_insert_with(Default::default).dest_device = Some(dev.clone());
@@ -577,6 +593,13 @@ mod tests {
             (
                 LiveSpec {
                     dest_device: Some("vda".into()),
+                    ..Default::default()
+                },
+                "absolute device path",
+            ),
+            (
+                LiveSpec {
+                    dest_device: Some("/dev/sda\nimage-url: http://evil".into()),
                     ..Default::default()
                 },
                 "absolute device path",

@@ -15,6 +15,7 @@ pub mod iso9660;
 pub mod live;
 pub mod payload;
 pub mod plan;
+pub mod secrets;
 pub mod xz;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,15 @@ pub struct LiveIso {
 impl LiveIso {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
+        // Opening a FIFO would block until someone writes to it: look first.
+        let meta = std::fs::metadata(path).with_context(|| format!("opening {name}"))?;
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            if !(t.is_file() || t.is_block_device()) {
+                anyhow::bail!("{name} is not a regular file or block device");
+            }
+        }
         let file = File::open(path).with_context(|| format!("opening {name}"))?;
         let mut iso =
             IsoFs::new(BufReader::with_capacity(64 << 10, file)).with_context(|| name.clone())?;
@@ -54,19 +64,25 @@ impl LiveIso {
 
 /// Customize `input` (everything is validated and planned before a byte is written).
 /// Returns the plan that was applied (its notes are for the user).
-pub fn customize(input: &Path, req: &Customize, target: Target) -> Result<Plan> {
+pub fn customize(
+    input: &Path,
+    req: &Customize,
+    target: Target,
+    cancel: &crate::cancel::Cancel,
+) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
-    let plan = plan::plan_customize(&iso.layout, &iso.state, req)
+    let mut plan = plan::plan_customize(&iso.layout, &iso.state, req)
         .with_context(|| input.display().to_string())?;
-    exec::apply(input, &plan, target)?;
+    plan.secret = req.spec.has_secrets();
+    exec::apply(input, &plan, target, cancel)?;
     Ok(plan)
 }
 
 /// Restore the pristine embed areas of `input`.
-pub fn reset(input: &Path, target: Target) -> Result<Plan> {
+pub fn reset(input: &Path, target: Target, cancel: &crate::cancel::Cancel) -> Result<Plan> {
     let iso = LiveIso::open(input)?;
     let plan = plan::plan_reset(&iso.layout).with_context(|| input.display().to_string())?;
-    exec::apply(input, &plan, target)?;
+    exec::apply(input, &plan, target, cancel)?;
     Ok(plan)
 }
 
@@ -113,9 +129,56 @@ pub struct Report {
     pub other_members: Vec<String>,
     pub kargs: Option<KargsReport>,
     pub features: Features,
+    /// What [`Report::redact`] hid (empty when nothing was, or with --show-secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 impl Report {
+    /// Hide the secrets ([`secrets`]) of everything shown; returns what was hidden.
+    pub fn redact(&mut self) -> &[String] {
+        let mut what = Vec::new();
+        let mut dest_secret = false;
+        if let Some(dest) = &mut self.dest_ignition {
+            if let Some((text, w)) = secrets::redact_ignition(dest, &[]) {
+                *dest = text;
+                what.extend(w.into_iter().map(|p| format!("{p} (destination config)")));
+                dest_secret = true;
+            }
+        }
+        if let Some(live) = &mut self.ignition {
+            // The live config carries the destination config as a file: hide that copy
+            // too when it held secrets.
+            let also: &[&str] = if dest_secret {
+                &[DEST_IGNITION_PATH]
+            } else {
+                &[]
+            };
+            if let Some((text, w)) = secrets::redact_ignition(live, also) {
+                *live = text;
+                what.extend(
+                    w.into_iter()
+                        .filter(|p| p != DEST_IGNITION_PATH)
+                        .map(|p| format!("{p} (live config)")),
+                );
+            }
+        }
+        for f in &mut self.live_files {
+            if secrets::is_secret_path(&f.path) {
+                f.contents = secrets::REDACTED.into();
+                what.push(format!("{} (live file)", f.path));
+            }
+        }
+        for (name, text) in &mut self.network_keyfiles {
+            if let Some(r) = secrets::redact_keyfile(text) {
+                *text = r;
+                what.push(format!("network keyfile {name}"));
+            }
+        }
+        self.redacted = what;
+        &self.redacted
+    }
+
     pub fn new(iso: &LiveIso) -> Result<Self> {
         let (layout, state) = (&iso.layout, &iso.state);
         let ignition = state
@@ -184,6 +247,7 @@ impl Report {
             other_members,
             kargs,
             features: layout.features.clone(),
+            redacted: vec![],
         })
     }
 
@@ -269,6 +333,13 @@ impl Report {
         }
         for m in &self.other_members {
             let _ = writeln!(s, "Other embedded file: {m}");
+        }
+        if !self.redacted.is_empty() {
+            let _ = writeln!(
+                s,
+                "Redacted (--show-secrets shows them): {}",
+                self.redacted.join(", ")
+            );
         }
         s
     }

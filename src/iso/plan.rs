@@ -97,6 +97,8 @@ pub struct Plan {
     pub writes: Vec<Write>,
     /// Messages for the user (warnings, "will install to /dev/sda without confirmation").
     pub notes: Vec<String>,
+    /// The result embeds secrets ([`super::secrets`]): a new output file is made 0600.
+    pub secret: bool,
 }
 
 impl Plan {
@@ -113,7 +115,10 @@ impl Plan {
         self.writes.sort_by_key(|w| w.offset);
         for pair in self.writes.windows(2) {
             ensure!(
-                pair[0].offset + pair[0].length <= pair[1].offset,
+                pair[0]
+                    .offset
+                    .checked_add(pair[0].length)
+                    .is_some_and(|end| end <= pair[1].offset),
                 "embed areas overlap: {} and {}",
                 pair[0].what,
                 pair[1].what

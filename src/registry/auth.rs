@@ -259,6 +259,10 @@ impl AuthFile {
 #[derive(Debug, Clone, Default)]
 pub struct AuthStore {
     files: Vec<(PathBuf, AuthFile)>,
+    /// Files found by the default search that cannot be used, with why: an error only
+    /// when credentials are looked up, so a broken ~/.docker/config.json does not stop
+    /// commands that need none (`inspect oci:DIR`).
+    unusable: Vec<String>,
 }
 
 /// podman's search order when no `--authfile` is given.
@@ -295,6 +299,7 @@ impl AuthStore {
     pub fn from_file(path: &Path) -> Result<Self> {
         Ok(AuthStore {
             files: vec![(path.to_path_buf(), AuthFile::load(path)?)],
+            unusable: vec![],
         })
     }
 
@@ -305,12 +310,24 @@ impl AuthStore {
             return Self::from_file(Path::new(&p)).context("from $REGISTRY_AUTH_FILE");
         }
         let mut files = Vec::new();
+        let mut unusable = Vec::new();
         for path in default_auth_paths(|k| std::env::var(k).ok()) {
             if path.exists() {
-                files.push((path.clone(), AuthFile::load(&path)?));
+                match AuthFile::load(&path) {
+                    Ok(f) => files.push((path.clone(), f)),
+                    Err(e) => unusable.push(format!("{e:#}")),
+                }
             }
         }
-        Ok(AuthStore { files })
+        Ok(AuthStore { files, unusable })
+    }
+
+    /// Fail if a searched file could not be read (see `unusable`).
+    fn check_usable(&self) -> Result<()> {
+        match self.unusable.first() {
+            Some(e) => anyhow::bail!("{e} (pass --authfile to use another file)"),
+            None => Ok(()),
+        }
     }
 
     pub fn files(&self) -> impl Iterator<Item = &Path> {
@@ -319,6 +336,7 @@ impl AuthStore {
 
     /// Credentials for `r` from the first file that has a matching entry.
     pub fn credentials_for(&self, r: &RegistryRef) -> Result<Option<Credentials>> {
+        self.check_usable()?;
         for (path, file) in &self.files {
             if let Some(c) = file
                 .credentials_for(r)
@@ -331,12 +349,13 @@ impl AuthStore {
     }
 
     /// All files merged into one, later-searched files losing to earlier ones.
-    pub fn merged(&self) -> AuthFile {
+    pub fn merged(&self) -> Result<AuthFile> {
+        self.check_usable()?;
         let mut out = AuthFile::default();
         for (_, f) in self.files.iter().rev() {
             out.merge(f);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -455,7 +474,8 @@ mod tests {
             format!(
                 "{:?}",
                 AuthStore {
-                    files: vec![("/x".into(), f.clone())]
+                    files: vec![("/x".into(), f.clone())],
+                    unusable: vec![],
                 }
             ),
         ] {
@@ -550,6 +570,7 @@ mod tests {
                 (p1.clone(), AuthFile::load(&p1).unwrap()),
                 (p2.clone(), AuthFile::load(&p2).unwrap()),
             ],
+            unusable: vec![],
         };
         assert_eq!(
             store.credentials_for(&r("a.io/x")).unwrap(),
@@ -559,7 +580,7 @@ mod tests {
             store.credentials_for(&r("b.io/x")).unwrap(),
             Some(Credentials::basic("b", "2"))
         );
-        let merged = store.merged();
+        let merged = store.merged().unwrap();
         assert_eq!(
             merged.credentials_for(&r("a.io/y")).unwrap(),
             Some(Credentials::basic("one", "1"))

@@ -21,6 +21,8 @@ pub struct Connection {
     client: oci_client::Client,
     auth: RegistryAuth,
     had_credentials: bool,
+    /// The authfiles searched (for the message when they hold nothing for the registry).
+    authfiles: Vec<PathBuf>,
     repo: RegistryRef,
     plain_http: bool,
 }
@@ -80,11 +82,10 @@ pub fn ca_certificates(opts: &RegistryOptions, host: &str) -> Result<Vec<(PathBu
     Ok(out)
 }
 
+/// The one rule for CA files (see [`crate::cacert`]): oci-client would drop a file it
+/// cannot use with a log line and connect without it.
 fn check_pem(path: &Path, pem: &[u8]) -> Result<()> {
-    if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
-        bail!("CA file {} holds no PEM certificate", path.display());
-    }
-    Ok(())
+    crate::cacert::CaBundle::parse(pem, &format!("CA file {}", path.display())).map(drop)
 }
 
 /// Split PEM text into one PEM block per certificate (reqwest reads one per call).
@@ -171,6 +172,7 @@ impl Connection {
     pub async fn open(opts: &RegistryOptions, r: &RegistryRef) -> Result<Self> {
         let creds = opts.auth.credentials_for(r)?;
         let had_credentials = creds.is_some();
+        let authfiles: Vec<PathBuf> = opts.auth.files().map(Path::to_path_buf).collect();
         let auth = creds
             .map(|c| c.to_registry_auth())
             .unwrap_or(RegistryAuth::Anonymous);
@@ -200,13 +202,14 @@ impl Connection {
                     log::info!("{}: no TLS answer ({e}); retrying over plain HTTP as --tls-verify=false allows", r.registry);
                     plain_http = true;
                 }
-                Err(e) => return Err(explain(e, r, had_credentials, &certs)),
+                Err(e) => return Err(explain(e, r, had_credentials, &authfiles, &certs)),
             }
         };
         Ok(Connection {
             client,
             auth,
             had_credentials,
+            authfiles,
             repo: r.clone(),
             plain_http,
         })
@@ -327,7 +330,7 @@ impl Connection {
     }
 
     fn explain(&self, e: OciDistributionError) -> anyhow::Error {
-        explain(e, &self.repo, self.had_credentials, &[])
+        explain(e, &self.repo, self.had_credentials, &self.authfiles, &[])
     }
 }
 
@@ -346,6 +349,7 @@ fn explain(
     e: OciDistributionError,
     r: &RegistryRef,
     had_credentials: bool,
+    authfiles: &[PathBuf],
     certs: &[(PathBuf, Vec<u8>)],
 ) -> anyhow::Error {
     let name = r.name();
@@ -358,8 +362,20 @@ fn explain(
                     "registry {} rejected the credentials for {name} (401 Unauthorized)",
                     r.registry
                 )
-            } else {
+            } else if authfiles.is_empty() {
                 anyhow!("registry {} requires authentication for {name} (401 Unauthorized) and no credentials were found: pass --authfile or log in with podman/skopeo", r.registry)
+            } else {
+                let files: Vec<String> =
+                    authfiles.iter().map(|p| p.display().to_string()).collect();
+                anyhow!(
+                    "registry {} requires authentication for {name} (401 Unauthorized) and {} no credentials for it: add them (podman login --authfile FILE {})",
+                    r.registry,
+                    match files.as_slice() {
+                        [one] => format!("the authfile {one} has"),
+                        _ => format!("the authfiles {} have", files.join(", ")),
+                    },
+                    r.registry
+                )
             }
         }
         OciDistributionError::RegistryError { envelope, .. } => {

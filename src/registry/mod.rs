@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     pub retry_delay: Duration,
     /// Blobs transferred at once.
     pub max_parallel: usize,
+    /// Stops long blocking work (archive unpacking and writing, local blob copies); see
+    /// [`crate::cancel`]. The default is never cancelled.
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for RegistryOptions {
@@ -50,6 +53,7 @@ impl Default for RegistryOptions {
             retries: 4,
             retry_delay: Duration::from_millis(250),
             max_parallel: 4,
+            cancel: Default::default(),
         }
     }
 }
@@ -107,6 +111,9 @@ impl ResolvedImage {
     }
 }
 
+/// Prefix of the temporary directory an `oci-archive:` is unpacked into.
+const ARCHIVE_TMP: &str = "layerboot-oci-archive.";
+
 /// Resolve `image` per `opts`: see the module docs.
 pub async fn resolve(image: &ImageRef, opts: &RegistryOptions) -> Result<ResolvedImage> {
     match image {
@@ -122,15 +129,21 @@ pub async fn resolve(image: &ImageRef, opts: &RegistryOptions) -> Result<Resolve
                     path.display()
                 );
             }
+            // Named after this process, so that a later run removes it if a SIGKILL
+            // leaves it behind (crate::cancel).
+            crate::cancel::sweep_stale(&std::env::temp_dir(), ARCHIVE_TMP);
             let tmp = tempfile::Builder::new()
-                .prefix("layerboot-oci-archive.")
+                .prefix(&crate::cancel::temp_prefix(ARCHIVE_TMP))
                 .tempdir()
                 .context("creating a temporary directory")?;
             let path = path.clone();
-            let dest = tmp.path().to_path_buf();
-            let layout =
-                tokio::task::spawn_blocking(move || crate::ocilayout::unpack_archive(&path, &dest))
-                    .await??;
+            let cancel = opts.cancel.clone();
+            // The blocking task owns the directory: dropped mid-way (a signal), it is
+            // removed when the task ends, never while it still writes into it.
+            let (layout, tmp) = tokio::task::spawn_blocking(move || {
+                crate::ocilayout::unpack_archive(&path, tmp.path(), &cancel).map(|l| (l, tmp))
+            })
+            .await??;
             resolve_layout(image, layout, Some(Arc::new(tmp)), tag.as_deref(), opts)
         }
     }
@@ -295,7 +308,7 @@ fn resolve_layout(
         layout.find_ref(tag)?
     };
     let raw = layout
-        .read_blob(&entry.digest, Some(entry.size))
+        .read_blob(&entry.digest, entry.size)
         .with_context(|| what.clone())?;
     let picked = match Manifest::parse(&raw, Some(&entry.media_type))
         .with_context(|| format!("manifest {} in {what}", entry.digest))?
@@ -309,16 +322,13 @@ fn resolve_layout(
                 .with_context(|| what.clone())?
                 .clone();
             let child_raw = layout
-                .read_blob(&child.digest, Some(child.size))
+                .read_blob(&child.digest, child.size)
                 .with_context(|| what.clone())?;
             Picked::from_index(&idx, entry.digest.clone(), &child, child_raw, &what)?
         }
     };
     let config_raw = layout
-        .read_blob(
-            &picked.manifest.config.digest,
-            Some(picked.manifest.config.size),
-        )
+        .read_blob(&picked.manifest.config.digest, picked.manifest.config.size)
         .with_context(|| format!("config of {what}"))?;
     picked.finish(image, None, config_raw, BlobSource::Layout(layout, tmp))
 }

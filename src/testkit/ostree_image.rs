@@ -192,9 +192,9 @@ pub fn multiarch_image() -> Result<PathBuf> {
         let layout = OciLayout::open(&dest)?;
         let entry = layout.find_ref(Some(FIXTURE_TAG))?;
         let manifest: ImageManifest =
-            serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size))?)?;
+            serde_json::from_slice(&layout.read_blob(&entry.digest, entry.size)?)?;
         let mut config: serde_json::Value = serde_json::from_slice(
-            &layout.read_blob(&manifest.config.digest, Some(manifest.config.size))?,
+            &layout.read_blob(&manifest.config.digest, manifest.config.size)?,
         )?;
         let base_arch = config["architecture"]
             .as_str()
@@ -242,8 +242,8 @@ pub fn layered_image() -> Result<PathBuf> {
         copy_dir(&base, &dest)?;
         let layout = OciLayout::open(&dest)?;
         let entry = layout.find_ref(Some(FIXTURE_TAG))?;
-        let mut manifest: ImageManifest = serde_json::from_slice(&layout.read_blob(&entry.digest, Some(entry.size))?)?;
-        let mut config: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest.config.digest, Some(manifest.config.size))?)?;
+        let mut manifest: ImageManifest = serde_json::from_slice(&layout.read_blob(&entry.digest, entry.size)?)?;
+        let mut config: serde_json::Value = serde_json::from_slice(&layout.read_blob(&manifest.config.digest, manifest.config.size)?)?;
         let mut tar_bytes = Vec::new();
         {
             let mut tar = tar::Builder::new(&mut tar_bytes);
