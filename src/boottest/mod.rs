@@ -335,7 +335,7 @@ pub fn run_blocking(settings: &BootTestSettings) -> Result<Outcome> {
         .err()
         .and_then(|e| e.downcast_ref::<Interrupted>())
     {
-        eprintln!("{i}");
+        crate::errln!("{i}");
         // SAFETY: plain syscalls; restoring the default action and re-raising is how a
         // program that cleaned up after a signal lets it take its normal effect.
         unsafe {

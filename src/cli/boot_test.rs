@@ -173,16 +173,16 @@ pub async fn run(args: BootTestArgs) -> Result<ExitCode> {
     let outcome = match boottest::run(&settings).await {
         Ok(o) => o,
         Err(e) if e.is::<boottest::Interrupted>() => {
-            eprintln!("error: {e:#}");
+            crate::errln!("error: {e:#}");
             return Ok(ExitCode::from(130));
         }
         Err(e) => return Err(e),
     };
     if outcome.passed {
-        print!("{}", outcome.report());
+        crate::out!("{}", outcome.report())?;
         Ok(ExitCode::SUCCESS)
     } else {
-        eprint!("{}", outcome.report());
+        crate::output::stderr_text(&outcome.report());
         Ok(ExitCode::from(1))
     }
 }

@@ -257,10 +257,10 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             .await?;
             let target = Target::from_output(a.output.as_deref());
             for n in &plan.notes {
-                eprintln!("{n}");
+                crate::errln!("{n}");
             }
             let bytes: u64 = plan.writes.iter().map(|w| w.length).sum();
-            eprintln!(
+            crate::errln!(
                 "customized {}: wrote {} embed areas ({bytes} bytes)",
                 describe(target, &a.input),
                 plan.writes.len()
@@ -269,9 +269,9 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
         IsoCommand::Show(a) => {
             let report = Report::new(&LiveIso::open(&a.input)?)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{}", report.render());
+                crate::out!("{}", report.render())?;
             }
         }
         IsoCommand::Reset(a) => {
@@ -279,7 +279,7 @@ pub async fn run(args: IsoArgs) -> Result<ExitCode> {
             interruptible(move || iso::reset(&input, Target::from_output(output.as_deref())))
                 .await?;
             let target = Target::from_output(a.output.as_deref());
-            eprintln!(
+            crate::errln!(
                 "reset {}: no embedded Ignition, default kernel arguments",
                 describe(target, &a.input)
             );

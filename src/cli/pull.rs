@@ -44,7 +44,7 @@ pub async fn run(args: PullArgs) -> Result<()> {
             .as_ref()
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "{} {}{pinned}: {} blobs fetched ({}), {} already present, {:.1}s",
             args.to,
             pulled.manifest_digest,
@@ -52,7 +52,7 @@ pub async fn run(args: PullArgs) -> Result<()> {
             human_size(s.bytes_fetched),
             s.blobs_skipped,
             s.elapsed.as_secs_f64()
-        );
+        )?;
     }
     Ok(())
 }

@@ -121,7 +121,9 @@ pub fn apply(input: &Path, plan: &Plan, target: Target) -> Result<()> {
             let mut src =
                 File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut lock = stdout.lock();
-            stream_with_plan(&mut src, plan, &mut lock).context("writing the ISO to stdout")?;
+            stream_with_plan(&mut src, plan, &mut lock)
+                .map_err(crate::output::closed_stdout_or)
+                .context("writing the ISO to stdout")?;
         }
     }
     Ok(())
