@@ -24,6 +24,8 @@ pub mod cacert;
 pub mod cli;
 pub mod cmd;
 pub mod disk;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod ignition;
 pub mod imageref;
 pub mod inspect;
