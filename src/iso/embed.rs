@@ -147,7 +147,9 @@ impl Layout {
         );
         let length = igninfo.length.unwrap_or(file.length - offset);
         ensure!(
-            offset + length <= file.length,
+            offset
+                .checked_add(length)
+                .is_some_and(|end| end <= file.length),
             "igninfo.json area {offset}+{length} exceeds {} ({} bytes)",
             igninfo.file,
             file.length
@@ -189,7 +191,9 @@ impl Layout {
                             format!("kargs.json names {} but the ISO has no such file", f.path)
                         })?;
                     ensure!(
-                        f.offset + info.size as u64 <= entry.length,
+                        f.offset
+                            .checked_add(info.size as u64)
+                            .is_some_and(|end| end <= entry.length),
                         "kargs area {}+{} exceeds {} ({} bytes)",
                         f.offset,
                         info.size,
