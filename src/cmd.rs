@@ -173,7 +173,7 @@ impl CancellableChild {
                 .split(b'\n')
                 .map_while(|l| l.ok())
             {
-                eprintln!("{}", String::from_utf8_lossy(&line));
+                crate::errln!("{}", String::from_utf8_lossy(&line));
                 kept.extend_from_slice(&line);
                 kept.push(b'\n');
             }

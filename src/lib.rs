@@ -12,7 +12,11 @@
 //! - [`disk`]: the disk image builder (deploy, bootloader, filesystems, GPT, artifact, stream metadata).
 //! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
 //! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
+//! - [`output`]: everything printed to stdout/stderr (a closed or full stdout never panics).
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
+
+// Printing goes through `output` (print!/eprintln! panic on a closed or full stream).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bootimage;
 pub mod boottest;
@@ -21,6 +25,8 @@ pub mod cancel;
 pub mod cli;
 pub mod cmd;
 pub mod disk;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod ignition;
 pub mod imageref;
 pub mod inspect;
@@ -30,6 +36,7 @@ pub mod io;
 pub mod iso;
 pub mod manifests;
 pub mod ocilayout;
+pub mod output;
 pub mod pull;
 pub mod qemu;
 pub mod registry;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use layerboot::cancel::{self, Cancel};
 use layerboot::cli::{self, Cli};
+use layerboot::{errln, output};
 
 /// The error on one line, with control characters escaped: messages can quote bytes of
 /// hostile input (a garbage tar header), which must not reach the terminal raw.
@@ -19,7 +20,17 @@ fn one_line(msg: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version and usage errors: clap's own text and exit status, but a failed
+        // write to stdout is handled as for every other command (clap's exit() drops it).
+        Err(e) => {
+            return match e.print() {
+                Ok(()) => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
+                Err(io) => exit_for(&output::stdout_error(io), &Cancel::new()),
+            }
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -35,7 +46,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -50,12 +61,19 @@ fn main() -> ExitCode {
     drop(runtime);
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
-            match cancel.signal() {
-                Some(signal) => ExitCode::from(cancel::exit_status(signal)),
-                None => ExitCode::FAILURE,
-            }
-        }
+        Err(e) => exit_for(&e, &cancel),
+    }
+}
+
+/// A closed stdout ends quietly with 141 (see `layerboot::output`); any other error is
+/// one line on stderr, with status 128+N after signal N (see `layerboot::cancel`), else 1.
+fn exit_for(e: &anyhow::Error, cancel: &Cancel) -> ExitCode {
+    if output::is_stdout_closed(e) {
+        return ExitCode::from(output::STDOUT_CLOSED_STATUS);
+    }
+    errln!("error: {}", one_line(&format!("{e:#}")));
+    match cancel.signal() {
+        Some(signal) => ExitCode::from(cancel::exit_status(signal)),
+        None => ExitCode::FAILURE,
     }
 }

@@ -173,10 +173,10 @@ pub async fn run(args: BootTestArgs, cancel: &crate::cancel::Cancel) -> Result<E
     settings.cancel = cancel.clone();
     let outcome = boottest::run(&settings).await?;
     if outcome.passed {
-        print!("{}", outcome.report());
+        crate::out!("{}", outcome.report())?;
         Ok(ExitCode::SUCCESS)
     } else {
-        eprint!("{}", outcome.report());
+        crate::output::stderr_text(&outcome.report());
         Ok(ExitCode::from(1))
     }
 }

@@ -170,11 +170,11 @@ fn list(args: &DiskArgs) -> Result<ExitCode> {
     let catalog = Catalog::load(args.bootimages.as_deref())?;
     for name in catalog.names() {
         let d = catalog.get(name)?;
-        println!(
+        crate::outln!(
             "{name:10} {:32} {}",
             format!("{}, {}-byte sectors", d.format, d.sector_size),
             d.description
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -206,28 +206,30 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
     };
     let report = outcome?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        crate::outln!(
             "wrote {} ({} bytes, sha256 {})",
             report.output.display(),
             report.size,
             report.sha256
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  uncompressed sha256 {} ({} bytes), disk {} bytes",
-            report.uncompressed_sha256, report.uncompressed_size, report.disk_size
-        );
-        println!(
+            report.uncompressed_sha256,
+            report.uncompressed_size,
+            report.disk_size
+        )?;
+        crate::outln!(
             "  ostree commit {}; kernel arguments: {}",
             report.ostree_commit,
             report.kargs.join(" ")
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  stream metadata: {} ({})",
             report.stream_metadata.display(),
             report.stream_format
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -142,7 +142,7 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
                 (None, Some(p)) => e.context(format!("--from {}", p.display())),
                 _ => e,
             })?;
-            eprintln!(
+            crate::errln!(
                 "{}",
                 SpecVersion::explain(a.spec.as_ref().map(|_| settings.spec))
             );
@@ -207,8 +207,8 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         spec,
     };
     let rendered = rebase::render(&settings)?;
-    eprintln!("{}", SpecVersion::explain(spec_given));
-    eprintln!(
+    crate::errln!("{}", SpecVersion::explain(spec_given));
+    crate::errln!(
         "switch: {} to {}",
         match switcher {
             rebase::Switcher::Bootc => "bootc switch (image has containers.bootc=1)",
@@ -218,13 +218,13 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
     );
     if has_secret {
         let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-        eprintln!(
+        crate::errln!(
             "credentials for {} (from {}) go to /etc/ostree/auth.json, mode 0600",
             image.registry,
             files.join(", ")
         );
     } else {
-        eprintln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
+        crate::errln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
     }
     emit(
         a.output.as_deref(),
@@ -237,11 +237,6 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
 pub fn emit(output: Option<&std::path::Path>, bytes: &[u8], mode: u32) -> Result<()> {
     match output {
         Some(p) if p.as_os_str() != "-" => crate::io::write_atomic(p, bytes, mode),
-        _ => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(bytes)
-                .context("writing to stdout")
-        }
+        _ => crate::output::stdout_bytes(bytes),
     }
 }

@@ -34,6 +34,6 @@ pub async fn run(args: InspectArgs) -> Result<()> {
     } else {
         crate::inspect::render_text(&report)
     };
-    print!("{out}");
+    crate::out!("{out}")?;
     Ok(())
 }

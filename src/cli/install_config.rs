@@ -193,7 +193,7 @@ pub fn full_patch(
     if let Some(image) = image {
         patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
         if patch.pull_secret.is_none() {
-            eprintln!("warning: no credentials for {} in the authfile: pullSecret left as is (fine if the image is public)", image.registry);
+            crate::errln!("warning: no credentials for {} in the authfile: pullSecret left as is (fine if the image is public)", image.registry);
         }
     }
     Ok(patch)
@@ -209,7 +209,7 @@ pub fn patch_file(
     let mut ic = InstallConfig::load(path)?;
     let unknown = ic.unknown_fields();
     if !unknown.is_empty() {
-        eprintln!(
+        crate::errln!(
             "warning: {} has fields openshift-install does not know: {} (a typo? it would reject the file)",
             path.display(),
             unknown.join(", ")
@@ -221,7 +221,7 @@ pub fn patch_file(
         .apply(&patch)
         .with_context(|| path.display().to_string())?;
     if ic.had_comments() {
-        eprintln!(
+        crate::errln!(
             "note: comments in {} are not kept (openshift-install discards the file on use anyway)",
             path.display()
         );
@@ -252,7 +252,7 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     if let Some(img) = &image {
         if creds.entry_for(img).is_some() {
             let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-            eprintln!(
+            crate::errln!(
                 "credentials for {} come from {}",
                 img.registry,
                 files.join(", ")
@@ -276,17 +276,17 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     match target {
         Some(path) => {
             let changes = patch_file(&path, base, image.as_ref(), &creds)?;
-            eprintln!("patched {} (mode 0600):", path.display());
+            crate::errln!("patched {} (mode 0600):", path.display());
             for c in changes {
-                eprintln!("  {c}");
+                crate::errln!("  {c}");
             }
         }
         None => {
             let patch = full_patch(base, image.as_ref(), &creds, None)?;
             if patch.pull_secret.is_some() {
-                eprintln!("note: the pullSecret piece holds only the image registry's entry: merge it into your pull secret, or pass --install-config to patch the file");
+                crate::errln!("note: the pullSecret piece holds only the image registry's entry: merge it into your pull secret, or pass --install-config to patch the file");
             }
-            print!("{}", installconfig::pieces(&patch, args.show_secrets)?);
+            crate::out!("{}", installconfig::pieces(&patch, args.show_secrets)?)?;
         }
     }
     Ok(())

@@ -44,10 +44,10 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
     let reg = args.source.registry.resolve()?;
     let creds = reg.auth.merged()?;
     let pinned = mcli::pin(&image, &reg, args.source.offline).await?;
-    eprintln!("image: {}", pinned.image);
+    crate::errln!("image: {}", pinned.image);
 
     if stage != Stage::InstallConfig && !base_patch.is_empty() {
-        eprintln!("warning: install-config options ignored: `openshift-install create manifests` already consumed install-config.yaml");
+        crate::errln!("warning: install-config options ignored: `openshift-install create manifests` already consumed install-config.yaml");
     }
     let mut written: Vec<(PathBuf, OutputFile)> = Vec::new();
     match stage {
@@ -76,9 +76,9 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
             let (settings, method_line) =
                 args.manifests.settings(pinned.image.clone(), push_auth)?;
             let files = manifests::render(&settings)?;
-            eprintln!("{method_line}");
+            crate::errln!("{method_line}");
             for w in manifests::caveats(&settings) {
-                eprintln!("warning: {w}");
+                crate::errln!("warning: {w}");
             }
             installdir::write_files(&args.dir, &files)?;
             written.extend(files.into_iter().map(|f| (args.dir.clone(), f)));
@@ -90,7 +90,7 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
                 spec.unwrap_or_default(),
             )?;
             if !files.is_empty() {
-                eprintln!("{}", SpecVersion::explain(spec));
+                crate::errln!("{}", SpecVersion::explain(spec));
             }
             installdir::write_files(&args.dir, &files)?;
             written.extend(files.into_iter().map(|f| (args.dir.clone(), f)));
@@ -102,21 +102,21 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
         Stage::Manifests => "manifests (after `create manifests`)",
         Stage::IgnitionConfigs => "ignition-configs (after `create ignition-configs`)",
     };
-    println!("{} is at stage {stage_name}; wrote:", args.dir.display());
+    crate::outln!("{} is at stage {stage_name}; wrote:", args.dir.display())?;
     if written.is_empty() {
-        println!("  nothing (no custom pool needs a pointer config; worker.ign/master.ign are the installer's)");
+        crate::outln!("  nothing (no custom pool needs a pointer config; worker.ign/master.ign are the installer's)")?;
     }
     for (root, f) in &written {
-        println!("{}", mcli::summary_line(root, f));
+        crate::outln!("{}", mcli::summary_line(root, f))?;
     }
-    println!("next:");
+    crate::outln!("next:")?;
     let rerun = format!(
         "layerboot install-kit {} --dir {} …(same options)",
         pinned.image,
         args.dir.display()
     );
     for step in installkit::next_steps(&args.dir, stage, &args.manifests.pools, &rerun) {
-        println!("  {step}");
+        crate::outln!("  {step}")?;
     }
     Ok(())
 }

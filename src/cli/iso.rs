@@ -264,10 +264,10 @@ pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCo
             .await?;
             let target = Target::from_output(a.output.as_deref());
             for n in &plan.notes {
-                eprintln!("{n}");
+                crate::errln!("{n}");
             }
             let bytes: u64 = plan.writes.iter().map(|w| w.length).sum();
-            eprintln!(
+            crate::errln!(
                 "customized {}: wrote {} embed areas ({bytes} bytes)",
                 describe(target, &a.input),
                 plan.writes.len()
@@ -276,15 +276,15 @@ pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCo
         IsoCommand::Show(a) => {
             let mut report = Report::new(&LiveIso::open(&a.input)?)?;
             if !a.show_secrets && !report.redact().is_empty() {
-                eprintln!(
+                crate::errln!(
                     "note: secrets redacted ({}); --show-secrets shows them",
                     report.redacted.join(", ")
                 );
             }
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{}", report.render());
+                crate::out!("{}", report.render())?;
             }
         }
         IsoCommand::Reset(a) => {
@@ -296,7 +296,7 @@ pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCo
             blocking(move || iso::reset(&input, Target::from_output(output.as_deref()), &cancel))
                 .await?;
             let target = Target::from_output(a.output.as_deref());
-            eprintln!(
+            crate::errln!(
                 "reset {}: no embedded Ignition, default kernel arguments",
                 describe(target, &a.input)
             );

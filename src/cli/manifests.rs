@@ -224,19 +224,19 @@ pub async fn run(args: ManifestsArgs) -> Result<()> {
     let pinned = pin(&image, &reg, args.source.offline).await?;
     let (settings, method_line) = args.common.settings(pinned.image, push_auth)?;
     let files = manifests::render(&settings)?;
-    eprintln!("{method_line}");
+    crate::errln!("{method_line}");
     for w in manifests::caveats(&settings) {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     match dir {
         Some(d) => {
             installdir::write_files(&d.root, &files)?;
-            eprintln!("wrote:");
+            crate::errln!("wrote:");
             for f in &files {
-                eprintln!("{}", summary_line(&d.root, f));
+                crate::errln!("{}", summary_line(&d.root, f));
             }
         }
-        None => print!("{}", manifests::to_stream(&files, args.show_secrets)?),
+        None => crate::out!("{}", manifests::to_stream(&files, args.show_secrets)?)?,
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
             .as_ref()
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "{} {}{pinned}: {} blobs fetched ({}), {} already present, {:.1}s",
             args.to,
             pulled.manifest_digest,
@@ -51,7 +51,7 @@ pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
             human_size(s.bytes_fetched),
             s.blobs_skipped,
             s.elapsed.as_secs_f64()
-        );
+        )?;
     }
     Ok(())
 }

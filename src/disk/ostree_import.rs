@@ -405,6 +405,17 @@ fn verified_metadata(kind: &str, checksum: &str, data: &[u8]) -> Result<Vec<u8>>
     Ok(normal)
 }
 
+/// For `crate::fuzz_api`: one object's bytes through the parser the importer uses for its
+/// kind (`xattrs`, `dirtree`, `dirmeta`, `commit`, `commitmeta`).
+#[doc(hidden)]
+pub fn fuzz_object(kind: &str, data: &[u8]) {
+    if kind == "xattrs" {
+        let _ = parse_xattrs(data.to_vec());
+    } else {
+        let _ = verified_metadata(kind, &"0".repeat(64), data);
+    }
+}
+
 /// The repo's `objects/` directory, and which `xx` subdirectories exist.
 struct Objects {
     path: PathBuf,

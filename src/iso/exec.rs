@@ -134,6 +134,7 @@ pub fn apply(input: &Path, plan: &Plan, target: Target, cancel: &Cancel) -> Resu
                 File::open(input).with_context(|| format!("opening {}", input.display()))?;
             let mut lock = stdout.lock();
             stream_with_plan(&mut src, plan, &mut lock, cancel)
+                .map_err(crate::output::closed_stdout_or)
                 .context("writing the ISO to stdout")?;
         }
     }
