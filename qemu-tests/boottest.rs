@@ -491,3 +491,62 @@ fn corrupt_qcow2_fails_with_qemu_message() {
         o.reason
     );
 }
+
+/// The accelerator probe agrees with what UEFI firmware really does under KVM on this
+/// host: where OVMF under KVM stops with a KVM internal error (a nested host that still
+/// runs SeaBIOS), the probe must say TCG, or every UEFI boot hangs paused; where OVMF
+/// runs under KVM, the probe must say KVM.
+#[test]
+fn accel_probe_matches_ovmf_under_kvm() {
+    use layerboot::qemu::accel::{probe, Accel};
+    let qemu = std::path::Path::new("qemu-system-x86_64");
+    let verdict = probe(qemu);
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        assert_eq!(
+            verdict,
+            Accel::Tcg,
+            "no usable /dev/kvm, yet the probe chose KVM"
+        );
+        return;
+    }
+    let ovmf = layerboot::qemu::firmware::locate().expect("OVMF installed");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).unwrap();
+    let out = Command::new("timeout")
+        .args(["8", "qemu-system-x86_64", "-nodefaults", "-display", "none"])
+        .args([
+            "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            ovmf.code.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("KVM internal error") {
+        assert_eq!(
+            verdict,
+            Accel::Tcg,
+            "OVMF fails under KVM here, yet the probe chose KVM"
+        );
+    } else {
+        assert_eq!(
+            verdict,
+            Accel::Kvm,
+            "OVMF runs under KVM here, yet the probe chose TCG: {stderr}"
+        );
+    }
+}

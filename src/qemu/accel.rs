@@ -1,8 +1,11 @@
 //! Choosing between KVM and TCG. `/dev/kvm` existing proves nothing (on nested or
 //! restricted hosts QEMU then aborts with "failed to set MSR" or hangs), so the probe
-//! really starts a tiny KVM guest with the CPU model we would use and checks that
-//! SeaBIOS runs to the end of its boot scan; anything else within a few seconds means TCG.
-//! The verdict is cached for the life of the process.
+//! really starts tiny KVM guests with the CPU model we would use: SeaBIOS must run to the
+//! end of its boot scan, and OVMF must bring up its console. Both firmwares are tried
+//! because a host can pass one and not the other: seen on a nested host where SeaBIOS ran
+//! but OVMF stopped at once with "KVM internal error. Suberror: 1 … emulation failure",
+//! leaving QEMU paused until the test's timeout. Anything else within a few seconds means
+//! TCG. The verdict is cached for the life of the process.
 
 use std::fmt;
 use std::io::Read;
@@ -71,7 +74,18 @@ pub fn probe(qemu: &Path) -> Accel {
     {
         return Accel::Tcg;
     }
-    match probe_kvm(qemu) {
+    let verdict = probe_kvm(qemu).and_then(|seabios_ok| {
+        if !seabios_ok {
+            return Ok(false);
+        }
+        match super::firmware::locate() {
+            Ok(ovmf) => probe_kvm_ovmf(qemu, &ovmf),
+            // No UEFI firmware installed: UEFI boots fail on their own with a clear
+            // message; KVM is fine for BIOS ones.
+            Err(_) => Ok(true),
+        }
+    });
+    match verdict {
         Ok(true) => Accel::Kvm,
         Ok(false) => Accel::Tcg,
         Err(e) => {
@@ -79,6 +93,73 @@ pub fn probe(qemu: &Path) -> Accel {
             Accel::Tcg
         }
     }
+}
+
+/// How long OVMF may take under KVM to write its first console output (it takes a
+/// second or two where KVM works).
+const OVMF_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether OVMF under KVM gets as far as writing to its serial console (the first thing
+/// it writes is the terminal set-up, before any boot device is tried).
+fn probe_kvm_ovmf(qemu: &Path, ovmf: &super::firmware::Ovmf) -> Result<bool> {
+    let dir = tempfile::Builder::new()
+        .prefix("layerboot-kvm-probe-")
+        .tempdir()?;
+    let serial = dir.path().join("serial.log");
+    let vars = dir.path().join("vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars)?;
+    let mut child = Command::new(qemu)
+        .args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-machine",
+            "q35",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+        ])
+        .args([
+            "-drive",
+            &format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                super::escape_opt(&ovmf.code)
+            ),
+            "-drive",
+            &format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                super::escape_opt(&vars)
+            ),
+            "-serial",
+            &format!("file:{}", super::escape_opt(&serial)),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let start = Instant::now();
+    let verdict = loop {
+        if std::fs::metadata(&serial).is_ok_and(|m| m.len() > 0) {
+            break true;
+        }
+        if let Some(status) = child.try_wait()? {
+            log::info!("KVM probe guest (OVMF) exited ({status})");
+            return Ok(false);
+        }
+        if start.elapsed() > OVMF_PROBE_TIMEOUT {
+            log::info!("OVMF under KVM wrote nothing within {OVMF_PROBE_TIMEOUT:?}");
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(verdict)
 }
 
 fn probe_kvm(qemu: &Path) -> Result<bool> {
