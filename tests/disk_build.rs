@@ -136,7 +136,7 @@ fn bad_input_is_refused_before_any_work() {
         ),
         (
             vec!["disk", "oci:/nonexistent/layout:x", "-o", out_s],
-            "/nonexistent/layout/index.json",
+            "OCI layout /nonexistent/layout does not exist",
         ),
         (
             vec![

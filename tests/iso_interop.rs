@@ -127,7 +127,7 @@ fn what_layerboot_embeds_reads_back_in_coreos_installer() {
     let i = inputs(dir.path());
     let iso = copy_fixture(dir.path(), "ours.iso");
     layerboot_ok(&args(&["iso", "customize", s(&iso)], &shared_options(&i)));
-    let report = show_json(&iso);
+    let report = show_json_with_secrets(&iso);
 
     let ign = coreos_ok(&["iso", "ignition", "show", s(&iso)]);
     assert_eq!(
@@ -168,7 +168,7 @@ fn what_coreos_installer_embeds_reads_back_in_layerboot() {
     // iso customize
     let iso = copy_fixture(dir.path(), "theirs.iso");
     coreos_ok(&args(&["iso", "customize", s(&iso)], &shared_options(&i)));
-    let report = show_json(&iso);
+    let report = show_json_with_secrets(&iso);
     assert_eq!(report["customized"], true);
     let ign = String::from_utf8(coreos_ok(&["iso", "ignition", "show", s(&iso)])).unwrap();
     assert_eq!(report["ignition"].as_str().unwrap(), ign);

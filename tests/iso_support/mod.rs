@@ -36,6 +36,19 @@ pub fn layerboot_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `iso show --json --show-secrets`: everything embedded, for comparing byte for byte with
+/// what coreos-installer reads back (secrets are redacted without the flag).
+pub fn show_json_with_secrets(iso: &Path) -> serde_json::Value {
+    serde_json::from_slice(&layerboot_ok(&[
+        "iso",
+        "show",
+        "--json",
+        "--show-secrets",
+        iso.to_str().unwrap(),
+    ]))
+    .unwrap()
+}
+
 pub fn show_json(iso: &Path) -> serde_json::Value {
     serde_json::from_slice(&layerboot_ok(&[
         "iso",
