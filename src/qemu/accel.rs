@@ -95,6 +95,26 @@ pub fn probe(qemu: &Path) -> Accel {
     }
 }
 
+/// Whether SeaBIOS under KVM runs to the end of its boot scan (it reports "No bootable
+/// device" on its debug port 0x402).
+fn probe_kvm(qemu: &Path) -> Result<bool> {
+    let dir = tempfile::Builder::new()
+        .prefix("layerboot-kvm-probe-")
+        .tempdir()?;
+    let dbg = dir.path().join("debugcon.log");
+    let args = [
+        "-m".to_string(),
+        "64".to_string(),
+        "-chardev".to_string(),
+        format!("file,id=dbg,path={}", super::escape_opt(&dbg)),
+        "-device".to_string(),
+        "isa-debugcon,iobase=0x402,chardev=dbg".to_string(),
+    ];
+    run_probe_guest(qemu, &args, PROBE_TIMEOUT, "SeaBIOS", || {
+        std::fs::read_to_string(&dbg).is_ok_and(|log| log.contains("No bootable device"))
+    })
+}
+
 /// How long OVMF may take under KVM to write its first console output (it takes a
 /// second or two where KVM works).
 const OVMF_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,65 +128,37 @@ fn probe_kvm_ovmf(qemu: &Path, ovmf: &super::firmware::Ovmf) -> Result<bool> {
     let serial = dir.path().join("serial.log");
     let vars = dir.path().join("vars.fd");
     std::fs::copy(&ovmf.vars_template, &vars)?;
-    let mut child = Command::new(qemu)
-        .args([
-            "-nodefaults",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-machine",
-            "q35",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-        ])
-        .args([
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                super::escape_opt(&ovmf.code)
-            ),
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                super::escape_opt(&vars)
-            ),
-            "-serial",
-            &format!("file:{}", super::escape_opt(&serial)),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    let start = Instant::now();
-    let verdict = loop {
-        if std::fs::metadata(&serial).is_ok_and(|m| m.len() > 0) {
-            break true;
-        }
-        if let Some(status) = child.try_wait()? {
-            log::info!("KVM probe guest (OVMF) exited ({status})");
-            return Ok(false);
-        }
-        if start.elapsed() > OVMF_PROBE_TIMEOUT {
-            log::info!("OVMF under KVM wrote nothing within {OVMF_PROBE_TIMEOUT:?}");
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(verdict)
+    let args = [
+        "-m".to_string(),
+        "256".to_string(),
+        "-drive".to_string(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            super::escape_opt(&ovmf.code)
+        ),
+        "-drive".to_string(),
+        format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            super::escape_opt(&vars)
+        ),
+        "-serial".to_string(),
+        format!("file:{}", super::escape_opt(&serial)),
+    ];
+    run_probe_guest(qemu, &args, OVMF_PROBE_TIMEOUT, "OVMF", || {
+        std::fs::metadata(&serial).is_ok_and(|m| m.len() > 0)
+    })
 }
 
-fn probe_kvm(qemu: &Path) -> Result<bool> {
-    let dir = tempfile::Builder::new()
-        .prefix("layerboot-kvm-probe-")
-        .tempdir()?;
-    let dbg = dir.path().join("debugcon.log");
+/// Start a diskless KVM guest with `-cpu host` plus `args`, and wait until `reached`
+/// says the firmware got far enough (true), or the guest exits or `timeout` passes
+/// (false). The guest is killed and reaped either way.
+fn run_probe_guest(
+    qemu: &Path,
+    args: &[String],
+    timeout: Duration,
+    firmware: &str,
+    reached: impl Fn() -> bool,
+) -> Result<bool> {
     let mut child = Command::new(qemu)
         .args([
             "-nodefaults",
@@ -179,15 +171,8 @@ fn probe_kvm(qemu: &Path) -> Result<bool> {
             "kvm",
             "-cpu",
             "host",
-            "-m",
-            "64",
         ])
-        .args([
-            "-chardev",
-            &format!("file,id=dbg,path={}", super::escape_opt(&dbg)),
-        ])
-        // SeaBIOS writes its debug log to I/O port 0x402.
-        .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,8 +180,7 @@ fn probe_kvm(qemu: &Path) -> Result<bool> {
         .spawn()?;
     let start = Instant::now();
     let verdict = loop {
-        let log = std::fs::read_to_string(&dbg).unwrap_or_default();
-        if log.contains("No bootable device") {
+        if reached() {
             break true;
         }
         if let Some(status) = child.try_wait()? {
@@ -204,11 +188,14 @@ fn probe_kvm(qemu: &Path) -> Result<bool> {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            log::info!("KVM probe guest exited ({status}): {}", err.trim());
+            log::info!(
+                "KVM probe guest ({firmware}) exited ({status}): {}",
+                err.trim()
+            );
             return Ok(false);
         }
-        if start.elapsed() > PROBE_TIMEOUT {
-            log::info!("KVM probe guest did not finish SeaBIOS within {PROBE_TIMEOUT:?}");
+        if start.elapsed() > timeout {
+            log::info!("KVM probe guest ({firmware}) got nowhere within {timeout:?}");
             break false;
         }
         std::thread::sleep(Duration::from_millis(50));
