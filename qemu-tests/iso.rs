@@ -75,8 +75,14 @@ fn customized(dir: &Path) -> (PathBuf, Expected) {
         "--live-karg-delete",
         "quiet",
     ]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&layerboot(&["iso", "show", "--json", iso_s])).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&layerboot(&[
+        "iso",
+        "show",
+        "--json",
+        "--show-secrets",
+        iso_s,
+    ]))
+    .unwrap();
     let expected = Expected {
         ignition: report["ignition"].as_str().unwrap().to_string(),
         kargs: report["kargs"]["current"].as_str().unwrap().to_string(),
