@@ -4,7 +4,11 @@
 # local OCI layout, against the floor of
 # reading, decompressing and hashing every layer of that image once (gzip -dc | sha256sum),
 # measured in the same run. Prints wall times, the ratio to the floor, and peak RSS
-# (/usr/bin/time -v). Needs root (like `layerboot disk`) and a release build.
+# (/usr/bin/time -v); QEMU=0 skips these. Then (METAL=0 skips it) the metal image: uncompressed, raw.xz
+# (preset 6, as Fedora CoreOS ships it) and raw.gz (level 6, as RHCOS ships it), each
+# whole build side by side with `xz -T0 -6`, `pigz -6` and `gzip -6` of the same raw
+# alone, with the compressed/raw size ratio. Needs root (like `layerboot disk`), pigz and
+# a release build.
 #
 # usage: [LAYERBOOT_BIN=…] benches/disk.sh [oci:DIR:TAG]   (default: the example layered image from the
 #        test fixture cache, built by `cargo test --test disk_fixture` if missing)
@@ -16,16 +20,7 @@ if [[ -z ${LAYERBOOT_BIN:-} ]]; then
   cargo build --release --quiet --bin layerboot --bin layerboot-deploy --bin layerboot-testkit
 fi
 LB=${LAYERBOOT_BIN:-$PWD/target/release/layerboot}
-IMAGE=${1:-}
-if [[ -z $IMAGE ]]; then
-  cache=${LAYERBOOT_TEST_CACHE:-/var/cache/layerboot-tests}
-  dir=$(ls -dt "$cache"/debian-layered-[0-9a-f]*/oci 2>/dev/null | head -n1 || true)
-  if [[ -z $dir ]]; then
-    cargo test --quiet --test disk_fixture >/dev/null
-    dir=$(ls -dt "$cache"/debian-layered-[0-9a-f]*/oci | head -n1)
-  fi
-  IMAGE="oci:$dir:layered"
-fi
+source benches/example-image.sh "${1:-}"
 layout=${IMAGE#oci:}
 tag=${layout##*:}
 layout=${layout%:*}
@@ -36,6 +31,10 @@ mkdir -p "$WORK/defs"
 grep -v '^compression' bootimages/qemu.toml | sed 's/^format = "qcow2"/format = "qcow2"\ncompression = "none"/' > "$WORK/defs/qemu-plain.toml"
 sed 's/^compression-level = .*/compression-level = 6/' bootimages/qemu.toml > "$WORK/defs/qemu-gz6.toml"
 grep -v '^compression' bootimages/qemu.toml | sed 's/^format = "qcow2"/format = "qcow2"\ncompression = "xz"/' > "$WORK/defs/qemu-xz.toml"
+# metal with each compression fixed (the shipped one takes it from the image).
+for c in none xz gzip; do
+  sed "s/^compression = .*/compression = \"$c\"/" bootimages/metal.toml > "$WORK/defs/metal-$c.toml"
+done
 
 # Layers of the image, from its manifest.
 manifest=$(python3 -c '
@@ -61,6 +60,9 @@ measure() { # name, command… → prints "name wall_s rss_kib"
 # Everything below reads the blobs from the page cache: warm it so the floor does not
 # pay the disk reads the builds after it skip.
 (cd "$layout/blobs/sha256" && cat $layers >/dev/null)
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+# QEMU=0 skips the qemu rows (to measure the metal ones alone).
+if [[ ${QEMU:-1} == 1 ]]; then
 floor=$(measure floor sh -c "cd '$layout/blobs/sha256' && for l in $layers; do gzip -dc \$l | sha256sum >/dev/null; done")
 plain=$(measure qcow2 "$LB" disk "$IMAGE" --bootimages "$WORK/defs" -p qemu-plain -o "$WORK/plain.qcow2")
 gz1=$(measure qcow2.gz "$LB" disk "$IMAGE" -p qemu -o "$WORK/disk.qcow2.gz")
@@ -90,3 +92,39 @@ printf '\npeak RSS by image size (uncompressed qcow2): %s KiB -> %s KiB with %s 
 
 echo
 echo "image: $IMAGE ($(du -shL "$layout/blobs" | cut -f1) of blobs); artifacts: $(du -h "$WORK/plain.qcow2" | cut -f1) qcow2, $(du -h "$WORK/disk.qcow2.gz" | cut -f1) qcow2.gz (level 1), $(du -h "$WORK/disk6.qcow2.gz" | cut -f1) (level 6)"
+fi
+
+[[ ${METAL:-1} == 1 ]] || exit 0
+# Metal: the whole build per compression against the compressor alone on the same raw
+# (the uncompressed build's artifact), each writing a file, page cache warm for both.
+command -v pigz >/dev/null || { echo "pigz missing: .ci/install-deps installs it" >&2; exit 1; }
+rm -rf "$WORK"/plain.qcow2 "$WORK"/big.qcow2 "$WORK"/disk*.qcow2.* "$WORK"/grown
+size_of() { stat -c %s "$1"; }
+m_plain=$(measure metal-raw "$LB" disk "$IMAGE" --bootimages "$WORK/defs" -p metal-none -o "$WORK/metal.raw")
+m_xz=$(measure metal-raw.xz "$LB" disk "$IMAGE" --bootimages "$WORK/defs" -p metal-xz -o "$WORK/metal.raw.xz")
+t_xz=$(measure xz-T0-6 sh -c "xz -T0 -6 -c '$WORK/metal.raw' > '$WORK/ref.raw.xz'")
+xz_size=$(size_of "$WORK/metal.raw.xz"); ref_xz_size=$(size_of "$WORK/ref.raw.xz")
+rm -f "$WORK/metal.raw.xz" "$WORK/ref.raw.xz"  # keep the disk usage down
+m_gz=$(measure metal-raw.gz "$LB" disk "$IMAGE" --bootimages "$WORK/defs" -p metal-gzip -o "$WORK/metal.raw.gz")
+t_pigz=$(measure pigz-6 sh -c "pigz -6 -c '$WORK/metal.raw' > '$WORK/ref-pigz.raw.gz'")
+t_gzip=$(measure gzip-6 sh -c "gzip -6 -c '$WORK/metal.raw' > '$WORK/ref-gzip.raw.gz'")
+raw_size=$(size_of "$WORK/metal.raw")
+echo
+printf 'metal raw: %s MiB (%s bytes); wall of the whole build vs the compressor alone on that raw\n' "$((raw_size >> 20))" "$raw_size"
+printf '%-44s %9s %12s %9s\n' "" "wall (s)" "size (MiB)" "size/raw"
+row() { # label, measure-line, size
+  local n w rss
+  read -r n w rss <<<"$2"
+  printf '%-44s %9.1f %12.1f %9.3f\n' "$1" "$w" "$(awk -v s="$3" 'BEGIN{print s/1048576}')" "$(awk -v s="$3" -v r="$raw_size" 'BEGIN{print s/r}')"
+}
+row "layerboot disk -p metal, uncompressed" "$m_plain" "$raw_size"
+row "layerboot disk -p metal, raw.xz (preset 6)" "$m_xz" "$xz_size"
+row "xz -T0 -6 of that raw" "$t_xz" "$ref_xz_size"
+row "layerboot disk -p metal, raw.gz (level 6)" "$m_gz" "$(size_of "$WORK/metal.raw.gz")"
+row "pigz -6 of that raw" "$t_pigz" "$(size_of "$WORK/ref-pigz.raw.gz")"
+row "gzip -6 of that raw" "$t_gzip" "$(size_of "$WORK/ref-gzip.raw.gz")"
+read -r _ wx _ <<<"$m_xz"; read -r _ wt _ <<<"$t_xz"
+read -r _ wg _ <<<"$m_gz"; read -r _ wp _ <<<"$t_pigz"
+printf '\nwhole build / compressor alone: raw.xz %.2f (xz -T0 -6), raw.gz %.2f (pigz -6)\n' \
+  "$(awk -v a="$wx" -v b="$wt" 'BEGIN{print a/b}')" "$(awk -v a="$wg" -v b="$wp" 'BEGIN{print a/b}')"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use layerboot::testkit::initramfs::{cached_initramfs, InitramfsSpec};
-use layerboot::testkit::kernel::{debian_kernel, Kernel};
+use layerboot_testkit::initramfs::{cached_initramfs, InitramfsSpec};
+use layerboot_testkit::kernel::{debian_kernel, Kernel};
 
 /// The Debian kernel (downloaded once, cached).
 pub fn kernel() -> &'static Kernel {
@@ -62,7 +62,7 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 
 /// The GPT boot disk fixture (GRUB for UEFI and, with 512-byte sectors, BIOS).
 pub fn boot_disk(sector_size: u32, with_bootloader: bool) -> PathBuf {
-    use layerboot::testkit::bootdisk::{cached_boot_disk, BootDiskSpec};
+    use layerboot_testkit::bootdisk::{cached_boot_disk, BootDiskSpec};
     cached_boot_disk(
         kernel(),
         guest_initramfs(),
@@ -76,7 +76,7 @@ pub fn boot_disk(sector_size: u32, with_bootloader: bool) -> PathBuf {
 
 /// A grub-mkrescue hybrid ISO booting the guest (as CD-ROM or as disk, UEFI or BIOS).
 pub fn grub_iso() -> PathBuf {
-    layerboot::testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs())
+    layerboot_testkit::bootdisk::cached_grub_iso(kernel(), guest_initramfs())
         .expect("GRUB ISO fixture")
 }
 

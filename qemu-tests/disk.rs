@@ -9,8 +9,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Outcome, Pattern};
-use layerboot::testkit::layered_image::{layered_image, LayeredImage};
+use layerboot::boottest::{
+    run_blocking, Artifact, ArtifactKind, BootTestSettings, Firmware, Outcome, Pattern,
+};
+use layerboot_testkit::layered_image::{layered_image, LayeredImage};
 
 use crate::common::{full_os_boot_lock, nonce};
 
@@ -24,7 +26,7 @@ fn image() -> &'static LayeredImage {
 
 /// One fixed directory, wiped at the start of a run (statics are never dropped, and the
 /// disks are large): it holds the last run's disks and console logs for inspection.
-fn work_dir() -> &'static Path {
+pub(crate) fn work_dir() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
         let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-disk");
@@ -41,7 +43,7 @@ fn definitions() -> &'static Path {
     D.get_or_init(|| {
         let dir = work_dir().join("bootimages");
         std::fs::create_dir_all(&dir).unwrap();
-        for name in ["qemu", "metal4k"] {
+        for name in ["qemu", "metal", "metal4k"] {
             let shipped = std::fs::read_to_string(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("bootimages")
@@ -77,7 +79,12 @@ fn build_disk(platform: &str, extra: &[&str]) -> PathBuf {
 }
 
 /// Run `layerboot disk` on `image_ref`, writing `out_name` in the work directory.
-fn build_disk_from(image_ref: &str, platform: &str, out_name: &str, extra: &[&str]) -> PathBuf {
+pub(crate) fn build_disk_from(
+    image_ref: &str,
+    platform: &str,
+    out_name: &str,
+    extra: &[&str],
+) -> PathBuf {
     let out = work_dir().join(out_name);
     let t = std::time::Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_layerboot"))
@@ -111,10 +118,10 @@ const SLOW_MACHINE_KARGS: &[&str] = &[
 ];
 
 /// `system.conf.d` drop-in raising the device timeout, written by Ignition on first boot.
-const SLOW_MACHINE_DROPIN: &str = "[Manager]\nDefaultDeviceTimeoutSec=600\n";
+pub(crate) const SLOW_MACHINE_DROPIN: &str = "[Manager]\nDefaultDeviceTimeoutSec=600\n";
 
 /// `--karg` arguments for [`SLOW_MACHINE_KARGS`].
-fn slow_machine_args() -> Vec<&'static str> {
+pub(crate) fn slow_machine_args() -> Vec<&'static str> {
     SLOW_MACHINE_KARGS
         .iter()
         .flat_map(|k| ["--karg", *k])
@@ -148,7 +155,7 @@ fn boot(
     ))
 }
 
-fn settings(
+pub(crate) fn settings(
     artifact: Artifact,
     firmware: Firmware,
     sector_size: u32,
@@ -174,7 +181,7 @@ fn settings(
     s
 }
 
-fn run_boot(s: &BootTestSettings) -> Outcome {
+pub(crate) fn run_boot(s: &BootTestSettings) -> Outcome {
     let t = std::time::Instant::now();
     let o = run_blocking(s).unwrap();
     eprintln!(
@@ -188,7 +195,7 @@ fn run_boot(s: &BootTestSettings) -> Outcome {
 }
 
 /// Percent-encoding for a `data:` URL (RFC 2397): everything but unreserved characters.
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -201,7 +208,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// The line the guest reported with `prefix` (console or port).
-fn reported(o: &Outcome, prefix: &str) -> String {
+pub(crate) fn reported(o: &Outcome, prefix: &str) -> String {
     o.port_lines
         .iter()
         .chain(
@@ -244,7 +251,7 @@ fn qemu_disk_first_boot_uefi_ignition_then_bios_second_boot() {
 #[test]
 fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
     let _serial = full_os_boot_lock();
-    let img = layerboot::testkit::bootupd_image::bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror for the signed shim/GRUB packages)");
+    let img = layerboot_testkit::bootupd_image::bootupd_image().expect("bootupd-layout image (needs root, network to the Debian mirror for the signed shim/GRUB packages)");
     let disk = build_disk_from(
         &img.oci_ref(),
         "qemu-plain",
@@ -313,6 +320,19 @@ fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
     );
 }
 
+/// The first-boot Ignition config of these tests: `/etc/layered-ok/ignition` = `IGN-<n>`
+/// (the example layer reports it as `LAYERED-IGNITION`) and [`SLOW_MACHINE_DROPIN`].
+pub(crate) fn write_first_boot_ignition(path: &Path, n: &str) {
+    let config = serde_json::json!({
+        "ignition": {"version": "3.3.0"},
+        "storage": {"files": [
+            {"path": "/etc/layered-ok/ignition", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,IGN-{n}")}},
+            {"path": "/etc/systemd/system.conf.d/50-slow-tcg-host.conf", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,{}", urlencode(SLOW_MACHINE_DROPIN))}}
+        ]}
+    });
+    std::fs::write(path, config.to_string()).unwrap();
+}
+
 fn first_boot_uefi_then_second_boot_bios(
     disk: &Path,
     marker: &str,
@@ -321,14 +341,7 @@ fn first_boot_uefi_then_second_boot_bios(
 ) {
     let n = nonce();
     let ign = work_dir().join(format!("{name}-first-boot.ign"));
-    let config = serde_json::json!({
-        "ignition": {"version": "3.3.0"},
-        "storage": {"files": [
-            {"path": "/etc/layered-ok/ignition", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,IGN-{n}")}},
-            {"path": "/etc/systemd/system.conf.d/50-slow-tcg-host.conf", "mode": 420, "overwrite": true, "contents": {"source": format!("data:,{}", urlencode(SLOW_MACHINE_DROPIN))}}
-        ]}
-    });
-    std::fs::write(&ign, config.to_string()).unwrap();
+    write_first_boot_ignition(&ign, &n);
 
     let marker = format!("LAYERED-OK {marker}");
     let o = boot(
@@ -434,4 +447,43 @@ fn metal4k_disk_boots_from_4096_byte_sectors() {
             && cmdline.contains("console=ttyS0,115200n8"),
         "{cmdline}"
     );
+}
+
+/// A CoreOS image (the CoreOS-like fixture): its qemu disk has no `root=` (the image's
+/// initramfs finds root by label, as CoreOS's does), the console and extra kernel
+/// arguments come from the image's platforms.json/image.json, GRUB's console from
+/// console.cfg, the stateroot from com.coreos.osname; it boots under UEFI to the image's
+/// own marker.
+#[test]
+fn coreos_image_disk_boots_without_root_karg() {
+    use layerboot_testkit::coreos_image::{coreos_image, OSNAME};
+    let _serial = full_os_boot_lock();
+    let img = coreos_image().expect("CoreOS-like fixture");
+    let disk = build_disk_from(
+        &img.oci_ref(),
+        "qemu-plain",
+        "coreos-qemu.img",
+        &slow_machine_args(),
+    );
+    // qemu-plain writes qcow2; the artifact is named by what the file holds.
+    let artifact = ArtifactKind::detect(&disk).unwrap().artifact(disk);
+    let o = boot(
+        artifact,
+        Firmware::Uefi,
+        512,
+        &[format!("LAYERED-OK {}", img.marker), "LAYERED-DONE".into()],
+        None,
+        "disk-coreos-qemu-uefi",
+    );
+    let cmdline = reported(&o, "LAYERED-CMDLINE ");
+    assert!(!cmdline.contains("root="), "no root=: {cmdline}");
+    for k in [
+        "console=ttyS0,115200n8",
+        "mitigations=auto,nosmt",
+        "layerboot.fixture=coreos",
+        "ignition.platform.id=qemu",
+        &format!("ostree=/ostree/boot.1/{OSNAME}/"),
+    ] {
+        assert!(cmdline.contains(k), "{k} not in {cmdline}");
+    }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use layerboot::boottest::{run_blocking, Artifact, BootTestSettings, Firmware, Pattern};
-use layerboot::testkit::liveiso::{self, GuestReport};
+use layerboot_testkit::liveiso::{self, GuestReport};
 
 use crate::common::nonce;
 

@@ -72,6 +72,20 @@ impl CaBundle {
     }
 }
 
+/// The DER bodies of the CERTIFICATE blocks of PEM text, in order; other blocks, text
+/// between blocks and anything after a malformed block are skipped. For bundles that are
+/// not the user's to fix (the system's); a user's file goes through [`CaBundle::parse`].
+pub fn certificates_der(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut reader = BufReader::new(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some((kind, der))) = pem::from_buf(&mut reader) {
+        if kind == SectionKind::Certificate {
+            out.push(der);
+        }
+    }
+    out
+}
+
 fn describe_pem_error(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => {
@@ -90,6 +104,21 @@ mod tests {
     use super::*;
 
     const TEST_CA: &[u8] = include_bytes!("../tests/golden/test-ca.crt");
+
+    #[test]
+    fn certificates_der_takes_certificate_blocks_only() {
+        let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let bundle = [b"# comment\n".as_slice(), TEST_CA, b"junk\n", key, TEST_CA].concat();
+        let ders = certificates_der(&bundle);
+        assert_eq!(ders.len(), 2);
+        assert_eq!(ders[0], ders[1]);
+        // the DER is the certificate itself: it parses as X.509
+        webpki::anchor_from_trusted_cert(&CertificateDer::from(ders[0].clone())).unwrap();
+        assert!(certificates_der(b"no certs here").is_empty());
+        // after a malformed block, nothing more is taken
+        let broken = [TEST_CA, &TEST_CA[..TEST_CA.len() - 30], TEST_CA].concat();
+        assert_eq!(certificates_der(&broken).len(), 1);
+    }
 
     #[test]
     fn table() {

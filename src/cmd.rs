@@ -135,6 +135,8 @@ impl CancellableChild {
         let line = display(cmd);
         log::debug!("running: {line}");
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // (pre_exec has no safe counterpart: the child's death signal must be set in it.)
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -283,8 +285,10 @@ impl CancellableChild {
             return;
         }
         drop(self.stdin.take());
-        // SAFETY: kill on our own child's pid, which is not reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        // Our own child, not reaped yet: the pid is still its.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let t = std::time::Instant::now();
         loop {
             match self.child.try_wait() {

@@ -114,7 +114,7 @@ fn scratch_repo() -> std::path::PathBuf {
             .expect("creating the fuzz scratch directory")
     });
     let repo = dir.path().join("repo");
-    if RUNS.fetch_add(1, Ordering::Relaxed) % 2000 == 0 || !repo.join("objects").is_dir() {
+    if RUNS.fetch_add(1, Ordering::Relaxed).is_multiple_of(2000) || !repo.join("objects").is_dir() {
         let _ = std::fs::remove_dir_all(&repo);
         std::fs::create_dir_all(&repo).expect("creating the scratch repo directory");
         let r = ostree_ext::ostree::Repo::new_for_path(&repo);
@@ -253,6 +253,7 @@ pub fn install_config(data: &[u8]) {
         }],
         cluster_os_image: Some("https://example.com/disk.raw.xz?sha256=00".into()),
         bootstrap_os_image: None,
+        ..Default::default()
     };
     if config.apply(&patch).is_ok() {
         if let Ok(yaml) = config.to_yaml() {
@@ -280,6 +281,7 @@ pub fn bootimage(data: &[u8]) {
                 boot: 64 << 20,
                 root: 1 << 30,
             },
+            coreos: None,
         };
         let _ = resolve("fuzz", &def, &opts);
     }

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::disk::coreos::CoreosImage;
+use crate::disk::SourceImage;
 use crate::imageref::ImageRef;
 use crate::registry::manifest::Platform;
 use crate::registry::{RegistryOptions, ResolvedImage};
@@ -58,7 +60,64 @@ pub struct Report {
     pub ostree: OstreeInfo,
     pub verdict: Verdict,
     pub warnings: Vec<String>,
+    /// What the image's own files say, read from its layers (local layouts always, registry
+    /// images with `--content`); null when not read.
+    pub content: Option<Content>,
 }
+
+/// What an image's files say about how layerboot builds its disks.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Content {
+    /// `coreos` when the image ships coreos-assembler's `platforms.json` (its disks are
+    /// then built the CoreOS way), else `ostree`.
+    pub kind: &'static str,
+    /// The ostree stateroot its disks deploy into.
+    pub stateroot: String,
+    /// platforms.json, image.json and `com.coreos.osname`, as read (CoreOS images only).
+    pub coreos: Option<CoreosImage>,
+    /// The compression the distribution ships its metal artifact with.
+    pub metal_compression: Option<String>,
+    /// The SELinux policy its `/etc/selinux/config` selects: disks are labelled from it.
+    pub selinux_policy: Option<String>,
+}
+
+/// The image's own facts, from its layers (thin I/O over the pure parsers of
+/// `disk::coreos` and `disk::selinux`).
+pub fn read_content(image: &SourceImage) -> anyhow::Result<Content> {
+    use crate::disk::coreos::{from_files, IMAGE_JSON, PLATFORMS_JSON};
+    // One pass over the layers for every file.
+    let files = image.read_files(&[
+        PLATFORMS_JSON,
+        IMAGE_JSON,
+        SELINUX_CONFIG,
+        USR_SELINUX_CONFIG,
+    ])?;
+    let coreos = from_files(
+        files.get(PLATFORMS_JSON).map(Vec::as_slice),
+        files.get(IMAGE_JSON).map(Vec::as_slice),
+        &image.labels,
+    )?;
+    // A derived layer writes /etc; the ostree base keeps it as /usr/etc.
+    let selinux_policy = files
+        .get(SELINUX_CONFIG)
+        .or_else(|| files.get(USR_SELINUX_CONFIG))
+        .and_then(|b| crate::disk::selinux::parse_config(&String::from_utf8_lossy(b)));
+    Ok(Content {
+        kind: if coreos.is_some() { "coreos" } else { "ostree" },
+        stateroot: crate::disk::coreos::stateroot(None, &image.labels)?,
+        metal_compression: coreos
+            .as_ref()
+            .and_then(|c| c.compressor("metal"))
+            .map(|(c, _)| c)
+            .map(str::to_string),
+        coreos,
+        selinux_policy,
+    })
+}
+
+const SELINUX_CONFIG: &str = "etc/selinux/config";
+const USR_SELINUX_CONFIG: &str = "usr/etc/selinux/config";
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -96,13 +155,6 @@ pub struct Verdict {
     pub summary: String,
 }
 
-fn truthy(v: Option<&str>) -> bool {
-    matches!(
-        v.map(str::trim),
-        Some("true" | "1" | "yes" | "True" | "TRUE")
-    )
-}
-
 /// Build the report for a resolved image; `requested_arch` is what `--arch` (or the
 /// host) asked for.
 pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions) -> Report {
@@ -120,16 +172,15 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
         .and_then(|f| diff_ids.iter().position(|d| d == f))
         .map(|i| diff_ids.len() - 1 - i);
     let ostree = OstreeInfo {
-        bootable: truthy(labels.get("ostree.bootable").map(String::as_str)),
-        bootc: truthy(labels.get("containers.bootc").map(String::as_str)),
+        bootable: crate::image::says_ostree_bootable(&labels),
+        bootc: crate::image::is_bootc(&labels),
         linux: label("ostree.linux"),
         commit: label("ostree.commit"),
         final_diff_id,
         derived_layers,
     };
-    let ostree_native =
-        ostree.commit.is_some() || ostree.final_diff_id.is_some() || ostree.bootable;
-    let bootable = (ostree.bootable || ostree.bootc) && ostree_native;
+    let ostree_native = crate::image::is_ostree_native(&labels);
+    let bootable = crate::image::is_bootable(&labels);
     let platform: &Platform = &resolved.platform;
     let os = if resolved.config.os.is_empty() {
         platform.os.clone()
@@ -207,7 +258,7 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
             .clone()
             .or_else(|| platform.variant.clone()),
         created: resolved.config.created.clone(),
-        version: label("org.opencontainers.image.version").or_else(|| label("version")),
+        version: crate::image::version(&labels).map(str::to_string),
         labels: labels.clone(),
         layers: resolved
             .manifest
@@ -228,6 +279,7 @@ pub fn report(image: &ImageRef, resolved: &ResolvedImage, opts: &RegistryOptions
             summary,
         },
         warnings,
+        content: None,
     }
 }
 
@@ -311,10 +363,76 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(s, "Derived:    {n} layer(s) on top of the ostree base");
     }
     let _ = writeln!(s, "Verdict:    {}", r.verdict.summary);
+    match &r.content {
+        None => {
+            let _ = writeln!(
+                s,
+                "Kind:       (image files not read; --content reads them from the layers)"
+            );
+        }
+        Some(c) => render_content(&mut s, c),
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+fn render_content(s: &mut String, c: &Content) {
+    match &c.coreos {
+        Some(co) => {
+            let _ = writeln!(
+                s,
+                "Kind:       CoreOS image (/{}): disks are built the CoreOS way",
+                crate::disk::coreos::PLATFORMS_JSON
+            );
+            let names: Vec<&str> = co.platforms.keys().map(String::as_str).collect();
+            let _ = writeln!(s, "  {:<18} {}", "platforms.json", names.join(", "));
+            match &co.image {
+                Some(i) => {
+                    let mut keys: Vec<&str> = i.other.keys().map(String::as_str).collect();
+                    if !i.extra_kargs.is_empty() {
+                        keys.push("extra-kargs");
+                    }
+                    if i.compressor.is_some() {
+                        keys.push("compressor");
+                    }
+                    keys.sort_unstable();
+                    let _ = writeln!(s, "  {:<18} {}", "image.json", keys.join(", "));
+                }
+                None => {
+                    let _ = writeln!(s, "  {:<18} (none)", "image.json");
+                }
+            }
+            let _ = writeln!(
+                s,
+                "  {:<18} {}",
+                "osname",
+                co.osname
+                    .as_deref()
+                    .unwrap_or("(no com.coreos.osname label)")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "Kind:       ostree image (no /{}): disks follow the boot image definitions",
+                crate::disk::coreos::PLATFORMS_JSON
+            );
+        }
+    }
+    let _ = writeln!(s, "  {:<18} {}", "stateroot", c.stateroot);
+    if let Some(m) = &c.metal_compression {
+        let _ = writeln!(s, "  {:<18} {m}", "metal compression");
+    }
+    let _ = writeln!(
+        s,
+        "  {:<18} {}",
+        "SELinux policy",
+        c.selinux_policy
+            .as_deref()
+            .unwrap_or("(none: disks stay unlabelled)")
+    );
 }
 
 #[cfg(test)]
@@ -477,27 +595,13 @@ mod tests {
         let got = serde_json::to_string_pretty(&rep).unwrap();
         let text = render_text(&rep);
         if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/inspect");
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inspect");
             std::fs::write(dir.join("golden-report.json"), format!("{got}\n")).unwrap();
             std::fs::write(dir.join("golden-report.txt"), &text).unwrap();
         }
-        let golden = include_str!("inspect/golden-report.json");
+        let golden = include_str!("../tests/golden/inspect/golden-report.json");
         pretty_assertions::assert_eq!(got.trim(), golden.trim());
-        let golden_text = include_str!("inspect/golden-report.txt");
+        let golden_text = include_str!("../tests/golden/inspect/golden-report.txt");
         pretty_assertions::assert_eq!(text.trim(), golden_text.trim());
-    }
-
-    #[test]
-    fn truthiness() {
-        let cases = [
-            (Some("true"), true),
-            (Some("1"), true),
-            (Some("false"), false),
-            (Some(""), false),
-            (None, false),
-        ];
-        for (v, want) in cases {
-            assert_eq!(truthy(v), want, "{v:?}");
-        }
     }
 }

@@ -3,21 +3,25 @@
 //!
 //! Pieces: `pullSecret` (merged with the custom registry's credentials by the caller),
 //! `additionalTrustBundle` (+ `additionalTrustBundlePolicy: Always`, so nodes trust the
-//! registry even without a proxy), `imageDigestSources` (mirrors), and on bare metal
-//! `platform.baremetal.clusterOSImage` / `bootstrapOSImage` as
-//! `URL?sha256=<sha256 of the uncompressed image>` (what the installer checks after
-//! decompressing). YAML comments are not data and are not kept; openshift-install drops
-//! the whole file when it consumes it anyway.
+//! registry even without a proxy), `imageDigestSources` (mirrors), and the platform's boot
+//! image: `platform.<p>.clusterOSImage` as `URL?sha256=<hex>` on bare metal, OpenStack,
+//! vSphere and Nutanix (bare metal also `bootstrapOSImage`), or an image id per pool on AWS
+//! and GCP (see [`platform`] for which sha256 each platform checks and what each setting
+//! does). YAML comments are not data and are not kept; openshift-install drops the whole
+//! file when it consumes it anyway.
+
+pub mod platform;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::cacert::CaBundle;
+use crate::imageref::RegistryRef;
+use crate::registry::auth::{normalize_key, AuthFile};
+use platform::{BootPlatform, MachineImage};
 
 /// A parsed install-config.
 #[derive(Debug, Clone)]
@@ -98,8 +102,15 @@ pub struct Patch {
     pub pull_secret: Option<String>,
     pub trust_bundle: Option<CaBundle>,
     pub mirrors: Vec<Mirror>,
+    /// `platform.<os_image_platform>.clusterOSImage`.
     pub cluster_os_image: Option<String>,
+    /// `platform.baremetal.bootstrapOSImage`.
     pub bootstrap_os_image: Option<String>,
+    /// The platform the OS images are for; bare metal when unset (what `--cluster-os-image`
+    /// always meant).
+    pub os_image_platform: Option<BootPlatform>,
+    /// An image id for every pool (`platform.<p>.defaultMachinePlatform`).
+    pub machine_image: Option<MachineImage>,
 }
 
 impl Patch {
@@ -109,6 +120,7 @@ impl Patch {
             && self.mirrors.is_empty()
             && self.cluster_os_image.is_none()
             && self.bootstrap_os_image.is_none()
+            && self.machine_image.is_none()
     }
 }
 
@@ -178,6 +190,60 @@ impl InstallConfig {
             .and_then(|v| v.get(0))
             .or_else(|| bm.get("apiVIP"))?
             .as_str()
+    }
+
+    /// `controlPlane.architecture` (Go naming, `amd64` when absent as the installer defaults).
+    pub fn architecture(&self) -> &str {
+        self.doc
+            .get("controlPlane")
+            .and_then(|c| c.get("architecture"))
+            .and_then(Value::as_str)
+            .unwrap_or("amd64")
+    }
+
+    /// The mapping under `platform.<key>`, which must be the install-config's platform.
+    fn platform_mapping_mut(&mut self, want: BootPlatform, what: &str) -> Result<&mut Mapping> {
+        let platform = self.platform().unwrap_or("none").to_string();
+        if platform != want.key() {
+            bail!("{what} is for platform '{want}', but this install-config's platform is '{platform}'");
+        }
+        let v = self
+            .doc
+            .get_mut("platform")
+            .and_then(|p| p.get_mut(want.key()))
+            .context("install-config platform is not a mapping")?;
+        if v.is_null() {
+            *v = Value::Mapping(Mapping::new());
+        }
+        v.as_mapping_mut()
+            .with_context(|| format!("install-config platform.{want} is not a mapping"))
+    }
+
+    /// Pools (`compute[]`, `controlPlane`) that set their own `platform.<p>.<field>`, which
+    /// wins over `defaultMachinePlatform`.
+    fn pools_with_own(&self, p: BootPlatform, field: &str) -> Vec<String> {
+        let mut pools: Vec<&Value> = Vec::new();
+        if let Some(Value::Sequence(c)) = self.doc.get("compute") {
+            pools.extend(c.iter());
+        }
+        if let Some(cp) = self.doc.get("controlPlane") {
+            pools.push(cp);
+        }
+        pools
+            .into_iter()
+            .filter(|pool| {
+                pool.get("platform")
+                    .and_then(|x| x.get(p.key()))
+                    .and_then(|x| x.get(field))
+                    .is_some()
+            })
+            .map(|pool| {
+                pool.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect()
     }
 
     pub fn pull_secret(&self) -> Option<&str> {
@@ -273,24 +339,52 @@ impl InstallConfig {
             }
         }
         if p.cluster_os_image.is_some() || p.bootstrap_os_image.is_some() {
-            let platform = self.platform().unwrap_or("none").to_string();
-            if platform != "baremetal" {
-                bail!("clusterOSImage/bootstrapOSImage are platform.baremetal settings, but this install-config's platform is '{platform}'");
+            let target = p.os_image_platform.unwrap_or(BootPlatform::BareMetal);
+            if p.bootstrap_os_image.is_some() && target != BootPlatform::BareMetal {
+                bail!("bootstrapOSImage is a platform.baremetal setting, not platform.{target}");
             }
-            let bm = self
-                .doc
-                .get_mut("platform")
-                .and_then(|p| p.get_mut("baremetal"))
-                .and_then(Value::as_mapping_mut)
-                .context("install-config platform.baremetal is not a mapping")?;
+            let m = self.platform_mapping_mut(target, "the boot image")?;
             for (key, val) in [
                 ("clusterOSImage", &p.cluster_os_image),
                 ("bootstrapOSImage", &p.bootstrap_os_image),
             ] {
                 if let Some(v) = val {
-                    bm.insert(key.into(), Value::String(v.clone()));
-                    changes.push(format!("platform.baremetal.{key}: {v}"));
+                    m.insert(key.into(), Value::String(v.clone()));
+                    changes.push(format!("platform.{target}.{key}: {v}"));
                 }
+            }
+        }
+        if let Some(mi) = &p.machine_image {
+            let target = mi.platform();
+            let (field, value, shown) = match mi {
+                MachineImage::AwsAmi(id) => ("amiID", Value::String(id.clone()), id.clone()),
+                MachineImage::GcpImage { project, name } => {
+                    let mut o = Mapping::new();
+                    o.insert("name".into(), Value::String(name.clone()));
+                    o.insert("project".into(), Value::String(project.clone()));
+                    ("osImage", Value::Mapping(o), format!("{project}/{name}"))
+                }
+            };
+            let own = self.pools_with_own(target, field);
+            let m = self.platform_mapping_mut(target, "the machine image")?;
+            let dmp = m
+                .entry("defaultMachinePlatform".into())
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            if dmp.is_null() {
+                *dmp = Value::Mapping(Mapping::new());
+            }
+            dmp.as_mapping_mut()
+                .with_context(|| {
+                    format!(
+                        "install-config platform.{target}.defaultMachinePlatform is not a mapping"
+                    )
+                })?
+                .insert(field.into(), value);
+            changes.push(format!(
+                "platform.{target}.defaultMachinePlatform.{field}: {shown}"
+            ));
+            for pool in own {
+                changes.push(format!("note: pool '{pool}' sets its own platform.{target}.{field}, which wins over defaultMachinePlatform"));
             }
         }
         Ok(changes)
@@ -341,7 +435,9 @@ pub fn pieces(p: &Patch, show_secrets: bool) -> Result<String> {
             .collect();
         m.insert("imageDigestSources".into(), Value::Sequence(seq));
     }
+    let mut plat = Mapping::new();
     if p.cluster_os_image.is_some() || p.bootstrap_os_image.is_some() {
+        let target = p.os_image_platform.unwrap_or(BootPlatform::BareMetal);
         let mut bm = Mapping::new();
         if let Some(v) = &p.cluster_os_image {
             bm.insert("clusterOSImage".into(), Value::String(v.clone()));
@@ -349,93 +445,126 @@ pub fn pieces(p: &Patch, show_secrets: bool) -> Result<String> {
         if let Some(v) = &p.bootstrap_os_image {
             bm.insert("bootstrapOSImage".into(), Value::String(v.clone()));
         }
-        let mut plat = Mapping::new();
-        plat.insert("baremetal".into(), Value::Mapping(bm));
+        plat.insert(target.key().into(), Value::Mapping(bm));
+    }
+    if let Some(mi) = &p.machine_image {
+        let mut dmp = Mapping::new();
+        match mi {
+            MachineImage::AwsAmi(id) => {
+                dmp.insert("amiID".into(), Value::String(id.clone()));
+            }
+            MachineImage::GcpImage { project, name } => {
+                let mut o = Mapping::new();
+                o.insert("name".into(), Value::String(name.clone()));
+                o.insert("project".into(), Value::String(project.clone()));
+                dmp.insert("osImage".into(), Value::Mapping(o));
+            }
+        }
+        let mut pm = Mapping::new();
+        pm.insert("defaultMachinePlatform".into(), Value::Mapping(dmp));
+        plat.insert(mi.platform().key().into(), Value::Mapping(pm));
+    }
+    if !plat.is_empty() {
         m.insert("platform".into(), Value::Mapping(plat));
     }
     serde_yaml_ng::to_string(&m).context("serializing install-config pieces")
 }
 
-/// CoreOS stream metadata (the public schema of `stream.json`), the parts we read.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Stream {
-    #[serde(default)]
-    pub stream: Option<String>,
-    pub architectures: BTreeMap<String, StreamArch>,
+pub use crate::stream::{Artifact as StreamArtifact, Stream};
+
+/// Merge the image's credentials into an install-config `pullSecret`.
+///
+/// The OpenShift pull secret already holds an entry for `quay.io` (release images); a
+/// host-level key for a custom image on the same host would replace it and break the
+/// install. When the host is taken, the entry is filed under `host/repository`, which
+/// CRI-O and rpm-ostree (containers-image rules: most specific key wins) both honour.
+pub fn merge_pull_secret(
+    existing: Option<&str>,
+    image: &RegistryRef,
+    creds: &AuthFile,
+) -> Result<Option<String>> {
+    let mut secret = match existing {
+        Some(s) => AuthFile::parse(s).context("install-config pullSecret")?,
+        None => AuthFile::default(),
+    };
+    let Some((key, entry)) = creds.single_entry_for(image) else {
+        return Ok(None);
+    };
+    let entry = entry.auths.into_values().next().expect("one entry");
+    let host = normalize_key(&image.registry);
+    let host_taken = secret
+        .auths
+        .iter()
+        .any(|(k, v)| normalize_key(k) == host && *v != entry);
+    let key = if normalize_key(&key) == host && host_taken {
+        format!("{host}/{}", image.repository)
+    } else {
+        normalize_key(&key)
+    };
+    let mut add = AuthFile::default();
+    add.auths.insert(key, entry);
+    secret.merge(&add);
+    Ok(Some(secret.to_json()))
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct StreamArch {
-    #[serde(default)]
-    pub artifacts: BTreeMap<String, StreamPlatform>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StreamPlatform {
-    #[serde(default)]
-    pub release: Option<String>,
-    #[serde(default)]
-    pub formats: BTreeMap<String, BTreeMap<String, StreamArtifact>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StreamArtifact {
-    pub location: String,
-    pub sha256: String,
-    #[serde(rename = "uncompressed-sha256", default)]
-    pub uncompressed_sha256: Option<String>,
-}
-
-impl Stream {
-    pub fn parse(bytes: &[u8], what: &str) -> Result<Stream> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| anyhow::anyhow!("{what}: not CoreOS stream metadata: {e}"))
+/// Complete `patch` with the image's credentials merged into the pull secret; the message
+/// says when the authfile has none for the image (fine for a public image).
+pub fn complete_patch(
+    mut patch: Patch,
+    image: Option<&RegistryRef>,
+    creds: &AuthFile,
+    existing_pull_secret: Option<&str>,
+) -> Result<(Patch, Option<String>)> {
+    let mut message = None;
+    if let Some(image) = image {
+        patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
+        if patch.pull_secret.is_none() {
+            message = Some(format!("warning: no credentials for {} in the authfile: pullSecret left as is (fine if the image is public)", image.registry));
+        }
     }
+    Ok((patch, message))
+}
 
-    /// The disk artifact of `platform` for `arch`, by format preference (or `format`).
-    pub fn disk(
-        &self,
-        arch: &str,
-        platform: &str,
-        format: Option<&str>,
-        what: &str,
-    ) -> Result<(&str, &StreamArtifact)> {
-        let a = self.architectures.get(arch).with_context(|| {
-            format!(
-                "{what}: no architecture '{arch}' (has: {})",
-                self.architectures
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-        let p = a.artifacts.get(platform).with_context(|| {
-            format!(
-                "{what}: no platform '{platform}' for {arch} (has: {})",
-                a.artifacts.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
-        let preference = ["raw.xz", "raw.gz", "qcow2.xz", "qcow2.gz", "raw", "qcow2"];
-        let chosen = match format {
-            Some(f) => p.formats.get_key_value(f).map(|(k, v)| (k.as_str(), v)),
-            None => preference
-                .iter()
-                .find_map(|f| p.formats.get_key_value(*f))
-                .or_else(|| p.formats.iter().next())
-                .map(|(k, v)| (k.as_str(), v)),
-        };
-        let (fmt, files) = chosen.with_context(|| {
-            format!(
-                "{what}: platform '{platform}' has no {} format",
-                format.unwrap_or("disk")
-            )
-        })?;
-        let disk = files
-            .get("disk")
-            .with_context(|| format!("{what}: {platform} {fmt} has no 'disk' artifact"))?;
-        Ok((fmt, disk))
+/// What [`patch_file`] changed, and what the user should be told (warnings and notes,
+/// one line each).
+#[derive(Debug, Default)]
+pub struct PatchOutcome {
+    pub changes: Vec<String>,
+    pub messages: Vec<String>,
+}
+
+/// Patch the install-config file at `path` (loaded as `ic`) with `base` completed by
+/// [`complete_patch`]. Writes atomically, 0600 (it holds the pull secret).
+pub fn patch_file(
+    path: &Path,
+    mut ic: InstallConfig,
+    base: Patch,
+    image: Option<&RegistryRef>,
+    creds: &AuthFile,
+) -> Result<PatchOutcome> {
+    let mut messages = Vec::new();
+    let unknown = ic.unknown_fields();
+    if !unknown.is_empty() {
+        messages.push(format!(
+            "warning: {} has fields openshift-install does not know: {} (a typo? it would reject the file)",
+            path.display(),
+            unknown.join(", ")
+        ));
     }
+    let (patch, message) = complete_patch(base, image, creds, ic.pull_secret())
+        .with_context(|| path.display().to_string())?;
+    messages.extend(message);
+    let changes = ic
+        .apply(&patch)
+        .with_context(|| path.display().to_string())?;
+    if ic.had_comments() {
+        messages.push(format!(
+            "note: comments in {} are not kept (openshift-install discards the file on use anyway)",
+            path.display()
+        ));
+    }
+    crate::io::write_atomic(path, ic.to_yaml()?.as_bytes(), 0o600)?;
+    Ok(PatchOutcome { changes, messages })
 }
 
 /// `URL?sha256=<uncompressed sha256>` as openshift-install wants for clusterOSImage.
@@ -468,19 +597,13 @@ pub fn absolute_location(location: &str, base_url: Option<&str>) -> String {
     }
 }
 
-/// sha256 of a disk image after decompression (by extension: .xz, .gz, else raw), streamed.
+/// sha256 of a disk image after decompression (gzip, xz, zstd or none, as its first bytes
+/// say), streamed.
 pub fn uncompressed_sha256(path: &Path) -> Result<String> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("opening disk image {}", path.display()))?;
-    let buf = std::io::BufReader::with_capacity(1 << 20, f);
-    let name = path.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".xz") {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(buf))
-    } else if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(buf))
-    } else {
-        Box::new(buf)
-    };
+    let reader = crate::io::decompressed(std::io::BufReader::with_capacity(1 << 20, f))
+        .with_context(|| format!("reading disk image {}", path.display()))?;
     let (hex, _) = crate::io::sha256_reader(reader)
         .with_context(|| format!("reading disk image {}", path.display()))?;
     Ok(hex)
@@ -658,5 +781,77 @@ mod tests {
                 "{f}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod pull_secret_tests {
+    use super::*;
+
+    fn r(s: &str) -> RegistryRef {
+        crate::image::registry_ref(s).unwrap()
+    }
+
+    #[test]
+    fn pull_secret_merge_never_clobbers_the_release_credentials() {
+        let release = r#"{"auths":{"quay.io":{"auth":"cmVsZWFzZTpyZWxlYXNl","email":"a@b"},"registry.redhat.io":{"auth":"eDp5"}}}"#;
+        let host_creds =
+            AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let repo_creds =
+            AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
+        let cases: &[(Option<&str>, &AuthFile, &str, Option<&[&str]>)] = &[
+            // host taken by other credentials: file under host/repository
+            (
+                Some(release),
+                &host_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"]),
+            ),
+            // a repository-scoped authfile key is kept as is
+            (
+                Some(release),
+                &repo_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io", "quay.io/acme", "registry.redhat.io"]),
+            ),
+            // free host: the host key
+            (None, &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
+            (
+                Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#),
+                &host_creds,
+                "quay.io/acme/os",
+                Some(&["quay.io"]),
+            ),
+            // nothing for that registry
+            (
+                Some(release),
+                &host_creds,
+                "registry.example.com/acme/os",
+                None,
+            ),
+        ];
+        for (existing, creds, image, want) in cases {
+            let got = merge_pull_secret(*existing, &r(image), creds).unwrap();
+            let keys = got.map(|j| {
+                AuthFile::parse(&j)
+                    .unwrap()
+                    .auths
+                    .into_keys()
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(
+                keys,
+                want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{existing:?} {image}"
+            );
+        }
+        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds)
+            .unwrap()
+            .unwrap();
+        assert!(
+            merged.contains("\"email\":\"a@b\""),
+            "other fields kept: {merged}"
+        );
+        assert!(merge_pull_secret(Some("{not json"), &r("quay.io/a/b"), &host_creds).is_err());
     }
 }

@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 
 use crate::ignition::pointer::{self, CaSource, PointerSettings};
 use crate::ignition::SpecVersion;
+use crate::installconfig::platform::{BootImagePlan, BootPlatform};
 use crate::manifests::installdir::InstallDir;
 use crate::manifests::{names, OutputFile};
 
@@ -48,6 +49,81 @@ pub fn stage(dir: &Path) -> Result<Stage> {
     } else {
         Ok(Stage::InstallConfig)
     }
+}
+
+/// The platform the installer's Infrastructure manifest names
+/// (`manifests/cluster-infrastructure-02-config.yml`, written by `create manifests`);
+/// `None` when the file is absent or names a platform without boot images here.
+pub fn manifests_platform(dir: &Path) -> Result<Option<BootPlatform>> {
+    let path = dir.join("manifests/cluster-infrastructure-02-config.yml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not valid YAML: {e}", path.display()))?;
+    let t = [
+        v.get("status")
+            .and_then(|s| s.get("platformStatus"))
+            .and_then(|s| s.get("type")),
+        v.get("spec")
+            .and_then(|s| s.get("platformSpec"))
+            .and_then(|s| s.get("type")),
+        v.get("status").and_then(|s| s.get("platform")),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|x| x.as_str());
+    Ok(t.and_then(BootPlatform::from_infrastructure_type))
+}
+
+/// Whether to write the MachineConfiguration that keeps custom boot images, and why (for
+/// stderr): when asked, or when boot images came from a stream on a platform whose boot
+/// image management would replace them.
+pub fn keep_boot_images(
+    asked: bool,
+    custom_boot_image: bool,
+    platform: Option<BootPlatform>,
+) -> Option<String> {
+    match (asked, platform) {
+        (true, Some(p)) if !p.replaces_custom_boot_images() => Some(format!(
+            "keeping boot images as asked (--keep-boot-images); on {p} the MCO would not replace a custom boot image anyway"
+        )),
+        (true, _) => Some("keeping boot images as asked (--keep-boot-images)".into()),
+        (false, Some(p)) if custom_boot_image && p.replaces_custom_boot_images() => Some(format!(
+            "platform {p}: the MCO's boot image management would replace the custom boot image on upgrade; writing the MachineConfiguration that opts MachineSets out"
+        )),
+        _ => None,
+    }
+}
+
+/// What each node boots first, for the summary.
+pub fn first_boot_lines(
+    stage: Stage,
+    plan: Option<&BootImagePlan>,
+    pools: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(plan) = plan {
+        out.push(format!("first boot: {}", plan.first_boot));
+        for n in &plan.notes {
+            out.push(format!("  {n}"));
+        }
+        if !plan.import_commands.is_empty() {
+            out.push("import the artifact first (not run; set the $VARIABLES):".into());
+            for c in &plan.import_commands {
+                out.push(format!("  {c}"));
+            }
+        }
+    }
+    if stage == Stage::Manifests {
+        out.push(format!(
+            "first boot of pool(s) {}: the machine's boot image, then the MCO's first-boot switch to the layered image unless the boot image already is it (one extra reboot)",
+            pools.join(", ")
+        ));
+    }
+    out
 }
 
 /// Pointer configs for the custom pools, next to the installer's worker.ign.

@@ -28,6 +28,7 @@ pub mod disk;
 #[doc(hidden)]
 pub mod fuzz_api;
 pub mod ignition;
+pub mod image;
 pub mod imageref;
 pub mod inspect;
 pub mod installconfig;
@@ -40,5 +41,6 @@ pub mod output;
 pub mod pull;
 pub mod qemu;
 pub mod registry;
+pub mod stream;
 #[doc(hidden)]
-pub mod testkit;
+pub mod units;

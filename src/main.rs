@@ -3,21 +3,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use layerboot::cancel::{self, Cancel};
 use layerboot::cli::{self, Cli};
-use layerboot::{errln, output};
-
-/// The error on one line, with control characters escaped: messages can quote bytes of
-/// hostile input (a garbage tar header), which must not reach the terminal raw.
-fn one_line(msg: &str) -> String {
-    msg.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+use layerboot::errln;
+use layerboot::output::{self, one_line};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -11,14 +11,13 @@
 //! without following any symlink, accepts only regular files, and never blocks on a FIFO;
 //! reads are bounded by the size the descriptor declares.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::cancel::Cancel;
 use crate::imageref::Digest;
@@ -113,37 +112,26 @@ impl OciLayout {
         let path = Path::new(&self.name).join(rel);
         let root =
             File::open(&self.root).with_context(|| format!("opening OCI layout {}", self.name))?;
-        let c_rel = CString::new(rel.as_os_str().as_bytes())
-            .with_context(|| format!("{}: NUL byte in the path", path.display()))?;
-        // SAFETY: open_how is plain data; zeroed is its documented default.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         // O_NONBLOCK: a FIFO planted in the layout must not hang the open.
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: valid fd, NUL-terminated path, and how/size describe a live open_how.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c_rel.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
+        let opened = rustix::fs::openat2(
+            &root,
+            rel,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        );
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(Errno::LOOP | Errno::XDEV) => bail!(
+                "{} is a symlink or lies behind one; an OCI layout's files must be regular files inside it",
+                path.display()
+            ),
+            Err(Errno::NOENT) => bail!("{} does not exist", path.display()),
+            Err(e) => {
+                return Err(anyhow::Error::new(io::Error::from(e))
+                    .context(format!("opening {}", path.display())))
+            }
         };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ELOOP) | Some(libc::EXDEV) => anyhow::anyhow!(
-                    "{} is a symlink or lies behind one; an OCI layout's files must be regular files inside it",
-                    path.display()
-                ),
-                Some(libc::ENOENT) => anyhow::anyhow!("{} does not exist", path.display()),
-                _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
-            });
-        }
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        let file = unsafe { File::from_raw_fd(fd as i32) };
         let meta = file
             .metadata()
             .with_context(|| format!("reading the metadata of {}", path.display()))?;
@@ -520,8 +508,14 @@ mod tests {
             (
                 "FIFO",
                 Box::new(|p| {
-                    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        p,
+                        rustix::fs::FileType::Fifo,
+                        Mode::from_raw_mode(0o600),
+                        0,
+                    )
+                    .unwrap();
                 }),
                 "not a regular file",
             ),

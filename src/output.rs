@@ -114,6 +114,44 @@ macro_rules! errln {
     };
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The global `-q`: progress bars and the informational lines printed with
+/// [`infoln!`](crate::infoln) are left out. Warnings, errors and the output a command was
+/// asked for (files, `--json`, reports) are not. Set once by the CLI before any command runs.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An informational line on stderr (what was written, notes, next steps), left out under
+/// `-q`.
+#[macro_export]
+macro_rules! infoln {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            $crate::output::stderr_line(::std::format_args!($($arg)*))
+        }
+    };
+}
+
+/// A message on one line, control characters escaped: messages can quote bytes of hostile
+/// input (a garbage tar header), which must not reach the terminal raw.
+pub fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

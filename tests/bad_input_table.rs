@@ -1,7 +1,7 @@
-//! The README's bad-input table, run: every row's command against the real binary, in a
+//! The bad-input table (docs/bad-input.md), run: every row's command against the real binary, in a
 //! fresh directory of bad files, asserting its exit status, that stderr contains the
 //! quoted text as one `error:` line, that stdout is empty and that no file appeared.
-//! The README is the only copy of the rows, so the table cannot drift from the binary.
+//! That page is the only copy of the rows, so the table cannot drift from the binary.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -53,27 +53,26 @@ fn parse_table(readme: &str) -> Result<Vec<Row>, String> {
         let cells: Vec<&str> = l
             .strip_prefix('|')
             .and_then(|l| l.strip_suffix('|'))
-            .ok_or(format!("README line {line}: not a table row"))?
+            .ok_or(format!("docs/bad-input.md line {line}: not a table row"))?
             .split(" | ")
             .collect();
         let [command, says, exit] = cells[..] else {
             return Err(format!(
-                "README line {line}: expected 3 cells, got {}",
+                "docs/bad-input.md line {line}: expected 3 cells, got {}",
                 cells.len()
             ));
         };
         let command = code_cell(command)
             .filter(|c| c.starts_with("layerboot"))
             .ok_or(format!(
-                "README line {line}: the command must be `layerboot …`"
+                "docs/bad-input.md line {line}: the command must be `layerboot …`"
             ))?;
-        let says = code_cell(says)
-            .filter(|s| !s.is_empty())
-            .ok_or(format!("README line {line}: the message must be `…`"))?;
-        let exit = exit
-            .trim()
-            .parse()
-            .map_err(|_| format!("README line {line}: exit status '{exit}' is not a number"))?;
+        let says = code_cell(says).filter(|s| !s.is_empty()).ok_or(format!(
+            "docs/bad-input.md line {line}: the message must be `…`"
+        ))?;
+        let exit = exit.trim().parse().map_err(|_| {
+            format!("docs/bad-input.md line {line}: exit status '{exit}' is not a number")
+        })?;
         rows.push(Row {
             line,
             command: command.to_string(),
@@ -84,7 +83,7 @@ fn parse_table(readme: &str) -> Result<Vec<Row>, String> {
     Err("no bad-input-table:end marker".into())
 }
 
-/// The bad files every row can name (the README lists them above the table).
+/// The bad files every row can name (listed above the table in docs/bad-input.md).
 fn make_inputs(dir: &Path) {
     let w = |name: &str, data: &[u8]| std::fs::write(dir.join(name), data).unwrap();
     w("bad-auth.json", b"not json\n");
@@ -132,7 +131,7 @@ fn listing(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
-/// Run one row; `Err` says how it differs from the README.
+/// Run one row; `Err` says how it differs from the table.
 fn run_row(row: &Row) -> Result<(), String> {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("in");
@@ -166,7 +165,7 @@ fn run_row(row: &Row) -> Result<(), String> {
     let mut problems = Vec::new();
     if out.status.code() != Some(row.exit) {
         problems.push(format!(
-            "exit status {:?}, the README says {}",
+            "exit status {:?}, the table says {}",
             out.status.code(),
             row.exit
         ));
@@ -196,7 +195,7 @@ fn run_row(row: &Row) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "README line {}: `{}`: {}\n  stderr: {}",
+            "docs/bad-input.md line {}: `{}`: {}\n  stderr: {}",
             row.line,
             row.command,
             problems.join("; "),
@@ -207,8 +206,8 @@ fn run_row(row: &Row) -> Result<(), String> {
 
 #[test]
 fn every_row_of_the_readme_table_holds() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let rows = parse_table(&readme).unwrap_or_else(|e| panic!("README bad-input table: {e}"));
+    let readme = std::fs::read_to_string(repo().join("docs/bad-input.md")).unwrap();
+    let rows = parse_table(&readme).unwrap_or_else(|e| panic!("docs/bad-input.md: {e}"));
     assert!(
         rows.len() >= 20,
         "the table should cover the ~20 most important bad inputs, has {}",
@@ -262,7 +261,7 @@ fn a_row_that_does_not_hold_is_reported() {
     };
     assert!(run_row(&row("is a short name", 1)).is_ok());
     let e = run_row(&row("is a short name", 2)).unwrap_err();
-    assert!(e.contains("exit status Some(1), the README says 2"), "{e}");
+    assert!(e.contains("exit status Some(1), the table says 2"), "{e}");
     let e = run_row(&row("something else", 1)).unwrap_err();
     assert!(e.contains("one error line containing"), "{e}");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use layerboot::testkit::layered_image::{layered_image, MARKER_PATH};
+use layerboot_testkit::layered_image::{layered_image, MARKER_PATH};
 use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
 
 fn blob(dir: &std::path::Path, digest: &str) -> std::path::PathBuf {

@@ -271,6 +271,23 @@ fn bad_input_table() {
             ],
             "4096",
         ),
+        // the 4.21 method without the Containerfile a later rebuild needs
+        (
+            d.path(),
+            vec![
+                "manifests",
+                IMAGE,
+                "--pool",
+                "worker",
+                "--method",
+                "machineosconfig",
+                "--push-spec",
+                "quay.io/a/r:latest",
+                "--dir",
+                dir,
+            ],
+            "--containerfile",
+        ),
         // malformed pull-secret JSON: in the install-config, and as an authfile
         (
             s,

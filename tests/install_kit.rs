@@ -156,3 +156,185 @@ fn install_kit_follows_the_installer_stages() {
         "{summary}"
     );
 }
+
+fn kit_ok(args: &[&str]) -> String {
+    let out = layerboot(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// After `create manifests`, the MachineConfiguration that keeps custom boot images is
+/// written where the MCO would replace them (vSphere, Azure) or when asked, and nowhere else.
+#[test]
+fn install_kit_keeps_custom_boot_images_where_the_mco_would_replace_them() {
+    let stream = repo().join("tests/golden/stream-platforms.json");
+    let stream = stream.to_str().unwrap();
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("VSphere", &["--stream", stream], true),
+        ("Azure", &["--stream", stream], true),
+        ("AWS", &["--stream", stream], false),
+        ("GCP", &["--stream", stream], false),
+        ("VSphere", &[], false),
+        ("BareMetal", &["--keep-boot-images"], true),
+    ];
+    for (infra, extra, written) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let d = work.path().to_str().unwrap();
+        std::fs::create_dir(work.path().join("manifests")).unwrap();
+        std::fs::create_dir(work.path().join("openshift")).unwrap();
+        std::fs::write(
+            work.path().join("manifests/cluster-infrastructure-02-config.yml"),
+            format!("apiVersion: config.openshift.io/v1\nkind: Infrastructure\nmetadata:\n  name: cluster\nspec:\n  platformSpec:\n    type: {infra}\nstatus:\n  platform: {infra}\n  platformStatus:\n    type: {infra}\n"),
+        )
+        .unwrap();
+        let mut args = vec![
+            "install-kit",
+            IMAGE,
+            "--dir",
+            d,
+            "--pool",
+            "worker",
+            "--offline",
+        ];
+        args.extend_from_slice(extra);
+        let summary = kit_ok(&args);
+        let f = work
+            .path()
+            .join("manifests/99_openshift-machineconfiguration_cluster.yaml");
+        assert_eq!(f.exists(), *written, "{infra} {extra:?}: {summary}");
+        assert_eq!(
+            summary.contains("MachineConfiguration 'cluster'"),
+            *written,
+            "{summary}"
+        );
+        if *written {
+            crd::assert_valid(&serde_yaml_ng::from_slice(&std::fs::read(&f).unwrap()).unwrap());
+        }
+        assert!(
+            summary.contains("first boot of pool(s) worker"),
+            "{summary}"
+        );
+    }
+}
+
+/// At the install-config stage the summary says what each machine boots first.
+#[test]
+fn install_kit_says_what_nodes_first_boot() {
+    let stream = repo().join("tests/golden/stream-platforms.json");
+    let cases = [
+        (
+            "openstack",
+            "\n    cloud: c",
+            "first boot: every openstack machine: the layered image",
+        ),
+        (
+            "baremetal",
+            "\n    apiVIPs: [192.0.2.5]",
+            "the release's RHCOS (written by install_coreos)",
+        ),
+        ("aws", "\n    region: us-east-1", "aws ec2 register-image"),
+    ];
+    for (platform, extra, want) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let d = work.path().to_str().unwrap();
+        std::fs::write(
+            work.path().join("install-config.yaml"),
+            format!("apiVersion: v1\nbaseDomain: example.com\nmetadata:\n  name: ocp\nplatform:\n  {platform}:{extra}\npullSecret: '{{\"auths\":{{}}}}'\n"),
+        )
+        .unwrap();
+        let summary = kit_ok(&[
+            "install-kit",
+            IMAGE,
+            "--dir",
+            d,
+            "--pool",
+            "worker",
+            "--offline",
+            "--stream",
+            stream.to_str().unwrap(),
+        ]);
+        assert!(summary.contains(want), "{platform}: {summary}");
+    }
+}
+
+/// `install-kit --json` (issue #16 item 4) after `create manifests`: the stage, the pinned
+/// image, every file written (each exists, with the mode reported) and the next steps,
+/// the same facts the text summary gives; `-q` leaves stderr to warnings only.
+#[test]
+fn install_kit_json_lists_what_it_wrote() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path().to_str().unwrap();
+    std::fs::create_dir(work.path().join("manifests")).unwrap();
+    std::fs::create_dir(work.path().join("openshift")).unwrap();
+    let args = [
+        "-q",
+        "install-kit",
+        IMAGE,
+        "--dir",
+        d,
+        "--pool",
+        "worker",
+        "--offline",
+        "--keep-boot-images",
+        "--json",
+    ];
+    let out = layerboot(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().all(|l| l.starts_with("warning: ")),
+        "-q: only warnings on stderr: {stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stage"], "manifests");
+    assert_eq!(v["dir"], d);
+    assert!(v["image"].as_str().unwrap().contains("@sha256:"), "{v}");
+    let wrote = v["wrote"].as_array().unwrap();
+    assert!(wrote.len() >= 2, "{v}");
+    for f in wrote {
+        let p = std::path::Path::new(f["path"].as_str().unwrap());
+        assert!(p.starts_with(work.path()) && p.is_file(), "{f}");
+        assert_eq!(f["mode"], format!("{:04o}", mode(p)).as_str(), "{f}");
+        assert!(!f["what"].as_str().unwrap().is_empty(), "{f}");
+    }
+    assert!(
+        wrote.iter().any(|f| f["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("manifests/99_openshift-machineconfiguration_cluster.yaml")),
+        "{v}"
+    );
+    assert!(!v["next"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["firstBoot"].is_array(), "{v}");
+    // the text summary names the same files
+    let work2 = tempfile::tempdir().unwrap();
+    let d2 = work2.path().to_str().unwrap();
+    std::fs::create_dir(work2.path().join("manifests")).unwrap();
+    std::fs::create_dir(work2.path().join("openshift")).unwrap();
+    let text = kit_ok(&[
+        "install-kit",
+        IMAGE,
+        "--dir",
+        d2,
+        "--pool",
+        "worker",
+        "--offline",
+        "--keep-boot-images",
+    ]);
+    for f in wrote {
+        let rel = std::path::Path::new(f["path"].as_str().unwrap())
+            .strip_prefix(work.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(text.contains(&rel), "{rel} missing from {text}");
+    }
+}

@@ -158,3 +158,179 @@ fn rendered_manifests_match_goldens() {
         }
     }
 }
+
+/// The MachineConfiguration that keeps custom boot images: golden, valid against the CRD,
+/// and the CRD translation is neither too loose nor too strict for its rules.
+#[test]
+fn keep_boot_images_manifest_validates_against_its_crd() {
+    let f = manifests::keep_boot_images_file().unwrap();
+    assert_eq!(
+        f.rel_path.to_str().unwrap(),
+        "manifests/99_openshift-machineconfiguration_cluster.yaml"
+    );
+    golden(
+        &format!("manifests/keep-boot-images/{}", f.rel_path.display()),
+        &f.contents,
+    );
+    let doc: Value = serde_yaml_ng::from_slice(&f.contents).unwrap();
+    assert_valid(&doc);
+    assert_eq!(doc["metadata"]["name"], "cluster");
+    assert_eq!(
+        doc["spec"]["managedBootImages"]["machineManagers"][0]["selection"]["mode"],
+        "None"
+    );
+
+    let set = |path: &[&str], v: Value| {
+        let mut d = doc.clone();
+        let mut cur = &mut d;
+        for p in &path[..path.len() - 1] {
+            cur = match p.parse::<usize>() {
+                Ok(i) => &mut cur[i],
+                Err(_) => &mut cur[*p],
+            };
+        }
+        cur[path[path.len() - 1]] = v;
+        d
+    };
+    let mm = ["spec", "managedBootImages", "machineManagers", "0"];
+    let with = |tail: &[&str], v: Value| {
+        let mut p = mm.to_vec();
+        p.extend_from_slice(tail);
+        set(&p, v)
+    };
+    let partial = serde_json::json!({"machineResourceSelector": {"matchLabels": {"a": "b"}}});
+    let cases: Vec<(&str, Value, bool)> = vec![
+        (
+            "mode Sometimes",
+            with(&["selection", "mode"], "Sometimes".into()),
+            false,
+        ),
+        (
+            "apiGroup other",
+            with(&["apiGroup"], "cluster.x-k8s.io".into()),
+            false,
+        ),
+        (
+            "partial with mode None",
+            with(&["selection", "partial"], partial.clone()),
+            false,
+        ),
+        (
+            "mode Partial with partial",
+            {
+                let d = with(&["selection", "mode"], "Partial".into());
+                let mut d2 = d.clone();
+                d2["spec"]["managedBootImages"]["machineManagers"][0]["selection"]["partial"] =
+                    partial.clone();
+                d2
+            },
+            true,
+        ),
+        (
+            "mode Partial without partial",
+            with(&["selection", "mode"], "Partial".into()),
+            false,
+        ),
+        (
+            "controlplanemachinesets All",
+            {
+                let d = with(&["resource"], "controlplanemachinesets".into());
+                let mut d2 = d.clone();
+                d2["spec"]["managedBootImages"]["machineManagers"][0]["selection"]["mode"] =
+                    "All".into();
+                d2
+            },
+            true,
+        ),
+        (
+            "controlplanemachinesets Partial",
+            {
+                let mut d = with(&["resource"], "controlplanemachinesets".into());
+                d["spec"]["managedBootImages"]["machineManagers"][0]["selection"] =
+                    serde_json::json!({"mode": "Partial", "partial": partial});
+                d
+            },
+            false,
+        ),
+        (
+            "misspelled field",
+            set(&["spec", "managedBootImage"], serde_json::json!({})),
+            false,
+        ),
+        (
+            "status claims Automatic skew enforcement",
+            set(
+                &["status"],
+                serde_json::json!({"bootImageSkewEnforcementStatus": {"mode": "Automatic"}}),
+            ),
+            false,
+        ),
+        (
+            "wrong kind group",
+            set(&["apiVersion"], "operator.openshift.io/v1".into()),
+            true,
+        ),
+    ];
+    for (name, manifest, ok) in cases {
+        let errors = crd_errors(&manifest);
+        assert_eq!(errors.is_empty(), ok, "{name}: {errors:?}");
+    }
+}
+
+/// The 4.21 documented method: containerFile is required, custom pools are warned about.
+#[test]
+fn machineosconfig_needs_a_containerfile_and_warns_on_custom_pools() {
+    for (containerfile, ok) in [
+        (None, false),
+        (Some("   \n"), false),
+        (Some("FROM configs AS final\n"), true),
+    ] {
+        let mut p = push();
+        p.containerfile = containerfile.map(String::from);
+        let s = ManifestSettings {
+            image: image(),
+            pools: vec!["worker".into()],
+            method: Method::MachineOsConfig,
+            push: Some(p),
+        };
+        match manifests::render(&s) {
+            Ok(files) => {
+                assert!(ok, "{containerfile:?} accepted");
+                let mosc: Value = serde_yaml_ng::from_slice(
+                    &files
+                        .iter()
+                        .find(|f| f.rel_path.to_string_lossy().contains("machineosconfig_"))
+                        .unwrap()
+                        .contents,
+                )
+                .unwrap();
+                assert_eq!(
+                    mosc["spec"]["containerFile"][0]["containerfileArch"],
+                    "NoArch"
+                );
+                assert_eq!(
+                    mosc["spec"]["containerFile"][0]["content"],
+                    containerfile.unwrap()
+                );
+            }
+            Err(e) => {
+                assert!(!ok, "{containerfile:?} refused: {e}");
+                assert!(e.to_string().contains("--containerfile"), "{e}");
+            }
+        }
+    }
+    for (pools, warned) in [(vec!["worker"], false), (vec!["worker", "infra"], true)] {
+        let s = ManifestSettings {
+            image: image(),
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+            method: Method::MachineOsConfig,
+            push: Some(push()),
+        };
+        let w = manifests::caveats(&s);
+        assert_eq!(
+            w.iter().any(|x| x.contains("custom pool(s) infra")),
+            warned,
+            "{pools:?}: {w:?}"
+        );
+    }
+}

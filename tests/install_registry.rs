@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerboot::testkit::ostree_image;
-use layerboot::testkit::registry::{LocalRegistry, Mode};
+use layerboot_testkit::ostree_image;
+use layerboot_testkit::registry::{LocalRegistry, Mode};
 
 /// The digest skopeo (not layerboot) sees for `image`.
 fn skopeo_digest(image: &str, authfile: &Path) -> String {
@@ -300,7 +300,7 @@ fn rebase_picks_switcher_from_labels_and_writes_only_the_needed_credentials() {
         // The secret never reaches the terminal.
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !stderr.contains(layerboot::testkit::registry::TEST_PASSWORD)
+            !stderr.contains(layerboot_testkit::registry::TEST_PASSWORD)
                 && !stderr.contains("bGF5ZXJib290"),
             "{stderr}"
         );
@@ -316,6 +316,8 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
     let e = env();
     let image = e.reg.image_ref("acme/rhcos-layered:4.20");
     let push = e.reg.image_ref("acme/rendered:latest");
+    let cf = repo().join("examples/autofs/Containerfile");
+    let cf = cf.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("manifests")).unwrap();
     std::fs::create_dir(dir.path().join("openshift")).unwrap();
@@ -331,6 +333,8 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
             "4.21",
             "--push-spec",
             &push,
+            "--containerfile",
+            cf,
             "--dir",
             d,
         ],
@@ -400,6 +404,8 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
             "machineosconfig",
             "--push-spec",
             &push,
+            "--containerfile",
+            cf,
         ],
     ));
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -419,6 +425,8 @@ fn machineosconfig_push_secret_holds_only_push_credentials_and_is_0600() {
             "machineosconfig",
             "--push-spec",
             &push,
+            "--containerfile",
+            cf,
             "--show-secrets",
         ],
     ));
@@ -463,7 +471,7 @@ fn install_config_merges_the_image_credentials_into_the_pull_secret() {
     want.sort();
     assert_eq!(keys, want);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains(layerboot::testkit::registry::TEST_PASSWORD));
+    assert!(!stderr.contains(layerboot_testkit::registry::TEST_PASSWORD));
     // Printing the pieces redacts the pull secret.
     let out = run(&args(&e, &["install-config", &image]));
     let stdout = String::from_utf8(out.stdout).unwrap();

@@ -6,6 +6,8 @@ mod iso_support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use rustix::process::{Pid, Signal};
+
 use iso_support::*;
 
 /// Byte offsets where two equally long files differ, as (start, end) runs.
@@ -468,9 +470,9 @@ fn signals_during_o_leave_no_output() {
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     for (signal, name, code) in [
-        (libc::SIGINT, "SIGINT", 130),
-        (libc::SIGTERM, "SIGTERM", 143),
-        (libc::SIGHUP, "SIGHUP", 129),
+        (Signal::INT, "SIGINT", 130),
+        (Signal::TERM, "SIGTERM", 143),
+        (Signal::HUP, "SIGHUP", 129),
     ] {
         let child = Command::new(env!("CARGO_BIN_EXE_layerboot"))
             .args([
@@ -486,8 +488,8 @@ fn signals_during_o_leave_no_output() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(400));
-        let rc = unsafe { libc::kill(child.id() as i32, signal) };
-        assert_eq!(rc, 0);
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
@@ -765,12 +767,95 @@ fn outputs_do_not_clobber() {
 fn a_fifo_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("live.iso");
-    let c = std::ffi::CString::new(s(&fifo)).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     let start = std::time::Instant::now();
     let out = layerboot(&["iso", "show", s(&fifo)]);
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a regular file or block device"), "{err}");
+}
+
+/// `iso customize --json` (issue #16 item 4): the writes it reports are where the ISO
+/// changed, at the offsets `iso show` gives its embed areas; `-q` silences the summary;
+/// `--json` with `-o -` is refused, as the two would share stdout.
+#[test]
+fn customize_json_reports_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = copy_fixture(dir.path(), "in.iso");
+    let out = dir.path().join("out.iso");
+    let o = layerboot(&[
+        "-q",
+        "iso",
+        "customize",
+        s(&input),
+        "-o",
+        s(&out),
+        "--json",
+        "--live-karg-append",
+        "layerboot.json=1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "",
+        "-q: no summary line"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["output"], s(&out));
+    assert_eq!(v["inPlace"], false);
+    assert_eq!(v["secret"], false);
+    let writes = v["writes"].as_array().unwrap();
+    assert!(!writes.is_empty(), "{v}");
+    let shown = show_json(&out);
+    let kargs_offsets: Vec<u64> = shown["kargs"]["areas"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["offset"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(kargs_offsets.len(), 2, "{shown}");
+    assert!(
+        kargs_offsets
+            .iter()
+            .all(|k| writes.iter().any(|w| w["offset"].as_u64() == Some(*k))),
+        "both kargs areas are among the writes: {v}"
+    );
+    let (a, b) = (contents(&input), contents(&out));
+    for w in writes {
+        let (off, len) = (w["offset"].as_u64().unwrap(), w["length"].as_u64().unwrap());
+        assert!(w["what"].as_str().is_some_and(|x| !x.is_empty()), "{w}");
+        assert!(off + len <= b.len() as u64, "{w}");
+        if kargs_offsets.contains(&off) {
+            assert_ne!(
+                a[off as usize..(off + len) as usize],
+                b[off as usize..(off + len) as usize],
+                "{w}: a kargs area written but unchanged"
+            );
+        }
+    }
+    // outside the reported writes, not one byte changed
+    let mut covered = vec![false; b.len()];
+    for w in writes {
+        let (off, len) = (w["offset"].as_u64().unwrap(), w["length"].as_u64().unwrap());
+        covered[off as usize..(off + len) as usize].fill(true);
+    }
+    assert!(
+        a.iter()
+            .zip(&b)
+            .zip(&covered)
+            .all(|((x, y), c)| *c || x == y),
+        "bytes changed outside the reported writes"
+    );
+    let refused = layerboot(&["iso", "customize", s(&input), "-o", "-", "--json"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--json prints to stdout"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(refused.stdout.is_empty());
 }

@@ -132,3 +132,42 @@ fn flags_do_not_demand_or_swallow_the_image() {
     layout.set_ref(Some("v1"), &m).unwrap();
     run(&["inspect", "--tls-verify", &format!("oci:{}:v1", s(&root))]).ok();
 }
+
+/// `pull --json` (issue #16 item 4): the report names what landed, by the same digests the
+/// destination's index holds; the global `-q` leaves stderr empty and stdout to the JSON.
+#[test]
+fn pull_json_reports_what_was_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create(&dir.path().join("l")).unwrap();
+    let (m, _) = add_image(&layout, "json");
+    layout.set_ref(Some("x"), &m).unwrap();
+    let src = format!("oci:{}:x", s(&dir.path().join("l")));
+    let to = format!("oci:{}:y", s(&dir.path().join("to")));
+    let first = run(&["-q", "pull", "--json", &src, "--to", &to]);
+    first.ok();
+    assert_eq!(first.stderr, "", "-q: nothing on stderr");
+    let v: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(v["destination"], to.as_str());
+    assert_eq!(v["manifestDigest"], m.digest.to_string().as_str());
+    assert_eq!(v["layoutDigest"], m.digest.to_string().as_str());
+    assert_eq!(
+        v["pinned"],
+        serde_json::Value::Null,
+        "a local source has no pull spec"
+    );
+    // blobs are the config and layers (this image has none): fetched the first time,
+    // present the second
+    assert_eq!(v["blobsFetched"], 1, "{v}");
+    assert!(v["bytesFetched"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["seconds"].is_number(), "{v}");
+    let back = OciLayout::open(&dir.path().join("to")).unwrap();
+    assert_eq!(back.find_ref(Some("y")).unwrap().digest, m.digest);
+    let again = run(&["pull", "--json", &src, "--to", &to]);
+    again.ok();
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(
+        (v["blobsFetched"].as_u64(), v["blobsSkipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+}

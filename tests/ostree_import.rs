@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use layerboot::disk::ostree_import::{self, Outcome};
-use layerboot::testkit::layered_image::{layered_image, LayeredImage, BASE_TAG, LAYERED_TAG};
+use layerboot_testkit::layered_image::{layered_image, LayeredImage, BASE_TAG, LAYERED_TAG};
 use ostree_ext::oci_spec::image::ImageManifest;
 
 fn image() -> &'static LayeredImage {
@@ -91,12 +91,10 @@ fn object_facts(path: &Path, with_mtime: bool) -> String {
 }
 
 fn xattr_names(path: &Path) -> Vec<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut buf = vec![0u8; 65536];
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(n >= 0, "llistxattr {}", path.display());
-    buf[..n as usize]
+    let n = rustix::fs::llistxattr(path, &mut buf[..])
+        .unwrap_or_else(|e| panic!("llistxattr {}: {e}", path.display()));
+    buf[..n]
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
@@ -245,7 +243,7 @@ fn chunked_image() -> PathBuf {
         b"ostree-import chunked fixture v1",
         img.base_digest.as_bytes(),
     ];
-    let dir = layerboot::testkit::cache::cached_fixture("ostree-chunked", &parts, |staging| {
+    let dir = layerboot_testkit::cache::cached_fixture("ostree-chunked", &parts, |staging| {
         let repo = bare_repo(staging, "repo");
         let commit = match ostree_import::prefill_from_oci(&repo, &img.oci_dir, BASE_TAG)? {
             Outcome::Imported(s) => s.last().unwrap().commit.clone(),
@@ -392,15 +390,8 @@ fn content_checksums_match_ostree_commit() {
         std::os::unix::fs::chown(&p, Some(*uid), Some(*gid)).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
         if let Some((k, v)) = xattr {
-            let (pc, kc) = (
-                std::ffi::CString::new(p.to_str().unwrap()).unwrap(),
-                std::ffi::CString::new(*k).unwrap(),
-            );
-            assert_eq!(
-                unsafe { libc::setxattr(pc.as_ptr(), kc.as_ptr(), v.as_ptr().cast(), v.len(), 0) },
-                0,
-                "setxattr (does /var/tmp support user xattrs?)"
-            );
+            rustix::fs::setxattr(&p, *k, v, rustix::fs::XattrFlags::empty())
+                .expect("setxattr (does /var/tmp support user xattrs?)");
         }
     }
     std::os::unix::fs::symlink("../lib/target", tree.join("link")).unwrap();

@@ -4,8 +4,8 @@
 use layerboot::imageref::ImageRef;
 use layerboot::ocilayout::OciLayout;
 use layerboot::registry::RegistryOptions;
-use layerboot::testkit::ostree_image;
-use layerboot::testkit::registry::{LocalRegistry, Mode};
+use layerboot_testkit::ostree_image;
+use layerboot_testkit::registry::{LocalRegistry, Mode};
 
 #[tokio::test]
 async fn pulls_into_cache_once() {

@@ -10,8 +10,8 @@ use common::{layerboot, tree};
 use layerboot::imageref::Digest;
 use layerboot::ocilayout::OciLayout;
 use layerboot::registry::manifest::{ImageManifest, OCI_MANIFEST};
-use layerboot::testkit::ostree_image::{self, FIXTURE_TAG};
-use layerboot::testkit::registry::{LocalRegistry, Mode};
+use layerboot_testkit::ostree_image::{self, FIXTURE_TAG};
+use layerboot_testkit::registry::{LocalRegistry, Mode};
 
 /// Run `pull SRC --to oci:OUT/dest` and assert the failure left `OUT` empty.
 fn pull_fails(src: &str, extra: &[&str], needles: &[&str]) {

@@ -8,8 +8,8 @@ use std::process::Command;
 use base64::Engine as _;
 use common::{layerboot, tree};
 use layerboot::ocilayout::OciLayout;
-use layerboot::testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG};
-use layerboot::testkit::registry::{LocalRegistry, Mode, TEST_PASSWORD, TEST_USER};
+use layerboot_testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG};
+use layerboot_testkit::registry::{LocalRegistry, Mode, TEST_PASSWORD, TEST_USER};
 
 fn skopeo_inspect(reference: &str) -> serde_json::Value {
     let out = Command::new("skopeo")

@@ -4,8 +4,8 @@
 use layerboot::imageref::ImageRef;
 use layerboot::ocilayout::OciLayout;
 use layerboot::registry::{self, auth::AuthStore, RegistryOptions};
-use layerboot::testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG, OTHER_ARCH};
-use layerboot::testkit::registry::{LocalRegistry, Mode};
+use layerboot_testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG, OTHER_ARCH};
+use layerboot_testkit::registry::{LocalRegistry, Mode};
 
 fn opts() -> RegistryOptions {
     RegistryOptions {

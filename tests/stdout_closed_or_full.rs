@@ -10,11 +10,10 @@ mod install_support;
 use install_support::{IMAGE, TEST_CA};
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use layerboot::testkit::{liveiso, ostree_image};
+use layerboot_testkit::{liveiso, ostree_image};
 
 enum Sink {
     Read,
@@ -40,11 +39,7 @@ fn run(args: &[String], sink: Sink) -> Output {
         // The read end is closed before the child starts, so its first write fails with
         // EPIPE every time (a reader dropped after spawning would race the child's writes).
         Sink::Closed => {
-            let mut fds = [0; 2];
-            // SAFETY: pipe(2) fills two fresh descriptors that we own from here on.
-            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-            let (read, write) =
-                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             drop(read);
             c.stdout(Stdio::from(write));
         }

@@ -35,6 +35,9 @@ struct Args {
     name: String,
     #[arg(long = "karg")]
     kargs: Vec<String>,
+    /// KEY=VALUE for `ostree config set` on the new repo, before the deploy.
+    #[arg(long = "repo-config")]
+    repo_config: Vec<String>,
     /// Disk image holding the filesystem to mount on --sysroot (in a private mount namespace).
     #[arg(long, requires_all = ["offset", "sizelimit", "boot_dir"])]
     mount_image: Option<PathBuf>,
@@ -47,6 +50,9 @@ struct Args {
     /// Directory bind-mounted on <sysroot>/boot.
     #[arg(long)]
     boot_dir: Option<PathBuf>,
+    /// Extra mount options for --mount-image.
+    #[arg(long, default_value = "")]
+    mount_options: String,
 }
 
 impl From<Args> for DeployRequest {
@@ -57,6 +63,7 @@ impl From<Args> for DeployRequest {
                 offset,
                 size,
                 boot_dir,
+                options: a.mount_options,
             }),
             _ => None,
         };
@@ -68,6 +75,12 @@ impl From<Args> for DeployRequest {
             kargs: a.kargs,
             display_name: a.name,
             mount,
+            repo_config: a
+                .repo_config
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 }
@@ -134,7 +147,9 @@ mod tests {
                 offset: 538968064,
                 size: 1610612736,
                 boot_dir: "/staging/boot".into(),
+                options: "allocsize=64k".into(),
             }),
+            repo_config: vec![("sysroot.bootprefix".into(), "true".into())],
         };
         assert_eq!(
             req.to_args(),
@@ -146,10 +161,12 @@ mod tests {
                 "--name=quay.io/acme/os@sha256:ab",
                 "--karg=-dash-first",
                 "--karg=console=ttyS0,115200n8",
+                "--repo-config=sysroot.bootprefix=true",
                 "--mount-image=/staging/disk.raw",
                 "--offset=538968064",
                 "--sizelimit=1610612736",
-                "--boot-dir=/staging/boot"
+                "--boot-dir=/staging/boot",
+                "--mount-options=allocsize=64k"
             ]
         );
         let a = Args::try_parse_from(

@@ -12,9 +12,17 @@ use uuid::Uuid;
 
 /// The definitions shipped with layerboot (`bootimages/*.toml`), by name.
 pub const SHIPPED: &[(&str, &str)] = &[
+    ("aws", include_str!("../../bootimages/aws.toml")),
+    ("azure", include_str!("../../bootimages/azure.toml")),
+    ("gcp", include_str!("../../bootimages/gcp.toml")),
+    ("ibmcloud", include_str!("../../bootimages/ibmcloud.toml")),
+    ("kubevirt", include_str!("../../bootimages/kubevirt.toml")),
     ("metal", include_str!("../../bootimages/metal.toml")),
     ("metal4k", include_str!("../../bootimages/metal4k.toml")),
+    ("nutanix", include_str!("../../bootimages/nutanix.toml")),
+    ("openstack", include_str!("../../bootimages/openstack.toml")),
     ("qemu", include_str!("../../bootimages/qemu.toml")),
+    ("vmware", include_str!("../../bootimages/vmware.toml")),
 ];
 
 /// One boot image kind, as written in its TOML file.
@@ -29,8 +37,9 @@ pub struct Definition {
     /// e.g. `raw`; CoreOS calls the 4Kn metal image `4k.raw`).
     #[serde(default)]
     pub stream_format: Option<String>,
-    pub compression: Compression,
-    /// xz preset 0-9 or gzip level 1-9 (default: 6 for both, as xz and gzip do).
+    pub compression: CompressionSetting,
+    /// xz preset 0-9 or gzip level 1-9 (default: 6 for both, as xz and gzip do); 1-9 with
+    /// `compression = "image"`.
     #[serde(default)]
     pub compression_level: Option<u32>,
     pub sector_size: u32,
@@ -44,8 +53,49 @@ pub struct Definition {
     /// Disk GUID; derived from the definition name when absent so builds are reproducible.
     #[serde(default)]
     pub disk_guid: Option<Uuid>,
+    /// How the converted disk is wrapped for its platform (default: not at all).
+    #[serde(default)]
+    pub package: Package,
+    /// The disk's virtual size is rounded up to a multiple of this (e.g. `1GiB`: GCE
+    /// imports only whole-GiB disks).
+    #[serde(default)]
+    pub size_multiple: Option<String>,
+    /// qcow2 with compressed clusters (`qemu-img convert -c`), as CoreOS builds Nutanix's.
+    #[serde(default)]
+    pub qcow2_compressed: bool,
+    /// OVA descriptor defaults, used when the image's `image.json` says nothing
+    /// (`vmware-hw-version`, `vmware-os-type`, `vmware-secure-boot` there win).
+    #[serde(default)]
+    pub vmware_hw_version: Option<u32>,
+    #[serde(default)]
+    pub vmware_os_type: Option<String>,
     #[serde(rename = "partition")]
     pub partitions: Vec<PartitionDef>,
+}
+
+/// The wrapping a platform's import takes (coreos-assembler's per-platform builds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Package {
+    #[default]
+    None,
+    /// GCE: a GNU (oldgnu) tar holding exactly `disk.raw`, sparse; gzip-compressed.
+    GceTar,
+    /// VMware: a ustar OVA, the OVF descriptor first, then the streamOptimized vmdk.
+    Ova,
+    /// KubeVirt: an OCI archive whose one layer holds the qcow2 under `/disk/`.
+    ContainerDisk,
+}
+
+/// The artifact's extension before any compression suffix, as CoreOS names its files
+/// (`qcow2`, `vhd`, `vmdk`, `ova`, `tar`, `ociarchive`).
+pub fn artifact_extension(format: Format, package: Package) -> String {
+    match package {
+        Package::None => format.to_string(),
+        Package::GceTar => "tar".into(),
+        Package::Ova => "ova".into(),
+        Package::ContainerDisk => "ociarchive".into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -79,6 +129,26 @@ pub struct PartitionDef {
 pub enum Format {
     Raw,
     Qcow2,
+    /// streamOptimized vmdk (VMware, AWS snapshot import).
+    Vmdk,
+    /// Fixed VHD (qemu-img's `vpc`), as Azure takes it.
+    Vhd,
+}
+
+impl Format {
+    /// qemu-img's name for the format and its `-o` options, as CoreOS converts
+    /// (coreos-assembler `src/osbuild-manifests/platform.*.ipp.yaml`).
+    pub fn qemu_img(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Format::Raw => ("raw", None),
+            Format::Qcow2 => ("qcow2", None),
+            Format::Vmdk => (
+                "vmdk",
+                Some("adapter_type=lsilogic,subformat=streamOptimized,compat6"),
+            ),
+            Format::Vhd => ("vpc", Some("subformat=fixed,force_size")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -87,6 +157,19 @@ pub enum Compression {
     None,
     Xz,
     Gzip,
+}
+
+/// `compression` as a definition says it: a fixed one, or `image`: as the image's
+/// distribution ships this artifact (coreos-assembler's choice, read from the image:
+/// `crate::disk::coreos::CoreosImage::compressor`; Fedora CoreOS xz, RHCOS gzip), xz when
+/// the image says nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionSetting {
+    None,
+    Xz,
+    Gzip,
+    Image,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -123,6 +206,8 @@ impl fmt::Display for Format {
         f.write_str(match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
         })
     }
 }
@@ -138,6 +223,26 @@ impl Compression {
     }
 }
 
+impl CompressionSetting {
+    /// The compression for one build (pure): a fixed setting wins; `image` takes
+    /// `from_image` (a coreos-assembler compressor name and where it was read), else xz,
+    /// what layerboot always wrote and what `coreos-installer install --stream` fetches.
+    pub fn resolve(self, from_image: Option<(&str, &str)>) -> Result<Compression> {
+        Ok(match self {
+            CompressionSetting::None => Compression::None,
+            CompressionSetting::Xz => Compression::Xz,
+            CompressionSetting::Gzip => Compression::Gzip,
+            CompressionSetting::Image => match from_image {
+                None | Some(("xz", _)) => Compression::Xz,
+                Some(("gzip", _)) => Compression::Gzip,
+                Some((other, source)) => bail!(
+                    "the image asks for {other} compression ({source}); layerboot writes xz or gzip: set compression in the boot image definition (--bootimages DIR)"
+                ),
+            },
+        })
+    }
+}
+
 impl fmt::Display for Filesystem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -148,49 +253,13 @@ impl fmt::Display for Filesystem {
     }
 }
 
-/// Parse a size such as `384MiB`, `10GiB`, `10G` (binary units, as sgdisk and qemu-img
-/// read them) or a plain byte count.
+/// A size in a definition or on `disk --size`: the crate's one size grammar ([`crate::units`]),
+/// bare numbers in bytes.
 pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    ensure!(
-        !num.is_empty(),
-        "invalid size '{s}': expected a number with an optional unit (e.g. 384MiB, 10GiB)"
-    );
-    let n: u64 = num.parse().with_context(|| format!("invalid size '{s}'"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        other => bail!("invalid size '{s}': unknown unit '{other}' (use KiB, MiB, GiB or TiB)"),
-    };
-    n.checked_mul(mult)
-        .with_context(|| format!("invalid size '{s}': too large"))
+    crate::units::parse_size_or_zero(s, 1)
 }
 
-/// Render bytes in the largest binary unit that divides them, else with one decimal in GiB/MiB.
-pub fn format_size(bytes: u64) -> String {
-    for (unit, m) in [
-        ("TiB", 1u64 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ] {
-        if bytes >= m && bytes % m == 0 {
-            return format!("{}{unit}", bytes / m);
-        }
-    }
-    if bytes >= 1 << 30 {
-        format!("{:.1}GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else if bytes >= 1 << 20 {
-        format!("{:.1}MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{bytes}B")
-    }
-}
+pub use crate::units::format_size;
 
 /// Parse and validate one definition. `origin` names the file in errors.
 pub fn parse(origin: &str, text: &str) -> Result<Definition> {
@@ -221,16 +290,49 @@ fn validate(def: &Definition) -> Result<()> {
     );
     if let Some(level) = def.compression_level {
         match def.compression {
-            Compression::Xz => ensure!(
+            CompressionSetting::Xz => ensure!(
                 level <= 9,
                 "compression-level for xz must be 0-9, not {level}"
             ),
-            Compression::Gzip => ensure!(
+            CompressionSetting::Gzip => ensure!(
                 (1..=9).contains(&level),
                 "compression-level for gzip must be 1-9, not {level}"
             ),
-            Compression::None => bail!("compression-level is set but compression is none"),
+            CompressionSetting::Image => ensure!(
+                (1..=9).contains(&level),
+                "compression-level with compression \"image\" (xz or gzip) must be 1-9, not {level}"
+            ),
+            CompressionSetting::None => {
+                bail!("compression-level is set but compression is none")
+            }
         }
+    }
+    let compressed = !matches!(def.compression, CompressionSetting::None);
+    match def.package {
+        Package::None => {}
+        Package::GceTar => ensure!(
+            def.format == Format::Raw && def.compression == CompressionSetting::Gzip,
+            "package gce-tar holds a raw disk and is gzip-compressed: set format = \"raw\" and compression = \"gzip\""
+        ),
+        Package::Ova => ensure!(
+            def.format == Format::Vmdk && !compressed,
+            "package ova holds a vmdk and is not compressed (its vmdk is): set format = \"vmdk\" and compression = \"none\""
+        ),
+        Package::ContainerDisk => ensure!(
+            def.format == Format::Qcow2 && !compressed,
+            "package container-disk holds a qcow2 and is not compressed: set format = \"qcow2\" and compression = \"none\""
+        ),
+    }
+    ensure!(
+        !def.qcow2_compressed || def.format == Format::Qcow2,
+        "qcow2-compressed needs format = \"qcow2\""
+    );
+    if let Some(m) = &def.size_multiple {
+        let m = parse_size(m).context("size-multiple")?;
+        ensure!(
+            m >= 1 << 20 && m % (1 << 20) == 0,
+            "size-multiple must be a whole number of MiB"
+        );
     }
     ensure!(!def.partitions.is_empty(), "no [[partition]] tables");
     ensure!(
@@ -477,20 +579,125 @@ mod tests {
         }
     }
 
+    fn shipped_text(name: &str) -> &'static str {
+        SHIPPED.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    #[test]
+    fn platform_definitions_convert_and_package_as_coreos_ships_them() {
+        let cat = Catalog::shipped().unwrap();
+        for (name, format, package, compression, ext) in [
+            (
+                "aws",
+                Format::Vmdk,
+                Package::None,
+                CompressionSetting::Image,
+                "vmdk",
+            ),
+            (
+                "azure",
+                Format::Vhd,
+                Package::None,
+                CompressionSetting::Image,
+                "vhd",
+            ),
+            (
+                "gcp",
+                Format::Raw,
+                Package::GceTar,
+                CompressionSetting::Gzip,
+                "tar",
+            ),
+            (
+                "ibmcloud",
+                Format::Qcow2,
+                Package::None,
+                CompressionSetting::Image,
+                "qcow2",
+            ),
+            (
+                "kubevirt",
+                Format::Qcow2,
+                Package::ContainerDisk,
+                CompressionSetting::None,
+                "ociarchive",
+            ),
+            (
+                "nutanix",
+                Format::Qcow2,
+                Package::None,
+                CompressionSetting::None,
+                "qcow2",
+            ),
+            (
+                "openstack",
+                Format::Qcow2,
+                Package::None,
+                CompressionSetting::Image,
+                "qcow2",
+            ),
+            (
+                "vmware",
+                Format::Vmdk,
+                Package::Ova,
+                CompressionSetting::None,
+                "ova",
+            ),
+        ] {
+            let d = cat.get(name).unwrap();
+            assert_eq!(d.platform, name);
+            assert_eq!(
+                (d.format, d.package, d.compression),
+                (format, package, compression),
+                "{name}"
+            );
+            assert_eq!(artifact_extension(d.format, d.package), ext, "{name}");
+            assert_eq!(d.sector_size, 512, "{name}");
+        }
+        assert!(cat.get("nutanix").unwrap().qcow2_compressed);
+        assert_eq!(
+            cat.get("gcp").unwrap().size_multiple.as_deref(),
+            Some("1GiB")
+        );
+    }
+
     #[test]
     fn shipped_definitions_load() {
         let cat = Catalog::shipped().unwrap();
-        assert_eq!(cat.names(), ["metal", "metal4k", "qemu"]);
+        assert_eq!(
+            cat.names(),
+            [
+                "aws",
+                "azure",
+                "gcp",
+                "ibmcloud",
+                "kubevirt",
+                "metal",
+                "metal4k",
+                "nutanix",
+                "openstack",
+                "qemu",
+                "vmware"
+            ]
+        );
         assert_eq!(cat.get("metal4k").unwrap().sector_size, 4096);
+        // metal as the image's distribution ships it; qemu fixed.
+        for (name, want) in [
+            ("metal", CompressionSetting::Image),
+            ("metal4k", CompressionSetting::Image),
+            ("qemu", CompressionSetting::Gzip),
+        ] {
+            assert_eq!(cat.get(name).unwrap().compression, want, "{name}");
+        }
         assert!(cat
             .get("nope")
             .unwrap_err()
             .to_string()
-            .contains("known are metal, metal4k, qemu"));
+            .contains("known are aws, azure, gcp,"));
     }
 
     fn with(edit: impl Fn(&str) -> String) -> Result<Definition> {
-        parse("test.toml", &edit(SHIPPED[2].1))
+        parse("test.toml", &edit(shipped_text("qemu")))
     }
 
     #[test]
@@ -547,6 +754,36 @@ mod tests {
                 "compression-level for gzip must be 1-9",
             ),
             ("label = \"root\"", "", "root partition needs a label"),
+            (
+                "format = \"qcow2\"",
+                "format = \"qcow2\"\npackage = \"ova\"",
+                "package ova holds a vmdk",
+            ),
+            (
+                "format = \"qcow2\"",
+                "format = \"vmdk\"\nqcow2-compressed = true",
+                "qcow2-compressed needs format = \"qcow2\"",
+            ),
+            (
+                "compression = \"gzip\"\ncompression-level = 1",
+                "package = \"gce-tar\"\ncompression = \"xz\"",
+                "package gce-tar holds a raw disk and is gzip-compressed",
+            ),
+            (
+                "format = \"qcow2\"",
+                "format = \"qcow2\"\npackage = \"container-disk\"",
+                "package container-disk holds a qcow2 and is not compressed",
+            ),
+            (
+                "format = \"qcow2\"",
+                "format = \"qcow2\"\nsize-multiple = \"1000KiB\"",
+                "size-multiple must be a whole number of MiB",
+            ),
+            (
+                "compression = \"gzip\"\ncompression-level = 1",
+                "compression = \"image\"\ncompression-level = 0",
+                "compression-level with compression \"image\" (xz or gzip) must be 1-9",
+            ),
         ];
         for (from, to, want) in cases {
             let err = with(|t| t.replacen(from, to, 1)).unwrap_err();
@@ -562,21 +799,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("qemu.toml"),
-            SHIPPED[2]
-                .1
-                .replace("QEMU qcow2 disk (UEFI and BIOS)", "mine"),
+            shipped_text("qemu").replace("QEMU qcow2 disk (UEFI and BIOS)", "mine"),
         )
         .unwrap();
         std::fs::write(
             dir.path().join("azure-ish.toml"),
-            SHIPPED[0]
-                .1
-                .replace("platform = \"metal\"", "platform = \"azure\""),
+            shipped_text("metal").replace("platform = \"metal\"", "platform = \"azure\""),
         )
         .unwrap();
         std::fs::write(dir.path().join("README.md"), "ignored").unwrap();
         let cat = Catalog::load(Some(dir.path())).unwrap();
-        assert_eq!(cat.names(), ["azure-ish", "metal", "metal4k", "qemu"]);
+        assert!(cat.names().contains(&"azure-ish"));
         assert_eq!(cat.get("qemu").unwrap().description, "mine");
         assert_eq!(cat.get("azure-ish").unwrap().platform, "azure");
         assert!(cat.origin("qemu").unwrap().ends_with("qemu.toml"));

@@ -4,5 +4,8 @@
 pub mod definition;
 pub mod plan;
 
-pub use definition::{Catalog, Compression, Definition, Filesystem, Firmware, Format, Role};
+pub use definition::{
+    Catalog, Compression, CompressionSetting, Definition, Filesystem, Firmware, Format, Package,
+    Role,
+};
 pub use plan::{resolve, ContentSizes, Plan, PlanOptions, PlannedPartition};

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::definition::{
     format_size, parse_size, parse_vfat_id, Compression, Definition, Filesystem, Firmware, Format,
-    Role,
+    Package, Role,
 };
 
 const MIB: u64 = 1 << 20;
@@ -18,11 +18,18 @@ const GPT_ENTRIES_BYTES: u64 = 128 * 128;
 /// Automatic disk sizes are rounded up to this, so images of similar content get equal sizes.
 const AUTO_SIZE_GRANULE: u64 = 256 * MIB;
 
+/// The root's margin over its footprint: 1/5 (see [`fs_min_size`]). 1/16 was measured to
+/// be enough once the deploy is done, but not while it runs: the CoreOS fixture (a 64 MiB
+/// derived layer over 779 MiB of objects) failed with ENOSPC in ostree-ext's `fallocate`
+/// of a new object, and the plain example once in a rename, with 1/16.
+const XFS_MARGIN_DIVISOR: u64 = 5;
+
 /// How much each filesystem must hold, measured from the staged sysroot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContentSizes {
     pub esp: u64,
     pub boot: u64,
+    /// Bytes the deployment allocates (from the layers, before deploying).
     pub root: u64,
 }
 
@@ -33,6 +40,10 @@ pub struct PlanOptions {
     /// Extra kernel arguments (`--karg`), appended after the definition's.
     pub extra_kargs: Vec<String>,
     pub content: ContentSizes,
+    /// A CoreOS image's own facts for this platform (`crate::disk::coreos`): then the
+    /// kernel arguments and GRUB console come from the image, there is no `root=`, and
+    /// identifiers the definition leaves open take CoreOS's sentinel values.
+    pub coreos: Option<crate::disk::coreos::PlatformFacts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +52,10 @@ pub struct Plan {
     pub name: String,
     pub platform: String,
     pub format: Format,
+    #[serde(skip_serializing_if = "is_unpackaged")]
+    pub package: Package,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qcow2_compressed: bool,
     pub compression: Compression,
     pub compression_level: u32,
     /// Key under `formats` in stream metadata, e.g. `qcow2.xz` or `4k.raw.xz`.
@@ -54,6 +69,9 @@ pub struct Plan {
     pub kargs: Vec<String>,
     /// Serial port GRUB talks on, when a console is serial.
     pub grub_serial: Option<SerialConsole>,
+    /// CoreOS images: the GRUB console commands for `console.cfg` (from the image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_commands: Option<Vec<String>>,
     pub partitions: Vec<PlannedPartition>,
 }
 
@@ -83,7 +101,17 @@ pub struct PlannedPartition {
     pub fs_uuid: Option<String>,
 }
 
+fn is_unpackaged(p: &Package) -> bool {
+    *p == Package::None
+}
+
 impl Plan {
+    /// The artifact's extension before the compression suffix (`qcow2`, `vhd`, `ova`,
+    /// `tar`, `ociarchive`), as CoreOS names its files.
+    pub fn extension(&self) -> String {
+        super::definition::artifact_extension(self.format, self.package)
+    }
+
     pub fn partition(&self, role: Role) -> Option<&PlannedPartition> {
         self.partitions.iter().find(|p| p.role == role)
     }
@@ -112,11 +140,23 @@ pub fn derived_uuid(parts: &[&str]) -> Uuid {
 
 /// The smallest filesystem of `fs` that holds `content` bytes of files, with room for
 /// metadata and some growth. XFS refuses filesystems under 300 MiB.
+///
+/// For the root, `content` is what the files allocate (blocks, inodes, dirents: see
+/// `disk::estimate::Footprint`), so only the filesystem's own overhead is added. XFS
+/// (xfsprogs 6.1, measured from 300 MiB to 8 GiB, 512- and 4096-byte sectors, default and
+/// 2 AGs alike) keeps from the user: a 64 MiB internal log, the reserve pool (5% up to
+/// 8192 blocks, 32 MiB) and per-AG btree reservations (under 1% of the size); bounded
+/// here by 96 MiB plus 1/99 of the result. [`XFS_MARGIN_DIVISOR`] covers what the
+/// footprint does not count exactly (directory block fill, inode chunk allocation) and
+/// what the importer holds while it writes (preallocations not yet trimmed).
 pub fn fs_min_size(fs: Filesystem, content: u64) -> u64 {
     let raw = match fs {
         Filesystem::Vfat => content + content / 20 + 4 * MIB,
         Filesystem::Ext4 => content + content / 8 + 16 * MIB,
-        Filesystem::Xfs => (content + content / 5 + 128 * MIB).max(300 * MIB),
+        Filesystem::Xfs => {
+            let need = content + content / XFS_MARGIN_DIVISOR + 96 * MIB;
+            (need * 100 / 99).max(300 * MIB)
+        }
     };
     raw.div_ceil(MIB) * MIB
 }
@@ -146,6 +186,19 @@ fn check_kargs(kargs: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The compression of `def`'s artifact for an image with these CoreOS facts (see
+/// [`super::CompressionSetting::resolve`]).
+pub fn compression(
+    def: &Definition,
+    coreos: Option<&crate::disk::coreos::PlatformFacts>,
+) -> Result<Compression> {
+    def.compression.resolve(
+        coreos
+            .and_then(|f| f.compressor.as_ref())
+            .map(|(c, from)| (c.as_str(), from.as_str())),
+    )
 }
 
 /// Resolve `def` (named `name`) for one build.
@@ -199,6 +252,11 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
     let min_sectors = (next + fill_min_sectors).div_ceil(align) * align + align.max(tail_sectors);
     let min_bytes = min_sectors * sector;
 
+    // Whole MiB at least (the GPT is aligned to it), or the definition's multiple.
+    let granule = match &def.size_multiple {
+        Some(m) => parse_size(m)?,
+        None => MIB,
+    };
     let disk_size = match opts.size {
         Some(requested) => {
             let rounded = requested.div_ceil(MIB) * MIB;
@@ -214,7 +272,9 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             rounded
         }
         None => min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE,
-    };
+    }
+    .div_ceil(granule)
+        * granule;
     let disk_sectors = disk_size / sector;
     let last_usable = disk_sectors - 1 - tail_sectors;
 
@@ -230,7 +290,12 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
             p.name,
             format_size(disk_size)
         );
-        let fs_uuid = match (&p.fs_uuid, p.filesystem) {
+        let sentinel = opts
+            .coreos
+            .as_ref()
+            .and_then(|_| crate::disk::coreos::sentinel_fs_id(p.role))
+            .map(str::to_string);
+        let fs_uuid = match (p.fs_uuid.as_ref().or(sentinel.as_ref()), p.filesystem) {
             (Some(u), Some(Filesystem::Vfat)) => Some(vfat_id_string(parse_vfat_id(u)?)),
             (Some(u), _) => Some(Uuid::parse_str(u)?.hyphenated().to_string()),
             (None, Some(Filesystem::Vfat)) => {
@@ -269,8 +334,22 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         .find(|p| p.role == Role::Root)
         .and_then(|p| p.label.clone())
         .unwrap_or_default();
-    let mut kargs = vec![format!("root=LABEL={root_label}"), "rw".to_string()];
-    kargs.extend(def.console.iter().map(|c| format!("console={c}")));
+    let mut kargs = Vec::new();
+    match &opts.coreos {
+        // CoreOS's initramfs finds the root by label; `root=` would stop `rdcore rootmap`
+        // (coreos-installer src/bin/rdcore/rootmap.rs) from ever writing the real one.
+        // Deployed with `rw` (coreos-assembler coreos.osbuild.x86_64.mpp.yaml
+        // `kernel_opts`), the console as the image's platforms.json says.
+        Some(facts) => {
+            kargs.push("rw".to_string());
+            kargs.extend(facts.kargs.iter().cloned());
+        }
+        None => {
+            kargs.push(format!("root=LABEL={root_label}"));
+            kargs.push("rw".to_string());
+            kargs.extend(def.console.iter().map(|c| format!("console={c}")));
+        }
+    }
     kargs.extend(def.kernel_arguments.iter().cloned());
     kargs.push(format!("ignition.platform.id={}", def.platform));
     kargs.extend(opts.extra_kargs.iter().cloned());
@@ -279,28 +358,39 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
     let mut firmware = def.firmware.clone();
     firmware.sort();
     firmware.dedup();
+    let compression = compression(def, opts.coreos.as_ref())?;
     Ok(Plan {
         name: name.to_string(),
         platform: def.platform.clone(),
         format: def.format,
-        compression: def.compression,
+        package: def.package,
+        qcow2_compressed: def.qcow2_compressed,
+        compression,
         compression_level: def.compression_level.unwrap_or(6),
         stream_format: format!(
             "{}{}",
-            def.stream_format
-                .clone()
-                .unwrap_or_else(|| def.format.to_string()),
-            def.compression.suffix()
+            def.stream_format.clone().unwrap_or_else(|| {
+                super::definition::artifact_extension(def.format, def.package)
+            }),
+            compression.suffix()
         ),
         firmware,
         sector_size: sector,
         disk_size,
         disk_sectors,
-        disk_guid: def
-            .disk_guid
-            .unwrap_or_else(|| derived_uuid(&[name, "disk"])),
+        disk_guid: def.disk_guid.unwrap_or_else(|| match &opts.coreos {
+            Some(_) => {
+                Uuid::parse_str(crate::disk::coreos::SENTINEL_DISK_GUID).expect("a valid UUID")
+            }
+            None => derived_uuid(&[name, "disk"]),
+        }),
         kargs,
-        grub_serial: serial_console(&def.console),
+        // CoreOS: GRUB's console is console.cfg's business (console_commands).
+        grub_serial: match &opts.coreos {
+            Some(_) => None,
+            None => serial_console(&def.console),
+        },
+        console_commands: opts.coreos.as_ref().map(|f| f.grub_commands.clone()),
         partitions,
     })
 }
@@ -316,7 +406,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn snapshot_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/bootimage/snapshots")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bootimage")
     }
 
     /// Every shipped definition, resolved at the size CoreOS builds (10 GiB) and at the
@@ -348,6 +438,7 @@ mod tests {
                     },
                     extra_kargs: vec!["quiet".into()],
                     size: None,
+                    coreos: None,
                 },
             )
             .unwrap();
@@ -412,6 +503,184 @@ mod tests {
                 assert_eq!(p.offset % MIB, 0, "{} not 1 MiB aligned", p.name);
             }
         }
+    }
+
+    /// A CoreOS image: kargs and console from the image, no `root=`, sentinel ids where
+    /// the definition fixes none.
+    #[test]
+    fn coreos_images_take_the_image_facts() {
+        use crate::disk::coreos::{self, PlatformFacts};
+        let cat = Catalog::shipped().unwrap();
+        let facts = PlatformFacts {
+            kargs: vec![
+                "console=ttyS0,115200n8".into(),
+                "mitigations=auto,nosmt".into(),
+            ],
+            grub_commands: vec!["serial --speed=115200".into()],
+            compressor: None,
+        };
+        for name in ["qemu", "metal", "metal4k"] {
+            let plan = resolve(
+                name,
+                cat.get(name).unwrap(),
+                &PlanOptions {
+                    size: Some(4 << 30),
+                    extra_kargs: vec!["quiet".into()],
+                    coreos: Some(facts.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let platform = cat.get(name).unwrap().platform.clone();
+            assert_eq!(
+                plan.kargs,
+                [
+                    "rw".to_string(),
+                    "console=ttyS0,115200n8".into(),
+                    "mitigations=auto,nosmt".into(),
+                    format!("ignition.platform.id={platform}"),
+                    "quiet".into()
+                ],
+                "{name}"
+            );
+            assert!(!plan.kargs.iter().any(|k| k.starts_with("root=")));
+            assert_eq!(plan.grub_serial, None);
+            assert_eq!(
+                plan.console_commands.as_deref(),
+                Some(&facts.grub_commands[..])
+            );
+            assert_eq!(plan.disk_guid.to_string(), coreos::SENTINEL_DISK_GUID);
+            let fs_id = |role| plan.partition(role).unwrap().fs_uuid.clone().unwrap();
+            assert_eq!(fs_id(Role::Boot), coreos::SENTINEL_BOOT_FS_UUID);
+            assert_eq!(fs_id(Role::Root), coreos::SENTINEL_ROOT_FS_UUID);
+            assert_eq!(fs_id(Role::Esp), coreos::ESP_VOLUME_ID);
+        }
+    }
+
+    /// The metal artifacts' compression and stream format key: from the image unless the
+    /// definition fixes one.
+    #[test]
+    fn metal_compression_as_the_distribution_ships_it() {
+        use crate::disk::coreos::PlatformFacts;
+        let cat = Catalog::shipped().unwrap();
+        let from = |c: &str| Some((c.to_string(), "image.json compressor".to_string()));
+        // (definition, compression override in the definition, image's compressor) ->
+        // (compression, stream format key)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<Option<(String, String)>>,
+            Compression,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "metal",
+                None,
+                Some(from("gzip")),
+                Compression::Gzip,
+                "raw.gz",
+            ),
+            (
+                "metal4k",
+                None,
+                Some(from("gzip")),
+                Compression::Gzip,
+                "4k.raw.gz",
+            ),
+            ("metal", None, Some(from("xz")), Compression::Xz, "raw.xz"),
+            (
+                "metal4k",
+                None,
+                Some(from("xz")),
+                Compression::Xz,
+                "4k.raw.xz",
+            ),
+            // A CoreOS image that says nothing, and a non-CoreOS image: xz.
+            ("metal", None, Some(None), Compression::Xz, "raw.xz"),
+            ("metal4k", None, None, Compression::Xz, "4k.raw.xz"),
+            // An explicit compression in the definition wins over the image.
+            (
+                "metal",
+                Some("xz"),
+                Some(from("gzip")),
+                Compression::Xz,
+                "raw.xz",
+            ),
+            (
+                "metal4k",
+                Some("gzip"),
+                Some(from("xz")),
+                Compression::Gzip,
+                "4k.raw.gz",
+            ),
+            (
+                "metal",
+                Some("none"),
+                Some(from("gzip")),
+                Compression::None,
+                "raw",
+            ),
+            // qemu is fixed (gzip level 1, as RHCOS's qcow2.gz), whatever the image says.
+            (
+                "qemu",
+                None,
+                Some(from("xz")),
+                Compression::Gzip,
+                "qcow2.gz",
+            ),
+        ];
+        for (name, fixed, image, want, key) in cases {
+            let mut def = cat.get(name).unwrap().clone();
+            if let Some(f) = fixed {
+                def = crate::bootimage::definition::parse(
+                    "t.toml",
+                    &SHIPPED
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .unwrap()
+                        .1
+                        .replace("compression = \"image\"", &format!("compression = \"{f}\"")),
+                )
+                .unwrap();
+            }
+            let plan = resolve(
+                name,
+                &def,
+                &PlanOptions {
+                    size: Some(4 << 30),
+                    coreos: image.clone().map(|compressor| PlatformFacts {
+                        compressor,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                (plan.compression, plan.stream_format.as_str()),
+                (want, key),
+                "{name} {fixed:?} {image:?}"
+            );
+        }
+        let err = resolve(
+            "metal",
+            cat.get("metal").unwrap(),
+            &PlanOptions {
+                size: Some(4 << 30),
+                coreos: Some(PlatformFacts {
+                    compressor: Some((
+                        "zstd".into(),
+                        "/usr/share/coreos-assembler/image.json compressor".into(),
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "the image asks for zstd compression (/usr/share/coreos-assembler/image.json compressor); layerboot writes xz or gzip: set compression in the boot image definition (--bootimages DIR)");
     }
 
     #[test]

@@ -36,7 +36,6 @@
 
 pub mod junit;
 pub mod matcher;
-pub mod units;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -60,6 +59,10 @@ pub enum Artifact {
     RawDisk(PathBuf),
     /// A qcow2 disk image.
     Qcow2(PathBuf),
+    /// A vmdk disk image (VMware, AWS; streamOptimized ones are read-only to QEMU).
+    Vmdk(PathBuf),
+    /// A VHD (Azure's fixed VHD, or dynamic), QEMU's `vpc`.
+    Vhd(PathBuf),
     /// An ISO attached as a CD-ROM (the usual live ISO boot).
     IsoCdrom(PathBuf),
     /// An ISO attached as a disk (a hybrid ISO written to a USB stick).
@@ -77,16 +80,24 @@ pub enum Artifact {
 pub enum ArtifactKind {
     Raw,
     Qcow2,
+    Vmdk,
+    Vhd,
     /// ISO as CD-ROM.
     Iso,
     IsoAsDisk,
 }
 
 impl ArtifactKind {
-    /// From magic numbers: qcow2 `QFI\xfb` at 0, ISO9660 `CD001` at 32769, else raw.
-    pub fn detect_bytes(head: &[u8]) -> Self {
+    /// From magic numbers: qcow2 `QFI\xfb` at 0, vmdk `KDMV` (sparse extent) or a
+    /// `# Disk DescriptorFile` at 0, a VHD footer `conectix` at 0 (dynamic) or in the last
+    /// 512 bytes (`tail`; fixed), ISO9660 `CD001` at 32769, else raw.
+    pub fn detect_bytes(head: &[u8], tail: &[u8]) -> Self {
         if head.starts_with(b"QFI\xfb") {
             ArtifactKind::Qcow2
+        } else if head.starts_with(b"KDMV") || head.starts_with(b"# Disk DescriptorFile") {
+            ArtifactKind::Vmdk
+        } else if head.starts_with(b"conectix") || tail.starts_with(b"conectix") {
+            ArtifactKind::Vhd
         } else if head.len() >= 32774 && &head[32769..32774] == b"CD001" {
             ArtifactKind::Iso
         } else {
@@ -95,23 +106,70 @@ impl ArtifactKind {
     }
 
     pub fn detect(path: &Path) -> Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let mut f =
+            File::open(path).with_context(|| format!("opening artifact {}", path.display()))?;
         let mut head = Vec::with_capacity(32774);
-        File::open(path)
-            .with_context(|| format!("opening artifact {}", path.display()))?
+        (&mut f)
             .take(32774)
             .read_to_end(&mut head)
             .with_context(|| format!("reading artifact {}", path.display()))?;
-        Ok(Self::detect_bytes(&head))
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading artifact {}", path.display()))?
+            .len();
+        let mut tail = Vec::with_capacity(512);
+        if len >= 1024 {
+            f.seek(SeekFrom::Start(len - 512))
+                .and_then(|_| f.take(512).read_to_end(&mut tail))
+                .with_context(|| format!("reading artifact {}", path.display()))?;
+        }
+        Ok(Self::detect_bytes(&head, &tail))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Raw => "raw",
+            ArtifactKind::Qcow2 => "qcow2",
+            ArtifactKind::Vmdk => "vmdk",
+            ArtifactKind::Vhd => "VHD",
+            ArtifactKind::Iso | ArtifactKind::IsoAsDisk => "ISO",
+        }
     }
 
     pub fn artifact(self, path: PathBuf) -> Artifact {
         match self {
             ArtifactKind::Raw => Artifact::RawDisk(path),
             ArtifactKind::Qcow2 => Artifact::Qcow2(path),
+            ArtifactKind::Vmdk => Artifact::Vmdk(path),
+            ArtifactKind::Vhd => Artifact::Vhd(path),
             ArtifactKind::Iso => Artifact::IsoCdrom(path),
             ArtifactKind::IsoAsDisk => Artifact::IsoAsDisk(path),
         }
     }
+}
+
+/// A disk declared raw but holding qcow2 would reach the firmware as qcow2 bytes (no
+/// partition table: UEFI "Not Found", SeaBIOS "not a bootable disk"), far from the cause.
+fn check_declared_format(artifact: &Artifact) -> Result<()> {
+    let (path, declared) = match artifact {
+        Artifact::RawDisk(p) => (p, ArtifactKind::Raw),
+        Artifact::Qcow2(p) => (p, ArtifactKind::Qcow2),
+        Artifact::Vmdk(p) => (p, ArtifactKind::Vmdk),
+        Artifact::Vhd(p) => (p, ArtifactKind::Vhd),
+        _ => return Ok(()),
+    };
+    let found = ArtifactKind::detect(path)?;
+    let is_disk = !matches!(found, ArtifactKind::Iso | ArtifactKind::IsoAsDisk);
+    if is_disk && found != declared {
+        bail!(
+            "{} is a {} image, not {}",
+            path.display(),
+            found.name(),
+            declared.name()
+        );
+    }
+    Ok(())
 }
 
 impl Artifact {
@@ -120,6 +178,8 @@ impl Artifact {
         match self {
             Artifact::RawDisk(p) | Artifact::IsoAsDisk(p) => Some((p, DiskFormat::Raw)),
             Artifact::Qcow2(p) => Some((p, DiskFormat::Qcow2)),
+            Artifact::Vmdk(p) => Some((p, DiskFormat::Vmdk)),
+            Artifact::Vhd(p) => Some((p, DiskFormat::Vpc)),
             _ => None,
         }
     }
@@ -128,6 +188,8 @@ impl Artifact {
         match self {
             Artifact::RawDisk(p)
             | Artifact::Qcow2(p)
+            | Artifact::Vmdk(p)
+            | Artifact::Vhd(p)
             | Artifact::IsoCdrom(p)
             | Artifact::IsoAsDisk(p) => vec![p],
             Artifact::DirectKernel { kernel, initrd, .. } => std::iter::once(kernel.as_path())
@@ -243,6 +305,16 @@ impl BootTestSettings {
             bail!(
                 "unsupported sector size {}: use 512 or 4096",
                 self.sector_size
+            );
+        }
+        if self.sector_size != 512
+            && self.artifact.boot_disk().is_none()
+            && self.extra_disks.is_empty()
+        {
+            bail!(
+                "--sector-size {} applies to disks, and {} boots with none attached",
+                self.sector_size,
+                self.artifact.display_name()
             );
         }
         if self.firmware == Firmware::Bios
@@ -450,6 +522,7 @@ pub async fn run(s: &BootTestSettings) -> Result<Outcome> {
             bail!("{} does not exist or is not a file", f.display());
         }
     }
+    check_declared_format(&s.artifact)?;
     for e in &s.extra_disks {
         if let ExtraDisk::File { path, .. } = e {
             if !path.is_file() {
@@ -636,8 +709,52 @@ mod tests {
             ("short file", b"QF".to_vec(), ArtifactKind::Raw),
             ("truncated iso", iso[..32770].to_vec(), ArtifactKind::Raw),
         ] {
-            assert_eq!(ArtifactKind::detect_bytes(&bytes), want, "{name}");
+            assert_eq!(ArtifactKind::detect_bytes(&bytes, &[]), want, "{name}");
         }
+        let mut footer = b"conectix".to_vec();
+        footer.resize(512, 0);
+        for (name, head, tail, want) in [
+            (
+                "sparse vmdk",
+                &b"KDMV\x01\0\0\0"[..],
+                &[][..],
+                ArtifactKind::Vmdk,
+            ),
+            (
+                "vmdk descriptor",
+                b"# Disk DescriptorFile\nversion=1",
+                &[],
+                ArtifactKind::Vmdk,
+            ),
+            ("dynamic vhd", &footer, &[], ArtifactKind::Vhd),
+            ("fixed vhd", &[0u8; 512], &footer, ArtifactKind::Vhd),
+            ("raw", &[0u8; 512], &[0u8; 512], ArtifactKind::Raw),
+        ] {
+            assert_eq!(ArtifactKind::detect_bytes(head, tail), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_disk_declared_in_the_wrong_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let qcow = dir.path().join("disk.img");
+        let mut head = b"QFI\xfb\0\0\0\x03".to_vec();
+        head.resize(4096, 0);
+        fs::write(&qcow, &head).unwrap();
+        let raw = dir.path().join("disk.raw");
+        fs::write(&raw, vec![0u8; 4096]).unwrap();
+        let err = check_declared_format(&Artifact::RawDisk(qcow.clone())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{} is a qcow2 image, not raw", qcow.display())
+        );
+        let err = check_declared_format(&Artifact::Qcow2(raw.clone())).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is a raw image, not qcow2"),
+            "{err}"
+        );
+        check_declared_format(&Artifact::Qcow2(qcow)).unwrap();
+        check_declared_format(&Artifact::RawDisk(raw)).unwrap();
     }
 
     #[test]
@@ -677,13 +794,23 @@ mod tests {
                 Some("SeaBIOS"),
             ),
             (
-                "bios 4k extra disk with cdrom",
+                "bios cdrom with a 4k extra disk",
+                BootTestSettings {
+                    sector_size: 4096,
+                    firmware: Firmware::Bios,
+                    extra_disks: vec![ExtraDisk::Blank { size: 1 << 30 }],
+                    ..BootTestSettings::new(Artifact::IsoCdrom("l.iso".into()))
+                },
+                None,
+            ),
+            (
+                "bios 4k cdrom, no disk",
                 BootTestSettings {
                     sector_size: 4096,
                     firmware: Firmware::Bios,
                     ..BootTestSettings::new(Artifact::IsoCdrom("l.iso".into()))
                 },
-                None,
+                Some("--sector-size 4096 applies to disks, and l.iso boots with none"),
             ),
             (
                 "bios 4k kernel",
@@ -692,7 +819,7 @@ mod tests {
                     firmware: Firmware::Bios,
                     ..BootTestSettings::new(kernel.clone())
                 },
-                None,
+                Some("applies to disks"),
             ),
             (
                 "odd sector size",

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::boottest::{
-    self, units, Artifact, ArtifactKind, BootTestSettings, ExtraDisk, Firmware, Pattern,
+    self, Artifact, ArtifactKind, BootTestSettings, ExtraDisk, Firmware, Pattern,
 };
 
 /// Boot an ISO, disk image or kernel in QEMU and check what the guest prints.
@@ -135,16 +135,16 @@ impl BootTestArgs {
         }
         s.firmware = self.firmware;
         s.sector_size = self.sector_size;
-        s.memory_mib = units::parse_size(&self.memory, 1 << 20).context("--memory")? >> 20;
+        s.memory_mib = crate::units::parse_size(&self.memory, 1 << 20).context("--memory")? >> 20;
         s.cpus = self.cpus;
-        s.timeout = units::parse_duration(&self.timeout).context("--timeout")?;
+        s.timeout = crate::units::parse_duration(&self.timeout).context("--timeout")?;
         s.ignition = self.ignition.clone();
         s.extra_disks = self
             .extra_disks
             .iter()
             .map(|d| {
                 Ok(ExtraDisk::Blank {
-                    size: units::parse_size(d, 1).context("--extra-disk")?,
+                    size: crate::units::parse_size(d, 1).context("--extra-disk")?,
                 })
             })
             .collect::<Result<_>>()?;

@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::registry_args::RegistryArgs;
 use crate::bootimage::{definition::parse_size, Catalog, PlanOptions};
-use crate::disk::source::check_bootable_labels;
 use crate::disk::{self, Cancel, DiskSettings, SourceImage};
 use crate::imageref::ImageRef;
 
@@ -20,9 +19,17 @@ pub struct DiskArgs {
     #[arg(required_unless_present = "list")]
     pub image: Option<String>,
 
-    /// Boot image kind: a definition in bootimages/ (qemu, metal, metal4k) or in --bootimages.
-    #[arg(long, short = 'p', default_value = "qemu")]
-    pub platform: String,
+    /// Boot image kind: a definition in bootimages/ (see --list) or in --bootimages.
+    /// Repeat it (or separate with commas) to build several from one deployment; they must
+    /// share a partition layout (all shipped ones but metal4k do).
+    #[arg(
+        long,
+        short = 'p',
+        default_value = "qemu",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub platform: Vec<String>,
 
     /// Directory of extra boot image definitions (NAME.toml); same names override shipped ones.
     #[arg(long, value_name = "DIR", env = "LAYERBOOT_BOOTIMAGES")]
@@ -36,13 +43,19 @@ pub struct DiskArgs {
     #[arg(long = "karg", value_name = "ARG")]
     pub kargs: Vec<String>,
 
-    /// ostree stateroot ("osname") to deploy into.
-    #[arg(long, default_value = "default")]
-    pub stateroot: String,
+    /// ostree stateroot ("osname") to deploy into (default: the image's com.coreos.osname
+    /// label, else "default").
+    #[arg(long)]
+    pub stateroot: Option<String>,
 
-    /// Output file (default: <image>-<version>-<platform>.x86_64.<format>[.xz|.gz] here).
-    #[arg(long, short = 'o')]
+    /// Output file, with one --platform (default: <image>-<version>-<platform>.x86_64.<ext>
+    /// [.xz|.gz] in --output-dir, as CoreOS names its artifacts).
+    #[arg(long, short = 'o', conflicts_with = "output_dir")]
     pub output: Option<PathBuf>,
+
+    /// Directory for the artifacts under their default names (default: here).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 
     /// Stream metadata JSON to create or update (default: stream.json beside the output).
     #[arg(long, value_name = "FILE")]
@@ -52,7 +65,12 @@ pub struct DiskArgs {
     #[arg(long, default_value = "layered")]
     pub stream_name: String,
 
-    /// URL the artifact will be served from; stream metadata `location` = URL/FILENAME.
+    /// http(s) URL of the directory the artifact will be served from: stream metadata
+    /// `location` = URL/FILENAME, `signature` = URL/FILENAME.sig. Without it `location` is
+    /// the bare file name, which `install-config --stream-base-url` resolves but
+    /// coreos-installer and openshift-install refuse (they need absolute URLs). layerboot
+    /// signs nothing: `coreos-installer download|install --stream-base-url URL` needs
+    /// `--insecure`.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
@@ -64,8 +82,8 @@ pub struct DiskArgs {
     #[arg(long, conflicts_with = "image")]
     pub list: bool,
 
-    /// No pull progress bars.
-    #[arg(short, long)]
+    /// The global -q.
+    #[arg(skip)]
     pub quiet: bool,
 
     #[command(flatten)]
@@ -77,7 +95,23 @@ impl DiskArgs {
     /// layer is fetched), then make it available in a local OCI layout.
     pub async fn resolve(&self) -> Result<DiskSettings> {
         let catalog = Catalog::load(self.bootimages.as_deref())?;
-        let definition = catalog.get(&self.platform)?.clone();
+        let mut names: Vec<&str> = Vec::new();
+        for p in &self.platform {
+            if names.contains(&p.as_str()) {
+                bail!("--platform {p} is given twice");
+            }
+            names.push(p);
+        }
+        if names.len() > 1 && self.output.is_some() {
+            bail!(
+                "--output names one file, and {} platforms were asked for: use --output-dir",
+                names.len()
+            );
+        }
+        let definitions = names
+            .iter()
+            .map(|n| Ok((n.to_string(), catalog.get(n)?.clone())))
+            .collect::<Result<Vec<_>>>()?;
         let image = self.image.as_deref().unwrap_or_default();
         let image_ref: ImageRef = image
             .parse()
@@ -88,80 +122,107 @@ impl DiskArgs {
             .map(parse_size)
             .transpose()
             .context("--size")?;
-        if self.stateroot.is_empty()
-            || !self
-                .stateroot
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            bail!(
-                "--stateroot '{}' must be letters, digits, '-', '_' or '.'",
-                self.stateroot
-            );
+        if let Some(st) = &self.stateroot {
+            if st.is_empty()
+                || !st
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                bail!("--stateroot '{st}' must be letters, digits, '-', '_' or '.'");
+            }
         }
+        let base_url = self
+            .base_url
+            .as_deref()
+            .map(crate::disk::output::parse_base_url)
+            .transpose()?;
         // Kernel arguments and an impossibly small --size fail before anything is fetched.
-        crate::bootimage::resolve(
-            &self.platform,
-            &definition,
-            &PlanOptions {
-                size,
-                extra_kargs: self.kargs.clone(),
-                content: Default::default(),
-            },
-        )?;
+        for (name, definition) in &definitions {
+            crate::bootimage::resolve(
+                name,
+                definition,
+                &PlanOptions {
+                    size,
+                    extra_kargs: self.kargs.clone(),
+                    content: Default::default(),
+                    coreos: None,
+                },
+            )?;
+        }
+        if let Some(dir) = &self.output_dir {
+            if !dir.is_dir() {
+                bail!("--output-dir {} is not a directory", dir.display());
+            }
+        }
         let opts = self.registry.resolve()?;
         let image = match &image_ref {
             // A local layout is read in place.
-            ImageRef::OciDir { path, tag } => SourceImage::open(path, tag.as_deref())?,
+            ImageRef::OciDir { path, tag } => {
+                let image = SourceImage::open(path, tag.as_deref())?;
+                image.check_bootable()?;
+                image
+            }
+            // Checked from the config alone, before any layer is fetched.
             _ => {
                 let resolved = crate::registry::resolve(&image_ref, &opts).await?;
-                check_bootable_labels(&image_ref.to_string(), &resolved.config.labels())?;
-                let pulled =
-                    crate::pull::pull_resolved_to_cache(&resolved, &opts, self.quiet).await?;
-                let dir = pulled
-                    .layout_dir
-                    .as_deref()
-                    .context("the image cache is a directory layout")?;
-                let image = SourceImage::open(dir, Some(&pulled.ref_name))?;
-                match &pulled.pinned {
-                    Some(pinned) => image.with_registry_origin(&pinned.to_string()),
-                    None => image,
-                }
+                crate::image::check_bootable(&image_ref.to_string(), &resolved.config.labels())?;
+                super::local_source(&image_ref, &resolved, &opts, self.quiet).await?
             }
         };
-        image.check_bootable()?;
-        let output = match &self.output {
-            Some(o) => o.clone(),
-            None => PathBuf::from(disk::default_output_name(
-                &disk::image_stem(&image.display_name),
-                image.version(),
-                &self.platform,
-                &definition,
-            )),
-        };
-        if output.is_dir() {
-            bail!(
-                "--output {} is a directory; name the image file",
-                output.display()
-            );
+        let coreos = disk::coreos::read(&image)?;
+        let mut targets = Vec::new();
+        for (name, definition) in definitions {
+            let output = match &self.output {
+                Some(o) => o.clone(),
+                None => {
+                    let facts = coreos
+                        .as_ref()
+                        .map(|c| c.facts(&name, &definition.platform));
+                    let compression =
+                        crate::bootimage::plan::compression(&definition, facts.as_ref())?;
+                    let file = disk::default_output_name(
+                        &disk::image_stem(&image.display_name),
+                        image.version(),
+                        &name,
+                        &definition,
+                        compression,
+                    );
+                    match &self.output_dir {
+                        Some(d) => d.join(file),
+                        None => PathBuf::from(file),
+                    }
+                }
+            };
+            if output.is_dir() {
+                bail!(
+                    "--output {} is a directory; name the image file, or use --output-dir",
+                    output.display()
+                );
+            }
+            targets.push(disk::Target {
+                bootimage_name: name,
+                definition,
+                output,
+            });
         }
+        let first_output = &targets[0].output;
         let stream_metadata = self.stream_metadata.clone().unwrap_or_else(|| {
-            output
+            first_output
                 .parent()
+                .filter(|p| !p.as_os_str().is_empty())
                 .map(|p| p.join("stream.json"))
                 .unwrap_or_else(|| PathBuf::from("stream.json"))
         });
         Ok(DiskSettings {
             image,
-            bootimage_name: self.platform.clone(),
-            definition,
+            coreos,
+            targets,
             size,
             extra_kargs: self.kargs.clone(),
             stateroot: self.stateroot.clone(),
-            output,
             stream_metadata,
             stream_name: self.stream_name.clone(),
-            base_url: self.base_url.clone(),
+            base_url,
         })
     }
 }
@@ -204,32 +265,40 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
         }
         other => other,
     };
-    let report = outcome?;
+    let reports = outcome?;
     if args.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        // One platform: the report object (the schema since the first release); several:
+        // an array of them, in --platform order.
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(many)?,
+        };
+        crate::outln!("{json}")?;
     } else {
-        crate::outln!(
-            "wrote {} ({} bytes, sha256 {})",
-            report.output.display(),
-            report.size,
-            report.sha256
-        )?;
-        crate::outln!(
-            "  uncompressed sha256 {} ({} bytes), disk {} bytes",
-            report.uncompressed_sha256,
-            report.uncompressed_size,
-            report.disk_size
-        )?;
-        crate::outln!(
-            "  ostree commit {}; kernel arguments: {}",
-            report.ostree_commit,
-            report.kargs.join(" ")
-        )?;
-        crate::outln!(
-            "  stream metadata: {} ({})",
-            report.stream_metadata.display(),
-            report.stream_format
-        )?;
+        for report in &reports {
+            crate::outln!(
+                "wrote {} ({} bytes, sha256 {})",
+                report.output.display(),
+                report.size,
+                report.sha256
+            )?;
+            crate::outln!(
+                "  uncompressed sha256 {} ({} bytes), disk {} bytes",
+                report.uncompressed_sha256,
+                report.uncompressed_size,
+                report.disk_size
+            )?;
+            crate::outln!(
+                "  ostree commit {}; kernel arguments: {}",
+                report.ostree_commit,
+                report.kargs.join(" ")
+            )?;
+            crate::outln!(
+                "  stream metadata: {} ({})",
+                report.stream_metadata.display(),
+                report.stream_format
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

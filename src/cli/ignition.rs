@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::cli::manifests::ImageSourceArgs;
-use crate::ignition::pointer::{self, CaSource, Endpoint, PointerSettings};
+use crate::cli::registry_args::ImageSourceArgs;
+use crate::ignition::pointer;
 use crate::ignition::rebase;
 use crate::ignition::SpecVersion;
 
@@ -83,45 +83,19 @@ pub struct PointerArgs {
 }
 
 impl PointerArgs {
-    /// Resolve into settings, reading the input files.
-    pub fn settings(&self) -> Result<PointerSettings> {
-        crate::manifests::names::validate_pool_name(&self.pool)?;
-        let spec = self
-            .spec
-            .as_deref()
-            .map(str::parse::<SpecVersion>)
-            .transpose()?
-            .unwrap_or_default();
-        let endpoint = match (&self.cluster, &self.base_domain, self.api_vip) {
-            (Some(c), Some(d), None) => Some(Endpoint::ClusterDomain {
-                cluster: c.clone(),
-                base_domain: d.clone(),
-            }),
-            (None, None, Some(ip)) => Some(Endpoint::ApiVip(ip)),
-            _ => None,
-        };
-        let ca = match (&self.ca, &self.from) {
-            (Some(p), _) => CaSource::Pem(read(p, "CA file")?),
-            (None, Some(p)) => CaSource::PointerIgnition(read(p, "pointer config")?),
-            (None, None) => unreachable!("clap requires --ca or --from"),
-        };
-        if let Some(ep) = &endpoint {
-            ep.validate()?;
-        }
-        if endpoint.is_none() && matches!(ca, CaSource::Pem(_)) {
-            anyhow::bail!("no Machine Config Server endpoint: give --cluster and --base-domain, or --api-vip (or --from an existing pointer config)");
-        }
-        Ok(PointerSettings {
+    /// The pointer config's inputs as the domain takes them (`ignition pointer` and
+    /// `iso customize --pointer-pool` both build one).
+    pub fn inputs(&self) -> pointer::PointerInputs {
+        pointer::PointerInputs {
             pool: self.pool.clone(),
-            endpoint,
-            ca,
-            spec,
-        })
+            cluster: self.cluster.clone(),
+            base_domain: self.base_domain.clone(),
+            api_vip: self.api_vip,
+            ca: self.ca.clone(),
+            from: self.from.clone(),
+            spec: self.spec.clone(),
+        }
     }
-}
-
-fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
 pub async fn run(args: IgnitionArgs) -> Result<()> {
@@ -134,7 +108,7 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
                     a.ca.iter().chain(&a.from).map(PathBuf::as_path).collect();
                 crate::io::check_output(o, &inputs, true)?;
             }
-            let settings = a.settings()?;
+            let settings = a.inputs().settings()?;
             // Pool and endpoint are checked in settings(), so what render() can still
             // refuse is the CA: name the file the user gave.
             let rendered = pointer::render(&settings).map_err(|e| match (&a.ca, &a.from) {
@@ -142,7 +116,7 @@ pub async fn run(args: IgnitionArgs) -> Result<()> {
                 (None, Some(p)) => e.context(format!("--from {}", p.display())),
                 _ => e,
             })?;
-            crate::errln!(
+            crate::infoln!(
                 "{}",
                 SpecVersion::explain(a.spec.as_ref().map(|_| settings.spec))
             );
@@ -161,7 +135,7 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
             .collect();
         crate::io::check_output(o, &inputs, true)?;
     }
-    let image = crate::cli::manifests::registry_ref(&a.image)?;
+    let image = crate::image::registry_ref(&a.image)?;
     let spec_given = a
         .spec
         .as_deref()
@@ -179,19 +153,22 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
     }
     let mut merge = Vec::new();
     for p in &a.merge {
-        let bytes = read(p, "Ignition config")?;
+        let bytes = pointer::read(p, "Ignition config")?;
         let what = format!("--merge {}", p.display());
         rebase::check_merge_config(&bytes, &what, spec)?;
         merge.push((what, bytes));
     }
     let reg = a.source.registry.resolve()?;
-    let auth_json = crate::cli::install_config::entry_for_image(&reg.auth.merged()?, &image)
+    let auth_json = reg
+        .auth
+        .merged()?
+        .single_entry_for(&image)
         .map(|(_, one)| one.to_json_pretty().into_bytes());
     let to_stdout = a.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if auth_json.is_some() && to_stdout && !a.show_secrets {
         bail!("the config holds registry credentials for {}: write it with -o FILE (mode 0600), or pass --show-secrets to print it", image.registry);
     }
-    let pinned = crate::cli::manifests::pin(&image, &reg, a.source.offline).await?;
+    let pinned = crate::image::pin(&image, &reg, a.source.offline).await?;
     let switcher = if pinned.bootc {
         rebase::Switcher::Bootc
     } else {
@@ -207,8 +184,8 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
         spec,
     };
     let rendered = rebase::render(&settings)?;
-    crate::errln!("{}", SpecVersion::explain(spec_given));
-    crate::errln!(
+    crate::infoln!("{}", SpecVersion::explain(spec_given));
+    crate::infoln!(
         "switch: {} to {}",
         match switcher {
             rebase::Switcher::Bootc => "bootc switch (image has containers.bootc=1)",
@@ -218,13 +195,13 @@ async fn rebase(a: RebaseArgs) -> Result<()> {
     );
     if has_secret {
         let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-        crate::errln!(
+        crate::infoln!(
             "credentials for {} (from {}) go to /etc/ostree/auth.json, mode 0600",
             image.registry,
             files.join(", ")
         );
     } else {
-        crate::errln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
+        crate::infoln!("note: no credentials for {} in the authfile: no /etc/ostree/auth.json (fine for a public image)", image.registry);
     }
     emit(
         a.output.as_deref(),

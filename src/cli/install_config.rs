@@ -1,17 +1,18 @@
 //! `layerboot install-config`: the install-config.yaml pieces a layered image needs,
 //! printed, or patched into an existing file in place.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::cacert::CaBundle;
 use crate::cli::registry_args::RegistryArgs;
-use crate::imageref::RegistryRef;
+use crate::installconfig::platform::{
+    self, BootImagePlan, BootPlatform, MachineImage, StreamChoice,
+};
 use crate::installconfig::{self, InstallConfig, Mirror, Patch, Stream};
 use crate::manifests::installdir::InstallDir;
-use crate::registry::auth::{normalize_key, AuthFile};
 
 #[derive(Debug, Args)]
 pub struct InstallConfigArgs {
@@ -43,24 +44,35 @@ pub struct InstallConfigOptions {
     /// imageDigestSources mirror, SOURCE=MIRROR repositories (repeatable).
     #[arg(long = "mirror", value_name = "SOURCE=MIRROR")]
     pub mirrors: Vec<Mirror>,
-    /// CoreOS stream metadata (stream.json, e.g. from `layerboot disk`): sets
-    /// platform.baremetal.clusterOSImage from --stream-platform and bootstrapOSImage from
-    /// its qemu artifact when present.
+    /// CoreOS stream metadata (stream.json, e.g. from `layerboot disk`): the boot image of
+    /// the install-config's platform (baremetal, openstack, vsphere, nutanix: clusterOSImage;
+    /// aws, gcp, azure: the import commands).
     #[arg(long, value_name = "FILE", conflicts_with = "cluster_os_image")]
     pub stream: Option<PathBuf>,
-    /// Stream platform for clusterOSImage.
-    #[arg(long, value_name = "PLATFORM", default_value = "metal")]
-    pub stream_platform: String,
-    /// Stream format for clusterOSImage (default: raw.xz, raw.gz, qcow2.xz, … in that order).
+    /// install-config platform for printed pieces (default baremetal); with an
+    /// install-config file it must match the file's platform.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<BootPlatform>,
+    /// Bare metal only: stream platform for clusterOSImage (default metal).
+    #[arg(long, value_name = "PLATFORM")]
+    pub stream_platform: Option<String>,
+    /// Stream format (default: the platform's, e.g. raw.xz … for metal, qcow2.gz|qcow2.xz for openstack).
     #[arg(long, value_name = "FORMAT")]
     pub stream_format: Option<String>,
     /// Where the stream's artifacts are served, for stream metadata whose `location` is a
     /// bare file name (layerboot disk without --base-url).
     #[arg(long, value_name = "URL")]
     pub stream_base_url: Option<String>,
-    /// Stream architecture (CoreOS naming).
-    #[arg(long, value_name = "ARCH", default_value = std::env::consts::ARCH)]
-    pub stream_arch: String,
+    /// Stream architecture (CoreOS naming); default: the install-config's
+    /// controlPlane.architecture, or this machine's when printing pieces.
+    #[arg(long, value_name = "ARCH")]
+    pub stream_arch: Option<String>,
+    /// AWS: the imported layered AMI, for platform.aws.defaultMachinePlatform.amiID.
+    #[arg(long, value_name = "AMI")]
+    pub aws_ami: Option<String>,
+    /// GCP: the imported layered image, PROJECT/NAME, for platform.gcp.defaultMachinePlatform.osImage.
+    #[arg(long, value_name = "PROJECT/NAME")]
+    pub gcp_image: Option<String>,
     /// URL where nodes download the disk image for clusterOSImage (with --disk).
     #[arg(long, value_name = "URL", requires = "disk")]
     pub cluster_os_image: Option<String>,
@@ -75,8 +87,49 @@ pub struct InstallConfigOptions {
 }
 
 impl InstallConfigOptions {
-    /// Everything but the pull secret: read and validate the named files.
-    pub fn patch(&self) -> Result<Patch> {
+    /// Whether any option that changes install-config.yaml was given.
+    pub fn any(&self) -> bool {
+        self.trust_bundle.is_some()
+            || !self.mirrors.is_empty()
+            || self.stream.is_some()
+            || self.cluster_os_image.is_some()
+            || self.bootstrap_os_image.is_some()
+            || self.aws_ami.is_some()
+            || self.gcp_image.is_some()
+    }
+
+    /// The platform and stream architecture the boot image is for: the install-config's
+    /// when there is one (options that contradict it are refused), else the options'.
+    fn target(&self, ic: Option<&InstallConfig>) -> Result<(Option<BootPlatform>, String)> {
+        let Some(ic) = ic else {
+            let arch = self
+                .stream_arch
+                .clone()
+                .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+            return Ok((Some(self.platform.unwrap_or(BootPlatform::BareMetal)), arch));
+        };
+        let name = ic.platform().unwrap_or("none");
+        if let Some(p) = self.platform {
+            if p.key() != name {
+                bail!("--platform {p} does not match the install-config's platform '{name}'");
+            }
+        }
+        let goarch = ic.architecture();
+        let arch = platform::stream_arch_for(goarch).with_context(|| {
+            format!("install-config controlPlane.architecture '{goarch}' is not one layerboot knows (amd64, arm64, ppc64le, s390x)")
+        })?;
+        if let Some(a) = &self.stream_arch {
+            if a != arch {
+                bail!("--stream-arch {a} does not match the install-config's controlPlane.architecture {goarch} ({arch} in stream metadata)");
+            }
+        }
+        // An unknown platform only matters if a boot image was asked for.
+        Ok((name.parse::<BootPlatform>().ok(), arch.to_string()))
+    }
+
+    /// Everything but the pull secret, for the install-config `ic` (None: printed pieces):
+    /// read and validate the named files; the boot image plan says what each setting does.
+    pub fn plan(&self, ic: Option<&InstallConfig>) -> Result<(Patch, Option<BootImagePlan>)> {
         let mut p = Patch {
             mirrors: self.mirrors.clone(),
             ..Default::default()
@@ -84,39 +137,67 @@ impl InstallConfigOptions {
         if let Some(path) = &self.trust_bundle {
             p.trust_bundle = Some(CaBundle::load(path)?);
         }
-        if let Some(path) = &self.stream {
+        let wants_image = self.stream.is_some()
+            || self.cluster_os_image.is_some()
+            || self.bootstrap_os_image.is_some()
+            || self.aws_ami.is_some()
+            || self.gcp_image.is_some();
+        if !wants_image {
+            return Ok((p, None));
+        }
+        let (platform, arch) = self.target(ic)?;
+        let platform = match platform {
+            Some(pl) => pl,
+            None => {
+                let name = ic.and_then(|i| i.platform()).unwrap_or("none");
+                name.parse::<BootPlatform>()?
+            }
+        };
+        p.os_image_platform = Some(platform);
+        let machine_image = match (&self.aws_ami, &self.gcp_image) {
+            (Some(_), Some(_)) => bail!("--aws-ami and --gcp-image are for different platforms"),
+            (Some(a), None) => Some(MachineImage::aws(a)?),
+            (None, Some(g)) => Some(MachineImage::gcp(g)?),
+            (None, None) => None,
+        };
+        let mut plan = None;
+        if let Some(mi) = &machine_image {
+            if mi.platform() != platform {
+                bail!(
+                    "--{} is for platform {}, but the install-config's platform is '{platform}'",
+                    if mi.platform() == BootPlatform::Aws {
+                        "aws-ami"
+                    } else {
+                        "gcp-image"
+                    },
+                    mi.platform()
+                );
+            }
+            let pl = platform::plan_machine_image(mi);
+            p.machine_image = pl.machine_image.clone();
+            plan = Some(pl);
+        } else if let Some(path) = &self.stream {
             let what = format!("stream metadata {}", path.display());
             let bytes = std::fs::read(path).with_context(|| format!("reading {what}"))?;
             let stream = Stream::parse(&bytes, &what)?;
-            let (fmt, disk) = stream.disk(
-                &self.stream_arch,
-                &self.stream_platform,
-                self.stream_format.as_deref(),
-                &what,
-            )?;
-            let sha = disk.uncompressed_sha256.as_deref().with_context(|| {
-                format!(
-                    "{what}: {} {fmt} disk has no uncompressed-sha256",
-                    self.stream_platform
-                )
-            })?;
-            let base = self.stream_base_url.as_deref();
-            p.cluster_os_image = Some(installconfig::os_image_url(
-                &installconfig::absolute_location(&disk.location, base),
-                sha,
-                &what,
-            )?);
-            if self.stream_platform != "qemu" {
-                if let Ok((_, q)) = stream.disk(&self.stream_arch, "qemu", None, &what) {
-                    if let Some(qsha) = &q.uncompressed_sha256 {
-                        p.bootstrap_os_image = Some(installconfig::os_image_url(
-                            &installconfig::absolute_location(&q.location, base),
-                            qsha,
-                            &what,
-                        )?);
-                    }
-                }
-            }
+            let choice = StreamChoice {
+                arch,
+                stream_platform: self.stream_platform.clone(),
+                format: self.stream_format.clone(),
+                base_url: self.stream_base_url.clone(),
+            };
+            let pl = platform::plan(&stream, &what, platform, &choice)?;
+            p.cluster_os_image = pl.cluster_os_image.clone();
+            p.bootstrap_os_image = pl.bootstrap_os_image.clone();
+            plan = Some(pl);
+        }
+        if self.cluster_os_image.is_some()
+            && matches!(
+                platform,
+                BootPlatform::Aws | BootPlatform::Gcp | BootPlatform::Azure
+            )
+        {
+            bail!("--cluster-os-image: platform {platform} takes no clusterOSImage URL (AWS and GCP take an image id: --aws-ami, --gcp-image)");
         }
         for (url, disk, slot) in [
             (&self.cluster_os_image, &self.disk, &mut p.cluster_os_image),
@@ -127,6 +208,8 @@ impl InstallConfigOptions {
             ),
         ] {
             if let (Some(url), Some(disk)) = (url, disk) {
+                // The uncompressed sha256 is also the file's for an uncompressed image
+                // (ova, qcow2), so it is right for every clusterOSImage platform.
                 let sha = installconfig::uncompressed_sha256(disk)?;
                 *slot = Some(installconfig::os_image_url(
                     url,
@@ -135,130 +218,36 @@ impl InstallConfigOptions {
                 )?);
             }
         }
-        Ok(p)
+        if p.bootstrap_os_image.is_some() && platform != BootPlatform::BareMetal {
+            bail!("--bootstrap-os-image is a platform.baremetal setting, but the platform is '{platform}'");
+        }
+        Ok((p, plan))
     }
 }
 
-/// The credentials entry for `image` from `auths`, as a one-entry auths file, with the
-/// key it is filed under. `None` when the authfile has nothing for that registry.
-pub fn entry_for_image(auths: &AuthFile, image: &RegistryRef) -> Option<(String, AuthFile)> {
-    let (key, entry) = auths.entry_for(image)?;
-    let mut one = AuthFile::default();
-    one.auths.insert(key.to_string(), entry.clone());
-    Some((key.to_string(), one))
-}
-
-/// Merge the image's credentials into an install-config `pullSecret`.
-///
-/// The OpenShift pull secret already holds an entry for `quay.io` (release images); a
-/// host-level key for a custom image on the same host would replace it and break the
-/// install. When the host is taken, the entry is filed under `host/repository`, which
-/// CRI-O and rpm-ostree (containers-image rules: most specific key wins) both honour.
-pub fn merge_pull_secret(
-    existing: Option<&str>,
-    image: &RegistryRef,
-    creds: &AuthFile,
-) -> Result<Option<String>> {
-    let mut secret = match existing {
-        Some(s) => AuthFile::parse(s).context("install-config pullSecret")?,
-        None => AuthFile::default(),
-    };
-    let Some((key, entry)) = entry_for_image(creds, image) else {
-        return Ok(None);
-    };
-    let entry = entry.auths.into_values().next().expect("one entry");
-    let host = normalize_key(&image.registry);
-    let host_taken = secret
-        .auths
-        .iter()
-        .any(|(k, v)| normalize_key(k) == host && *v != entry);
-    let key = if normalize_key(&key) == host && host_taken {
-        format!("{host}/{}", image.repository)
-    } else {
-        normalize_key(&key)
-    };
-    let mut add = AuthFile::default();
-    add.auths.insert(key, entry);
-    secret.merge(&add);
-    Ok(Some(secret.to_json()))
-}
-
-/// Complete `patch` (from [`InstallConfigOptions::patch`]) with the merged pull secret.
-pub fn full_patch(
-    mut patch: Patch,
-    image: Option<&RegistryRef>,
-    creds: &AuthFile,
-    existing_pull_secret: Option<&str>,
-) -> Result<Patch> {
-    if let Some(image) = image {
-        patch.pull_secret = merge_pull_secret(existing_pull_secret, image, creds)?;
-        if patch.pull_secret.is_none() {
-            crate::errln!("warning: no credentials for {} in the authfile: pullSecret left as is (fine if the image is public)", image.registry);
+/// Print a boot image plan's notes and import commands on stderr.
+pub fn print_plan(plan: &BootImagePlan) {
+    for n in &plan.notes {
+        crate::errln!("note: {n}");
+    }
+    if !plan.import_commands.is_empty() {
+        crate::errln!("import the artifact (not run by layerboot; set the $VARIABLES first):");
+        for c in &plan.import_commands {
+            crate::errln!("  {c}");
         }
     }
-    Ok(patch)
-}
-
-/// Patch the file at `path`; returns the change lines. Writes atomically, 0600.
-pub fn patch_file(
-    path: &Path,
-    base: Patch,
-    image: Option<&RegistryRef>,
-    creds: &AuthFile,
-) -> Result<Vec<String>> {
-    let mut ic = InstallConfig::load(path)?;
-    let unknown = ic.unknown_fields();
-    if !unknown.is_empty() {
-        crate::errln!(
-            "warning: {} has fields openshift-install does not know: {} (a typo? it would reject the file)",
-            path.display(),
-            unknown.join(", ")
-        );
-    }
-    let patch = full_patch(base, image, creds, ic.pull_secret())
-        .with_context(|| path.display().to_string())?;
-    let changes = ic
-        .apply(&patch)
-        .with_context(|| path.display().to_string())?;
-    if ic.had_comments() {
-        crate::errln!(
-            "note: comments in {} are not kept (openshift-install discards the file on use anyway)",
-            path.display()
-        );
-    }
-    crate::io::write_atomic(path, ic.to_yaml()?.as_bytes(), 0o600)?;
-    Ok(changes)
 }
 
 pub fn run(args: InstallConfigArgs) -> Result<()> {
     let o = &args.opts;
-    if args.image.is_none()
-        && o.trust_bundle.is_none()
-        && o.mirrors.is_empty()
-        && o.stream.is_none()
-        && o.cluster_os_image.is_none()
-        && o.bootstrap_os_image.is_none()
-    {
-        bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream or --cluster-os-image");
+    if args.image.is_none() && !o.any() {
+        bail!("nothing to do: give IMAGE (pull secret), --trust-bundle, --mirror, --stream, --cluster-os-image, --aws-ami or --gcp-image");
     }
     let image = args
         .image
         .as_deref()
-        .map(crate::cli::manifests::registry_ref)
+        .map(crate::image::registry_ref)
         .transpose()?;
-    let base = args.opts.patch()?;
-    let reg = args.registry.resolve()?;
-    let creds = reg.auth.merged()?;
-    if let Some(img) = &image {
-        if creds.entry_for(img).is_some() {
-            let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
-            crate::errln!(
-                "credentials for {} come from {}",
-                img.registry,
-                files.join(", ")
-            );
-        }
-    }
     let target = match (&args.install_config, &args.dir) {
         (Some(f), _) => Some(f.clone()),
         (None, Some(d)) => {
@@ -273,93 +262,56 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
         }
         (None, None) => None,
     };
-    match target {
-        Some(path) => {
-            let changes = patch_file(&path, base, image.as_ref(), &creds)?;
+    // Every input is read and checked before anything is written.
+    let ic = target.as_deref().map(InstallConfig::load).transpose()?;
+    let (base, plan) = args.opts.plan(ic.as_ref()).with_context(|| match &target {
+        Some(t) => t.display().to_string(),
+        None => "install-config pieces".to_string(),
+    })?;
+    let reg = args.registry.resolve()?;
+    let creds = reg.auth.merged()?;
+    if let Some(img) = &image {
+        if creds.entry_for(img).is_some() {
+            let files: Vec<String> = reg.auth.files().map(|p| p.display().to_string()).collect();
+            crate::errln!(
+                "credentials for {} come from {}",
+                img.registry,
+                files.join(", ")
+            );
+        }
+    }
+    match (target, ic) {
+        (Some(path), Some(ic)) => {
+            let outcome =
+                crate::installconfig::patch_file(&path, ic, base, image.as_ref(), &creds)?;
+            for m in &outcome.messages {
+                crate::errln!("{m}");
+            }
+            let changes = outcome.changes;
             crate::errln!("patched {} (mode 0600):", path.display());
             for c in changes {
                 crate::errln!("  {c}");
             }
         }
-        None => {
-            let patch = full_patch(base, image.as_ref(), &creds, None)?;
+        _ => {
+            let (patch, message) =
+                crate::installconfig::complete_patch(base, image.as_ref(), &creds, None)?;
+            if let Some(m) = message {
+                crate::errln!("{m}");
+            }
             if patch.pull_secret.is_some() {
                 crate::errln!("note: the pullSecret piece holds only the image registry's entry: merge it into your pull secret, or pass --install-config to patch the file");
             }
-            crate::out!("{}", installconfig::pieces(&patch, args.show_secrets)?)?;
+            let text = installconfig::pieces(&patch, args.show_secrets)?;
+            // An empty mapping prints as `{}`: say why instead (e.g. an import is needed first).
+            if text.trim() != "{}" {
+                crate::out!("{text}")?;
+            }
         }
+    }
+    if let Some(plan) = &plan {
+        print_plan(plan);
+        crate::errln!("first boot: {}", plan.first_boot);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(s: &str) -> RegistryRef {
-        crate::cli::manifests::registry_ref(s).unwrap()
-    }
-
-    #[test]
-    fn pull_secret_merge_never_clobbers_the_release_credentials() {
-        let release = r#"{"auths":{"quay.io":{"auth":"cmVsZWFzZTpyZWxlYXNl","email":"a@b"},"registry.redhat.io":{"auth":"eDp5"}}}"#;
-        let host_creds =
-            AuthFile::parse(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
-        let repo_creds =
-            AuthFile::parse(r#"{"auths":{"quay.io/acme":{"auth":"YWNtZTphY21l"}}}"#).unwrap();
-        let cases: &[(Option<&str>, &AuthFile, &str, Option<&[&str]>)] = &[
-            // host taken by other credentials: file under host/repository
-            (
-                Some(release),
-                &host_creds,
-                "quay.io/acme/os",
-                Some(&["quay.io", "quay.io/acme/os", "registry.redhat.io"]),
-            ),
-            // a repository-scoped authfile key is kept as is
-            (
-                Some(release),
-                &repo_creds,
-                "quay.io/acme/os",
-                Some(&["quay.io", "quay.io/acme", "registry.redhat.io"]),
-            ),
-            // free host: the host key
-            (None, &host_creds, "quay.io/acme/os", Some(&["quay.io"])),
-            (
-                Some(r#"{"auths":{"quay.io":{"auth":"YWNtZTphY21l"}}}"#),
-                &host_creds,
-                "quay.io/acme/os",
-                Some(&["quay.io"]),
-            ),
-            // nothing for that registry
-            (
-                Some(release),
-                &host_creds,
-                "registry.example.com/acme/os",
-                None,
-            ),
-        ];
-        for (existing, creds, image, want) in cases {
-            let got = merge_pull_secret(*existing, &r(image), creds).unwrap();
-            let keys = got.map(|j| {
-                AuthFile::parse(&j)
-                    .unwrap()
-                    .auths
-                    .into_keys()
-                    .collect::<Vec<_>>()
-            });
-            assert_eq!(
-                keys,
-                want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-                "{existing:?} {image}"
-            );
-        }
-        let merged = merge_pull_secret(Some(release), &r("quay.io/acme/os"), &host_creds)
-            .unwrap()
-            .unwrap();
-        assert!(
-            merged.contains("\"email\":\"a@b\""),
-            "other fields kept: {merged}"
-        );
-        assert!(merge_pull_secret(Some("{not json"), &r("quay.io/a/b"), &host_creds).is_err());
-    }
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::cli::ignition::PointerArgs;
 use crate::ignition::pointer;
 use crate::iso::{self, Console, Customize, LiveIso, LiveSpec, Named, Report, Target};
 
@@ -20,7 +19,7 @@ pub struct IsoArgs {
 pub enum IsoCommand {
     /// Embed Ignition, installer settings, network keyfiles and kernel arguments into a
     /// CoreOS live ISO (coreos-installer `iso customize` compatible)
-    Customize(CustomizeArgs),
+    Customize(Box<CustomizeArgs>),
     /// Show what a live ISO carries: Ignition, installer config, keyfiles, kernel arguments
     Show(ShowArgs),
     /// Restore a live ISO's pristine embed areas (no Ignition, default kernel arguments)
@@ -38,6 +37,10 @@ pub struct CustomizeArgs {
     /// Replace the customizations of an already customized ISO, and an existing -o file
     #[arg(short, long)]
     pub force: bool,
+
+    /// Print what was written as JSON on stdout (see docs/json.md); needs the ISO in a file
+    #[arg(long)]
+    pub json: bool,
 
     /// Ignition config for the live system (merged into the embedded live config)
     #[arg(long, value_name = "FILE")]
@@ -97,10 +100,13 @@ pub struct CustomizeArgs {
     /// Kernel and bootloader console for the installed system (e.g. ttyS0,115200n8)
     #[arg(long, value_name = "SPEC")]
     pub dest_console: Vec<Console>,
-    /// Install this metal image (e.g. one built by `layerboot disk`) instead of the stock one
+    /// Install this metal image (e.g. one built by `layerboot disk`) instead of the stock one.
+    /// Images layerboot builds carry no Fedora/Red Hat GPG signature (URL.sig): pass
+    /// --insecure with them
     #[arg(long, value_name = "URL")]
     pub image_url: Option<url::Url>,
-    /// Let the installer take --image-url without a detached GPG signature (URL.sig)
+    /// Let the installer take --image-url without a detached GPG signature (URL.sig); needed
+    /// for images layerboot builds, which are unsigned
     #[arg(long, requires = "image_url")]
     pub insecure: bool,
     /// NetworkManager keyfile for the live system (and the installed one)
@@ -160,7 +166,7 @@ impl CustomizeArgs {
         if self.ca.is_none() && self.from.is_none() {
             bail!("--pointer-pool {pool} needs the cluster's root CA: give --ca FILE, or --from an existing pointer config (worker.ign)");
         }
-        let args = PointerArgs {
+        let inputs = pointer::PointerInputs {
             pool: pool.clone(),
             cluster: self.cluster.clone(),
             base_domain: self.base_domain.clone(),
@@ -168,9 +174,8 @@ impl CustomizeArgs {
             ca: self.ca.clone(),
             from: self.from.clone(),
             spec: self.pointer_spec.clone(),
-            output: None,
         };
-        let settings = args
+        let settings = inputs
             .settings()
             .with_context(|| format!("--pointer-pool {pool}"))?;
         let rendered =
@@ -241,6 +246,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCode> {
     match args.command {
         IsoCommand::Customize(a) => {
+            if a.json && a.output.as_deref() == Some(Path::new("-")) {
+                bail!("--json prints to stdout, where -o - sends the ISO: write the ISO to a file");
+            }
             if let Some(o) = a.output.as_deref().filter(|o| *o != Path::new("-")) {
                 let mut inputs: Vec<&Path> = vec![&a.input];
                 inputs.extend(a.live_ignition.iter().map(PathBuf::as_path));
@@ -266,12 +274,21 @@ pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCo
             for n in &plan.notes {
                 crate::errln!("{n}");
             }
-            let bytes: u64 = plan.writes.iter().map(|w| w.length).sum();
-            crate::errln!(
-                "customized {}: wrote {} embed areas ({bytes} bytes)",
-                describe(target, &a.input),
-                plan.writes.len()
-            );
+            if a.json {
+                let report = CustomizeReport {
+                    output: a.output.as_deref().unwrap_or(&a.input),
+                    in_place: a.output.is_none(),
+                    plan: &plan,
+                };
+                crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                let bytes: u64 = plan.writes.iter().map(|w| w.length).sum();
+                crate::infoln!(
+                    "customized {}: wrote {} embed areas ({bytes} bytes)",
+                    describe(target, &a.input),
+                    plan.writes.len()
+                );
+            }
         }
         IsoCommand::Show(a) => {
             let mut report = Report::new(&LiveIso::open(&a.input)?)?;
@@ -296,11 +313,21 @@ pub async fn run(args: IsoArgs, cancel: &crate::cancel::Cancel) -> Result<ExitCo
             blocking(move || iso::reset(&input, Target::from_output(output.as_deref()), &cancel))
                 .await?;
             let target = Target::from_output(a.output.as_deref());
-            crate::errln!(
+            crate::infoln!(
                 "reset {}: no embedded Ignition, default kernel arguments",
                 describe(target, &a.input)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `iso customize --json` (schema in docs/json.md).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CustomizeReport<'a> {
+    output: &'a Path,
+    in_place: bool,
+    #[serde(flatten)]
+    plan: &'a crate::iso::plan::Plan,
 }

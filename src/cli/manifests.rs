@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cli::registry_args::RegistryArgs;
-use crate::imageref::{ImageRef, RegistryRef};
+use crate::cli::registry_args::ImageSourceArgs;
+use crate::imageref::RegistryRef;
 use crate::manifests::installdir::{self, InstallDir};
 use crate::manifests::{
     self, ManifestSettings, MethodChoice, OpenShiftVersion, OutputFile, PushSettings,
 };
-use crate::registry::{self, auth::AuthFile, RegistryOptions};
+use crate::registry::auth::AuthFile;
 
 #[derive(Debug, Args)]
 pub struct ManifestsArgs {
@@ -29,17 +29,6 @@ pub struct ManifestsArgs {
     pub show_secrets: bool,
     #[command(flatten)]
     pub source: ImageSourceArgs,
-}
-
-/// Where the image is looked up, shared by every command that pins an image.
-#[derive(Debug, Args, Clone)]
-pub struct ImageSourceArgs {
-    /// Trust the given digest and do not contact the registry (for install hosts that
-    /// cannot reach it); needs IMAGE@sha256:…, and skips the bootable-image check.
-    #[arg(long)]
-    pub offline: bool,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 /// Options shared with `install-kit`.
@@ -61,69 +50,15 @@ pub struct ManifestOptions {
     /// MachineOSConfig: name of the push Secret in openshift-machine-config-operator.
     #[arg(long, value_name = "NAME", default_value = "layered-image-push-secret")]
     pub push_secret_name: String,
-    /// MachineOSConfig: Containerfile kept for later on-cluster rebuilds (≤ 4096 bytes).
+    /// MachineOSConfig: the Containerfile the image was built from (≤ 4096 bytes), required:
+    /// the MCO rebuilds the pool's image from it after install (upgrades, MachineConfig
+    /// changes), and a rebuild without it drops the customization.
     #[arg(long, value_name = "FILE")]
     pub containerfile: Option<PathBuf>,
-}
-
-/// Parse IMAGE as a registry reference (manifests need a registry pull spec).
-pub fn registry_ref(image: &str) -> Result<RegistryRef> {
-    match image.parse::<ImageRef>()? {
-        ImageRef::Registry(r) => Ok(r),
-        other => bail!("'{other}' is not a registry image: nodes pull osImageURL from a registry; push it and give registry/repo@sha256:…"),
-    }
-}
-
-/// The image as nodes must see it: pinned by digest, plus whether it is a bootc image.
-#[derive(Debug, Clone)]
-pub struct Pinned {
-    pub image: RegistryRef,
-    pub bootc: bool,
-}
-
-/// Pin the image for the cluster: resolve a tag to its digest in the registry (a given
-/// digest is checked to exist) and read its labels.
-///
-/// A tag naming a multi-arch index is pinned to the *index* digest: CRI-O and rpm-ostree
-/// pick the node's architecture from it, so one osImageURL serves a multi-arch cluster.
-pub async fn pin(image: &RegistryRef, reg: &RegistryOptions, offline: bool) -> Result<Pinned> {
-    if offline {
-        let Some(d) = &image.digest else {
-            bail!("--offline needs the image pinned by digest (registry/repo@sha256:…): a tag cannot be resolved without the registry");
-        };
-        return Ok(Pinned {
-            image: image.pinned(d),
-            bootc: false,
-        });
-    }
-    let resolved = registry::resolve(&ImageRef::Registry(image.clone()), reg)
-        .await
-        .with_context(|| format!("resolving {image}"))?;
-    let digest = match (&image.digest, &resolved.index_digest) {
-        (Some(d), _) => d.clone(),
-        (None, Some(index)) => index.clone(),
-        (None, None) => resolved.manifest_digest.clone(),
-    };
-    let labels = resolved
-        .config
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
-    let bootable = labels
-        .get("ostree.bootable")
-        .is_some_and(|v| v == "true" || v == "1")
-        || labels.contains_key("containers.bootc");
-    if !bootable {
-        bail!("{image} is not a bootable ostree container image (no ostree.bootable or containers.bootc label): build it FROM a CoreOS/RHCOS base");
-    }
-    let bootc = labels
-        .get("containers.bootc")
-        .is_some_and(|v| v == "1" || v == "true");
-    Ok(Pinned {
-        image: image.pinned(&digest),
-        bootc,
-    })
+    /// Also write the MachineConfiguration that opts MachineSets out of boot image
+    /// management, so the MCO does not replace a custom boot image (vSphere, Azure) on upgrade.
+    #[arg(long)]
+    pub keep_boot_images: bool,
 }
 
 /// [`push_secret_auth`] when the chosen method needs a push Secret.
@@ -144,8 +79,9 @@ pub fn push_secret_auth(opts: &ManifestOptions, creds: &AuthFile) -> Result<Opti
     let Some(spec) = &opts.push_spec else {
         return Ok(None);
     };
-    let push_ref = registry_ref(spec).with_context(|| format!("--push-spec {spec}"))?;
-    match crate::cli::install_config::entry_for_image(creds, &push_ref) {
+    let push_ref =
+        crate::image::registry_ref(spec).with_context(|| format!("--push-spec {spec}"))?;
+    match creds.single_entry_for(&push_ref) {
         Some((_, one)) => Ok(Some(one.to_json().into_bytes())),
         None => bail!(
             "no credentials for the push registry {} in the authfile: the MachineOSConfig push Secret needs them (give --authfile)",
@@ -189,6 +125,13 @@ impl ManifestOptions {
                 _ => e,
             })?;
         }
+        // Without --push-spec, render() names that first (the method needs both).
+        if method == manifests::Method::MachineOsConfig
+            && push.is_some()
+            && self.containerfile.is_none()
+        {
+            bail!("{}", manifests::CONTAINERFILE_REQUIRED);
+        }
         Ok((
             ManifestSettings {
                 image,
@@ -212,7 +155,7 @@ pub fn summary_line(root: &std::path::Path, f: &OutputFile) -> String {
 }
 
 pub async fn run(args: ManifestsArgs) -> Result<()> {
-    let image = registry_ref(&args.image)?;
+    let image = crate::image::registry_ref(&args.image)?;
     // Validate all local input before any network access.
     let (check, _) = args.common.settings(image.clone(), None)?;
     let dir = args.dir.as_deref().map(InstallDir::open).transpose()?;
@@ -221,19 +164,22 @@ pub async fn run(args: ManifestsArgs) -> Result<()> {
     }
     let reg = args.source.registry.resolve()?;
     let push_auth = push_secret_auth_for(&check, &args.common, &reg.auth.merged()?)?;
-    let pinned = pin(&image, &reg, args.source.offline).await?;
+    let pinned = crate::image::pin(&image, &reg, args.source.offline).await?;
     let (settings, method_line) = args.common.settings(pinned.image, push_auth)?;
-    let files = manifests::render(&settings)?;
-    crate::errln!("{method_line}");
+    let mut files = manifests::render(&settings)?;
+    if args.common.keep_boot_images {
+        files.push(manifests::keep_boot_images_file()?);
+    }
+    crate::infoln!("{method_line}");
     for w in manifests::caveats(&settings) {
         crate::errln!("warning: {w}");
     }
     match dir {
         Some(d) => {
             installdir::write_files(&d.root, &files)?;
-            crate::errln!("wrote:");
+            crate::infoln!("wrote:");
             for f in &files {
-                crate::errln!("{}", summary_line(&d.root, f));
+                crate::infoln!("{}", summary_line(&d.root, f));
             }
         }
         None => crate::out!("{}", manifests::to_stream(&files, args.show_secrets)?)?,

@@ -7,6 +7,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::cancel::Cancel;
+use crate::disk::SourceImage;
+use crate::imageref::ImageRef;
+use crate::registry::{RegistryOptions, ResolvedImage};
 
 pub mod boot_test;
 pub mod disk;
@@ -26,6 +29,11 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Quiet: no progress bars and no informational lines (what was written, notes, next
+    /// steps); warnings, errors and the requested output still appear.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -71,8 +79,13 @@ pub enum Command {
 pub async fn run(cli: Cli, cancel: &Cancel) -> Result<ExitCode> {
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     let reg_cancel = cancel.clone();
+    let quiet = cli.quiet;
+    crate::output::set_quiet(quiet);
     match cli.command {
-        Command::Disk(args) => disk::run(args, cancel).await,
+        Command::Disk(mut args) => {
+            args.quiet = quiet;
+            disk::run(args, cancel).await
+        }
         Command::Iso(args) => iso::run(args, cancel).await,
         Command::BootTest(args) => boot_test::run(args, cancel).await,
         Command::Ignition(a) => cancel
@@ -85,11 +98,41 @@ pub async fn run(cli: Cli, cancel: &Cancel) -> Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::InstallConfig(a) => done(install_config::run(a)),
         Command::InstallKit(a) => done(cancel.run(install_kit::run(a)).await),
-        Command::Inspect(a) => done(cancel.run(inspect::run(a)).await),
-        Command::Pull(a) => done(cancel.run(pull::run(a, reg_cancel)).await),
+        Command::Inspect(mut a) => {
+            a.quiet = quiet;
+            done(cancel.run(inspect::run(a)).await)
+        }
+        Command::Pull(mut a) => {
+            a.quiet = quiet;
+            done(cancel.run(pull::run(a, reg_cancel)).await)
+        }
         Command::Completion(a) => done(shell::run_completion(a)),
         Command::Man(a) => done(shell::run_man(a)),
     }
+}
+
+/// The image as a local layout whose files can be read: an `oci:` layout in place,
+/// anything else pulled (verified) into the shared cache.
+pub(crate) async fn local_source(
+    image: &ImageRef,
+    resolved: &ResolvedImage,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<SourceImage> {
+    use anyhow::Context;
+    if let ImageRef::OciDir { path, tag } = image {
+        return SourceImage::open(path, tag.as_deref());
+    }
+    let pulled = crate::pull::pull_resolved_to_cache(resolved, opts, quiet).await?;
+    let dir = pulled
+        .layout_dir
+        .as_deref()
+        .context("the image cache is a directory layout")?;
+    let source = SourceImage::open(dir, Some(&pulled.ref_name))?;
+    Ok(match &pulled.pinned {
+        Some(pinned) => source.with_registry_origin(&pinned.to_string()),
+        None => source,
+    })
 }
 
 #[cfg(test)]

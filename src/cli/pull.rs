@@ -20,9 +20,13 @@ pub struct PullArgs {
     #[arg(long, value_name = "DEST")]
     pub to: String,
 
-    /// No progress bars and no summary line.
-    #[arg(short, long)]
+    /// The global -q: no progress bars and no summary line.
+    #[arg(skip)]
     pub quiet: bool,
+
+    /// Print what was pulled as JSON on stdout (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -35,8 +39,21 @@ pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
     let dest: Destination = args.to.parse()?;
     let mut opts = args.registry.resolve()?;
     opts.cancel = cancel;
-    let pulled = crate::pull::pull(&image, &dest, &opts, args.quiet).await?;
-    if !args.quiet {
+    let pulled = crate::pull::pull(&image, &dest, &opts, args.quiet || args.json).await?;
+    if args.json {
+        let s = &pulled.stats;
+        let report = PullReport {
+            destination: &args.to,
+            manifest_digest: pulled.manifest_digest.to_string(),
+            layout_digest: s.layout_digest.to_string(),
+            pinned: pulled.pinned.as_ref().map(ToString::to_string),
+            blobs_fetched: s.blobs_fetched,
+            blobs_skipped: s.blobs_skipped,
+            bytes_fetched: s.bytes_fetched,
+            seconds: s.elapsed.as_secs_f64(),
+        };
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    } else if !args.quiet {
         let s = &pulled.stats;
         let pinned = pulled
             .pinned
@@ -54,4 +71,18 @@ pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `pull --json` (schema in docs/json.md).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PullReport<'a> {
+    destination: &'a str,
+    manifest_digest: String,
+    layout_digest: String,
+    pinned: Option<String>,
+    blobs_fetched: usize,
+    blobs_skipped: usize,
+    bytes_fetched: u64,
+    seconds: f64,
 }

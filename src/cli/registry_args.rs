@@ -78,6 +78,17 @@ impl RegistryArgs {
     }
 }
 
+/// Where the image is looked up, shared by every command that pins an image.
+#[derive(Debug, Args, Clone)]
+pub struct ImageSourceArgs {
+    /// Trust the given digest and do not contact the registry (for install hosts that
+    /// cannot reach it); needs IMAGE@sha256:…, and skips the bootable-image check.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,8 @@ pub struct DeployRequest {
     pub display_name: String,
     /// Mount this filesystem on `sysroot` (a mount point in the staging directory) first.
     pub mount: Option<MountRequest>,
+    /// `ostree config set` pairs for the shipped repo, applied before the deploy.
+    pub repo_config: Vec<(String, String)>,
 }
 
 /// A filesystem in a region of a disk image, and the directory to become its `/boot`.
@@ -68,6 +70,8 @@ pub struct MountRequest {
     pub offset: u64,
     pub size: u64,
     pub boot_dir: PathBuf,
+    /// Extra mount options for the filesystem (see [`super::fs::deploy_mount_options`]).
+    pub options: String,
 }
 
 impl DeployRequest {
@@ -81,6 +85,11 @@ impl DeployRequest {
             format!("--name={}", self.display_name),
         ];
         a.extend(self.kargs.iter().map(|k| format!("--karg={k}")));
+        a.extend(
+            self.repo_config
+                .iter()
+                .map(|(k, v)| format!("--repo-config={k}={v}")),
+        );
         if let Some(m) = &self.mount {
             a.extend([
                 format!("--mount-image={}", m.image.display()),
@@ -88,6 +97,9 @@ impl DeployRequest {
                 format!("--sizelimit={}", m.size),
                 format!("--boot-dir={}", m.boot_dir.display()),
             ]);
+            if !m.options.is_empty() {
+                a.push(format!("--mount-options={}", m.options));
+            }
         }
         a
     }
@@ -98,6 +110,7 @@ impl DeployRequest {
 /// mount namespace fails with EINVAL in a multithreaded process).
 pub fn enter_private_mount_namespace() -> Result<()> {
     // SAFETY: unshare has no memory effects; the caller guarantees a single thread.
+    #[allow(unsafe_code)]
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNS) (needs root)");
     }
@@ -108,7 +121,7 @@ pub fn enter_private_mount_namespace() -> Result<()> {
 /// Mount `m`'s filesystem on `at` and its boot directory on `at/boot`. The loop device is
 /// autoclear (mount(8) sets it), so it goes away with the last unmount.
 pub fn mount_target(m: &MountRequest, at: &Path) -> Result<()> {
-    let opts = format!("loop,offset={},sizelimit={}", m.offset, m.size);
+    let opts = root_mount_options(m);
     cmd::run(
         Command::new("mount")
             .args(["-o", &opts])
@@ -146,6 +159,17 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// The helper's process id: its mount namespace holds the mounted root.
+    pub fn pid(&self) -> u32 {
+        self.helper.pid()
+    }
+
+    /// A path in the helper's mount namespace as this process reaches it.
+    pub fn host_view(&self, p: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.helper.pid()))
+            .join(p.strip_prefix("/").unwrap_or(p))
+    }
+
     /// Let the helper unmount and end; its exit status says whether that worked.
     pub fn finish(mut self, cancel: &Cancel) -> Result<()> {
         let root_size = self.root_size;
@@ -191,6 +215,7 @@ pub fn deploy(
     target: MountRequest,
     stateroot: &str,
     kargs: &[String],
+    repo_config: &[(String, String)],
     cancel: &Cancel,
 ) -> Result<Mounted> {
     let root_size = target.size;
@@ -202,6 +227,7 @@ pub fn deploy(
         kargs: kargs.to_vec(),
         display_name: image.display_name.clone(),
         mount: Some(target),
+        repo_config: repo_config.to_vec(),
     };
     let mut c = Command::new(helper_path()?);
     c.args(req.to_args());
@@ -276,6 +302,17 @@ pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
     e
 }
 
+const STAGING_MIN_FREE_KEY: &str = "core.min-free-space-percent";
+
+fn root_mount_options(m: &MountRequest) -> String {
+    let mut opts = format!("loop,offset={},sizelimit={}", m.offset, m.size);
+    if !m.options.is_empty() {
+        opts.push(',');
+        opts.push_str(&m.options);
+    }
+    opts
+}
+
 /// The deployment itself; runs inside `layerboot-deploy`.
 pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
     use ostree_ext::container::OstreeImageReference;
@@ -302,6 +339,22 @@ pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
             .arg(&repo_arg)
             .args(["config", "set", "core.fsync", "false"]),
     )?;
+    for (k, v) in &req.repo_config {
+        cmd::run(
+            Command::new("ostree")
+                .arg(&repo_arg)
+                .args(["config", "set", k, v]),
+        )?;
+    }
+    // ostree refuses writes that would leave less than 3% of the filesystem free; the root
+    // is sized to its content (`bootimage::plan::fs_min_size`) and grown to the disk at
+    // first boot, so the guard only fails builds. The shipped repo gets the default back.
+    cmd::run(Command::new("ostree").arg(&repo_arg).args([
+        "config",
+        "set",
+        STAGING_MIN_FREE_KEY,
+        "0",
+    ]))?;
     cmd::run(Command::new("ostree").args([
         "admin",
         "os-init",
@@ -327,11 +380,13 @@ pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
         .with_context(|| format!("deploying {} with ostree-ext", req.display_name))?;
     let commit = state.merge_commit.clone();
     drop(sys);
-    cmd::run(
-        Command::new("ostree")
-            .arg(&repo_arg)
-            .args(["config", "unset", "core.fsync"]),
-    )?;
+    for key in ["core.fsync", STAGING_MIN_FREE_KEY] {
+        cmd::run(
+            Command::new("ostree")
+                .arg(&repo_arg)
+                .args(["config", "unset", key]),
+        )?;
+    }
     read_back(sysroot, stateroot, &commit, &req.display_name)
 }
 

@@ -14,11 +14,17 @@
 
 pub mod assemble;
 pub mod bootloader;
+pub mod bootupd_state;
+pub mod coreos;
 pub mod deploy;
 pub mod estimate;
 pub mod fs;
+pub mod image_exec;
 pub mod ostree_import;
 pub mod output;
+pub mod package;
+pub mod retarget;
+pub mod selinux;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -43,16 +49,32 @@ pub fn cancelled_error() -> anyhow::Error {
 #[derive(Debug, Clone)]
 pub struct DiskSettings {
     pub image: SourceImage,
-    pub bootimage_name: String,
-    pub definition: Definition,
+    /// What the image says as a CoreOS image ([`coreos::read`]); `None` for other images.
+    /// Read once, before the output name (whose suffix can depend on it) is chosen.
+    pub coreos: Option<coreos::CoreosImage>,
+    /// The artifacts to build, at least one. All are made from one deployment, so they must
+    /// share a partition layout and firmware (checked before any heavy work); the first
+    /// one's name seeds the identifiers (GUIDs, filesystem UUIDs) they then share, as
+    /// CoreOS's platform images share their qemu image's.
+    pub targets: Vec<Target>,
     pub size: Option<u64>,
     pub extra_kargs: Vec<String>,
-    pub stateroot: String,
-    pub output: PathBuf,
+    /// `--stateroot`; else the image's `com.coreos.osname`, else `default`.
+    pub stateroot: Option<String>,
     pub stream_metadata: PathBuf,
     pub stream_name: String,
-    /// Prefix for `location` in stream metadata (else the bare file name).
-    pub base_url: Option<String>,
+    /// Where the artifact is served (`--base-url`): stream metadata `location` is this
+    /// URL + the file name; else the bare file name, which coreos-installer and
+    /// openshift-install cannot use (see [`output::artifact_location`]).
+    pub base_url: Option<url::Url>,
+}
+
+/// One artifact of a build: a boot image definition and where it goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub bootimage_name: String,
+    pub definition: Definition,
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,28 +93,56 @@ pub struct BuildReport {
     pub disk_size: u64,
 }
 
-/// CoreOS's `/.coreos-aleph-version.json`: what the disk was built from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Aleph {
-    pub build: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-    #[serde(rename = "ostree-commit")]
-    pub ostree_commit: String,
-    pub imgid: String,
-    #[serde(rename = "container-image")]
-    pub container_image: AlephImage,
-    pub version: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub builder: String,
+/// The aleph file, `/.aleph-version.json` (+ the `.coreos-aleph-version.json` symlink),
+/// as osbuild's `org.osbuild.ostree.aleph` writes it for a container deployment: keys
+/// sorted, 4-space indent, `version` and no `build` (bootupd aliases `build` to `version`,
+/// so both present fail its parse). Pure.
+pub fn aleph_json(image: &SourceImage) -> Result<String> {
+    use serde_json::{json, Value};
+    let imgref = &image.target_imgref;
+    // osbuild strips the transport (`ostree-unverified-registry:` and the like).
+    let image_name = imgref
+        .strip_prefix("ostree-remote-registry:")
+        .or_else(|| imgref.strip_prefix("ostree-remote-image:"))
+        .and_then(|r| r.split_once(':').map(|(_, rest)| rest))
+        .or_else(|| imgref.strip_prefix("ostree-image-signed:"))
+        .or_else(|| imgref.strip_prefix("ostree-unverified-registry:"))
+        .or_else(|| imgref.strip_prefix("ostree-unverified-image:"))
+        .unwrap_or(imgref);
+    let mut data: BTreeMap<&str, Value> = BTreeMap::from([
+        (
+            "osbuild-version",
+            json!(format!("layerboot {}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ("ref", json!(imgref)),
+        // bootupd needs a string here; an image without a version label is named by digest.
+        (
+            "version",
+            json!(image.version().unwrap_or(image.digest.as_str())),
+        ),
+        (
+            "container-image",
+            json!({
+                "image-name": image_name,
+                "image-digest": image.config_digest,
+                "image-labels": image.labels,
+            }),
+        ),
+    ]);
+    if let Some(c) = image.labels.get("ostree.commit") {
+        data.insert("ostree-commit", json!(c));
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"    "),
+    );
+    serde::Serialize::serialize(&data, &mut ser)?;
+    Ok(String::from_utf8(out)? + "\n")
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct AlephImage {
-    pub image: String,
-    pub digest: String,
-    pub transport: String,
-}
+pub const ALEPH: &str = ".aleph-version.json";
+pub const COREOS_ALEPH: &str = ".coreos-aleph-version.json";
 
 /// Removes the staging tree on drop, whatever happened.
 struct Staging(PathBuf);
@@ -112,33 +162,46 @@ impl Drop for Staging {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Default artifact name: `<image>-<version>-<bootimage>.x86_64.<format>[.xz|.gz]`, as
-/// CoreOS names its disk images.
+/// CoreOS names its disk images (`compression`: the definition's, resolved for the image).
 pub fn default_output_name(
     image_stem: &str,
     version: Option<&str>,
     bootimage_name: &str,
     def: &Definition,
+    compression: Compression,
 ) -> String {
     let v = version.map(|v| format!("-{v}")).unwrap_or_default();
     format!(
         "{image_stem}{v}-{bootimage_name}.x86_64.{}{}",
-        def.format,
-        def.compression.suffix()
+        bootimage::definition::artifact_extension(def.format, def.package),
+        compression.suffix()
     )
 }
 
+/// The artifact's file name without its extensions (`x-qemu.x86_64.qcow2.gz` →
+/// `x-qemu.x86_64`): what names the disk inside a package.
+fn artifact_stem(file_name: &str) -> &str {
+    file_name
+        .rfind(".x86_64")
+        .map_or(file_name.split('.').next().unwrap_or(file_name), |i| {
+            &file_name[..i + ".x86_64".len()]
+        })
+}
+
 /// Build the disk. Blocking: call from `spawn_blocking` in async code.
-pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
+pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     if !is_root() {
         bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
     }
+    let base = s.targets.first().context("no boot image to build")?;
     s.image.check_bootable()?;
-    let def = &s.definition;
+    // A stream file that would be refused at the end is refused before any work.
+    output::read_stream(&s.stream_metadata)?;
+    let def = &base.definition;
     for (tool, pkg) in [
         ("ostree", "ostree"),
         ("skopeo", "skopeo"),
@@ -156,13 +219,36 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     {
         crate::cmd::require("mkfs.xfs", "xfsprogs")?;
     }
-    if def.format == Format::Qcow2 {
-        crate::cmd::require("qemu-img", "qemu-utils")?;
+    for t in &s.targets {
+        if t.definition.format != Format::Raw {
+            crate::cmd::require("qemu-img", "qemu-utils")?;
+        }
+        if t.definition.package == bootimage::Package::GceTar {
+            crate::cmd::require("tar", "tar")?;
+        }
     }
     // The root's content is known from the layers: the whole layout is fixed, and a bad
     // definition, bad kargs or a too small --size fail here, before anything heavy.
-    let root_estimate = s.image.unpacked_size()?;
+    let footprint = s.image.footprint()?;
+    let root_estimate = estimate::root_content(&footprint);
+    let coreos_image = &s.coreos;
+    let facts = coreos_image
+        .as_ref()
+        .map(|c| c.facts(&base.bootimage_name, &def.platform));
+    let stateroot = coreos::stateroot(s.stateroot.as_deref(), &s.image.labels)?;
+    match &coreos_image {
+        Some(c) => log::info!(
+            "CoreOS image (/{}{}): stateroot {stateroot}, platform {} kernel arguments {:?}, GRUB console {:?}",
+            coreos::PLATFORMS_JSON,
+            if c.image.is_some() { ", image.json" } else { "" },
+            def.platform,
+            facts.as_ref().map(|f| &f.kargs).unwrap_or(&Vec::new()),
+            facts.as_ref().map(|f| &f.grub_commands).unwrap_or(&Vec::new()),
+        ),
+        None => log::info!("not a CoreOS image (no /{}): stateroot {stateroot}", coreos::PLATFORMS_JSON),
+    }
     let opts = |esp: u64, boot: u64| PlanOptions {
+        coreos: facts.clone(),
         size: s.size,
         extra_kargs: s.extra_kargs.clone(),
         content: bootimage::ContentSizes {
@@ -171,7 +257,21 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
             root: root_estimate,
         },
     };
-    let plan = bootimage::resolve(&s.bootimage_name, def, &opts(0, 0))?;
+    let plans = target_plans(s, &opts(0, 0))?;
+    let plan = plans[0].clone();
+    log::info!(
+        "{} compression ({})",
+        plan.stream_format,
+        match (
+            def.compression,
+            facts.as_ref().and_then(|f| f.compressor.as_ref())
+        ) {
+            (bootimage::CompressionSetting::Image, Some((_, from))) =>
+                format!("as the image says: {from}"),
+            (bootimage::CompressionSetting::Image, None) => "the image says nothing: xz".into(),
+            _ => "set by the boot image definition".into(),
+        }
+    );
     let root_part = plan
         .partition(Role::Root)
         .context("the boot image definition has no root partition")?
@@ -181,7 +281,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         bail!("the root partition has no filesystem")
     };
 
-    let out_dir = match s.output.parent() {
+    let out_dir = match base.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -196,10 +296,19 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+    let mkfs_options = |fs: bootimage::Filesystem| -> &'static [&'static str] {
+        if coreos_image.is_some() {
+            coreos::mkfs_options(fs)
+        } else {
+            &[]
+        }
+    };
     log::info!(
-        "disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes of content",
+        "disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes allocated by {} files ({} bytes of layer tar)",
         plan.disk_size,
-        root_part.size
+        root_part.size,
+        footprint.regular_files,
+        footprint.tar_bytes
     );
     let raw_path = st.join("disk.raw");
     let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
@@ -212,6 +321,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
             uuid: root_uuid,
             size: root_part.size,
             sector_size: plan.sector_size,
+            options: mkfs_options(root_fs),
         },
         &root_img,
     )?;
@@ -235,52 +345,45 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         offset: root_part.offset,
         size: root_part.size,
         boot_dir: boot_dir.clone(),
+        options: fs::deploy_mount_options(root_fs).to_string(),
     };
     // Dropped after the helper (declared before it): waits for its loop device to go.
     let loop_release = deploy::LoopRelease(raw_path.clone());
+    // CoreOS's repo config (coreos-assembler coreos.osbuild.x86_64.mpp.yaml,
+    // `org.osbuild.ostree.config`): BLS paths under /boot (the boot filesystem carries
+    // ostree's `boot -> .` link), `grub_users ""` on non-default entries.
+    // `sysroot.readonly` is not set: see docs/disk.md (the example's initramfs bind-mounts /var
+    // from the physical root, which would then be read-only for Ignition).
+    let repo_config: Vec<(String, String)> = match &coreos_image {
+        Some(_) => vec![
+            ("sysroot.bootprefix".into(), "true".into()),
+            (
+                "sysroot.bls-append-except-default".into(),
+                "grub_users=\"\"".into(),
+            ),
+        ],
+        None => vec![],
+    };
     let mounted = deploy::deploy(
         &s.image,
         &mountpoint,
         target,
-        &s.stateroot,
+        &stateroot,
         &plan.kargs,
+        &repo_config,
         cancel,
     )?;
     let deployed = mounted.deployed.clone();
     let root = &mounted.root;
 
     step("deployed; completing the root filesystem and staging the bootloader");
-    let file_name = s
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let aleph = Aleph {
-        build: s
-            .image
-            .version()
-            .map(str::to_string)
-            .unwrap_or_else(|| s.image.digest.clone()),
-        reference: s.image.target_imgref.clone(),
-        ostree_commit: deployed.commit.clone(),
-        imgid: file_name.clone(),
-        container_image: AlephImage {
-            image: s.image.display_name.clone(),
-            digest: s.image.digest.clone(),
-            transport: if s.image.target_imgref.contains("-registry:") {
-                "registry".into()
-            } else {
-                "oci".into()
-            },
-        },
-        version: s.image.version().map(str::to_string),
-        labels: s.image.labels.clone(),
-        builder: format!("layerboot {}", env!("CARGO_PKG_VERSION")),
-    };
-    let aleph_path = root.join(".coreos-aleph-version.json");
-    std::fs::write(&aleph_path, serde_json::to_string_pretty(&aleph)? + "\n")
+    let aleph_path = root.join(ALEPH);
+    std::fs::write(&aleph_path, aleph_json(&s.image)?)
         .map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size))
         .with_context(|| format!("writing {}", aleph_path.display()))?;
+    let compat = root.join(COREOS_ALEPH);
+    std::os::unix::fs::symlink(ALEPH, &compat)
+        .with_context(|| format!("creating {}", compat.display()))?;
     // The first-boot stamp: GRUB adds ignition.firstboot while it exists.
     std::fs::write(boot_dir.join("ignition.firstboot"), "")
         .context("writing the first-boot stamp")?;
@@ -291,24 +394,84 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         .unwrap_or_else(|| "boot".into());
     let work = st.join("work");
     std::fs::create_dir_all(&work)?;
+    let image_root = crate::io::RootedDir::open(&root.join(&deployed.deploy_path))?;
     let files = bootloader::prepare(&bootloader::Inputs {
-        deployment: &root.join(&deployed.deploy_path),
+        image: &image_root,
         boot_dir: &boot_dir,
         boot_label: &boot_label,
         boot_uuid: plan
             .partition(Role::Boot)
             .and_then(|p| p.fs_uuid.as_deref()),
         serial: plan.grub_serial,
+        console_commands: plan.console_commands.as_deref(),
         uefi: plan.firmware.contains(&Firmware::Uefi),
         bios: plan.firmware.contains(&Firmware::Bios),
         work: &work,
+        image_exec: Some(&image_exec::ImageExec {
+            pid: mounted.pid(),
+            deployment: mountpoint.join(&deployed.deploy_path),
+        }),
     })?;
+    // Its descriptor would keep the root filesystem busy at the unmount.
+    drop(image_root);
     let esp_dir = st.join("esp");
     std::fs::create_dir_all(&esp_dir)?;
     for (rel, src) in &files.esp {
         let dest = esp_dir.join(rel);
         std::fs::create_dir_all(dest.parent().expect("relative path has a parent"))?;
         std::fs::copy(src, &dest).with_context(|| format!("staging {rel} for the ESP"))?;
+    }
+    if let Some(c) = &coreos_image {
+        // coreos-installer's --platform reads the table from the boot filesystem.
+        let dest = boot_dir.join(coreos::BOOT_PLATFORMS_JSON);
+        std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
+        std::fs::write(&dest, &c.platforms_json)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        // With sysroot.bootprefix the image's ostree writes `/boot/ostree/…` paths into
+        // later BLS entries; the boot filesystem resolves them through `boot -> .`, as
+        // CoreOS's has. (The build host's libostree may predate bootprefix: this disk's
+        // own entries can then be unprefixed, which the same link also serves.)
+        let link = boot_dir.join("boot");
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(".", &link)
+                .with_context(|| format!("creating {}", link.display()))?;
+        }
+    }
+    let deployment = root.join(&deployed.deploy_path);
+    bootupd_state::write(&bootupd_state::Inputs {
+        deployment: &deployment,
+        boot_dir: &boot_dir,
+        uefi: plan.firmware.contains(&Firmware::Uefi),
+        bios: plan.firmware.contains(&Firmware::Bios),
+    })?;
+    // Last: labels every file the steps above wrote into /boot and the root.
+    if let Some(policy) = selinux::find_policy(&deployment)? {
+        step(&format!(
+            "labelling for SELinux from the image's policy {}",
+            policy.name
+        ));
+        // mke2fs -d makes lost+found unless the source has one, and copies its xattrs.
+        let lnf = boot_dir.join("lost+found");
+        std::fs::create_dir_all(&lnf).with_context(|| format!("creating {}", lnf.display()))?;
+        std::fs::set_permissions(&lnf, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let spec = selinux::stage_spec(&policy, &work.join("selinux"))?;
+        let bare = work.join("selinux/root");
+        let runs = selinux::plan(
+            &mountpoint,
+            &bare,
+            &stateroot,
+            std::slice::from_ref(&deployed.deploy_path),
+        );
+        selinux::label(&runs, &spec, mounted.pid(), &mountpoint, &bare, |p| {
+            mounted.host_view(p)
+        })?;
+    }
+    if coreos_image.is_some() {
+        // The physical root's top directory immutable, as CoreOS ships it (osbuild
+        // `org.osbuild.chattr` in coreos.osbuild.x86_64.mpp.yaml): nothing but ostree
+        // creates entries there. Last change to the root before it is unmounted (after the labelling: an immutable inode takes no xattrs).
+        crate::cmd::run(std::process::Command::new("chattr").arg("+i").arg(root))
+            .context("making the physical root immutable (chattr +i)")?;
     }
     log_root_usage(root, root_part.size, root_estimate);
     cancel.check()?;
@@ -319,9 +482,12 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     step("root filesystem unmounted; building the ESP and boot filesystems");
     // The fixed partitions must hold what was staged for them.
     let checked = bootimage::resolve(
-        &s.bootimage_name,
+        &base.bootimage_name,
         def,
-        &opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?),
+        &PlanOptions {
+            size: Some(plan.disk_size),
+            ..opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?)
+        },
     )?;
     anyhow::ensure!(
         checked.partitions == plan.partitions,
@@ -333,33 +499,26 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
         .open(&raw_path)
         .with_context(|| format!("opening {}", raw_path.display()))?;
     for p in &plan.partitions {
-        let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else {
-            continue;
-        };
         let src = match p.role {
             Role::Esp => &esp_dir,
             Role::Boot => &boot_dir,
             Role::Root | Role::BiosBoot => continue,
         };
-        let img = st.join(format!("part{}.img", p.number));
         step(&format!(
             "building {} filesystem for partition {} ({})",
-            fs_kind, p.number, p.name
+            p.filesystem.map(|f| f.to_string()).unwrap_or_default(),
+            p.number,
+            p.name
         ));
-        fs::make_fs(
-            &fs::FsSpec {
-                fs: fs_kind,
-                label: p.label.as_deref().unwrap_or(""),
-                uuid,
-                size: p.size,
-                sector_size: plan.sector_size,
-            },
+        write_filesystem(
+            &mut raw,
+            p,
             src,
-            &img,
+            st,
+            plan.sector_size,
+            &mkfs_options,
+            cancel,
         )?;
-        cancel.check()?;
-        fs::copy_sparse(&img, &mut raw, p.offset, cancel)?;
-        std::fs::remove_file(&img)?;
     }
     let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
         (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {
@@ -375,14 +534,274 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
     cancel.check()?;
 
     step("disk assembled");
-    let mut out = AtomicFile::create(&s.output, 0o644)?;
-    let hashes = match (plan.format, plan.compression) {
-        // Nothing to compress: qemu-img writes the artifact itself, read once to hash it.
-        (Format::Qcow2, Compression::None) => {
-            step(&format!("writing {}", s.output.display()));
-            output::to_qcow2(&raw_path, out.temp_path())?;
-            std::fs::remove_file(&raw_path)?;
-            cancel.check()?;
+    // The other platforms first, each from a copy of this disk with its own /boot; the
+    // first platform's conversion then consumes the disk itself.
+    let mut published = Vec::new();
+    for (t, p) in s.targets.iter().zip(&plans).skip(1) {
+        step(&format!("retargeting a copy for {}", t.bootimage_name));
+        let raw_t = retargeted_copy(
+            &RetargetInputs {
+                raw: &raw_path,
+                boot_dir: &boot_dir,
+                configs: &files.configs,
+                from: &plan,
+                mkfs_options: &mkfs_options,
+                st,
+            },
+            t,
+            p,
+            cancel,
+        )?;
+        published.push(publish(s, t, p, &raw_t, st, &step, cancel)?);
+    }
+    published.insert(0, publish(s, base, &plan, &raw_path, st, &step, cancel)?);
+    cancel.check()?;
+    // Read before the artifacts appear: if the stream file went bad meanwhile, nothing is
+    // written.
+    let mut stream = output::read_stream(&s.stream_metadata)?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut reports = Vec::new();
+    for ((t, p), (out, hashes)) in s.targets.iter().zip(&plans).zip(published) {
+        out.commit_unsynced()?;
+        let file_name = t
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let artifact = output::artifact(
+            output::artifact_location(s.base_url.as_ref(), &file_name),
+            &hashes,
+        );
+        stream = Some(output::add_to_stream(
+            stream,
+            &s.stream_name,
+            &now,
+            output::StreamKey {
+                arch: "x86_64",
+                platform: &p.platform,
+                release: s.image.version().unwrap_or(s.image.digest.as_str()),
+                format: &p.stream_format,
+            },
+            artifact,
+        ));
+        reports.push(report(s, t, p, &deployed, hashes));
+    }
+    crate::io::write_atomic(
+        &s.stream_metadata,
+        (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(),
+        0o644,
+    )?;
+    // Only once the build succeeded: a failing one prints its one-line error alone.
+    if s.base_url.is_none() {
+        log::warn!(
+            "no --base-url: {} names the artifacts by their bare file names, which coreos-installer and openshift-install cannot fetch",
+            s.stream_metadata.display()
+        );
+    }
+    step("done");
+    Ok(reports)
+}
+
+/// The plans of all targets: one layout, the disk size the largest any of them needs
+/// (each rounded to its own size multiple, until they agree), identifiers seeded by the
+/// first target's name. Pure but for the error naming the odd one out.
+fn target_plans(s: &DiskSettings, opts: &PlanOptions) -> Result<Vec<Plan>> {
+    let base = &s.targets[0];
+    let resolve_all = |size: Option<u64>| -> Result<Vec<Plan>> {
+        s.targets
+            .iter()
+            .map(|t| {
+                let facts = s
+                    .coreos
+                    .as_ref()
+                    .map(|c| c.facts(&t.bootimage_name, &t.definition.platform));
+                let mut p = bootimage::resolve(
+                    &base.bootimage_name,
+                    &t.definition,
+                    &PlanOptions {
+                        size: size.or(opts.size),
+                        coreos: facts,
+                        ..opts.clone()
+                    },
+                )
+                .with_context(|| format!("boot image {}", t.bootimage_name))?;
+                p.name = t.bootimage_name.clone();
+                Ok(p)
+            })
+            .collect()
+    };
+    let mut plans = resolve_all(None)?;
+    for _ in 0..8 {
+        let largest = plans.iter().map(|p| p.disk_size).max().unwrap_or(0);
+        if plans.iter().all(|p| p.disk_size == largest) {
+            break;
+        }
+        plans = resolve_all(Some(largest))?;
+    }
+    for (t, p) in s.targets.iter().zip(&plans).skip(1) {
+        let first = &plans[0];
+        if p.partitions != first.partitions || p.disk_size != first.disk_size {
+            bail!(
+                "boot images {} and {} have different disk layouts (sector size, partitions or size multiple): build them in separate runs",
+                base.bootimage_name,
+                t.bootimage_name
+            );
+        }
+        if p.firmware != first.firmware {
+            bail!(
+                "boot images {} and {} boot under different firmware: build them in separate runs",
+                base.bootimage_name,
+                t.bootimage_name
+            );
+        }
+    }
+    Ok(plans)
+}
+
+/// What every further platform's disk is made from.
+struct RetargetInputs<'a> {
+    /// The first platform's assembled disk.
+    raw: &'a std::path::Path,
+    /// Its staged /boot (labelled).
+    boot_dir: &'a std::path::Path,
+    configs: &'a bootloader::GrubConfigs,
+    from: &'a Plan,
+    mkfs_options: &'a dyn Fn(bootimage::Filesystem) -> &'static [&'static str],
+    st: &'a std::path::Path,
+}
+
+/// A sparse copy of the assembled disk whose /boot filesystem is rebuilt from a copy of
+/// the staged /boot retargeted to `plan` ([`retarget::apply`]); its path.
+fn retargeted_copy(
+    r: &RetargetInputs,
+    t: &Target,
+    plan: &Plan,
+    cancel: &Cancel,
+) -> Result<PathBuf> {
+    let copy = |flag: &str, from: &std::path::Path, to: &std::path::Path, what: &str| {
+        crate::cmd::run(std::process::Command::new("cp").arg(flag).arg(from).arg(to))
+            .with_context(|| format!("copying {what}"))
+    };
+    let boot_t = r.st.join(format!("boot-{}", t.bootimage_name));
+    copy("-a", r.boot_dir, &boot_t, "the staged /boot (labels kept)")?;
+    retarget::apply(&boot_t, r.from, plan, r.configs)
+        .with_context(|| format!("retargeting /boot for {}", t.bootimage_name))?;
+    let raw_t = r.st.join(format!("disk-{}.raw", t.bootimage_name));
+    copy("--sparse=always", r.raw, &raw_t, "the assembled disk")?;
+    let mut raw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw_t)
+        .with_context(|| format!("opening {}", raw_t.display()))?;
+    let boot_part = plan.partition(Role::Boot).context("no boot partition")?;
+    write_filesystem(
+        &mut raw,
+        boot_part,
+        &boot_t,
+        r.st,
+        plan.sector_size,
+        r.mkfs_options,
+        cancel,
+    )?;
+    drop(raw);
+    std::fs::remove_dir_all(&boot_t).with_context(|| format!("removing {}", boot_t.display()))?;
+    Ok(raw_t)
+}
+
+/// Build one filesystem from `src` and write it into the disk at its partition.
+fn write_filesystem(
+    raw: &mut std::fs::File,
+    p: &bootimage::PlannedPartition,
+    src: &std::path::Path,
+    st: &std::path::Path,
+    sector_size: u64,
+    mkfs_options: &dyn Fn(bootimage::Filesystem) -> &'static [&'static str],
+    cancel: &Cancel,
+) -> Result<()> {
+    let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else {
+        return Ok(());
+    };
+    let img = st.join(format!("part{}.img", p.number));
+    fs::make_fs(
+        &fs::FsSpec {
+            fs: fs_kind,
+            label: p.label.as_deref().unwrap_or(""),
+            uuid,
+            size: p.size,
+            sector_size,
+            options: mkfs_options(fs_kind),
+        },
+        src,
+        &img,
+    )?;
+    cancel.check()?;
+    fs::copy_sparse(&img, raw, p.offset, cancel)?;
+    std::fs::remove_file(&img)?;
+    Ok(())
+}
+
+/// Convert, package and compress one target's disk into its (uncommitted) output file;
+/// `raw` is consumed.
+fn publish(
+    s: &DiskSettings,
+    t: &Target,
+    plan: &Plan,
+    raw_path: &std::path::Path,
+    st: &std::path::Path,
+    step: &dyn Fn(&str),
+    cancel: &Cancel,
+) -> Result<(AtomicFile, output::Hashes)> {
+    let tag = &t.bootimage_name;
+    let file_name = t
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out = AtomicFile::create(&t.output, 0o644)?;
+    let converted = match plan.format {
+        Format::Raw => raw_path.to_path_buf(),
+        format => {
+            step(&format!("{tag}: converting to {format}"));
+            let dest = st.join(format!("{tag}.{format}"));
+            output::convert(raw_path, &dest, format, plan.qcow2_compressed)?;
+            std::fs::remove_file(raw_path)?;
+            dest
+        }
+    };
+    cancel.check()?;
+    let packaged = match plan.package {
+        bootimage::Package::None => converted,
+        package => {
+            step(&format!("{tag}: packaging as {}", plan.extension()));
+            let dest = st.join(format!("{tag}.{}", plan.extension()));
+            package::write(
+                package,
+                &package::Inputs {
+                    disk: &converted,
+                    disk_name: &format!("{}.{}", artifact_stem(&file_name), plan.format),
+                    capacity: plan.disk_size,
+                    version: s.image.version().unwrap_or(s.image.digest.as_str()),
+                    product: &s.image.display_name,
+                    vmware: package::vmware_settings(&t.definition, s.coreos.as_ref()),
+                },
+                &dest,
+                cancel,
+            )?;
+            std::fs::remove_file(&converted)?;
+            dest
+        }
+    };
+    cancel.check()?;
+    step(&format!("{tag}: writing {}", t.output.display()));
+    let hashes = match plan.compression {
+        // Nothing to compress: the artifact is renamed into place, read once to hash it.
+        Compression::None => {
+            std::fs::rename(&packaged, out.temp_path()).with_context(|| {
+                format!(
+                    "moving {} to {}",
+                    packaged.display(),
+                    out.temp_path().display()
+                )
+            })?;
             let (sha256, size) = crate::io::sha256_file(out.temp_path())?;
             output::Hashes {
                 uncompressed_sha256: sha256.clone(),
@@ -391,72 +810,25 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<BuildReport> {
                 size,
             }
         }
-        (format, compression) => {
-            let uncompressed = match format {
-                Format::Raw => raw_path.clone(),
-                Format::Qcow2 => {
-                    let q = st.join("disk.qcow2");
-                    output::to_qcow2(&raw_path, &q)?;
-                    std::fs::remove_file(&raw_path)?;
-                    q
-                }
-            };
-            cancel.check()?;
-            step(&format!("writing {}", s.output.display()));
-            output::compress(
-                &uncompressed,
+        compression => {
+            let h = output::compress(
+                &packaged,
                 &mut out,
                 compression,
                 plan.compression_level,
                 cancel,
-            )?
+            )?;
+            std::fs::remove_file(&packaged)?;
+            h
         }
     };
     cancel.check()?;
-    out.commit_unsynced()?;
-
-    let location = match &s.base_url {
-        Some(u) => format!("{}/{}", u.trim_end_matches('/'), file_name),
-        None => file_name.clone(),
-    };
-    let existing = std::fs::read(&s.stream_metadata)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<output::Stream>(&b).ok());
-    let artifact = output::Artifact {
-        location,
-        sha256: hashes.sha256.clone(),
-        uncompressed_sha256: Some(hashes.uncompressed_sha256.clone()),
-    };
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let stream = output::add_to_stream(
-        existing,
-        &s.stream_name,
-        &now,
-        "x86_64",
-        &plan.platform,
-        &aleph.build,
-        &plan.stream_format,
-        artifact,
-    );
-    crate::io::write_atomic(
-        &s.stream_metadata,
-        (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(),
-        0o644,
-    )?;
-
-    step("done");
-    Ok(report(s, &plan, &deployed, hashes))
+    Ok((out, hashes))
 }
 
 /// How full the deploy left the root filesystem, against the estimate it was sized from.
 fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+    if let Ok(st) = rustix::fs::statvfs(root) {
         let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
         log::info!("root filesystem: {used} bytes used of {fs_size} after the deploy ({estimate} bytes estimated from the layers)");
     }
@@ -464,12 +836,13 @@ fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
 
 fn report(
     s: &DiskSettings,
+    t: &Target,
     plan: &Plan,
     deployed: &deploy::Deployed,
     h: output::Hashes,
 ) -> BuildReport {
     BuildReport {
-        output: s.output.clone(),
+        output: t.output.clone(),
         stream_metadata: s.stream_metadata.clone(),
         stream_format: plan.stream_format.clone(),
         sha256: h.sha256,
@@ -523,10 +896,19 @@ mod tests {
             ),
         ];
         for (img, ver, bi, want) in cases {
+            let def = cat.get(bi).unwrap();
+            let compression = def.compression.resolve(None).unwrap();
             assert_eq!(
-                default_output_name(&image_stem(img), *ver, bi, cat.get(bi).unwrap()),
+                default_output_name(&image_stem(img), *ver, bi, def, compression),
                 *want
             );
         }
+        // An RHCOS image's metal: gzip, as RHCOS ships it.
+        let def = cat.get("metal").unwrap();
+        let gz = def.compression.resolve(Some(("gzip", "osname"))).unwrap();
+        assert_eq!(
+            default_output_name("rhcos-layered", Some("418.94"), "metal", def, gz),
+            "rhcos-layered-418.94-metal.x86_64.raw.gz"
+        );
     }
 }

@@ -39,8 +39,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver};
@@ -50,7 +49,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest as _, Sha256};
 
-use crate::io::HashingReader;
+use rustix::fs;
+
+use crate::io::{Compression, GzipReader, HashingReader};
 
 /// ostree-ext's ref prefix for imported layers (`store.rs` `LAYER_PREFIX`).
 const LAYER_REF_PREFIX: &str = "ostree/container/blob";
@@ -83,25 +84,6 @@ pub enum Outcome {
     /// One entry per layer imported, the commit layer last.
     Imported(Vec<ImportStats>),
     Skipped(String),
-}
-
-/// How a layer blob is compressed, from its media type; `None`: not a layer we read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    Uncompressed,
-}
-
-pub fn compression_for(media_type: &str) -> Option<Compression> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
-        "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::Uncompressed),
-        _ => None,
-    }
 }
 
 /// `ostree-unverified-image:oci:DIR:TAG` → (DIR, TAG); other transports → `None`.
@@ -423,31 +405,22 @@ struct Objects {
     made: Vec<AtomicBool>,
 }
 
-fn cstr(s: &str) -> CString {
-    CString::new(s).expect("object names have no NUL")
-}
-
-fn check(r: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
-    if r < 0 {
-        return Err(io::Error::last_os_error()).with_context(what);
-    }
-    Ok(())
+/// A failed syscall as an error naming what it was doing.
+fn sys<T>(r: rustix::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(io::Error::from).with_context(what)
 }
 
 impl Objects {
     fn open(repo: &Path) -> Result<Objects> {
         let path = repo.join("objects");
-        let c = CString::new(path.as_os_str().as_bytes())?;
-        // SAFETY: plain syscall on a NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        check(fd, || format!("opening {}", path.display()))?;
-        // SAFETY: fd was just opened and is owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = sys(
+            fs::open(
+                &path,
+                fs::OFlags::RDONLY | fs::OFlags::DIRECTORY | fs::OFlags::CLOEXEC,
+                fs::Mode::empty(),
+            ),
+            || format!("opening {}", path.display()),
+        )?;
         Ok(Objects {
             path,
             fd,
@@ -461,11 +434,11 @@ impl Objects {
             return Ok(());
         }
         // Mode as libostree creates them (0777 less the umask).
-        let r = unsafe { libc::mkdirat(self.fd.as_raw_fd(), cstr(&checksum[..2]).as_ptr(), 0o777) };
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-            check(r, || {
+        match fs::mkdirat(&self.fd, &checksum[..2], fs::Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => sys(Err(e), || {
                 format!("creating {}/{}", self.path.display(), &checksum[..2])
-            })?;
+            })?,
         }
         self.made[idx].store(true, Ordering::Relaxed);
         Ok(())
@@ -479,34 +452,27 @@ impl Objects {
         format!("{}/.tmp-{worker}-{}.{ext}", &checksum[..2], &checksum[2..])
     }
 
-    fn create(&self, rel: &str, mode: libc::mode_t) -> Result<File> {
-        let c = cstr(rel);
-        let flags =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: plain syscall.
-        let fd =
-            unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
-        check(fd, || format!("creating {}/{rel}", self.path.display()))?;
-        // SAFETY: fd was just opened and is owned by the File.
-        Ok(unsafe { File::from_raw_fd(fd) })
+    fn create(&self, rel: &str, mode: u32) -> Result<File> {
+        let flags = fs::OFlags::WRONLY
+            | fs::OFlags::CREATE
+            | fs::OFlags::TRUNC
+            | fs::OFlags::NOFOLLOW
+            | fs::OFlags::CLOEXEC;
+        let fd = sys(
+            fs::openat(&self.fd, rel, flags, fs::Mode::from_raw_mode(mode)),
+            || format!("creating {}/{rel}", self.path.display()),
+        )?;
+        Ok(File::from(fd))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let r = unsafe {
-            libc::renameat(
-                self.fd.as_raw_fd(),
-                cstr(from).as_ptr(),
-                self.fd.as_raw_fd(),
-                cstr(to).as_ptr(),
-            )
-        };
-        check(r, || {
+        sys(fs::renameat(&self.fd, from, &self.fd, to), || {
             format!("renaming {}/{from} to {to}", self.path.display())
         })
     }
 
     fn unlink(&self, rel: &str) {
-        unsafe { libc::unlinkat(self.fd.as_raw_fd(), cstr(rel).as_ptr(), 0) };
+        let _ = fs::unlinkat(&self.fd, rel, fs::AtFlags::empty());
     }
 
     /// Metadata objects: plain 0644 files.
@@ -516,7 +482,7 @@ impl Objects {
         let mut f = self.create(&tmp, 0o644)?;
         f.write_all(data)
             .with_context(|| format!("writing {}/{tmp}", self.path.display()))?;
-        check(unsafe { libc::fchmod(f.as_raw_fd(), 0o644) }, || {
+        sys(fs::fchmod(&f, fs::Mode::from_raw_mode(0o644)), || {
             format!("chmod {}/{tmp}", self.path.display())
         })?;
         drop(f);
@@ -546,41 +512,25 @@ impl Objects {
                     bail!("object {checksum}.file (symlink to {target}) is corrupt: it hashes to {actual}");
                 }
                 self.unlink(&tmp);
-                let ctarget = CString::new(target.as_str()).context("symlink target with a NUL")?;
-                check(
-                    unsafe {
-                        libc::symlinkat(ctarget.as_ptr(), self.fd.as_raw_fd(), cstr(&tmp).as_ptr())
-                    },
+                sys(
+                    fs::symlinkat(target.as_str(), &self.fd, tmp.as_str()),
                     || format!("creating symlink {}", full(&tmp).display()),
                 )?;
-                check(
-                    unsafe {
-                        libc::fchownat(
-                            self.fd.as_raw_fd(),
-                            cstr(&tmp).as_ptr(),
-                            uid,
-                            gid,
-                            libc::AT_SYMLINK_NOFOLLOW,
-                        )
-                    },
+                sys(
+                    fs::chownat(
+                        &self.fd,
+                        tmp.as_str(),
+                        Some(fs::Uid::from_raw(uid)),
+                        Some(fs::Gid::from_raw(gid)),
+                        fs::AtFlags::SYMLINK_NOFOLLOW,
+                    ),
                     || format!("chown {}", full(&tmp).display()),
                 )?;
-                if !xattrs.list.is_empty() {
-                    let p = CString::new(full(&tmp).as_os_str().as_bytes())?;
-                    for (name, value) in &xattrs.list {
-                        check(
-                            unsafe {
-                                libc::lsetxattr(
-                                    p.as_ptr(),
-                                    name.as_ptr(),
-                                    value.as_ptr().cast(),
-                                    value.len(),
-                                    0,
-                                )
-                            },
-                            || format!("setting xattr {name:?} on {}", full(&tmp).display()),
-                        )?;
-                    }
+                for (name, value) in &xattrs.list {
+                    sys(
+                        fs::lsetxattr(full(&tmp), name.as_c_str(), value, fs::XattrFlags::empty()),
+                        || format!("setting xattr {name:?} on {}", full(&tmp).display()),
+                    )?;
                 }
                 self.rename(&tmp, &dest)?;
                 Ok(0)
@@ -609,40 +559,37 @@ impl Objects {
                     if actual != checksum {
                         bail!("object {checksum}.file is corrupt: its content hashes to {actual}");
                     }
-                    let fd = f.as_raw_fd();
                     // chown before chmod: chown clears setuid/setgid bits.
-                    check(unsafe { libc::fchown(fd, uid, gid) }, || {
-                        format!("chown {}", full(&tmp).display())
-                    })?;
-                    check(unsafe { libc::fchmod(fd, mode & 0o7777) }, || {
-                        format!("chmod {}", full(&tmp).display())
-                    })?;
+                    sys(
+                        fs::fchown(
+                            &f,
+                            Some(fs::Uid::from_raw(uid)),
+                            Some(fs::Gid::from_raw(gid)),
+                        ),
+                        || format!("chown {}", full(&tmp).display()),
+                    )?;
+                    sys(
+                        fs::fchmod(&f, fs::Mode::from_raw_mode(mode & 0o7777)),
+                        || format!("chmod {}", full(&tmp).display()),
+                    )?;
                     for (name, value) in &xattrs.list {
-                        check(
-                            unsafe {
-                                libc::fsetxattr(
-                                    fd,
-                                    name.as_ptr(),
-                                    value.as_ptr().cast(),
-                                    value.len(),
-                                    0,
-                                )
-                            },
+                        sys(
+                            fs::fsetxattr(&f, name.as_c_str(), value, fs::XattrFlags::empty()),
                             || format!("setting xattr {name:?} on {}", full(&tmp).display()),
                         )?;
                     }
                     // Objects carry mtime 0, as libostree writes them (checkouts hard-link them).
-                    let times = [
-                        libc::timespec {
+                    let times = fs::Timestamps {
+                        last_access: rustix::time::Timespec {
                             tv_sec: 0,
-                            tv_nsec: libc::UTIME_OMIT,
+                            tv_nsec: fs::UTIME_OMIT,
                         },
-                        libc::timespec {
+                        last_modification: rustix::time::Timespec {
                             tv_sec: 0,
                             tv_nsec: 0,
                         },
-                    ];
-                    check(unsafe { libc::futimens(fd, times.as_ptr()) }, || {
+                    };
+                    sys(fs::futimens(&f, &times), || {
                         format!("setting mtime of {}", full(&tmp).display())
                     })?;
                     Ok(())
@@ -654,79 +601,6 @@ impl Objects {
                 }
                 self.rename(&tmp, &dest)?;
                 Ok(size)
-            }
-        }
-    }
-}
-
-/// A gzip reader over zlib-rs (about twice system zlib's inflate speed here). Reads one
-/// member, as ostree-ext's `GzDecoder` does; what follows it is left unread.
-struct GzipReader<R> {
-    inner: R,
-    inflate: zlib_rs::Inflate,
-    buf: Box<[u8]>,
-    pos: usize,
-    len: usize,
-    eof: bool,
-    done: bool,
-}
-
-impl<R: Read> GzipReader<R> {
-    fn new(inner: R) -> Self {
-        GzipReader {
-            inner,
-            inflate: zlib_rs::Inflate::new(true, 16 + 15),
-            buf: vec![0; 256 << 10].into_boxed_slice(),
-            pos: 0,
-            len: 0,
-            eof: false,
-            done: false,
-        }
-    }
-    fn into_inner(self) -> R {
-        self.inner
-    }
-}
-
-impl<R: Read> Read for GzipReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() || self.done {
-            return Ok(0);
-        }
-        loop {
-            if self.pos == self.len && !self.eof {
-                self.len = self.inner.read(&mut self.buf)?;
-                self.pos = 0;
-                self.eof = self.len == 0;
-            }
-            let (in0, out0) = (self.inflate.total_in(), self.inflate.total_out());
-            let status = self
-                .inflate
-                .decompress(
-                    &self.buf[self.pos..self.len],
-                    out,
-                    zlib_rs::InflateFlush::NoFlush,
-                )
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("corrupt gzip stream: {}", e.as_str()),
-                    )
-                })?;
-            let consumed = (self.inflate.total_in() - in0) as usize;
-            let produced = (self.inflate.total_out() - out0) as usize;
-            self.pos += consumed;
-            if status == zlib_rs::Status::StreamEnd {
-                self.done = true;
-            }
-            if produced > 0 || self.done {
-                return Ok(produced);
-            }
-            if self.eof && self.pos == self.len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "gzip stream truncated",
-                ));
             }
         }
     }
@@ -803,7 +677,7 @@ pub fn import_layer(
     kind: LayerKind,
 ) -> Result<ImportStats> {
     let start = Instant::now();
-    let compression = compression_for(media_type)
+    let compression = Compression::of_layer_media_type(media_type)
         .ok_or_else(|| anyhow!("layer {digest}: unsupported media type {media_type}"))?;
     let expected_hex = digest
         .strip_prefix("sha256:")
@@ -813,12 +687,13 @@ pub fn import_layer(
         File::open(blob).with_context(|| format!("opening layer blob {}", blob.display()))?;
     let hashing = HashingReader::new(file);
     let decoder = match compression {
-        Compression::Gzip => Decoder::Gzip(GzipReader::new(hashing)),
+        Compression::Gzip => Decoder::Gzip(GzipReader::first_member(hashing)),
         Compression::Zstd => Decoder::Zstd(
             zstd::stream::read::Decoder::new(hashing)
                 .with_context(|| format!("layer {digest}: starting zstd"))?,
         ),
         Compression::Uncompressed => Decoder::Plain(hashing),
+        Compression::Xz => bail!("layer {digest}: xz-compressed layers are not an OCI media type"),
     };
     let objects = Objects::open(repo)?;
     let budget = Arc::new(Budget {
@@ -1397,7 +1272,7 @@ pub fn prefill_from_oci(repo: &Path, oci_dir: &Path, tag: &str) -> Result<Outcom
         .collect();
     if let Some((l, _)) = todo
         .iter()
-        .find(|(l, _)| compression_for(&l.media_type).is_none())
+        .find(|(l, _)| Compression::of_layer_media_type(&l.media_type).is_none())
     {
         return Ok(Outcome::Skipped(format!(
             "layer {} has media type {}, not handled here",
@@ -1569,22 +1444,6 @@ mod tests {
         );
         assert_eq!(repo_mode("[sysroot]\nmode=bare\n"), None);
         assert_eq!(
-            compression_for("application/vnd.oci.image.layer.v1.tar+gzip"),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(
-            compression_for("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Some(Compression::Zstd)
-        );
-        assert_eq!(
-            compression_for("application/vnd.oci.image.layer.v1.tar"),
-            Some(Compression::Uncompressed)
-        );
-        assert_eq!(
-            compression_for("application/vnd.oci.image.layer.v1.tar+xz"),
-            None
-        );
-        assert_eq!(
             layer_ref("sha256:0123abc").unwrap(),
             "ostree/container/blob/sha256_3A_0123abc"
         );
@@ -1684,27 +1543,5 @@ mod tests {
             e.contains(&format!("object {sum}.dirmeta is corrupt")),
             "{e}"
         );
-    }
-
-    #[test]
-    fn gzip_reader_roundtrip_and_truncation() {
-        let data: Vec<u8> = (0..3_000_000u32)
-            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
-            .collect();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&data).unwrap();
-        let gz = gz.finish().unwrap();
-        let mut out = Vec::new();
-        GzipReader::new(&gz[..]).read_to_end(&mut out).unwrap();
-        assert_eq!(out, data);
-        let e = GzipReader::new(&gz[..gz.len() / 2])
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        let mut bad = gz.clone();
-        bad[gz.len() - 6] ^= 0xff; // in the CRC32 trailer
-        assert!(GzipReader::new(&bad[..])
-            .read_to_end(&mut Vec::new())
-            .is_err());
     }
 }

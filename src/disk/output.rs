@@ -1,27 +1,33 @@
-//! The published artifact: qcow2 conversion (qemu-img), compression (xz or gzip, both on
+//! The published artifact: conversion to the platform's disk format (qemu-img), compression (xz or gzip, both on
 //! every core), sha256 of the compressed and uncompressed bytes in the same pass, and the CoreOS
 //! stream metadata that describes it.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::Cancel;
-use crate::bootimage::Compression;
+use crate::bootimage::{Compression, Format};
 use crate::cmd;
 use crate::io::{AtomicFile, HashingReader, HashingWriter};
 
-pub fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<()> {
+/// `qemu-img convert` of the raw disk into `format` with the options CoreOS converts with
+/// ([`Format::qemu_img`]); `compressed`: qcow2 clusters compressed (`-c`).
+pub fn convert(raw: &Path, dest: &Path, format: Format, compressed: bool) -> Result<()> {
     cmd::require("qemu-img", "qemu-utils")?;
+    let (name, options) = format.qemu_img();
     let mut c = Command::new("qemu-img");
-    c.args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(raw)
-        .arg(qcow2);
+    c.args(["convert", "-f", "raw", "-O", name]);
+    if let Some(o) = options {
+        c.args(["-o", o]);
+    }
+    if compressed {
+        c.arg("-c");
+    }
+    c.arg(raw).arg(dest);
     cmd::run(&mut c)?;
     Ok(())
 }
@@ -120,41 +126,19 @@ pub fn compress(
     })
 }
 
-/// CoreOS stream metadata (the schema Fedora CoreOS publishes at
-/// `builds.coreos.fedoraproject.org/streams/<stream>.json`), reduced to disk artifacts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stream {
-    pub stream: String,
-    pub metadata: StreamMetadata,
-    pub architectures: BTreeMap<String, Arch>,
-}
+pub use crate::stream::{
+    artifact, artifact_location, parse_base_url, read_stream, Arch, Artifact, PlatformArtifacts,
+    Stream, StreamMetadata,
+};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamMetadata {
-    #[serde(rename = "last-modified")]
-    pub last_modified: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Arch {
-    pub artifacts: BTreeMap<String, PlatformArtifacts>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlatformArtifacts {
-    pub release: String,
-    pub formats: BTreeMap<String, BTreeMap<String, Artifact>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Artifact {
-    pub location: String,
-    pub sha256: String,
-    #[serde(
-        rename = "uncompressed-sha256",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub uncompressed_sha256: Option<String>,
+/// Where one artifact goes in a stream file: `architectures.<arch>.artifacts.<platform>`
+/// (of `release`), `formats.<format>`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamKey<'a> {
+    pub arch: &'a str,
+    pub platform: &'a str,
+    pub release: &'a str,
+    pub format: &'a str,
 }
 
 /// Add (or replace) one disk artifact in `existing` (a stream file from an earlier build,
@@ -163,12 +147,15 @@ pub fn add_to_stream(
     existing: Option<Stream>,
     stream_name: &str,
     now: &str,
-    arch: &str,
-    platform: &str,
-    release: &str,
-    format: &str,
+    key: StreamKey<'_>,
     artifact: Artifact,
 ) -> Stream {
+    let StreamKey {
+        arch,
+        platform,
+        release,
+        format,
+    } = key;
     let mut s = existing.unwrap_or_default();
     s.stream = stream_name.to_string();
     s.metadata.last_modified = now.to_string();
@@ -188,6 +175,17 @@ pub fn add_to_stream(
         .entry(format.to_string())
         .or_default()
         .insert("disk".to_string(), artifact);
+    // Artifacts written by earlier layerboot versions have no signature, which makes
+    // coreos-installer refuse the whole format: give them the one they would get now.
+    for a in s.architectures.values_mut() {
+        for p in a.artifacts.values_mut() {
+            for art in p.formats.values_mut().flat_map(|f| f.values_mut()) {
+                if art.signature.is_empty() {
+                    art.signature = format!("{}.sig", art.location);
+                }
+            }
+        }
+    }
     s
 }
 
@@ -197,19 +195,25 @@ mod tests {
 
     #[test]
     fn stream_json_matches_coreos_schema() {
-        let a = Artifact {
-            location: "https://example.com/x-qemu.x86_64.qcow2.xz".into(),
-            sha256: "aa".into(),
-            uncompressed_sha256: Some("bb".into()),
-        };
+        let a = artifact(
+            "https://example.com/x-qemu.x86_64.qcow2.xz".into(),
+            &Hashes {
+                sha256: "aa".into(),
+                size: 1,
+                uncompressed_sha256: "bb".into(),
+                uncompressed_size: 2,
+            },
+        );
         let s = add_to_stream(
             None,
             "layered",
             "2026-01-01T00:00:00Z",
-            "x86_64",
-            "qemu",
-            "41.1",
-            "qcow2.xz",
+            StreamKey {
+                arch: "x86_64",
+                platform: "qemu",
+                release: "41.1",
+                format: "qcow2.xz",
+            },
             a.clone(),
         );
         let v = serde_json::to_value(&s).unwrap();
@@ -217,6 +221,11 @@ mod tests {
             v["architectures"]["x86_64"]["artifacts"]["qemu"]["formats"]["qcow2.xz"]["disk"]
                 ["uncompressed-sha256"],
             "bb"
+        );
+        assert_eq!(
+            v["architectures"]["x86_64"]["artifacts"]["qemu"]["formats"]["qcow2.xz"]["disk"]
+                ["signature"],
+            "https://example.com/x-qemu.x86_64.qcow2.xz.sig"
         );
         assert_eq!(v["metadata"]["last-modified"], "2026-01-01T00:00:00Z");
         assert_eq!(
@@ -228,20 +237,24 @@ mod tests {
             Some(s),
             "layered",
             "t2",
-            "x86_64",
-            "metal",
-            "41.1",
-            "4k.raw.xz",
+            StreamKey {
+                arch: "x86_64",
+                platform: "metal",
+                release: "41.1",
+                format: "4k.raw.xz",
+            },
             a.clone(),
         );
         let s = add_to_stream(
             Some(s),
             "layered",
             "t3",
-            "x86_64",
-            "metal",
-            "41.1",
-            "raw.xz",
+            StreamKey {
+                arch: "x86_64",
+                platform: "metal",
+                release: "41.1",
+                format: "raw.xz",
+            },
             a.clone(),
         );
         assert_eq!(
@@ -253,10 +266,12 @@ mod tests {
             Some(s),
             "layered",
             "t4",
-            "x86_64",
-            "metal",
-            "42.0",
-            "raw.xz",
+            StreamKey {
+                arch: "x86_64",
+                platform: "metal",
+                release: "42.0",
+                format: "raw.xz",
+            },
             a,
         );
         assert_eq!(
@@ -266,6 +281,116 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["raw.xz"]
         );
+    }
+
+    /// What coreos-installer 0.27 (`src/source.rs`) does with an artifact: both URLs parsed
+    /// as absolute URLs.
+    fn coreos_installer_takes(a: &Artifact) -> bool {
+        url::Url::parse(&a.location).is_ok() && url::Url::parse(&a.signature).is_ok()
+    }
+
+    #[test]
+    fn locations_are_urls_under_the_base() {
+        let f = "os-41-metal.x86_64.raw.xz";
+        let cases: &[(Option<&str>, &str)] = &[
+            (
+                Some("https://images.example.com/streams/"),
+                "https://images.example.com/streams/os-41-metal.x86_64.raw.xz",
+            ),
+            (
+                Some("https://images.example.com/streams"),
+                "https://images.example.com/streams/os-41-metal.x86_64.raw.xz",
+            ),
+            (
+                Some("http://127.0.0.1:8080"),
+                "http://127.0.0.1:8080/os-41-metal.x86_64.raw.xz",
+            ),
+            (None, "os-41-metal.x86_64.raw.xz"),
+        ];
+        for (base, want) in cases {
+            let base = base.map(|b| parse_base_url(b).unwrap());
+            let loc = artifact_location(base.as_ref(), f);
+            assert_eq!(loc, *want);
+            let a = artifact(
+                loc,
+                &Hashes {
+                    sha256: String::new(),
+                    size: 0,
+                    uncompressed_sha256: String::new(),
+                    uncompressed_size: 0,
+                },
+            );
+            assert_eq!(a.signature, format!("{want}.sig"));
+            // Without a base URL the stream is not one coreos-installer can read.
+            assert_eq!(coreos_installer_takes(&a), base.is_some(), "{want}");
+        }
+        // One path segment, whatever the name holds.
+        let base = parse_base_url("https://h/d/").unwrap();
+        assert_eq!(
+            artifact_location(Some(&base), "a b#c?.raw"),
+            "https://h/d/a%20b%23c%3F.raw"
+        );
+        for (bad, want) in [
+            ("images.example.com/streams/", "is not an absolute URL"),
+            ("file:///srv/streams/", "must be an http(s) URL"),
+            ("https://h/d/?x=1", "no query or fragment"),
+        ] {
+            let e = parse_base_url(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn existing_streams_are_merged_or_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream.json");
+        assert_eq!(read_stream(&path).unwrap(), None);
+        // A stream of an earlier layerboot (no signature) merges, and gets one.
+        std::fs::write(
+            &path,
+            r#"{"stream": "layered", "metadata": {"last-modified": "t"}, "architectures": {"x86_64": {"artifacts": {"metal": {"release": "1", "formats": {"raw.xz": {"disk": {"location": "https://h/a.raw.xz", "sha256": "aa"}}}}}}}}"#,
+        )
+        .unwrap();
+        let old = read_stream(&path).unwrap().unwrap();
+        let s = add_to_stream(
+            Some(old),
+            "layered",
+            "t2",
+            StreamKey {
+                arch: "x86_64",
+                platform: "metal",
+                release: "1",
+                format: "4k.raw.xz",
+            },
+            artifact(
+                "https://h/b.raw.xz".into(),
+                &Hashes {
+                    sha256: "bb".into(),
+                    size: 1,
+                    uncompressed_sha256: "cc".into(),
+                    uncompressed_size: 2,
+                },
+            ),
+        );
+        let formats = &s.architectures["x86_64"].artifacts["metal"].formats;
+        assert_eq!(
+            formats["raw.xz"]["disk"].signature,
+            "https://h/a.raw.xz.sig"
+        );
+        assert_eq!(
+            formats["4k.raw.xz"]["disk"].signature,
+            "https://h/b.raw.xz.sig"
+        );
+        for bad in ["{not json", "[]", r#"{"architectures": 3}"#] {
+            std::fs::write(&path, bad).unwrap();
+            let e = format!("{:#}", read_stream(&path).unwrap_err());
+            assert!(
+                e.starts_with(&format!("{}: not CoreOS stream metadata", path.display())),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

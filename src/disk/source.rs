@@ -19,6 +19,8 @@ pub struct SourceImage {
     pub oci_ref_name: Option<String>,
     /// Manifest digest, `sha256:…`.
     pub digest: String,
+    /// Config digest (the image id), `sha256:…`.
+    pub config_digest: String,
     pub labels: BTreeMap<String, String>,
     /// How the deployment's origin names the image, so `ostree admin upgrade` / bootc / the
     /// MCO track it: `ostree-unverified-registry:REPO@sha256:…` for registry images.
@@ -97,6 +99,7 @@ impl SourceImage {
             oci_dir: oci_dir.to_path_buf(),
             oci_ref_name,
             digest,
+            config_digest,
             labels,
             layers,
             diff_ids,
@@ -123,47 +126,176 @@ impl SourceImage {
     }
 
     pub fn version(&self) -> Option<&str> {
-        self.labels
-            .get("org.opencontainers.image.version")
-            .or_else(|| self.labels.get("version"))
-            .map(String::as_str)
+        crate::image::version(&self.labels)
     }
 
-    /// What the layers unpack to (tar streams, summed): the root filesystem's content
-    /// before deploying (see [`super::estimate`]).
-    pub fn unpacked_size(&self) -> Result<u64> {
-        let mut total = 0;
+    /// What the layers allocate once deployed (see [`super::estimate::Footprint`]): the
+    /// root filesystem's content, known before deploying. Decompresses every layer.
+    pub fn footprint(&self) -> Result<super::estimate::Footprint> {
+        let mut total = super::estimate::Footprint::default();
         for layer in &self.layers {
-            let mut f = std::fs::File::open(&layer.path)
+            let f = std::fs::File::open(&layer.path)
                 .with_context(|| format!("opening layer {}", layer.path.display()))?;
-            let len = f.metadata()?.len();
-            total += super::estimate::layer_size(&mut f, len)
+            let tar = crate::io::decompressed(std::io::BufReader::with_capacity(1 << 20, f))
+                .with_context(|| format!("opening layer {}", layer.path.display()))?;
+            total += super::estimate::tar_footprint(tar)
                 .with_context(|| format!("measuring layer {}", layer.path.display()))?;
         }
         Ok(total)
     }
 
+    /// Read small regular files of the image's filesystem by path (relative to `/`), from
+    /// its layers as a container runtime would merge them: the newest layer holding the
+    /// path wins, whiteouts hide lower layers. Paths absent from the image are left out.
+    /// ostree-ext's layers store files as hardlinks to repo objects; those are followed.
+    pub fn read_files(&self, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.read_files_up_to(paths, MAX_READ)
+    }
+
+    /// [`Self::read_files`] with another size limit per file.
+    pub fn read_files_up_to(&self, paths: &[&str], max: u64) -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut wanted: std::collections::BTreeSet<String> =
+            paths.iter().map(|p| normalize(p)).collect();
+        let mut out = BTreeMap::new();
+        for layer in self.layers.iter().rev() {
+            if wanted.is_empty() {
+                break;
+            }
+            let open = || {
+                let f = std::fs::File::open(&layer.path)
+                    .with_context(|| format!("opening layer {}", layer.path.display()))?;
+                anyhow::Ok(crate::io::decompressed(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    f,
+                ))?)
+            };
+            let mut scan = scan_tar(open()?, &wanted, &BTreeMap::new(), max)
+                .with_context(|| format!("reading layer {}", layer.digest))?;
+            if !scan.links.is_empty() {
+                // The linked objects came earlier in the stream than we kept: once more.
+                let targets: BTreeMap<String, String> = scan.links.clone();
+                let again = scan_tar(open()?, &Default::default(), &targets, max)
+                    .with_context(|| format!("reading layer {}", layer.digest))?;
+                scan.found.extend(again.found);
+            }
+            for p in scan.found.keys().chain(scan.hidden.iter()) {
+                wanted.remove(p);
+            }
+            out.extend(scan.found);
+        }
+        Ok(out)
+    }
+
     /// Refuse images that cannot boot, naming why, before anything heavy happens.
     pub fn check_bootable(&self) -> Result<()> {
-        check_bootable_labels(&self.display_name, &self.labels)
+        crate::image::check_bootable(&self.display_name, &self.labels)
     }
 }
 
-/// Pure check over image labels: an ostree-native bootable image says so.
-pub fn check_bootable_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
-    let bootable = labels
-        .get("ostree.bootable")
-        .is_some_and(|v| v == "true" || v == "1")
-        || labels.get("containers.bootc").is_some_and(|v| v == "1");
-    if !bootable {
-        bail!("{name} is not a bootable ostree image (no ostree.bootable or containers.bootc label): build it FROM a CoreOS/RHCOS base and end with `ostree container commit`");
-    }
-    if let Some(k) = labels.get("ostree.linux") {
-        if k.trim().is_empty() {
-            bail!("{name} has an empty ostree.linux label: the image carries no kernel");
+/// Largest file [`SourceImage::read_files`] reads (they are small JSON tables).
+const MAX_READ: u64 = 16 << 20;
+
+fn normalize(p: &str) -> String {
+    let p = p.trim_start_matches("./").trim_start_matches('/');
+    p.trim_end_matches('/').to_string()
+}
+
+/// A layer's tar stream, whatever its compression (sniffed from the magic bytes).
+/// What one layer says about the wanted paths.
+#[derive(Debug, Default)]
+pub struct TarScan {
+    pub found: BTreeMap<String, Vec<u8>>,
+    /// Wanted paths that are hardlinks to an entry not kept (path → link target).
+    pub links: BTreeMap<String, String>,
+    /// Wanted paths a whiteout (or an opaque parent) hides below this layer.
+    pub hidden: std::collections::BTreeSet<String>,
+}
+
+/// Scan one layer's tar for `wanted` paths, and for `targets` (path → hardlink target,
+/// from an earlier scan) (pure over the stream). ostree-ext writes each repo object just
+/// before the first hardlink to it, so the last regular entry is kept to resolve a link
+/// in one pass; other links are returned for a second pass.
+pub fn scan_tar<R: std::io::Read>(
+    r: R,
+    wanted: &std::collections::BTreeSet<String>,
+    targets: &BTreeMap<String, String>,
+    max: u64,
+) -> Result<TarScan> {
+    let mut scan = TarScan::default();
+    let mut last: Option<(String, Vec<u8>)> = None;
+    let mut ar = tar::Archive::new(r);
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = normalize(&String::from_utf8_lossy(&e.path_bytes()));
+        let kind = e.header().entry_type();
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            for w in wanted {
+                let under = |d: &str| d.is_empty() || w.starts_with(&format!("{d}/"));
+                let gone = if hidden == ".wh..opq" {
+                    under(dir)
+                } else {
+                    let p = if dir.is_empty() {
+                        hidden.to_string()
+                    } else {
+                        format!("{dir}/{hidden}")
+                    };
+                    *w == p || w.starts_with(&format!("{p}/"))
+                };
+                if gone {
+                    scan.hidden.insert(w.clone());
+                }
+            }
+            continue;
+        }
+        let read = |e: &mut tar::Entry<R>, path: &str| -> Result<Vec<u8>> {
+            let size = e.header().size()?;
+            anyhow::ensure!(
+                size <= max,
+                "/{path}: {size} bytes, more than the {max} layerboot reads from an image file"
+            );
+            let mut buf = Vec::with_capacity(size as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(e, size), &mut buf)?;
+            Ok(buf)
+        };
+        let is_target = targets.values().any(|t| *t == path);
+        if kind.is_file() {
+            if wanted.contains(&path) {
+                scan.found.insert(path.clone(), read(&mut e, &path)?);
+            } else if is_target {
+                let data = read(&mut e, &path)?;
+                for (w, t) in targets {
+                    if *t == path {
+                        scan.found.insert(w.clone(), data.clone());
+                    }
+                }
+            } else if e.header().size()? <= MAX_READ
+                && path.starts_with("sysroot/ostree/repo/objects/")
+            {
+                let data = read(&mut e, &path)?;
+                last = Some((path, data));
+            } else {
+                last = None;
+            }
+        } else if kind.is_hard_link() && wanted.contains(&path) {
+            let target = e
+                .link_name_bytes()
+                .map(|t| normalize(&String::from_utf8_lossy(&t)))
+                .unwrap_or_default();
+            match &last {
+                Some((p, data)) if *p == target => {
+                    scan.found.insert(path, data.clone());
+                }
+                _ => {
+                    scan.links.insert(path, target);
+                }
+            }
         }
     }
-    Ok(())
+    for w in scan.found.keys() {
+        scan.links.remove(w);
+    }
+    Ok(scan)
 }
 
 #[cfg(test)]
@@ -217,40 +349,130 @@ mod tests {
         assert!(err.contains("is a symlink"), "{err}");
     }
 
-    #[test]
-    fn bootability_from_labels() {
-        let l = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
-            (
-                &[
-                    ("ostree.bootable", "true"),
-                    ("ostree.linux", "6.1.0-50-amd64"),
-                ],
-                None,
-            ),
-            (&[("containers.bootc", "1")], None),
-            (&[("ostree.bootable", "1")], None),
-            (&[], Some("not a bootable ostree image")),
-            (
-                &[("ostree.bootable", "false")],
-                Some("not a bootable ostree image"),
-            ),
-            (
-                &[("ostree.bootable", "true"), ("ostree.linux", " ")],
-                Some("carries no kernel"),
-            ),
-        ];
-        for (labels, want) in cases {
-            let r = check_bootable_labels("img", &l(labels));
-            match want {
-                None => r.unwrap(),
-                Some(w) => assert!(r.unwrap_err().to_string().contains(w), "{labels:?}"),
+    enum E<'a> {
+        File(&'a str, &'a str),
+        Link(&'a str, &'a str),
+    }
+
+    fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            match e {
+                E::File(p, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    b.append_data(&mut h, p, data.as_bytes()).unwrap();
+                }
+                E::Link(p, target) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Link);
+                    b.append_link(&mut h, p, target).unwrap();
+                }
             }
         }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn files_from_layer_tars() {
+        const OBJ: &str = "sysroot/ostree/repo/objects/ab/cd.file";
+        const OBJ2: &str = "sysroot/ostree/repo/objects/ef/01.file";
+        const P: &str = "usr/share/coreos-assembler/platforms.json";
+        let wanted = std::collections::BTreeSet::from([P.to_string()]);
+        type Case<'a> = (&'a str, Vec<E<'a>>, Option<&'a str>, Option<&'a str>, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "plain file",
+                vec![E::File(P, "plain")],
+                Some("plain"),
+                None,
+                false,
+            ),
+            (
+                "leading ./",
+                vec![E::File(
+                    "./usr/share/coreos-assembler/platforms.json",
+                    "dot",
+                )],
+                Some("dot"),
+                None,
+                false,
+            ),
+            (
+                "ostree object just before its link",
+                vec![E::File(OBJ, "obj"), E::Link(P, OBJ)],
+                Some("obj"),
+                None,
+                false,
+            ),
+            (
+                "object seen earlier: second pass",
+                vec![E::File(OBJ, "obj"), E::File(OBJ2, "other"), E::Link(P, OBJ)],
+                None,
+                Some(OBJ),
+                false,
+            ),
+            (
+                "whiteout",
+                vec![E::File("usr/share/coreos-assembler/.wh.platforms.json", "")],
+                None,
+                None,
+                true,
+            ),
+            (
+                "parent whiteout",
+                vec![E::File("usr/share/.wh.coreos-assembler", "")],
+                None,
+                None,
+                true,
+            ),
+            (
+                "opaque parent",
+                vec![E::File("usr/share/coreos-assembler/.wh..wh..opq", "")],
+                None,
+                None,
+                true,
+            ),
+            (
+                "other files only",
+                vec![E::File("usr/share/x", "x")],
+                None,
+                None,
+                false,
+            ),
+        ];
+        for (name, entries, found, link, hidden) in cases {
+            let scan =
+                scan_tar(&tar_of(&entries)[..], &wanted, &BTreeMap::new(), MAX_READ).unwrap();
+            assert_eq!(
+                scan.found.get(P).map(|v| std::str::from_utf8(v).unwrap()),
+                found,
+                "{name}"
+            );
+            assert_eq!(scan.links.get(P).map(String::as_str), link, "{name}");
+            assert_eq!(scan.hidden.contains(P), hidden, "{name}");
+            if let Some(t) = link {
+                let targets = BTreeMap::from([(P.to_string(), t.to_string())]);
+                let again = scan_tar(
+                    &tar_of(&entries)[..],
+                    &Default::default(),
+                    &targets,
+                    MAX_READ,
+                )
+                .unwrap();
+                assert_eq!(again.found[P], b"obj", "{name}: second pass");
+            }
+        }
+        let big = "x".repeat(MAX_READ as usize + 1);
+        let e = scan_tar(
+            &tar_of(&[E::File(P, &big)])[..],
+            &wanted,
+            &BTreeMap::new(),
+            MAX_READ,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(P), "{e}");
     }
 }

@@ -13,8 +13,9 @@ use base64::Engine as _;
 
 /// Ignition spec versions we emit. 3.0/3.1 are left out: every boot image that reads 3.1
 /// (OpenShift 4.6+) also reads 3.2, which is what openshift-install itself writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum SpecVersion {
+    #[default]
     V3_2,
     V3_3,
     V3_4,
@@ -63,12 +64,6 @@ impl SpecVersion {
             ),
             Some(v) => format!("Ignition spec {} (requested): the boot image needs Ignition ≥ {}", v.as_str(), v.min_ignition()),
         }
-    }
-}
-
-impl Default for SpecVersion {
-    fn default() -> Self {
-        SpecVersion::V3_2
     }
 }
 

@@ -190,6 +190,63 @@ pub fn render(s: &PointerSettings) -> Result<Vec<u8>> {
     }
 }
 
+/// What a pointer config is made from, as the user gives it: the pool, the Machine Config
+/// Server endpoint (cluster and base domain, or the API VIP), the cluster's root CA (a PEM
+/// file, or an existing pointer config to take it from) and the spec version.
+#[derive(Debug, Clone, Default)]
+pub struct PointerInputs {
+    pub pool: String,
+    pub cluster: Option<String>,
+    pub base_domain: Option<String>,
+    pub api_vip: Option<IpAddr>,
+    pub ca: Option<std::path::PathBuf>,
+    pub from: Option<std::path::PathBuf>,
+    pub spec: Option<String>,
+}
+
+impl PointerInputs {
+    /// Resolve into settings, reading the input files.
+    pub fn settings(&self) -> Result<PointerSettings> {
+        names::validate_pool_name(&self.pool)?;
+        let spec = self
+            .spec
+            .as_deref()
+            .map(str::parse::<SpecVersion>)
+            .transpose()?
+            .unwrap_or_default();
+        let endpoint = match (&self.cluster, &self.base_domain, self.api_vip) {
+            (Some(c), Some(d), None) => Some(Endpoint::ClusterDomain {
+                cluster: c.clone(),
+                base_domain: d.clone(),
+            }),
+            (None, None, Some(ip)) => Some(Endpoint::ApiVip(ip)),
+            _ => None,
+        };
+        let ca = match (&self.ca, &self.from) {
+            (Some(p), _) => CaSource::Pem(read(p, "CA file")?),
+            (None, Some(p)) => CaSource::PointerIgnition(read(p, "pointer config")?),
+            (None, None) => bail!("the pointer config needs the cluster's root CA: give --ca FILE, or --from an existing pointer config (worker.ign)"),
+        };
+        if let Some(ep) = &endpoint {
+            ep.validate()?;
+        }
+        if endpoint.is_none() && matches!(ca, CaSource::Pem(_)) {
+            bail!("no Machine Config Server endpoint: give --cluster and --base-domain, or --api-vip (or --from an existing pointer config)");
+        }
+        Ok(PointerSettings {
+            pool: self.pool.clone(),
+            endpoint,
+            ca,
+            spec,
+        })
+    }
+}
+
+/// A user's input file, its error naming what it is and where.
+pub(crate) fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

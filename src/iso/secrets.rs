@@ -34,8 +34,53 @@ fn is_secret_file(f: &Value) -> bool {
 /// redacted; `None` when it holds none (or is not JSON: Ignition could not use it). Files
 /// at `also` (e.g. an embedded config that itself held secrets) are redacted too.
 pub fn redact_ignition(text: &str, also: &[&str]) -> Option<(String, Vec<String>)> {
+    redact_ignition_nested(text, also, 0)
+}
+
+/// Configs inside configs (`ignition.config.merge`/`replace` as data URLs) are followed
+/// this deep; Ignition itself has no limit, but a deeper chain is no config a person wrote.
+const MAX_EMBEDDED_DEPTH: u32 = 4;
+
+fn redact_ignition_nested(text: &str, also: &[&str], depth: u32) -> Option<(String, Vec<String>)> {
     let mut v: Value = serde_json::from_str(text).ok()?;
     let mut what = Vec::new();
+    // A config merged or replaced from a data URL carries its own files and users: one
+    // holding a secret is redacted whole (its source), as a secret file is.
+    let mut embedded: Vec<&mut Value> = Vec::new();
+    if let Some(config) = v
+        .pointer_mut("/ignition/config")
+        .and_then(Value::as_object_mut)
+    {
+        for (key, entry) in config.iter_mut() {
+            match (key.as_str(), entry) {
+                ("merge", Value::Array(list)) => embedded.extend(list.iter_mut()),
+                ("replace", r @ Value::Object(_)) => embedded.push(r),
+                _ => {}
+            }
+        }
+    }
+    for resource in embedded {
+        let Some(source) = resource.get("source").and_then(Value::as_str) else {
+            continue;
+        };
+        if !source.starts_with("data:") {
+            continue;
+        }
+        let compression = resource.get("compression").and_then(Value::as_str);
+        let inner = crate::iso::live::decode_data_url(source, compression).ok();
+        let inner_secrets = match inner.as_deref().map(std::str::from_utf8) {
+            Some(Ok(t)) if depth < MAX_EMBEDDED_DEPTH => {
+                redact_ignition_nested(t, &[], depth + 1).map(|(_, w)| w)
+            }
+            // Too deep or not decodable: not inspected, so not shown either.
+            _ => Some(vec!["content not inspected".to_string()]),
+        };
+        if let (Some(w), Some(obj)) = (inner_secrets, resource.as_object_mut()) {
+            obj.insert("source".into(), Value::String(REDACTED.into()));
+            obj.remove("verification");
+            what.push(format!("embedded Ignition config ({})", w.join(", ")));
+        }
+    }
     if let Some(files) = v
         .pointer_mut("/storage/files")
         .and_then(Value::as_array_mut)
@@ -113,6 +158,22 @@ pub fn keyfile_has_secrets(keyfile: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// `{"passwd":{"users":[{"name":"core","passwordHash":"$6$x"}]}}`, gzip, base64, as
+    /// `ignition.config.replace` with `compression: gzip`.
+    static REPLACED_GZIP: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"passwd":{"users":[{"name":"core","passwordHash":"$6$x"}]}}"#)
+            .unwrap();
+        let url = crate::ignition::data_url(&gz.finish().unwrap());
+        Box::leak(
+            format!(
+                r#"{{"ignition":{{"version":"3.2.0","config":{{"replace":{{"source":"{url}","compression":"gzip"}}}}}}}}"#
+            )
+            .into_boxed_str(),
+        )
+    });
+
     #[test]
     fn ignition_secrets() {
         let cases: &[(&str, Option<&[&str]>)] = &[
@@ -134,6 +195,26 @@ mod tests {
                 None,
             ),
             ("not json", None),
+            // A merged config from a data URL that writes a secret: the whole source goes.
+            (
+                r#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"data:,%7B%22storage%22%3A%7B%22files%22%3A%5B%7B%22path%22%3A%22%2Fetc%2Fauth.json%22%2C%22contents%22%3A%7B%22source%22%3A%22data%3A%2Cauths%22%7D%7D%5D%7D%7D"}]}}}"#,
+                Some(&["embedded Ignition config (/etc/auth.json)"]),
+            ),
+            // One without secrets stays readable; remote sources are not fetched.
+            (
+                r#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"data:,%7B%7D"},{"source":"https://example.com/x.ign"}]}}}"#,
+                None,
+            ),
+            // A replaced config, gzip'd and base64'd, whose user has a password hash.
+            (
+                *REPLACED_GZIP,
+                Some(&["embedded Ignition config (password hash of user core)"]),
+            ),
+            // Undecodable: not shown, as it was not inspected.
+            (
+                r#"{"ignition":{"version":"3.2.0","config":{"replace":{"source":"data:;base64,!!!"}}}}"#,
+                Some(&["embedded Ignition config (content not inspected)"]),
+            ),
         ];
         for (text, want) in cases {
             let got = redact_ignition(text, &[]);

@@ -7,6 +7,9 @@
 //! Ignition. Mapping large allocations with MADV_HUGEPAGE turns them into ~32 faults. The
 //! compressed bytes are the same: only where the encoder's memory comes from changes.
 
+// liblzma's C allocator hooks and stream calls have no safe binding here.
+#![allow(unsafe_code)]
+
 use std::ffi::c_void;
 
 use anyhow::{bail, Result};

@@ -116,6 +116,47 @@ pub fn choose_method(
     })
 }
 
+/// Where the MachineConfiguration that keeps custom boot images goes: `manifests/`, which
+/// bootkube applies once the MCO's CRDs exist, named like the installer's other operator
+/// configuration manifests.
+pub const KEEP_BOOT_IMAGES_PATH: &str = "manifests/99_openshift-machineconfiguration_cluster.yaml";
+
+/// The MachineConfiguration that opts every MachineAPI MachineSet out of boot image
+/// management, so the MCO never swaps the custom boot image for the release's stock one.
+/// ControlPlaneMachineSets are left out: their management is opt-in (off unless listed).
+pub fn keep_boot_images() -> MachineConfiguration {
+    MachineConfiguration {
+        api_version: OPERATOR_API_VERSION.into(),
+        kind: "MachineConfiguration".into(),
+        metadata: ObjectMeta {
+            name: "cluster".into(),
+            ..Default::default()
+        },
+        spec: MachineConfigurationSpec {
+            managed_boot_images: ManagedBootImages {
+                machine_managers: vec![MachineManager {
+                    resource: "machinesets".into(),
+                    api_group: "machine.openshift.io".into(),
+                    selection: MachineManagerSelector {
+                        mode: "None".into(),
+                    },
+                }],
+            },
+        },
+    }
+}
+
+/// The MachineConfiguration manifest as an output file.
+pub fn keep_boot_images_file() -> Result<OutputFile> {
+    Ok(OutputFile {
+        rel_path: PathBuf::from(KEEP_BOOT_IMAGES_PATH),
+        contents: to_yaml(&keep_boot_images())?,
+        mode: 0o644,
+        what: "MachineConfiguration 'cluster': MachineSets opted out of boot image management (the custom boot image stays)".into(),
+        secret: false,
+    })
+}
+
 /// The MachineOSConfig method's extra inputs.
 #[derive(Debug, Clone)]
 pub struct PushSettings {
@@ -151,6 +192,9 @@ pub struct OutputFile {
     /// Holds credentials: never printed without --show-secrets, written 0600.
     pub secret: bool,
 }
+
+/// Why the MachineOSConfig method refuses to go without a Containerfile.
+pub const CONTAINERFILE_REQUIRED: &str = "the machineosconfig method needs --containerfile FILE (the Containerfile the image was built from): after install the MCO rebuilds the pool's image from the MachineOSConfig's containerFile on every upgrade or MachineConfig change, and a rebuild without it drops the customization; or use --method machineconfig";
 
 /// The CRD's limit on `containerFile[].content`.
 pub const CONTAINERFILE_MAX_LEN: usize = 4096;
@@ -235,6 +279,13 @@ pub fn render(s: &ManifestSettings) -> Result<Vec<OutputFile>> {
                 "the machineosconfig method needs --push-spec (a tagged pull spec the MCO pushes later builds to); or use --method machineconfig",
             )?;
             validate_push(push)?;
+            if push
+                .containerfile
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+            {
+                bail!("{CONTAINERFILE_REQUIRED}");
+            }
             if let Some(auths) = &push.dockerconfigjson {
                 let secret = push_secret(&push.secret_name, auths);
                 out.push(OutputFile {
@@ -399,6 +450,22 @@ pub fn caveats(s: &ManifestSettings) -> Vec<String> {
              the pre-built image's pull credentials must be in install-config pullSecret"
         ),
     });
+    let custom: Vec<&str> = s
+        .pools
+        .iter()
+        .filter(|p| names::is_custom_pool(p))
+        .map(String::as_str)
+        .collect();
+    if s.method == Method::MachineOsConfig && !custom.is_empty() {
+        // openshift/enhancements machine-config/install-time-support-for-image-mode-on-openshift.md:
+        // Tech Preview covers master and worker; custom pools are a GA criterion.
+        w.push(format!(
+            "custom pool(s) {} with a MachineOSConfig at install time are not supported by every release \
+             (install-time image mode started with master and worker only): check your release's documentation, \
+             or use --method machineconfig for them",
+            custom.join(", ")
+        ));
+    }
     w
 }
 
@@ -517,7 +584,7 @@ mod tests {
                 dockerconfigjson: Some(
                     br#"{"auths":{"quay.io":{"auth":"c2VjcmV0OnNlY3JldA=="}}}"#.to_vec(),
                 ),
-                containerfile: None,
+                containerfile: Some("FROM configs AS final\n".into()),
             }),
         };
         let files = render(&s).unwrap();

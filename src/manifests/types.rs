@@ -121,3 +121,44 @@ pub struct Secret {
     pub type_: String,
     pub data: BTreeMap<String, String>,
 }
+
+pub const OPERATOR_API_VERSION: &str = "operator.openshift.io/v1";
+
+/// `operator.openshift.io/v1` MachineConfiguration: the MCO's knobs object, a singleton
+/// named `cluster` (cluster-scoped, so no namespace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineConfiguration {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: MachineConfigurationSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineConfigurationSpec {
+    pub managed_boot_images: ManagedBootImages,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedBootImages {
+    pub machine_managers: Vec<MachineManager>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineManager {
+    /// `machinesets` or `controlplanemachinesets`.
+    pub resource: String,
+    /// The CRD's only value is `machine.openshift.io`.
+    pub api_group: String,
+    pub selection: MachineManagerSelector,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineManagerSelector {
+    /// `All`, `Partial` or `None`.
+    pub mode: String,
+}

@@ -39,6 +39,9 @@ pub enum FirmwareConfig {
 pub enum DiskFormat {
     Raw,
     Qcow2,
+    Vmdk,
+    /// VHD.
+    Vpc,
 }
 
 impl DiskFormat {
@@ -46,6 +49,8 @@ impl DiskFormat {
         match self {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vmdk => "vmdk",
+            DiskFormat::Vpc => "vpc",
         }
     }
 }

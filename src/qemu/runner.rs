@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
+use rustix::process::{kill_process_group, Pid, Signal};
 
 /// How long QEMU gets to exit cleanly on SIGTERM before SIGKILL.
 pub const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -38,6 +39,8 @@ impl QemuProcess {
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // (pre_exec has no safe counterpart: the child's death signal must be set in it.)
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -85,10 +88,7 @@ impl QemuProcess {
         if let Some(s) = self.reaped {
             return Ok(s);
         }
-        // SAFETY: plain syscalls; the group id is QEMU's own pid (process_group(0)).
-        unsafe {
-            libc::killpg(self.pid, libc::SIGTERM);
-        }
+        self.signal_group(Signal::TERM);
         if let Ok(status) = tokio::time::timeout(GRACE, self.wait()).await {
             return status;
         }
@@ -96,10 +96,15 @@ impl QemuProcess {
             "QEMU (pid {}) ignored SIGTERM for {GRACE:?}; killing it",
             self.pid
         );
-        unsafe {
-            libc::killpg(self.pid, libc::SIGKILL);
-        }
+        self.signal_group(Signal::KILL);
         self.wait().await
+    }
+
+    /// The group id is QEMU's own pid (process_group(0)); a group already gone is fine.
+    fn signal_group(&self, signal: Signal) {
+        if let Some(pid) = Pid::from_raw(self.pid) {
+            let _ = kill_process_group(pid, signal);
+        }
     }
 
     /// QEMU's own messages (bad drive, missing firmware), last `n` lines.
@@ -113,10 +118,8 @@ impl QemuProcess {
 impl Drop for QemuProcess {
     fn drop(&mut self) {
         if self.reaped.is_none() {
-            // SAFETY: as in kill(); tokio's kill_on_drop reaps the zombie in the background.
-            unsafe {
-                libc::killpg(self.pid, libc::SIGKILL);
-            }
+            // tokio's kill_on_drop reaps the zombie in the background.
+            self.signal_group(Signal::KILL);
         }
     }
 }

@@ -199,6 +199,15 @@ impl AuthFile {
     }
 
     /// The entry that applies to `r`, with its key: the most specific key wins.
+    /// The entry for `image` ([`Self::entry_for`]) as a one-entry auths file, with the
+    /// key it is filed under; `None` when there is none for its registry.
+    pub fn single_entry_for(&self, image: &RegistryRef) -> Option<(String, AuthFile)> {
+        let (key, entry) = self.entry_for(image)?;
+        let mut one = AuthFile::default();
+        one.auths.insert(key.to_string(), entry.clone());
+        Some((key.to_string(), one))
+    }
+
     pub fn entry_for(&self, r: &RegistryRef) -> Option<(&str, &AuthEntry)> {
         let by_normalized: BTreeMap<String, (&str, &AuthEntry)> = self
             .auths

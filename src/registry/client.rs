@@ -88,23 +88,6 @@ fn check_pem(path: &Path, pem: &[u8]) -> Result<()> {
     crate::cacert::CaBundle::parse(pem, &format!("CA file {}", path.display())).map(drop)
 }
 
-/// Split PEM text into one PEM block per certificate (reqwest reads one per call).
-pub fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else {
-            break;
-        };
-        out.push(format!("{}\n", &rest[start..start + len + END.len()]).into_bytes());
-        rest = &rest[start + len + END.len()..];
-    }
-    out
-}
-
 /// The system CA bundle (Debian, Fedora/RHEL, or $SSL_CERT_FILE), if there is one.
 fn system_bundle() -> Option<Vec<u8>> {
     let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
@@ -125,22 +108,23 @@ fn client_config(
     certs: &[(PathBuf, Vec<u8>)],
     plain_http: bool,
 ) -> ClientConfig {
-    let pem = |data: Vec<u8>| Certificate {
-        encoding: CertificateEncoding::Pem,
+    // One certificate per entry (reqwest reads one per call), as DER.
+    let der = |data: Vec<u8>| Certificate {
+        encoding: CertificateEncoding::Der,
         data,
     };
     let extra: Vec<Certificate> = certs
         .iter()
-        .flat_map(|(_, p)| split_pem(p))
-        .map(pem)
+        .flat_map(|(_, p)| crate::cacert::certificates_der(p))
+        .map(der)
         .collect();
     // With the system bundle plus the extra CAs as the only roots, rustls verifies
     // with webpki; the platform verifier would log its own error line beside ours.
     let (only, extra) = match system_bundle() {
         Some(bundle) => (
-            split_pem(&bundle)
+            crate::cacert::certificates_der(&bundle)
                 .into_iter()
-                .map(pem)
+                .map(der)
                 .chain(extra)
                 .collect(),
             vec![],
@@ -540,22 +524,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_pem_bundles() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
-        let two = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
-        let bundle = format!("# comment\n{one}\njunk\n{two}\n");
-        let got = split_pem(bundle.as_bytes());
-        assert_eq!(
-            got,
-            vec![
-                format!("{one}\n").into_bytes(),
-                format!("{two}\n").into_bytes()
-            ]
-        );
-        assert!(split_pem(b"no certs here").is_empty());
-    }
 
     #[test]
     fn only_server_side_and_rate_limit_errors_are_transient() {

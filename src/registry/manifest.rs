@@ -134,6 +134,8 @@ pub struct ImageIndex {
 
 /// A manifest document, told apart by media type (or by shape when the
 /// optional `mediaType` field is absent, as OCI allows).
+// One per pull, never in a collection: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Manifest {
     Image(ImageManifest),

@@ -8,6 +8,11 @@
 //!   `format.dns1123Subdomain()/dns1123Label()/dns1035Label()` checks and
 //!   `self.matches('re') || …` become patterns; transition rules (`oldSelf`) do not apply
 //!   on create; the object-level MachineOSConfig rule is checked by [`check_cel_root`];
+//!   MachineConfiguration's rule shapes become JSON Schema too ([`translate_cel_shapes`]):
+//!   "field B only with mode X", "a list holding type X has one element", "resource R needs
+//!   mode A or B", and the root rules guarded by `status…mode == 'Automatic'` (we never
+//!   write status, so the guard is false; a manifest claiming Automatic is rejected outright,
+//!   stricter than the API server);
 //!   any other rule fails the translation so nothing is silently skipped;
 //! - objects with `properties` get `additionalProperties: false` unless they preserve
 //!   unknown fields: the API server would *prune* an unknown (misspelled) field without an
@@ -157,6 +162,9 @@ fn translate_cel(rule: &str, path: &str) -> Option<Value> {
     if compact.contains("self.metadata.name == self.spec.machineConfigPool.name") {
         return None; // checked by check_cel_root
     }
+    if let Some(schema) = translate_cel_shapes(&compact) {
+        return Some(schema);
+    }
     let alternatives: Vec<&str> = compact.split(" || ").collect();
     if alternatives
         .iter()
@@ -171,6 +179,77 @@ fn translate_cel(rule: &str, path: &str) -> Option<Value> {
         return None; // we never write status
     }
     panic!("CEL rule at {path} has no translation, refusing to skip it: {rule}");
+}
+
+/// The rule shapes of MachineConfiguration's CRD, as JSON Schema (draft 4: no if/then, so
+/// implications become anyOf).
+fn translate_cel_shapes(rule: &str) -> Option<Value> {
+    use regex::Regex;
+    // has(self.mode) && (self.mode == 'X') ? has(self.b) : !has(self.b)
+    let only_with = Regex::new(
+        r"^has\(self\.(\w+)\) && \(?self\.(\w+) ?== ?'(\w+)'\)? \? has\(self\.(\w+)\) : !has\(self\.(\w+)\)$",
+    )
+    .unwrap();
+    if let Some(c) = only_with.captures(rule) {
+        let (mode, mode2, value, field, field2) = (&c[1], &c[2], &c[3], &c[4], &c[5]);
+        assert!(
+            mode == mode2 && field == field2,
+            "unexpected rule shape: {rule}"
+        );
+        return Some(json!({"anyOf": [
+            {"required": [mode, field], "properties": {mode: {"enum": [value]}}},
+            {"not": {"required": [field]}, "anyOf": [
+                {"not": {"required": [mode]}},
+                {"properties": {mode: {"not": {"enum": [value]}}}}
+            ]}
+        ]}));
+    }
+    // self.exists(x, x.type=='X') ? size(self) == 1 : true
+    let alone =
+        Regex::new(r"^self\.exists\(x, x\.(\w+) ?== ?'(\w+)'\) \? size\(self\) == 1 : true$")
+            .unwrap();
+    if let Some(c) = alone.captures(rule) {
+        let (field, value) = (&c[1], &c[2]);
+        return Some(json!({"anyOf": [
+            {"maxItems": 1},
+            {"items": {"properties": {field: {"not": {"enum": [value]}}}}}
+        ]}));
+    }
+    // self.resource != 'R' || self.selection.mode == 'A' || self.selection.mode == 'B'
+    let needs =
+        Regex::new(r"^self\.(\w+) != '(\w+)'((?: \|\| self\.(\w+)\.(\w+) == '\w+')+)$").unwrap();
+    if let Some(c) = needs.captures(rule) {
+        let (field, value) = (&c[1], &c[2]);
+        let alt = Regex::new(r"self\.(\w+)\.(\w+) == '(\w+)'").unwrap();
+        let alts: Vec<(String, String, String)> = alt
+            .captures_iter(&c[3])
+            .map(|a| (a[1].to_string(), a[2].to_string(), a[3].to_string()))
+            .collect();
+        assert!(
+            alts.iter().all(|a| a.0 == alts[0].0 && a.1 == alts[0].1),
+            "unexpected rule shape: {rule}"
+        );
+        let values: Vec<&str> = alts.iter().map(|a| a.2.as_str()).collect();
+        return Some(json!({"anyOf": [
+            {"properties": {field: {"not": {"enum": [value]}}}},
+            {"properties": {alts[0].0.clone(): {"properties": {alts[0].1.clone(): {"enum": values}}}}}
+        ]}));
+    }
+    // Root rules guarded by the status skew enforcement mode.
+    let guard = "self.?status.bootImageSkewEnforcementStatus.mode.orValue(\"\") == 'Automatic' ? ";
+    if rule.starts_with(guard) && rule.ends_with(": true") {
+        return Some(json!({"anyOf": [
+            {"not": {"required": ["status"]}},
+            {"properties": {"status": {"anyOf": [
+                {"not": {"required": ["bootImageSkewEnforcementStatus"]}},
+                {"properties": {"bootImageSkewEnforcementStatus": {"anyOf": [
+                    {"not": {"required": ["mode"]}},
+                    {"properties": {"mode": {"not": {"enum": ["Automatic"]}}}}
+                ]}}}
+            ]}}}
+        ]}));
+    }
+    None
 }
 
 /// Validate one manifest (as YAML text) against its CRD; returns the errors.

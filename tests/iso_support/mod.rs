@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use layerboot::testkit::liveiso;
+pub use layerboot_testkit::liveiso;
 
 /// The cached fixture live ISO (built on first use from Debian packages).
 pub fn fixture() -> PathBuf {

@@ -27,13 +27,13 @@
 //! Planning is pure ([`plan`]); [`scan`] reads what the image offers.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::{render_menu_entries, BlsEntry, IGNITION_FIRSTBOOT_VAR};
 use crate::bootimage::plan::SerialConsole;
+use crate::io::rooted::{Kind, RootedDir};
 
 /// Where bootupd's payload lives in an image.
 pub const UPDATES_DIR: &str = "usr/lib/bootupd/updates";
@@ -47,7 +47,8 @@ pub const GRUB2_DIR: &str = "grub2";
 /// What an image's bootupd payload offers.
 #[derive(Debug, Clone, Default)]
 pub struct Payload {
-    /// Files of the EFI component relative to the ESP root (`EFI/…`), and where to read them.
+    /// Files of the EFI component relative to the ESP root (`EFI/…`), and where to read
+    /// them (relative to the image root).
     pub efi_files: Vec<(String, PathBuf)>,
     /// Those GRUB EFI binaries (ESP-relative) that have `blscfg` built in.
     pub efi_grub_with_blscfg: BTreeSet<String>,
@@ -73,6 +74,8 @@ pub struct Options<'a> {
     pub boot_uuid: Option<&'a str>,
     pub boot_label: &'a str,
     pub serial: Option<SerialConsole>,
+    /// CoreOS images: `console.cfg` with these commands between CoreOS's markers.
+    pub console_commands: Option<&'a [String]>,
     pub uefi: bool,
     pub bios: bool,
 }
@@ -80,6 +83,7 @@ pub struct Options<'a> {
 /// A file's content: from the image, or generated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
+    /// A file of the image (relative to its root).
     Image(PathBuf),
     Text(String),
 }
@@ -115,26 +119,32 @@ pub struct BiosCore {
 }
 
 /// Whether an image ships a bootupd payload (either layout).
-pub fn present(deployment: &Path) -> bool {
-    deployment.join(UPDATES_DIR).join("EFI").is_dir()
-        || efi_lib_components(deployment)
+pub fn present(image: &RootedDir) -> bool {
+    image.is_dir(Path::new(UPDATES_DIR).join("EFI"))
+        || efi_lib_components(image)
             .map(|c| !c.is_empty())
             .unwrap_or(false)
 }
 
-/// `usr/lib/efi/<component>/<version>/EFI` directories, the newest version of each
-/// component (by name order, as `sort -V` would for the usual EVR strings).
-fn efi_lib_components(deployment: &Path) -> Result<Vec<PathBuf>> {
-    let lib = deployment.join(EFI_LIB_DIR);
+/// `usr/lib/efi/<component>/<version>/EFI` directories (relative to the image root), the
+/// newest version of each component (by name order, as `sort -V` would for the usual EVR
+/// strings).
+fn efi_lib_components(image: &RootedDir) -> Result<Vec<PathBuf>> {
+    let lib = Path::new(EFI_LIB_DIR);
     let mut found = Vec::new();
-    let Ok(components) = fs::read_dir(&lib) else {
+    if !image.is_dir(lib) {
         return Ok(found);
-    };
-    for c in components {
-        let c = c?;
-        let mut versions: Vec<PathBuf> = fs::read_dir(c.path())?
-            .filter_map(|v| v.ok().map(|v| v.path()))
-            .filter(|v| v.join("EFI").is_dir())
+    }
+    for (c, kind) in image.list(lib)? {
+        if kind != Kind::Dir {
+            continue;
+        }
+        let comp = lib.join(c);
+        let mut versions: Vec<PathBuf> = image
+            .list(&comp)?
+            .into_iter()
+            .map(|(v, _)| comp.join(v))
+            .filter(|v| image.is_dir(v.join("EFI")))
             .collect();
         versions.sort();
         if let Some(v) = versions.pop() {
@@ -145,26 +155,29 @@ fn efi_lib_components(deployment: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Read what the image's payload offers (thin I/O wrapper for [`plan`]).
-pub fn scan(deployment: &Path) -> Result<Payload> {
+/// Read what the image's payload offers (thin I/O wrapper for [`plan`]). Every read
+/// resolves inside the image ([`RootedDir`]); `efi_files` name image-relative paths.
+pub fn scan(image: &RootedDir) -> Result<Payload> {
     let mut p = Payload::default();
-    let updates = deployment.join(UPDATES_DIR).join("EFI");
-    let roots = if updates.is_dir() {
+    let updates = Path::new(UPDATES_DIR).join("EFI");
+    let roots = if image.is_dir(&updates) {
         vec![updates]
     } else {
-        efi_lib_components(deployment)?
+        efi_lib_components(image)?
     };
     for root in roots {
-        super::walk_files(&root, Path::new("EFI"), &mut |rel, path| {
-            p.efi_files
-                .push((rel.to_string_lossy().into_owned(), path.to_path_buf()))
-        })?;
+        for rel in image.walk_files(&root)? {
+            p.efi_files.push((
+                Path::new("EFI").join(&rel).to_string_lossy().into_owned(),
+                root.join(&rel),
+            ));
+        }
     }
     p.efi_files.sort();
     p.efi_files.dedup_by(|a, b| a.0 == b.0);
     for (rel, path) in &p.efi_files {
         if rel.to_ascii_lowercase().ends_with("/grubx64.efi") {
-            let bin = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bin = image.read(path)?;
             // GRUB keeps each built-in module's name (`.modname`) and command names as
             // NUL-terminated strings.
             if bin.windows(7).any(|w| w == b"blscfg\0") {
@@ -172,32 +185,30 @@ pub fn scan(deployment: &Path) -> Result<Payload> {
             }
         }
     }
-    let st = deployment.join(STATIC_DIR);
-    if st.join("grub-static-pre.cfg").is_file() {
-        let read =
-            |p: &Path| fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let st = Path::new(STATIC_DIR);
+    if image.is_file(st.join("grub-static-pre.cfg")) {
         let mut s = StaticConfigs {
-            pre: read(&st.join("grub-static-pre.cfg"))?,
+            pre: image.read_to_string(st.join("grub-static-pre.cfg"))?,
             efi: None,
             dropins: Vec::new(),
         };
-        if st.join("grub-static-efi.cfg").is_file() {
-            s.efi = Some(read(&st.join("grub-static-efi.cfg"))?);
+        if image.is_file(st.join("grub-static-efi.cfg")) {
+            s.efi = Some(image.read_to_string(st.join("grub-static-efi.cfg"))?);
         }
-        if let Ok(dir) = fs::read_dir(st.join("configs.d")) {
-            for e in dir {
-                let e = e?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".cfg") {
-                    s.dropins.push((name, read(&e.path())?));
+        let dropins = st.join("configs.d");
+        if image.is_dir(&dropins) {
+            for (name, kind) in image.list(&dropins)? {
+                if kind == Kind::File && name.ends_with(".cfg") {
+                    s.dropins
+                        .push((name.clone(), image.read_to_string(dropins.join(&name))?));
                 }
             }
         }
         p.static_configs = Some(s);
     }
-    let i386 = deployment.join("usr/lib/grub/i386-pc");
-    if i386.join("kernel.img").is_file() {
-        p.bios_modules = Some(i386.join("blscfg.mod").is_file());
+    let i386 = Path::new(super::GRUB_LIB).join("i386-pc");
+    if image.is_file(i386.join("kernel.img")) {
+        p.bios_modules = Some(image.is_file(i386.join("blscfg.mod")));
     }
     Ok(p)
 }
@@ -356,7 +367,13 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
             esp.push((format!("EFI/{v}/bootuuid.cfg"), Content::Text(text)));
         }
     }
-    if let Some(sc) = o.serial {
+    if let Some(cmds) = o.console_commands {
+        boot.push((
+            format!("{GRUB2_DIR}/console.cfg"),
+            crate::disk::coreos::console_cfg(cmds),
+            0o644,
+        ));
+    } else if let Some(sc) = o.serial {
         boot.push((format!("{GRUB2_DIR}/console.cfg"), format!("serial --unit={} --speed={}\nterminal_input serial console\nterminal_output serial console\n", sc.unit, sc.speed), 0o644));
     }
     if let Some(v) = &vendor {
@@ -418,6 +435,7 @@ pub fn with_firstboot_var(entry_text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn entry() -> BlsEntry {
         BlsEntry {
@@ -484,6 +502,7 @@ mod tests {
                 unit: 0,
                 speed: 115200,
             }),
+            console_commands: None,
             uefi,
             bios,
         }
@@ -672,7 +691,7 @@ mod tests {
             all += &format!("===== {name} =====\n{text}");
         }
         let golden =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/disk/golden/bootupd-generated.cfg");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/disk/bootupd-generated.cfg");
         if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
             fs::write(&golden, &all).unwrap();
         }
