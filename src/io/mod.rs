@@ -3,6 +3,7 @@
 mod atomic;
 pub mod decompress;
 mod hashing;
+pub mod newc;
 mod pgzip;
 pub mod rooted;
 

@@ -14,15 +14,13 @@ use std::io::{Read, Write};
 use anyhow::{bail, ensure, Context, Result};
 use xz2::stream::{Action, Status, Stream};
 
+use crate::io::newc::{self, NewcWriter};
+
 /// Where the live initramfs reads NetworkManager keyfiles from.
 pub const NETWORK_DIR: &str = "etc/coreos-firstboot-network";
 /// The live Ignition config, at the root of the embedded archive.
 pub const IGNITION_PATH: &str = "config.ign";
 
-const NEWC_MAGIC: &[u8; 6] = b"070701";
-const NEWC_CRC_MAGIC: &[u8; 6] = b"070702";
-const NEWC_HEADER_LEN: usize = 110;
-const TRAILER: &str = "TRAILER!!!";
 const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
 const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
 const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
@@ -74,12 +72,10 @@ impl Payload {
         out
     }
 
-    /// Write the newc archive. `flush()` is called after each file whose data needed
-    /// padding: coreos-installer's cpio writer does that, and on its xz encoder a flush
-    /// ends an LZMA2 chunk, which shows in the compressed bytes; doing the same keeps
-    /// the area byte-identical.
+    /// Write the newc archive (see the module doc for the layout; the writer flushes as
+    /// coreos-installer's does, which keeps the xz bytes identical).
     fn write_cpio(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let mut ino = 0u32;
+        let mut w = NewcWriter::new(out, 0);
         let mut cwd: Vec<&str> = Vec::new();
         for (path, contents) in &self.members {
             let mut parent: Vec<&str> = path.split('/').collect();
@@ -88,13 +84,11 @@ impl Payload {
             cwd.truncate(common);
             for component in &parent[common..] {
                 cwd.push(component);
-                write_newc_entry(out, ino, &cwd.join("/"), 0o040_755, b"")?;
-                ino += 1;
+                w.dir(&cwd.join("/"), 0o755)?;
             }
-            write_newc_entry(out, ino, path, 0o100_600, contents)?;
-            ino += 1;
+            w.file(path, contents, 0o600)?;
         }
-        write_newc_entry(out, 0, TRAILER, 0, b"")
+        w.finish().map(drop)
     }
 
     /// The payload as stored in the embed area (before zero padding): xz, CRC32 check.
@@ -126,7 +120,7 @@ impl Payload {
                 let (data, used) = xz_decode_one(rest)
                     .with_context(|| format!("decompressing xz archive at area offset {offset}"))?;
                 rest = &rest[used..];
-                parse_newc(&data, &mut payload.members)
+                newc::parse_regular_files(&data, &mut payload.members)
                     .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
             } else if rest.starts_with(GZIP_MAGIC) {
                 let mut dec = flate2::bufread::GzDecoder::new(rest);
@@ -134,10 +128,10 @@ impl Payload {
                     format!("decompressing gzip archive at area offset {offset}")
                 })?;
                 rest = dec.into_inner();
-                parse_newc(&data, &mut payload.members)
+                newc::parse_regular_files(&data, &mut payload.members)
                     .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
-            } else if rest.starts_with(NEWC_MAGIC) || rest.starts_with(NEWC_CRC_MAGIC) {
-                let used = parse_newc(rest, &mut payload.members)
+            } else if rest.starts_with(newc::MAGIC) || rest.starts_with(newc::CRC_MAGIC) {
+                let used = newc::parse_regular_files(rest, &mut payload.members)
                     .with_context(|| format!("reading cpio archive at area offset {offset}"))?;
                 rest = &rest[used..];
             } else if rest.starts_with(ZSTD_MAGIC) {
@@ -183,104 +177,10 @@ fn read_bounded(r: &mut impl Read) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-fn pad4(len: usize) -> usize {
-    (4 - len % 4) % 4
-}
-
-fn write_newc_entry(
-    out: &mut impl Write,
-    ino: u32,
-    name: &str,
-    mode: u32,
-    data: &[u8],
-) -> std::io::Result<()> {
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        name.len() as u32 + 1,
-        0,
-    ];
-    let mut header = Vec::with_capacity(NEWC_HEADER_LEN + name.len() + 4);
-    header.extend_from_slice(NEWC_MAGIC);
-    for f in fields {
-        header.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    header.extend_from_slice(name.as_bytes());
-    header.push(0);
-    header.resize(header.len() + pad4(NEWC_HEADER_LEN + name.len() + 1), 0);
-    out.write_all(&header)?;
-    out.write_all(data)?;
-    let pad = pad4(data.len());
-    if pad > 0 {
-        out.write_all(&[0; 3][..pad])?;
-        out.flush()?;
-    }
-    Ok(())
-}
-
-fn hex_field(header: &[u8], index: usize) -> Result<u32> {
-    let raw = &header[6 + index * 8..6 + (index + 1) * 8];
-    let s = std::str::from_utf8(raw)
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
-    let s = s.with_context(|| {
-        format!(
-            "bad hex field {:?} in cpio header",
-            String::from_utf8_lossy(raw)
-        )
-    })?;
-    Ok(u32::from_str_radix(s, 16)?)
-}
-
-/// Parse one newc archive up to and including its trailer, adding regular files to
-/// `members`. Returns the number of bytes consumed.
-pub fn parse_newc(data: &[u8], members: &mut BTreeMap<String, Vec<u8>>) -> Result<usize> {
-    let mut pos = 0usize;
-    loop {
-        let header = data
-            .get(pos..pos + NEWC_HEADER_LEN)
-            .context("truncated cpio header")?;
-        ensure!(
-            &header[..6] == NEWC_MAGIC || &header[..6] == NEWC_CRC_MAGIC,
-            "bad cpio magic at offset {pos}"
-        );
-        let mode = hex_field(header, 1)?;
-        let size = hex_field(header, 6)? as usize;
-        let namesize = hex_field(header, 11)? as usize;
-        ensure!(namesize >= 1, "empty cpio member name at offset {pos}");
-        let name_start = pos + NEWC_HEADER_LEN;
-        let name_raw = data
-            .get(name_start..name_start + namesize)
-            .context("truncated cpio member name")?;
-        let name =
-            std::str::from_utf8(&name_raw[..namesize - 1]).context("non-UTF-8 cpio member name")?;
-        let data_start = name_start + namesize + pad4(NEWC_HEADER_LEN + namesize);
-        let contents = data
-            .get(data_start..data_start + size)
-            .with_context(|| format!("truncated cpio member {name}"))?;
-        pos = data_start + size + pad4(size);
-        if name == TRAILER {
-            return Ok(pos.min(data.len()));
-        }
-        if mode & 0o170_000 == 0o100_000 {
-            let name = name.trim_start_matches("./").trim_start_matches('/');
-            members.insert(name.to_string(), contents.to_vec());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::newc::{hex_field, pad4, TRAILER};
 
     fn payload(files: &[(&str, &str)]) -> Payload {
         let mut p = Payload::default();

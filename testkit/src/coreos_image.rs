@@ -20,12 +20,12 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::cache::{cached_fixture, recipe_hash};
-use super::initramfs::Newc;
 use super::layered_image::{
     append_layer, layered_image, tag_digest, LayerEntry, LAYERED_TAG, MARKER_PATH,
 };
 use layerboot::cmd;
 use layerboot::disk::SourceImage;
+use layerboot::io::newc::NewcWriter;
 
 pub const COREOS_TAG: &str = "coreos";
 /// The stateroot the image names.
@@ -165,7 +165,7 @@ pub fn extended_initramfs(original: &[u8]) -> Result<Vec<u8>> {
     let mut out = original.to_vec();
     // The kernel finds the next archive only at a 4-byte boundary.
     out.resize(original.len().div_ceil(4) * 4, 0);
-    let mut w = Newc::new(Vec::new());
+    let mut w = NewcWriter::new(Vec::new(), 1);
     // Only directories under usr/: dracut's archive has `lib -> usr/lib` (and bin, sbin,
     // lib64 likewise), and the kernel replaces an existing entry of another type, so a
     // `lib` directory here would hide all of /usr/lib behind an empty /lib (journald,

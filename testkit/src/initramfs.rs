@@ -11,10 +11,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use layerboot::io::newc::NewcWriter;
 
 use super::cache::cached_fixture;
 use super::kernel::Kernel;
@@ -93,7 +95,7 @@ pub fn build(kernel: &Kernel, spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let modules = resolve_modules(&kernel.modules_dir, &spec.modules)?;
 
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = Newc::new(BufWriter::new(f));
+    let mut w = NewcWriter::new(BufWriter::new(f), 1);
     for d in [
         "bin",
         "sbin",
@@ -295,108 +297,9 @@ pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
     bail!("no .modinfo section")
 }
 
-/// Minimal newc ("070701") cpio writer: every entry owned by root, mtime 0, so the
-/// output depends only on its inputs.
-pub struct Newc<W: Write> {
-    w: W,
-    ino: u32,
-}
-
-impl<W: Write> Newc<W> {
-    pub fn new(w: W) -> Self {
-        Newc { w, ino: 1 }
-    }
-
-    pub fn dir(&mut self, path: &str, perm: u32) -> Result<()> {
-        self.entry(path, 0o040000 | perm, &[], (0, 0))
-    }
-
-    pub fn file(&mut self, path: &str, data: &[u8], perm: u32) -> Result<()> {
-        self.entry(path, 0o100000 | perm, data, (0, 0))
-    }
-
-    pub fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        self.entry(path, 0o120777, target.as_bytes(), (0, 0))
-    }
-
-    /// Any entry; `rdev` is (major, minor) for device nodes.
-    pub fn entry(&mut self, path: &str, mode: u32, data: &[u8], rdev: (u32, u32)) -> Result<()> {
-        let name_len = path.len() + 1;
-        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        let header = format!(
-            "070701{:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{name_len:08x}{:08x}",
-            self.ino,
-            0,
-            0,
-            0,
-            data.len(),
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            0
-        );
-        self.ino += 1;
-        self.w.write_all(header.as_bytes())?;
-        self.w.write_all(path.as_bytes())?;
-        self.w.write_all(&[0])?;
-        self.pad(110 + name_len)?;
-        self.w.write_all(data)?;
-        self.pad(data.len())?;
-        Ok(())
-    }
-
-    fn pad(&mut self, len: usize) -> Result<()> {
-        let n = (4 - len % 4) % 4;
-        self.w.write_all(&[0u8; 3][..n])?;
-        Ok(())
-    }
-
-    /// Write the trailer and hand back the writer.
-    pub fn finish(mut self) -> Result<W> {
-        self.entry("TRAILER!!!", 0, &[], (0, 0))?;
-        Ok(self.w)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn newc_round_trips_through_cpio() {
-        if !layerboot::cmd::have("cpio") {
-            panic!("this test needs 'cpio': install the Debian package 'cpio'");
-        }
-        let mut w = Newc::new(Vec::new());
-        w.dir("d", 0o755).unwrap();
-        w.file("d/f.txt", b"hello", 0o644).unwrap();
-        w.file("odd", b"123", 0o600).unwrap();
-        w.symlink("d/l", "f.txt").unwrap();
-        let bytes = w.finish().unwrap();
-        assert_eq!(bytes.len() % 4, 0);
-        let d = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("cpio")
-            .args(["-idm", "--quiet", "--no-absolute-filenames"])
-            .current_dir(d.path())
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&bytes).unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(
-            std::fs::read_to_string(d.path().join("d/f.txt")).unwrap(),
-            "hello"
-        );
-        assert_eq!(
-            std::fs::read_to_string(d.path().join("odd")).unwrap(),
-            "123"
-        );
-        assert_eq!(
-            std::fs::read_link(d.path().join("d/l")).unwrap(),
-            Path::new("f.txt")
-        );
-    }
 
     #[test]
     fn modinfo_of_a_synthetic_elf() {

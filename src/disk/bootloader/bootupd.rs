@@ -99,7 +99,7 @@ pub enum Menu {
 
 /// Everything the bootupd path stages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Staging {
     /// `EFI/<vendor>` name (`redhat`, `fedora`, `debian`, …).
     pub vendor: Option<String>,
     /// ESP files (relative path, content), sorted by path.
@@ -251,7 +251,7 @@ pub fn empty_grubenv() -> String {
 }
 
 /// Plan the bootupd path (pure).
-pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan> {
+pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Staging> {
     let mut esp: Vec<(String, Content)> = payload
         .efi_files
         .iter()
@@ -400,7 +400,7 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Plan
         }
         BiosCore { early_config: format!("{search}\nset prefix=($root)/{GRUB2_DIR}\nconfigfile ($root)/{GRUB2_DIR}/grub.cfg\n"), modules, prefix: format!("/{GRUB2_DIR}") }
     });
-    Ok(Plan {
+    Ok(Staging {
         vendor,
         esp,
         boot,
@@ -508,11 +508,11 @@ mod tests {
         }
     }
 
-    fn esp_paths(p: &Plan) -> Vec<&str> {
+    fn esp_paths(p: &Staging) -> Vec<&str> {
         p.esp.iter().map(|(r, _)| r.as_str()).collect()
     }
 
-    fn boot_file<'a>(p: &'a Plan, name: &str) -> &'a str {
+    fn boot_file<'a>(p: &'a Staging, name: &str) -> &'a str {
         &p.boot
             .iter()
             .find(|(r, _, _)| r == name)

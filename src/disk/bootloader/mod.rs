@@ -5,203 +5,26 @@
 //! `blscfg`). Either way the config adds `ignition.firstboot` while `/boot/ignition.firstboot`
 //! exists, as CoreOS's does.
 
+//!
+//! [`grub`] is the plain-GRUB strategy (and the BIOS boot code both strategies install),
+//! [`bootupd`] plans the bootupd one, [`bls`] reads the deployment's BLS entries; this
+//! module picks the strategy and stages its files.
+
+pub mod bls;
 pub mod bootupd;
+pub mod grub;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bootimage::plan::SerialConsole;
-use crate::cmd;
 use crate::io::RootedDir;
 
-/// GRUB's modules in an image, per platform (`x86_64-efi`, `i386-pc`).
-pub const GRUB_LIB: &str = "usr/lib/grub";
-
-/// One Boot Loader Specification entry (`/boot/loader/entries/*.conf`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BlsEntry {
-    pub title: String,
-    pub version: String,
-    pub linux: String,
-    pub initrd: Vec<String>,
-    pub options: String,
-}
-
-/// Parse a BLS entry (pure).
-pub fn parse_bls(text: &str) -> Result<BlsEntry> {
-    let mut e = BlsEntry::default();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let v = v.trim().to_string();
-        match k {
-            "title" => e.title = v,
-            "version" => e.version = v,
-            "linux" => e.linux = v,
-            "initrd" => e.initrd.push(v),
-            "options" => e.options = v,
-            _ => {}
-        }
-    }
-    ensure!(!e.linux.is_empty(), "BLS entry without a linux line");
-    Ok(e)
-}
-
-/// Entries sorted as ostree orders them: `ostree-1-*` is the default (newest) deployment.
-pub fn read_bls_entries(boot: &Path) -> Result<Vec<BlsEntry>> {
-    let dir = boot.join("loader/entries");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            parse_bls(&fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-                .with_context(|| p.display().to_string())
-        })
-        .collect()
-}
-
-fn grub_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The lines that put GRUB on the serial console (or source CoreOS's `console.cfg`) and
-/// compute `$ignition_firstboot`.
-fn preamble(serial: Option<SerialConsole>, console_cfg: bool) -> String {
-    let mut s = String::new();
-    if console_cfg {
-        s += "if [ -f $prefix/console.cfg ]; then\n    source $prefix/console.cfg\nfi\n";
-    }
-    if let Some(sc) = serial {
-        s += &format!("serial --unit={} --speed={}\nterminal_input serial console\nterminal_output serial console\n", sc.unit, sc.speed);
-    }
-    s += "set timeout=1\n";
-    // The stamp lives on the boot filesystem; Ignition's first-boot network arguments may be
-    // set from it (CoreOS's convention), then it is removed after the first boot completes.
-    s += "set ignition_firstboot=\"\"\nif [ -f /ignition.firstboot ]; then\n    set ignition_network_kcmdline=\"\"\n    source /ignition.firstboot\n    set ignition_firstboot=\"ignition.firstboot ${ignition_network_kcmdline}\"\nfi\n";
-    s
-}
-
-/// The GRUB variable CoreOS puts in the kernel command line; the config expands it to
-/// `ignition.firstboot …` while the first-boot stamp exists.
-pub const IGNITION_FIRSTBOOT_VAR: &str = "$ignition_firstboot";
-
-/// One `menuentry` per BLS entry (pure), what `blscfg` would make of them. Paths in BLS
-/// entries are relative to the boot filesystem, which the config has made `$root`.
-pub fn render_menu_entries(entries: &[BlsEntry]) -> String {
-    let mut s = String::new();
-    for e in entries {
-        let title = if e.title.is_empty() {
-            e.version.clone()
-        } else {
-            e.title.clone()
-        };
-        let has_var = e
-            .options
-            .split_whitespace()
-            .any(|a| a == IGNITION_FIRSTBOOT_VAR || a == "${ignition_firstboot}");
-        let var = if has_var {
-            String::new()
-        } else {
-            format!(" {IGNITION_FIRSTBOOT_VAR}")
-        };
-        s += &format!(
-            "menuentry {} {{\n    linux {} {}{var}\n",
-            grub_quote(&title),
-            e.linux,
-            e.options
-        );
-        if !e.initrd.is_empty() {
-            s += &format!("    initrd {}\n", e.initrd.join(" "));
-        }
-        s += "}\n";
-    }
-    s
-}
-
-/// grub.cfg with one menu entry per BLS entry (pure); `console_cfg`: source the
-/// `console.cfg` beside it (CoreOS images).
-pub fn render_grub_cfg(
-    entries: &[BlsEntry],
-    serial: Option<SerialConsole>,
-    console_cfg: bool,
-) -> String {
-    let mut s =
-        String::from("# Generated by layerboot from /loader/entries (this GRUB has no blscfg).\n");
-    s += &preamble(serial, console_cfg);
-    s += "set default=0\n";
-    s += &render_menu_entries(entries);
-    s
-}
-
-/// The config compiled into the EFI and BIOS images: find the boot filesystem by label and
-/// hand over to its grub.cfg.
-pub fn early_config(boot_label: &str, grub_dir: &str) -> String {
-    format!("search --no-floppy --label {boot_label} --set root\nset prefix=($root)/{grub_dir}\nconfigfile ($root)/{grub_dir}/grub.cfg\n")
-}
-
-const EFI_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "ext2",
-    "xfs",
-    "normal",
-    "linux",
-    "search",
-    "search_label",
-    "search_fs_uuid",
-    "configfile",
-    "echo",
-    "test",
-    "serial",
-    "terminal",
-    "gzio",
-    "all_video",
-    "efi_gop",
-    "boot",
-    "loadenv",
-    "minicmd",
-    "sleep",
-    "true",
-    "cat",
-    "ls",
-    "reboot",
-    "halt",
-];
-const BIOS_MODULES: &[&str] = &[
-    "biosdisk",
-    "part_gpt",
-    "part_msdos",
-    "ext2",
-    "xfs",
-    "normal",
-    "linux",
-    "search",
-    "search_label",
-    "configfile",
-    "echo",
-    "test",
-    "serial",
-    "terminal",
-    "gzio",
-    "boot",
-    "minicmd",
-    "sleep",
-    "true",
-    "cat",
-    "ls",
-];
+pub use bls::{parse_bls, read_bls_entries, BlsEntry};
+pub use grub::{patch_boot_img, patch_core_img};
+use grub::{image_grub_modules, make_core_image, prepare_grub};
 
 /// GRUB files staged for the disk.
 #[derive(Debug)]
@@ -255,84 +78,6 @@ pub fn prepare(inp: &Inputs) -> Result<BootFiles> {
     prepare_grub(inp)
 }
 
-fn prepare_grub(inp: &Inputs) -> Result<BootFiles> {
-    // CoreOS's tools (coreos-installer, bootupd) expect GRUB's files in /boot/grub2.
-    let grub_name = match inp.console_commands {
-        Some(_) => "grub2",
-        None => "grub",
-    };
-    let mut files = BootFiles {
-        esp: Vec::new(),
-        bios: None,
-        configs: GrubConfigs::Rendered {
-            grub_cfg: format!("{grub_name}/grub.cfg"),
-            console_cfg: inp
-                .console_commands
-                .map(|_| format!("{grub_name}/console.cfg")),
-        },
-    };
-    let grub_dir = inp.boot_dir.join(grub_name);
-    fs::create_dir_all(&grub_dir)?;
-    let entries = read_bls_entries(inp.boot_dir)?;
-    ensure!(
-        !entries.is_empty(),
-        "the deployment wrote no BLS entries to /boot/loader/entries"
-    );
-    fs::write(
-        grub_dir.join("grub.cfg"),
-        render_grub_cfg(&entries, inp.serial, inp.console_commands.is_some()),
-    )?;
-    if let Some(cmds) = inp.console_commands {
-        fs::write(
-            grub_dir.join("console.cfg"),
-            super::coreos::console_cfg(cmds),
-        )?;
-    }
-    let early = early_config(inp.boot_label, grub_name);
-
-    for (wanted, platform, modules) in [
-        (inp.uefi, "x86_64-efi", EFI_MODULES),
-        (inp.bios, "i386-pc", BIOS_MODULES),
-    ] {
-        if !wanted {
-            continue;
-        }
-        let moddir = image_grub_modules(inp, platform)?.with_context(|| format!("the image has neither bootupd's /usr/lib/bootupd/updates nor GRUB's /usr/lib/grub/{platform}: install grub for {platform} in the image"))?;
-        // Modules on /boot too, so `insmod` of anything not compiled in still works.
-        copy_dir(&moddir, &grub_dir.join(platform))?;
-        let out = make_core_image(
-            inp,
-            platform,
-            &moddir,
-            &format!("/{grub_name}"),
-            &early,
-            modules,
-        )?;
-        if platform == "x86_64-efi" {
-            files.esp.push(("EFI/BOOT/BOOTX64.EFI".to_string(), out));
-        } else {
-            let boot_img = fs::read(moddir.join("boot.img"))
-                .with_context(|| format!("reading {}/boot.img", moddir.display()))?;
-            files.bios = Some((boot_img, fs::read(&out)?));
-        }
-    }
-    Ok(files)
-}
-
-/// The image's GRUB modules for `platform`, copied out of the image (through
-/// [`RootedDir`]) into the scratch space: host tools such as grub-mkimage follow
-/// symlinks, so they only ever see these copies. `None` when the image has none.
-fn image_grub_modules(inp: &Inputs, platform: &str) -> Result<Option<PathBuf>> {
-    let rel = Path::new(GRUB_LIB).join(platform);
-    if !inp.image.is_file(rel.join("kernel.img")) {
-        return Ok(None);
-    }
-    let dest = inp.work.join(format!("image-grub-{platform}"));
-    if !dest.exists() {
-        inp.image.copy_dir_files(&rel, &dest)?;
-    }
-    Ok(Some(dest))
-}
 
 fn prepare_bootupd(inp: &Inputs) -> Result<BootFiles> {
     let payload = bootupd::scan(inp.image)?;
@@ -430,59 +175,6 @@ fn prepare_bootupd(inp: &Inputs) -> Result<BootFiles> {
     Ok(files)
 }
 
-/// The image's own GRUB image maker, Fedora/RHCOS name first (issue #12 row 12).
-const IMAGE_MKIMAGE: &[&str] = &["usr/bin/grub2-mkimage", "usr/bin/grub-mkimage"];
-
-/// A GRUB core image for `platform` with `early_config` compiled in: made by the image's
-/// own `grub2-mkimage`/`grub-mkimage` from its own modules when the build host can run it
-/// (CoreOS makes it with the image's GRUB, through bootupd and grub2-install), else by the
-/// host's `grub-mkimage` from the copies of the image's modules in `moddir`.
-fn make_core_image(
-    inp: &Inputs,
-    platform: &str,
-    moddir: &Path,
-    prefix: &str,
-    early_config: &str,
-    modules: &[impl AsRef<std::ffi::OsStr>],
-) -> Result<PathBuf> {
-    use super::image_exec::{find_tool, SCRATCH_IN_IMAGE};
-    let scratch = inp.work.join(format!("mkimage-{platform}"));
-    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let early = scratch.join("early.cfg");
-    fs::write(&early, early_config).with_context(|| format!("writing {}", early.display()))?;
-    let out = scratch.join("core.img");
-    let image_tool = inp
-        .image_exec
-        .and_then(|x| find_tool(inp.image, IMAGE_MKIMAGE).map(|tool| (x, tool)));
-    let (mut c, tool) = match image_tool {
-        Some((x, tool)) => {
-            let mut c = x.command(&format!("/{tool}"), &scratch);
-            c.arg("-d")
-                .arg(Path::new("/").join(GRUB_LIB).join(platform))
-                .arg("-c")
-                .arg(format!("{SCRATCH_IN_IMAGE}/early.cfg"))
-                .arg("-o")
-                .arg(format!("{SCRATCH_IN_IMAGE}/core.img"));
-            (c, format!("the image's /{tool}"))
-        }
-        None => {
-            cmd::require("grub-mkimage", "grub-common")?;
-            let mut c = Command::new("grub-mkimage");
-            c.arg("-d")
-                .arg(moddir)
-                .arg("-c")
-                .arg(&early)
-                .arg("-o")
-                .arg(&out);
-            (c, "the build host's grub-mkimage".to_string())
-        }
-    };
-    c.args(["-O", platform, "-p", prefix]).args(modules);
-    cmd::run(&mut c).with_context(|| format!("making the GRUB {platform} image with {tool}"))?;
-    log::info!("GRUB {platform} image made by {tool}");
-    Ok(out)
-}
-
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
@@ -493,55 +185,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// GRUB's MBR code (`boot.img`) patched to load the core image from `core_lba`, as
-/// grub-bios-setup does for a disk (pure). Returns the 440 bytes of boot code.
-pub fn patch_boot_img(boot_img: &[u8], core_lba: u64) -> Result<[u8; 440]> {
-    ensure!(
-        boot_img.len() == 512,
-        "boot.img is {} bytes, expected 512",
-        boot_img.len()
-    );
-    let mut b = [0u8; 440];
-    b.copy_from_slice(&boot_img[..440]);
-    // GRUB_BOOT_MACHINE_KERNEL_SECTOR: where the core image starts.
-    b[0x5c..0x64].copy_from_slice(&core_lba.to_le_bytes());
-    // GRUB_BOOT_MACHINE_BOOT_DRIVE: 0xff = use the drive the BIOS booted from.
-    b[0x64] = 0xff;
-    // GRUB_BOOT_MACHINE_DRIVE_CHECK: a hard disk, so skip the floppy probe (two NOPs).
-    b[0x66] = 0x90;
-    b[0x67] = 0x90;
-    Ok(b)
-}
-
-/// Core image patched so its first sector (diskboot) loads the rest from `core_lba + 1`
-/// on (pure): the blocklist at the end of the first sector, terminated by a zero entry.
-pub fn patch_core_img(core: &[u8], core_lba: u64, max_len: u64) -> Result<Vec<u8>> {
-    ensure!(
-        core.len() > 512,
-        "core.img too small ({} bytes)",
-        core.len()
-    );
-    let sectors = (core.len() as u64).div_ceil(512);
-    ensure!(
-        sectors * 512 <= max_len,
-        "GRUB's core image ({} KiB) does not fit the BIOS-BOOT partition ({} KiB)",
-        sectors / 2,
-        max_len / 1024
-    );
-    let mut c = core.to_vec();
-    c.resize((sectors * 512) as usize, 0);
-    let entry = 0x1f4;
-    c[entry..entry + 8].copy_from_slice(&(core_lba + 1).to_le_bytes());
-    c[entry + 8..entry + 10].copy_from_slice(
-        &u16::try_from(sectors - 1)
-            .context("core image too large")?
-            .to_le_bytes(),
-    );
-    // segment stays as grub-mkimage wrote it (0x820)
-    c[entry - 12..entry].fill(0);
-    Ok(c)
 }
 
 #[cfg(test)]
