@@ -6,7 +6,7 @@
 use std::io::Cursor;
 use std::str::FromStr;
 
-use crate::imageref::{Digest, ImageRef};
+use crate::oci::reference::{Digest, ImageRef};
 
 fn text(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
@@ -18,7 +18,7 @@ fn text(data: &[u8]) -> Option<&str> {
 pub fn imageref(data: &[u8]) {
     let Some(s) = text(data) else { return };
     let _ = Digest::from_str(s);
-    let _ = crate::pull::Destination::from_str(s);
+    let _ = crate::registry::pull::Destination::from_str(s);
     let Ok(r) = ImageRef::from_str(s) else { return };
     let _ = r.is_digest_pinned();
     if let ImageRef::Registry(reg) = &r {
@@ -60,7 +60,7 @@ pub fn authfile(data: &[u8]) {
 
 /// OCI/Docker manifests, indexes and image configs, as a registry or layout serves them.
 pub fn oci_manifest(data: &[u8]) {
-    use crate::registry::manifest::{select_platform, ImageConfig, Manifest};
+    use crate::oci::manifest::{select_platform, ImageConfig, Manifest};
     for content_type in [
         None,
         Some("application/vnd.oci.image.manifest.v1+json"),
@@ -228,7 +228,7 @@ pub fn ignition(data: &[u8]) {
 
 /// `install-config.yaml` (patched in place) and CoreOS stream metadata (`--stream`).
 pub fn install_config(data: &[u8]) {
-    use crate::installconfig::{InstallConfig, Mirror, Patch, Stream};
+    use crate::openshift::installconfig::{InstallConfig, Mirror, Patch, Stream};
     if let Ok(stream) = Stream::parse(data, "fuzz.json") {
         let _ = format!("{stream:?}");
     }

@@ -2,7 +2,8 @@
 //! Ignition, live ISOs and first-boot disk images, proven in QEMU.
 //!
 //! Module map (one concern each):
-//! - [`imageref`]: image references (registry, `oci:`, `oci-archive:`), parsed and validated.
+//! - [`oci`]: image references (registry, `oci:`, `oci-archive:`), manifests, OCI layouts
+//!   and archives with verified content-addressed blobs.
 //! - [`cmd`]: the single subprocess helper.
 //! - [`io`]: atomic output files and streaming adapters (hashing, progress).
 //! - [`iso`]: customize / show / reset CoreOS live ISOs (coreos-installer compatible).
@@ -10,8 +11,11 @@
 //! - [`boottest`]: boot an artifact in QEMU and decide pass/fail from its output.
 //! - [`bootimage`]: boot image definitions (`bootimages/*.toml`) resolved into disk layout plans.
 //! - [`disk`]: the disk image builder (deploy, bootloader, filesystems, GPT, artifact, stream metadata).
-//! - [`registry`]: registry access (auth files, TLS, retries), manifests, `resolve` to a pinned digest.
-//! - [`ocilayout`]: OCI image layouts and archives, verified content-addressed blobs.
+//! - [`registry`]: registry access (auth files, TLS, retries), `resolve` to a pinned digest,
+//!   `pull` into a local layout.
+//! - [`image`]: the one rule for what an image is (bootable, version, pinning), and
+//!   `inspect`'s report of it.
+//! - [`openshift`]: install-time manifests, install-config pieces, the install kit.
 //! - [`output`]: everything printed to stdout/stderr (a closed or full stdout never panics).
 //! - [`cli`]: the clap tree and dispatch; each subcommand resolves raw args into settings.
 
@@ -29,16 +33,11 @@ pub mod disk;
 pub mod fuzz_api;
 pub mod ignition;
 pub mod image;
-pub mod imageref;
-pub mod inspect;
-pub mod installconfig;
-pub mod installkit;
 pub mod io;
 pub mod iso;
-pub mod manifests;
-pub mod ocilayout;
+pub mod oci;
+pub mod openshift;
 pub mod output;
-pub mod pull;
 pub mod qemu;
 pub mod registry;
 pub mod stream;

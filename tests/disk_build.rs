@@ -753,7 +753,7 @@ fn registry_images_are_checked_and_verified() {
     let layer = manifest["layers"][0]["digest"]
         .as_str()
         .unwrap()
-        .parse::<layerboot::imageref::Digest>()
+        .parse::<layerboot::oci::reference::Digest>()
         .unwrap();
     let blob = registry.storage_blob_path(&layer);
     let mut bytes = std::fs::read(&blob).unwrap();

@@ -4,8 +4,8 @@ mod install_support;
 use install_support::crd::*;
 use install_support::*;
 
-use layerboot::imageref::{ImageRef, RegistryRef};
-use layerboot::manifests::{self, ManifestSettings, Method, PushSettings};
+use layerboot::oci::reference::{ImageRef, RegistryRef};
+use layerboot::openshift::manifests::{self, ManifestSettings, Method, PushSettings};
 use serde_json::Value;
 
 fn image() -> RegistryRef {

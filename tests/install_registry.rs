@@ -31,8 +31,8 @@ fn skopeo_digest(image: &str, authfile: &Path) -> String {
 /// A bootable ostree image *without* `containers.bootc` (as RHCOS/FCOS images from before
 /// bootc carry): the ostree-ext fixture with that one label removed from its config.
 fn pre_bootc_image(dir: &Path) -> PathBuf {
-    use layerboot::ocilayout::OciLayout;
-    use layerboot::registry::manifest::{ImageManifest, OCI_CONFIG, OCI_MANIFEST};
+    use layerboot::oci::layout::OciLayout;
+    use layerboot::oci::manifest::{ImageManifest, OCI_CONFIG, OCI_MANIFEST};
     let dest = dir.join("oci");
     let src = ostree_image::bootable_image().unwrap();
     copy_tree(&src, &dest);

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use common::layerboot_env;
 use layerboot::cancel::Cancel;
-use layerboot::ocilayout::{self, OciLayout};
-use layerboot::registry::manifest::{Descriptor, OCI_CONFIG, OCI_MANIFEST};
+use layerboot::oci::layout::{self as ocilayout, OciLayout};
+use layerboot::oci::manifest::{Descriptor, OCI_CONFIG, OCI_MANIFEST};
 
 /// A tiny image (config + one layer) in `layout`; `name` makes its content unique.
 fn add_image(layout: &OciLayout, name: &str) -> (Descriptor, Descriptor) {

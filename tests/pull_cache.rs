@@ -1,8 +1,8 @@
 //! `pull::pull_to_cache`: the shared content-addressed cache other subcommands pull
 //! through. Its own test binary: it sets $LAYERBOOT_CACHE for the whole process.
 
-use layerboot::imageref::ImageRef;
-use layerboot::ocilayout::OciLayout;
+use layerboot::oci::layout::OciLayout;
+use layerboot::oci::reference::ImageRef;
 use layerboot::registry::RegistryOptions;
 use layerboot_testkit::ostree_image;
 use layerboot_testkit::registry::{LocalRegistry, Mode};
@@ -22,7 +22,7 @@ async fn pulls_into_cache_once() {
         tls_verify: false,
         ..Default::default()
     };
-    let first = layerboot::pull::pull_to_cache(&src, &opts, true)
+    let first = layerboot::registry::pull::pull_to_cache(&src, &opts, true)
         .await
         .unwrap();
     assert_eq!(first.layout_dir.as_deref(), Some(cache.path()));
@@ -38,7 +38,7 @@ async fn pulls_into_cache_once() {
         layout.find_ref(Some(&first.ref_name)).unwrap().digest,
         first.manifest_digest
     );
-    let again = layerboot::pull::pull_to_cache(&src, &opts, true)
+    let again = layerboot::registry::pull::pull_to_cache(&src, &opts, true)
         .await
         .unwrap();
     assert_eq!(

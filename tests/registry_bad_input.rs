@@ -7,9 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use common::{layerboot, tree};
-use layerboot::imageref::Digest;
-use layerboot::ocilayout::OciLayout;
-use layerboot::registry::manifest::{ImageManifest, OCI_MANIFEST};
+use layerboot::oci::layout::OciLayout;
+use layerboot::oci::manifest::{ImageManifest, OCI_MANIFEST};
+use layerboot::oci::reference::Digest;
 use layerboot_testkit::ostree_image::{self, FIXTURE_TAG};
 use layerboot_testkit::registry::{LocalRegistry, Mode};
 

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use layerboot::imageref::ImageRef;
+use layerboot::oci::reference::ImageRef;
 use layerboot::registry::auth::{AuthFile, AuthStore, Credentials};
 use layerboot::registry::{self, RegistryOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

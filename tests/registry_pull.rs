@@ -7,7 +7,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::{layerboot, tree};
-use layerboot::ocilayout::OciLayout;
+use layerboot::oci::layout::OciLayout;
 use layerboot_testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG};
 use layerboot_testkit::registry::{LocalRegistry, Mode, TEST_PASSWORD, TEST_USER};
 

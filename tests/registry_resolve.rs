@@ -1,8 +1,8 @@
 //! `registry::resolve` against a real docker-registry on loopback, in each auth/TLS mode,
 //! with real ostree-native images made by ostree-ext.
 
-use layerboot::imageref::ImageRef;
-use layerboot::ocilayout::OciLayout;
+use layerboot::oci::layout::OciLayout;
+use layerboot::oci::reference::ImageRef;
 use layerboot::registry::{self, auth::AuthStore, RegistryOptions};
 use layerboot_testkit::ostree_image::{self, FIXTURE_KVER, FIXTURE_TAG, OTHER_ARCH};
 use layerboot_testkit::registry::{LocalRegistry, Mode};

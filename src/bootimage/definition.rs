@@ -31,7 +31,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
 pub struct Definition {
     pub description: String,
     /// Ignition platform id (`ignition.platform.id=`), also the stream-metadata artifact key.
-    pub platform: String,
+    /// (Not the boot image's name, which `disk --platform` takes, as coreos-assembler names
+    /// its artifacts.)
+    #[serde(rename = "platform")]
+    pub ignition_platform: String,
     pub format: Format,
     /// The stream-metadata format key before the compression suffix (default: the format,
     /// e.g. `raw`; CoreOS calls the 4Kn metal image `4k.raw`).
@@ -276,13 +279,13 @@ fn validate(def: &Definition) -> Result<()> {
         def.sector_size
     );
     ensure!(
-        !def.platform.is_empty()
+        !def.ignition_platform.is_empty()
             && def
-                .platform
+                .ignition_platform
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
         "platform '{}' is not a valid Ignition platform id",
-        def.platform
+        def.ignition_platform
     );
     ensure!(
         !def.firmware.is_empty(),
@@ -645,7 +648,7 @@ mod tests {
             ),
         ] {
             let d = cat.get(name).unwrap();
-            assert_eq!(d.platform, name);
+            assert_eq!(d.ignition_platform, name);
             assert_eq!(
                 (d.format, d.package, d.compression),
                 (format, package, compression),
@@ -811,7 +814,7 @@ mod tests {
         let cat = Catalog::load(Some(dir.path())).unwrap();
         assert!(cat.names().contains(&"azure-ish"));
         assert_eq!(cat.get("qemu").unwrap().description, "mine");
-        assert_eq!(cat.get("azure-ish").unwrap().platform, "azure");
+        assert_eq!(cat.get("azure-ish").unwrap().ignition_platform, "azure");
         assert!(cat.origin("qemu").unwrap().ends_with("qemu.toml"));
         std::fs::write(dir.path().join("broken.toml"), "description = 1").unwrap();
         let err = format!("{:#}", Catalog::load(Some(dir.path())).unwrap_err());

@@ -8,4 +8,6 @@ pub use definition::{
     Catalog, Compression, CompressionSetting, Definition, Filesystem, Firmware, Format, Package,
     Role,
 };
-pub use plan::{resolve, ContentSizes, Plan, PlanOptions, PlannedPartition};
+pub use plan::{
+    check_request, check_staged_content, resolve, ContentSizes, Plan, PlanOptions, PlannedPartition,
+};

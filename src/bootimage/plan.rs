@@ -50,7 +50,9 @@ pub struct PlanOptions {
 #[serde(rename_all = "kebab-case")]
 pub struct Plan {
     pub name: String,
-    pub platform: String,
+    /// The Ignition platform id (the definition's `platform`).
+    #[serde(rename = "platform")]
+    pub ignition_platform: String,
     pub format: Format,
     #[serde(skip_serializing_if = "is_unpackaged")]
     pub package: Package,
@@ -201,18 +203,24 @@ pub fn compression(
     )
 }
 
-/// Resolve `def` (named `name`) for one build.
-pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan> {
+/// Where the partitions up to the filling one start (sectors), and the smallest disk the
+/// layout fits for `content` (bytes). Fails when a fixed-size partition is too small for
+/// its content. Pure.
+struct FixedLayout {
+    starts: Vec<u64>,
+    min_bytes: u64,
+}
+
+fn fixed_layout(def: &Definition, content: &ContentSizes) -> Result<FixedLayout> {
     let sector = u64::from(def.sector_size);
     let align = MIB / sector;
     let entries_sectors = GPT_ENTRIES_BYTES.div_ceil(sector);
     // Protective MBR, header, entries at the front; entries and header again at the back.
     let tail_sectors = 1 + entries_sectors;
-
     let content_of = |role: Role| match role {
-        Role::Esp => opts.content.esp,
-        Role::Boot => opts.content.boot,
-        Role::Root => opts.content.root,
+        Role::Esp => content.esp,
+        Role::Boot => content.boot,
+        Role::Root => content.root,
         Role::BiosBoot => 0,
     };
 
@@ -250,7 +258,50 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         })
         .unwrap_or(0);
     let min_sectors = (next + fill_min_sectors).div_ceil(align) * align + align.max(tail_sectors);
-    let min_bytes = min_sectors * sector;
+    Ok(FixedLayout {
+        starts,
+        min_bytes: min_sectors * sector,
+    })
+}
+
+/// `requested` rounded to whole MiB, or the error naming the smallest size that fits.
+fn check_disk_size(requested: u64, min_bytes: u64, root_content: u64) -> Result<u64> {
+    let rounded = requested.div_ceil(MIB) * MIB;
+    if rounded < min_bytes {
+        let suggest = min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE;
+        let content = if root_content > 0 {
+            format!(" ({} of root content)", format_size(root_content))
+        } else {
+            String::new()
+        };
+        bail!("disk size {} is too small for this image: it needs at least {}{content}; use --size {} or more", format_size(requested), format_size(min_bytes), format_size(suggest));
+    }
+    Ok(rounded)
+}
+
+/// What can be checked of a build request before the image is read: the extra kernel
+/// arguments, and a `--size` below what the layout needs even with no content. Pure.
+pub fn check_request(def: &Definition, size: Option<u64>, extra_kargs: &[String]) -> Result<()> {
+    check_kargs(extra_kargs)?;
+    if let Some(requested) = size {
+        let layout = fixed_layout(def, &ContentSizes::default())?;
+        check_disk_size(requested, layout.min_bytes, 0)?;
+    }
+    Ok(())
+}
+
+/// Whether the fixed-size partitions hold what was staged for them (checked once /boot
+/// and the ESP are staged, against the plan made before). Pure.
+pub fn check_staged_content(def: &Definition, content: &ContentSizes) -> Result<()> {
+    fixed_layout(def, content).map(drop)
+}
+
+/// Resolve `def` (named `name`) for one build.
+pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan> {
+    let sector = u64::from(def.sector_size);
+    let entries_sectors = GPT_ENTRIES_BYTES.div_ceil(sector);
+    let tail_sectors = 1 + entries_sectors;
+    let FixedLayout { starts, min_bytes } = fixed_layout(def, &opts.content)?;
 
     // Whole MiB at least (the GPT is aligned to it), or the definition's multiple.
     let granule = match &def.size_multiple {
@@ -258,19 +309,7 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         None => MIB,
     };
     let disk_size = match opts.size {
-        Some(requested) => {
-            let rounded = requested.div_ceil(MIB) * MIB;
-            if rounded < min_bytes {
-                let suggest = min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE;
-                let content = if opts.content.root > 0 {
-                    format!(" ({} of root content)", format_size(opts.content.root))
-                } else {
-                    String::new()
-                };
-                bail!("disk size {} is too small for this image: it needs at least {}{content}; use --size {} or more", format_size(requested), format_size(min_bytes), format_size(suggest));
-            }
-            rounded
-        }
+        Some(requested) => check_disk_size(requested, min_bytes, opts.content.root)?,
         None => min_bytes.div_ceil(AUTO_SIZE_GRANULE) * AUTO_SIZE_GRANULE,
     }
     .div_ceil(granule)
@@ -351,7 +390,7 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
         }
     }
     kargs.extend(def.kernel_arguments.iter().cloned());
-    kargs.push(format!("ignition.platform.id={}", def.platform));
+    kargs.push(format!("ignition.platform.id={}", def.ignition_platform));
     kargs.extend(opts.extra_kargs.iter().cloned());
     check_kargs(&kargs)?;
 
@@ -361,7 +400,7 @@ pub fn resolve(name: &str, def: &Definition, opts: &PlanOptions) -> Result<Plan>
     let compression = compression(def, opts.coreos.as_ref())?;
     Ok(Plan {
         name: name.to_string(),
-        platform: def.platform.clone(),
+        ignition_platform: def.ignition_platform.clone(),
         format: def.format,
         package: def.package,
         qcow2_compressed: def.qcow2_compressed,
@@ -531,7 +570,7 @@ mod tests {
                 },
             )
             .unwrap();
-            let platform = cat.get(name).unwrap().platform.clone();
+            let platform = cat.get(name).unwrap().ignition_platform.clone();
             assert_eq!(
                 plan.kargs,
                 [

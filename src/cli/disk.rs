@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::registry_args::RegistryArgs;
-use crate::bootimage::{definition::parse_size, Catalog, PlanOptions};
+use crate::bootimage::{definition::parse_size, Catalog};
 use crate::disk::{self, Cancel, DiskSettings, SourceImage};
-use crate::imageref::ImageRef;
+use crate::oci::reference::ImageRef;
 
 #[derive(Debug, Args)]
 pub struct DiskArgs {
@@ -137,17 +137,8 @@ impl DiskArgs {
             .map(crate::disk::output::parse_base_url)
             .transpose()?;
         // Kernel arguments and an impossibly small --size fail before anything is fetched.
-        for (name, definition) in &definitions {
-            crate::bootimage::resolve(
-                name,
-                definition,
-                &PlanOptions {
-                    size,
-                    extra_kargs: self.kargs.clone(),
-                    content: Default::default(),
-                    coreos: None,
-                },
-            )?;
+        for (_, definition) in &definitions {
+            crate::bootimage::check_request(definition, size, &self.kargs)?;
         }
         if let Some(dir) = &self.output_dir {
             if !dir.is_dir() {
@@ -169,58 +160,19 @@ impl DiskArgs {
                 super::local_source(&image_ref, &resolved, &opts, self.quiet).await?
             }
         };
-        let coreos = disk::coreos::read(&image)?;
-        let mut targets = Vec::new();
-        for (name, definition) in definitions {
-            let output = match &self.output {
-                Some(o) => o.clone(),
-                None => {
-                    let facts = coreos
-                        .as_ref()
-                        .map(|c| c.facts(&name, &definition.platform));
-                    let compression =
-                        crate::bootimage::plan::compression(&definition, facts.as_ref())?;
-                    let file = disk::default_output_name(
-                        &disk::image_stem(&image.display_name),
-                        image.version(),
-                        &name,
-                        &definition,
-                        compression,
-                    );
-                    match &self.output_dir {
-                        Some(d) => d.join(file),
-                        None => PathBuf::from(file),
-                    }
-                }
-            };
-            if output.is_dir() {
-                bail!(
-                    "--output {} is a directory; name the image file, or use --output-dir",
-                    output.display()
-                );
-            }
-            targets.push(disk::Target {
-                bootimage_name: name,
-                definition,
-                output,
-            });
-        }
-        let first_output = &targets[0].output;
-        let stream_metadata = self.stream_metadata.clone().unwrap_or_else(|| {
-            first_output
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(|p| p.join("stream.json"))
-                .unwrap_or_else(|| PathBuf::from("stream.json"))
-        });
+        let output = match (&self.output, &self.output_dir) {
+            (Some(file), _) => disk::OutputChoice::File(file.clone()),
+            (None, Some(dir)) => disk::OutputChoice::Dir(dir.clone()),
+            (None, None) => disk::OutputChoice::Dir(PathBuf::new()),
+        };
         Ok(DiskSettings {
             image,
-            coreos,
-            targets,
+            bootimages: definitions,
+            output,
             size,
             extra_kargs: self.kargs.clone(),
             stateroot: self.stateroot.clone(),
-            stream_metadata,
+            stream_metadata: self.stream_metadata.clone(),
             stream_name: self.stream_name.clone(),
             base_url,
         })
@@ -256,9 +208,11 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
     let worker_cancel = cancel.clone();
     // The build checks the token itself and cleans up (staging tree, temporary output)
     // before it returns; it is awaited to the end.
-    let outcome = tokio::task::spawn_blocking(move || disk::build(&settings, &worker_cancel))
-        .await
-        .context("disk build task")?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        disk::plan(settings).and_then(|plan| disk::build(&plan, &worker_cancel))
+    })
+    .await
+    .context("disk build task")?;
     let outcome = match outcome {
         Err(_) if cancel.is_cancelled() => {
             Err(anyhow::anyhow!("{}: no image was written", cancel.error()))

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::registry_args::RegistryArgs;
-use crate::imageref::ImageRef;
+use crate::oci::reference::ImageRef;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -35,10 +35,10 @@ pub async fn run(args: InspectArgs) -> Result<()> {
     let image: ImageRef = args.image.parse()?;
     let opts = args.registry.resolve()?;
     let resolved = crate::registry::resolve(&image, &opts).await?;
-    let mut report = crate::inspect::report(&image, &resolved, &opts);
+    let mut report = crate::image::inspect::report(&image, &resolved, &opts);
     if args.content || matches!(image, ImageRef::OciDir { .. }) {
         let source = super::local_source(&image, &resolved, &opts, args.quiet).await;
-        let content = source.and_then(|s| crate::inspect::read_content(&s));
+        let content = source.and_then(|s| crate::image::inspect::read_content(&s));
         match content {
             Ok(c) => report.content = Some(c),
             Err(e) if args.content => return Err(e.context("reading the image's files")),
@@ -56,7 +56,7 @@ pub async fn run(args: InspectArgs) -> Result<()> {
             serde_json::to_string_pretty(&report).context("serializing the report")?
         )
     } else {
-        crate::inspect::render_text(&report)
+        crate::image::inspect::render_text(&report)
     };
     crate::out!("{out}")?;
     Ok(())

@@ -8,11 +8,11 @@ use clap::Args;
 
 use crate::cacert::CaBundle;
 use crate::cli::registry_args::RegistryArgs;
-use crate::installconfig::platform::{
+use crate::openshift::installconfig::platform::{
     self, BootImagePlan, BootPlatform, MachineImage, StreamChoice,
 };
-use crate::installconfig::{self, InstallConfig, Mirror, Patch, Stream};
-use crate::manifests::installdir::InstallDir;
+use crate::openshift::installconfig::{self, InstallConfig, Mirror, Patch, Stream};
+use crate::openshift::manifests::installdir::InstallDir;
 
 #[derive(Debug, Args)]
 pub struct InstallConfigArgs {
@@ -282,8 +282,13 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
     }
     match (target, ic) {
         (Some(path), Some(ic)) => {
-            let outcome =
-                crate::installconfig::patch_file(&path, ic, base, image.as_ref(), &creds)?;
+            let outcome = crate::openshift::installconfig::patch_file(
+                &path,
+                ic,
+                base,
+                image.as_ref(),
+                &creds,
+            )?;
             for m in &outcome.messages {
                 crate::errln!("{m}");
             }
@@ -294,8 +299,12 @@ pub fn run(args: InstallConfigArgs) -> Result<()> {
             }
         }
         _ => {
-            let (patch, message) =
-                crate::installconfig::complete_patch(base, image.as_ref(), &creds, None)?;
+            let (patch, message) = crate::openshift::installconfig::complete_patch(
+                base,
+                image.as_ref(),
+                &creds,
+                None,
+            )?;
             if let Some(m) = message {
                 crate::errln!("{m}");
             }

@@ -10,9 +10,9 @@ use crate::cli::install_config::InstallConfigOptions;
 use crate::cli::manifests::{self as mcli, ManifestOptions};
 use crate::cli::registry_args::ImageSourceArgs;
 use crate::ignition::SpecVersion;
-use crate::installconfig::{InstallConfig, Patch};
-use crate::installkit::{self, Stage};
-use crate::manifests::{self, installdir, OutputFile};
+use crate::openshift::installconfig::{InstallConfig, Patch};
+use crate::openshift::installkit::{self, Stage};
+use crate::openshift::manifests::{self, installdir, OutputFile};
 
 #[derive(Debug, Args)]
 pub struct InstallKitArgs {
@@ -98,7 +98,7 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
         Stage::InstallConfig => {
             let path = args.dir.join("install-config.yaml");
             let ic = ic.context("install-config loaded at its stage")?;
-            let outcome = crate::installconfig::patch_file(
+            let outcome = crate::openshift::installconfig::patch_file(
                 &path,
                 ic,
                 base_patch,

@@ -329,5 +329,5 @@ struct CustomizeReport<'a> {
     output: &'a Path,
     in_place: bool,
     #[serde(flatten)]
-    plan: &'a crate::iso::plan::Plan,
+    plan: &'a crate::iso::plan::IsoWrites,
 }

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::cli::registry_args::ImageSourceArgs;
-use crate::imageref::RegistryRef;
-use crate::manifests::installdir::{self, InstallDir};
-use crate::manifests::{
+use crate::oci::reference::RegistryRef;
+use crate::openshift::manifests::installdir::{self, InstallDir};
+use crate::openshift::manifests::{
     self, ManifestSettings, MethodChoice, OpenShiftVersion, OutputFile, PushSettings,
 };
 use crate::registry::auth::AuthFile;

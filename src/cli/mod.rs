@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cancel::Cancel;
 use crate::disk::SourceImage;
-use crate::imageref::ImageRef;
+use crate::oci::reference::ImageRef;
 use crate::registry::{RegistryOptions, ResolvedImage};
 
 pub mod boot_test;
@@ -123,7 +123,7 @@ pub(crate) async fn local_source(
     if let ImageRef::OciDir { path, tag } = image {
         return SourceImage::open(path, tag.as_deref());
     }
-    let pulled = crate::pull::pull_resolved_to_cache(resolved, opts, quiet).await?;
+    let pulled = crate::registry::pull::pull_resolved_to_cache(resolved, opts, quiet).await?;
     let dir = pulled
         .layout_dir
         .as_deref()

@@ -4,9 +4,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::registry_args::RegistryArgs;
-use crate::imageref::ImageRef;
-use crate::inspect::human_size;
-use crate::pull::Destination;
+use crate::image::inspect::human_size;
+use crate::oci::reference::ImageRef;
+use crate::registry::pull::Destination;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -39,7 +39,7 @@ pub async fn run(args: PullArgs, cancel: crate::cancel::Cancel) -> Result<()> {
     let dest: Destination = args.to.parse()?;
     let mut opts = args.registry.resolve()?;
     opts.cancel = cancel;
-    let pulled = crate::pull::pull(&image, &dest, &opts, args.quiet || args.json).await?;
+    let pulled = crate::registry::pull::pull(&image, &dest, &opts, args.quiet || args.json).await?;
     if args.json {
         let s = &pulled.stats;
         let report = PullReport {

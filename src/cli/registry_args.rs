@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::registry::{auth::AuthStore, manifest, RegistryOptions};
+use crate::oci::manifest;
+use crate::registry::{auth::AuthStore, RegistryOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {

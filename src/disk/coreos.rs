@@ -16,14 +16,14 @@
 //!   each artifact: Fedora CoreOS says `xz`, RHCOS says nothing and gets cosa's `gzip`);
 //! - the label `com.coreos.osname`: the ostree stateroot (`fedora-coreos`, `rhcos`).
 //!
-//! Parsing is pure (over bytes); [`read`] takes the files from the image's layers.
+//! Parsing is pure (over bytes, [`from_files`]); `disk::plan` takes the files from the
+//! image's layers in its one pass over them (`SourceImage::survey`).
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::source::SourceImage;
 
 pub const PLATFORMS_JSON: &str = "usr/share/coreos-assembler/platforms.json";
 pub const IMAGE_JSON: &str = "usr/share/coreos-assembler/image.json";
@@ -175,16 +175,6 @@ pub fn from_files(
             .with_context(|| format!("/{IMAGE_JSON}"))?,
         osname: labels.get(OSNAME_LABEL).filter(|s| !s.is_empty()).cloned(),
     }))
-}
-
-/// Read the image's CoreOS files from its layers.
-pub fn read(image: &SourceImage) -> Result<Option<CoreosImage>> {
-    let files = image.read_files(&[PLATFORMS_JSON, IMAGE_JSON])?;
-    from_files(
-        files.get(PLATFORMS_JSON).map(Vec::as_slice),
-        files.get(IMAGE_JSON).map(Vec::as_slice),
-        &image.labels,
-    )
 }
 
 impl CoreosImage {

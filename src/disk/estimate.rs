@@ -100,25 +100,44 @@ fn copied_at_deploy(path: &str) -> bool {
 /// layer, as ostree-ext imports it, counts each file once as an object, its checkout as
 /// dirents and per directory the metadata objects of the merge commit.
 pub fn tar_footprint<R: Read>(tar: R) -> Result<Footprint> {
-    let mut counted = io::BufReader::with_capacity(1 << 20, CountingReader { inner: tar, n: 0 });
-    let mut fp = Footprint::default();
-    // Object path → bytes allocated, to count again the checkout entries ostree copies.
-    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut counted = io::BufReader::with_capacity(1 << 20, CountingReader::new(tar));
+    let mut counter = FootprintCounter::default();
     let mut archive = tar::Archive::new(&mut counted);
     for entry in archive.entries().context("reading a layer's tar stream")? {
         let mut entry = entry.context("reading a layer's tar entry")?;
         let path = entry.path().context("a tar entry's path")?;
-        let path = path.to_string_lossy();
-        let path = path.trim_start_matches("./").to_string();
+        let path = path.to_string_lossy().trim_start_matches("./").to_string();
+        counter.entry(&mut entry, &path)?;
+    }
+    // Trailing zero blocks, so tar_bytes is the stream's length as layer_size gives it.
+    io::copy(&mut counted, &mut io::sink())?;
+    Ok(counter.finish(counted.get_ref().n))
+}
+
+/// [`tar_footprint`] entry by entry, for a caller that walks the tar stream itself (and
+/// reads other things from it in the same pass: see `SourceImage::survey`).
+#[derive(Debug, Default)]
+pub struct FootprintCounter {
+    fp: Footprint,
+    /// Object path → bytes allocated, to count again the checkout entries ostree copies.
+    sizes: HashMap<String, u64>,
+}
+
+impl FootprintCounter {
+    /// Count one entry (`path` relative, without `./`). May read the entry's data (an
+    /// object's `.file-xattrs`), so call it before anything else reads the entry.
+    pub fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
+        let fp = &mut self.fp;
+        let sizes = &mut self.sizes;
         let in_repo = path.starts_with(OSTREE_REPO_PREFIX);
         let name_len = path
             .trim_end_matches('/')
             .rsplit('/')
             .next()
             .map_or(0, str::len) as u64;
-        fp.selinux_policy |= is_selinux_policy(&path);
+        fp.selinux_policy |= is_selinux_policy(path);
         if in_repo && !fp.labelled_objects {
-            fp.labelled_objects = carries_selinux_label(&mut entry, &path)?;
+            fp.labelled_objects = carries_selinux_label(entry, path)?;
         }
         let header = entry.header();
         let mut cost = name_len + DIRENT_OVERHEAD;
@@ -131,11 +150,11 @@ pub fn tar_footprint<R: Read>(tar: R) -> Result<Footprint> {
                 if !in_repo || path.ends_with(".file") {
                     fp.object_bytes += c;
                 }
-                if copied_at_deploy(&path) {
+                if copied_at_deploy(path) {
                     cost += c;
                 }
                 if in_repo {
-                    sizes.insert(path, c);
+                    sizes.insert(path.to_string(), c);
                 }
             }
             tar::EntryType::Link => {
@@ -144,7 +163,7 @@ pub fn tar_footprint<R: Read>(tar: R) -> Result<Footprint> {
                     .context("a hard link's target")?
                     .map(|t| t.to_string_lossy().trim_start_matches("./").to_string())
                     .unwrap_or_default();
-                if copied_at_deploy(&path) {
+                if copied_at_deploy(path) {
                     cost += sizes.get(&target).copied().unwrap_or(BLOCK + INODE);
                 }
             }
@@ -165,11 +184,16 @@ pub fn tar_footprint<R: Read>(tar: R) -> Result<Footprint> {
             _ => cost += INODE,
         }
         fp.allocated += cost;
+        Ok(())
     }
-    // Trailing zero blocks, so tar_bytes is the stream's length as layer_size gives it.
-    io::copy(&mut counted, &mut io::sink())?;
-    fp.tar_bytes = counted.get_ref().n;
-    Ok(fp)
+
+    /// The layer's footprint; `tar_bytes` is the length of its whole tar stream.
+    pub fn finish(self, tar_bytes: u64) -> Footprint {
+        Footprint {
+            tar_bytes,
+            ..self.fp
+        }
+    }
 }
 
 /// `etc/selinux/<name>/policy/policy.<n>`, also below `usr/` (ostree's `/usr/etc`).
@@ -213,9 +237,16 @@ fn carries_selinux_label<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> Resu
     Ok(false)
 }
 
-struct CountingReader<R> {
+/// Counts the bytes read through it.
+pub(crate) struct CountingReader<R> {
     inner: R,
-    n: u64,
+    pub(crate) n: u64,
+}
+
+impl<R> CountingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        CountingReader { inner, n: 0 }
+    }
 }
 
 impl<R: Read> Read for CountingReader<R> {

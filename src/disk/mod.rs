@@ -1,16 +1,15 @@
-//! The disk image builder: executes a [`crate::bootimage::Plan`] for one layered image.
-//!
-//! Steps (each a module): size the root filesystem from the layers ([`estimate`]) and
-//! resolve the plan before any heavy work; create the sparse disk with an empty root
-//! filesystem at its offset ([`fs`]); deploy the image with ostree-ext straight into that
-//! filesystem, loop-mounted by the deploy helper in its own mount namespace, with /boot
-//! going to a staging directory ([`deploy`]); write the aleph file and the first-boot stamp
-//! and stage the bootloader from the image's own files ([`bootloader`]) through the
-//! helper's view of the mount; build the ESP and boot filesystems offline ([`fs`]) and
-//! assemble the GPT disk ([`assemble`]); convert/compress/hash and describe it in stream
-//! metadata ([`output`]). Everything happens in a staging directory beside the destination
-//! that is removed on success, failure or cancellation; the artifact appears only by atomic
-//! rename at the end.
+//! The disk image builder, in two steps. [`plan`] resolves a build once, before any heavy
+//! work: one pass over the layers for the root's size ([`estimate`]) and the image's CoreOS
+//! files ([`coreos`]), every boot image's layout, the output names. [`build`] executes the
+//! plan: create the sparse disk with an empty root filesystem at its offset ([`fs`]);
+//! deploy the image with ostree-ext straight into that filesystem, loop-mounted by the
+//! deploy helper in its own mount namespace, with /boot going to a staging directory
+//! ([`deploy`]); write the aleph file and the first-boot stamp and stage the bootloader
+//! from the image's own files ([`bootloader`]) through the helper's view of the mount;
+//! build the ESP and boot filesystems offline ([`fs`]) and assemble the GPT disk
+//! ([`assemble`]); convert/compress/hash and describe it in stream metadata ([`output`]).
+//! Everything happens in a staging directory beside the destination that is removed on
+//! success, failure or cancellation; the artifact appears only by atomic rename at the end.
 
 pub mod assemble;
 pub mod bootloader;
@@ -45,23 +44,23 @@ pub fn cancelled_error() -> anyhow::Error {
     crate::cancel::Cancelled { signal: -1 }.into()
 }
 
-/// Everything a build needs, validated by the CLI.
+/// What the caller asks for, validated: the inputs of [`plan`].
 #[derive(Debug, Clone)]
 pub struct DiskSettings {
+    /// Checked bootable by the caller (before its layers were fetched, where they were).
     pub image: SourceImage,
-    /// What the image says as a CoreOS image ([`coreos::read`]); `None` for other images.
-    /// Read once, before the output name (whose suffix can depend on it) is chosen.
-    pub coreos: Option<coreos::CoreosImage>,
-    /// The artifacts to build, at least one. All are made from one deployment, so they must
-    /// share a partition layout and firmware (checked before any heavy work); the first
-    /// one's name seeds the identifiers (GUIDs, filesystem UUIDs) they then share, as
-    /// CoreOS's platform images share their qemu image's.
-    pub targets: Vec<Target>,
+    /// The boot images to build (name, definition), at least one. All are made from one
+    /// deployment, so they must share a partition layout and firmware (checked by
+    /// [`plan`]); the first one's name seeds the identifiers (GUIDs, filesystem UUIDs) they
+    /// then share, as CoreOS's platform images share their qemu image's.
+    pub bootimages: Vec<(String, Definition)>,
+    pub output: OutputChoice,
     pub size: Option<u64>,
     pub extra_kargs: Vec<String>,
     /// `--stateroot`; else the image's `com.coreos.osname`, else `default`.
     pub stateroot: Option<String>,
-    pub stream_metadata: PathBuf,
+    /// `--stream-metadata`; else `stream.json` beside the first artifact.
+    pub stream_metadata: Option<PathBuf>,
     pub stream_name: String,
     /// Where the artifact is served (`--base-url`): stream metadata `location` is this
     /// URL + the file name; else the bare file name, which coreos-installer and
@@ -69,11 +68,41 @@ pub struct DiskSettings {
     pub base_url: Option<url::Url>,
 }
 
-/// One artifact of a build: a boot image definition and where it goes.
+/// Where the artifacts go.
+#[derive(Debug, Clone)]
+pub enum OutputChoice {
+    /// This file (one boot image only).
+    File(PathBuf),
+    /// CoreOS's file names ([`default_output_name`]) in this directory (empty: the
+    /// current one).
+    Dir(PathBuf),
+}
+
+/// A build resolved once, before any heavy work ([`plan`]): what [`build`] executes.
+#[derive(Debug, Clone)]
+pub struct DiskPlan {
+    pub image: SourceImage,
+    /// What the image says as a CoreOS image ([`coreos::from_files`]); `None` for others.
+    pub coreos: Option<coreos::CoreosImage>,
+    pub stateroot: String,
+    pub footprint: estimate::Footprint,
+    /// Bytes the deployment allocates in the root filesystem (from the footprint).
+    pub root_estimate: u64,
+    /// One per boot image, in the order asked for; all share one layout.
+    pub targets: Vec<Target>,
+    pub stream_metadata: PathBuf,
+    pub stream_name: String,
+    pub base_url: Option<url::Url>,
+}
+
+/// One artifact of a build.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub bootimage_name: String,
     pub definition: Definition,
+    /// The image's facts for this boot image's platform (CoreOS images).
+    pub facts: Option<coreos::PlatformFacts>,
+    pub layout: Plan,
     pub output: PathBuf,
 }
 
@@ -192,16 +221,104 @@ fn artifact_stem(file_name: &str) -> &str {
         })
 }
 
-/// Build the disk. Blocking: call from `spawn_blocking` in async code.
-pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
-    if !is_root() {
-        bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
+/// Resolve a build once, before any heavy work: one pass over the layers (the root's
+/// footprint and the image's CoreOS files), the output names, the layouts of every boot
+/// image. Bad kernel arguments, a too small `--size`, boot images that cannot share a
+/// disk, an unreadable stream file or a missing tool fail here. Blocking.
+pub fn plan(s: DiskSettings) -> Result<DiskPlan> {
+    let (base_name, base_def) = s.bootimages.first().context("no boot image to build")?;
+    let survey = s
+        .image
+        .survey(&[coreos::PLATFORMS_JSON, coreos::IMAGE_JSON])?;
+    let coreos_image = coreos::from_files(
+        survey.files.get(coreos::PLATFORMS_JSON).map(Vec::as_slice),
+        survey.files.get(coreos::IMAGE_JSON).map(Vec::as_slice),
+        &s.image.labels,
+    )?;
+    let root_estimate = estimate::root_content(&survey.footprint);
+    let stateroot = coreos::stateroot(s.stateroot.as_deref(), &s.image.labels)?;
+    let base_facts = coreos_image
+        .as_ref()
+        .map(|c| c.facts(base_name, &base_def.ignition_platform));
+    match &coreos_image {
+        Some(c) => log::info!(
+            "CoreOS image (/{}{}): stateroot {stateroot}, platform {} kernel arguments {:?}, GRUB console {:?}",
+            coreos::PLATFORMS_JSON,
+            if c.image.is_some() { ", image.json" } else { "" },
+            base_def.ignition_platform,
+            base_facts.as_ref().map(|f| &f.kargs).unwrap_or(&Vec::new()),
+            base_facts.as_ref().map(|f| &f.grub_commands).unwrap_or(&Vec::new()),
+        ),
+        None => log::info!("not a CoreOS image (no /{}): stateroot {stateroot}", coreos::PLATFORMS_JSON),
     }
-    let base = s.targets.first().context("no boot image to build")?;
-    s.image.check_bootable()?;
+    let facts: Vec<_> = s
+        .bootimages
+        .iter()
+        .map(|(name, def)| {
+            coreos_image
+                .as_ref()
+                .map(|c| c.facts(name, &def.ignition_platform))
+        })
+        .collect();
+    let content = bootimage::ContentSizes {
+        esp: 0,
+        boot: 0,
+        root: root_estimate,
+    };
+    let layouts = target_layouts(&s, &facts, content)?;
+
+    let mut targets = Vec::new();
+    for (((name, definition), facts), layout) in s.bootimages.into_iter().zip(facts).zip(layouts) {
+        let output = match &s.output {
+            OutputChoice::File(f) => f.clone(),
+            OutputChoice::Dir(d) => d.join(default_output_name(
+                &image_stem(&s.image.display_name),
+                s.image.version(),
+                &name,
+                &definition,
+                layout.compression,
+            )),
+        };
+        if output.is_dir() {
+            bail!(
+                "--output {} is a directory; name the image file, or use --output-dir",
+                output.display()
+            );
+        }
+        targets.push(Target {
+            bootimage_name: name,
+            definition,
+            facts,
+            layout,
+            output,
+        });
+    }
+    let stream_metadata = s.stream_metadata.unwrap_or_else(|| {
+        targets[0]
+            .output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| p.join("stream.json"))
+            .unwrap_or_else(|| PathBuf::from("stream.json"))
+    });
     // A stream file that would be refused at the end is refused before any work.
-    output::read_stream(&s.stream_metadata)?;
-    let def = &base.definition;
+    output::read_stream(&stream_metadata)?;
+    require_tools(&targets)?;
+    Ok(DiskPlan {
+        image: s.image,
+        coreos: coreos_image,
+        stateroot,
+        footprint: survey.footprint,
+        root_estimate,
+        targets,
+        stream_metadata,
+        stream_name: s.stream_name,
+        base_url: s.base_url,
+    })
+}
+
+/// The host tools the build runs, named with their Debian packages when missing.
+fn require_tools(targets: &[Target]) -> Result<()> {
     for (tool, pkg) in [
         ("ostree", "ostree"),
         ("skopeo", "skopeo"),
@@ -212,53 +329,38 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     ] {
         crate::cmd::require(tool, pkg)?;
     }
-    if def
+    if targets[0]
+        .layout
         .partitions
         .iter()
         .any(|p| p.filesystem == Some(bootimage::Filesystem::Xfs))
     {
         crate::cmd::require("mkfs.xfs", "xfsprogs")?;
     }
-    for t in &s.targets {
-        if t.definition.format != Format::Raw {
+    for t in targets {
+        if t.layout.format != Format::Raw {
             crate::cmd::require("qemu-img", "qemu-utils")?;
         }
-        if t.definition.package == bootimage::Package::GceTar {
+        if t.layout.package == bootimage::Package::GceTar {
             crate::cmd::require("tar", "tar")?;
         }
     }
-    // The root's content is known from the layers: the whole layout is fixed, and a bad
-    // definition, bad kargs or a too small --size fail here, before anything heavy.
-    let footprint = s.image.footprint()?;
-    let root_estimate = estimate::root_content(&footprint);
-    let coreos_image = &s.coreos;
-    let facts = coreos_image
-        .as_ref()
-        .map(|c| c.facts(&base.bootimage_name, &def.platform));
-    let stateroot = coreos::stateroot(s.stateroot.as_deref(), &s.image.labels)?;
-    match &coreos_image {
-        Some(c) => log::info!(
-            "CoreOS image (/{}{}): stateroot {stateroot}, platform {} kernel arguments {:?}, GRUB console {:?}",
-            coreos::PLATFORMS_JSON,
-            if c.image.is_some() { ", image.json" } else { "" },
-            def.platform,
-            facts.as_ref().map(|f| &f.kargs).unwrap_or(&Vec::new()),
-            facts.as_ref().map(|f| &f.grub_commands).unwrap_or(&Vec::new()),
-        ),
-        None => log::info!("not a CoreOS image (no /{}): stateroot {stateroot}", coreos::PLATFORMS_JSON),
+    Ok(())
+}
+
+/// Build the disk a [`plan`] describes. Blocking: call from `spawn_blocking` in async code.
+pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
+    if !is_root() {
+        bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
     }
-    let opts = |esp: u64, boot: u64| PlanOptions {
-        coreos: facts.clone(),
-        size: s.size,
-        extra_kargs: s.extra_kargs.clone(),
-        content: bootimage::ContentSizes {
-            esp,
-            boot,
-            root: root_estimate,
-        },
-    };
-    let plans = target_plans(s, &opts(0, 0))?;
-    let plan = plans[0].clone();
+    let base = &s.targets[0];
+    let def = &base.definition;
+    let plan = &base.layout;
+    let facts = &base.facts;
+    let coreos_image = &s.coreos;
+    let stateroot = &s.stateroot;
+    let root_estimate = s.root_estimate;
+    let footprint = &s.footprint;
     log::info!(
         "{} compression ({})",
         plan.stream_format,
@@ -368,7 +470,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         &s.image,
         &mountpoint,
         target,
-        &stateroot,
+        stateroot,
         &plan.kargs,
         &repo_config,
         cancel,
@@ -459,7 +561,7 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         let runs = selinux::plan(
             &mountpoint,
             &bare,
-            &stateroot,
+            stateroot,
             std::slice::from_ref(&deployed.deploy_path),
         );
         selinux::label(&runs, &spec, mounted.pid(), &mountpoint, &bare, |p| {
@@ -481,18 +583,14 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
 
     step("root filesystem unmounted; building the ESP and boot filesystems");
     // The fixed partitions must hold what was staged for them.
-    let checked = bootimage::resolve(
-        &base.bootimage_name,
+    bootimage::check_staged_content(
         def,
-        &PlanOptions {
-            size: Some(plan.disk_size),
-            ..opts(fs::tree_size(&esp_dir)?, fs::tree_size(&boot_dir)?)
+        &bootimage::ContentSizes {
+            esp: fs::tree_size(&esp_dir)?,
+            boot: fs::tree_size(&boot_dir)?,
+            root: root_estimate,
         },
     )?;
-    anyhow::ensure!(
-        checked.partitions == plan.partitions,
-        "the layout changed once /boot and the ESP were staged"
-    );
     let mut raw = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -530,38 +628,38 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         _ => None,
     };
     // No sync: the raw image is staging, read back from the page cache by the next step.
-    drop(assemble::write_partition_table(&plan, raw, bootcode)?);
+    drop(assemble::write_partition_table(plan, raw, bootcode)?);
     cancel.check()?;
 
     step("disk assembled");
     // The other platforms first, each from a copy of this disk with its own /boot; the
     // first platform's conversion then consumes the disk itself.
     let mut published = Vec::new();
-    for (t, p) in s.targets.iter().zip(&plans).skip(1) {
+    for t in s.targets.iter().skip(1) {
         step(&format!("retargeting a copy for {}", t.bootimage_name));
         let raw_t = retargeted_copy(
             &RetargetInputs {
                 raw: &raw_path,
                 boot_dir: &boot_dir,
                 configs: &files.configs,
-                from: &plan,
+                from: plan,
                 mkfs_options: &mkfs_options,
                 st,
             },
             t,
-            p,
             cancel,
         )?;
-        published.push(publish(s, t, p, &raw_t, st, &step, cancel)?);
+        published.push(publish(s, t, &raw_t, st, &step, cancel)?);
     }
-    published.insert(0, publish(s, base, &plan, &raw_path, st, &step, cancel)?);
+    published.insert(0, publish(s, base, &raw_path, st, &step, cancel)?);
     cancel.check()?;
     // Read before the artifacts appear: if the stream file went bad meanwhile, nothing is
     // written.
     let mut stream = output::read_stream(&s.stream_metadata)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut reports = Vec::new();
-    for ((t, p), (out, hashes)) in s.targets.iter().zip(&plans).zip(published) {
+    for (t, (out, hashes)) in s.targets.iter().zip(published) {
+        let p = &t.layout;
         out.commit_unsynced()?;
         let file_name = t
             .output
@@ -578,13 +676,13 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
             &now,
             output::StreamKey {
                 arch: "x86_64",
-                platform: &p.platform,
+                platform: &p.ignition_platform,
                 release: s.image.version().unwrap_or(s.image.digest.as_str()),
                 format: &p.stream_format,
             },
             artifact,
         ));
-        reports.push(report(s, t, p, &deployed, hashes));
+        reports.push(report(s, t, &deployed, hashes));
     }
     crate::io::write_atomic(
         &s.stream_metadata,
@@ -602,30 +700,32 @@ pub fn build(s: &DiskSettings, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     Ok(reports)
 }
 
-/// The plans of all targets: one layout, the disk size the largest any of them needs
-/// (each rounded to its own size multiple, until they agree), identifiers seeded by the
-/// first target's name. Pure but for the error naming the odd one out.
-fn target_plans(s: &DiskSettings, opts: &PlanOptions) -> Result<Vec<Plan>> {
-    let base = &s.targets[0];
+/// The layouts of all boot images: one partition layout, the disk size the largest any of
+/// them needs (each rounded to its own size multiple, until they agree), identifiers
+/// seeded by the first one's name. Pure but for the error naming the odd one out.
+fn target_layouts(
+    s: &DiskSettings,
+    facts: &[Option<coreos::PlatformFacts>],
+    content: bootimage::ContentSizes,
+) -> Result<Vec<Plan>> {
+    let base_name = &s.bootimages[0].0;
     let resolve_all = |size: Option<u64>| -> Result<Vec<Plan>> {
-        s.targets
+        s.bootimages
             .iter()
-            .map(|t| {
-                let facts = s
-                    .coreos
-                    .as_ref()
-                    .map(|c| c.facts(&t.bootimage_name, &t.definition.platform));
+            .zip(facts)
+            .map(|((name, def), facts)| {
                 let mut p = bootimage::resolve(
-                    &base.bootimage_name,
-                    &t.definition,
+                    base_name,
+                    def,
                     &PlanOptions {
-                        size: size.or(opts.size),
-                        coreos: facts,
-                        ..opts.clone()
+                        size: size.or(s.size),
+                        extra_kargs: s.extra_kargs.clone(),
+                        content,
+                        coreos: facts.clone(),
                     },
                 )
-                .with_context(|| format!("boot image {}", t.bootimage_name))?;
-                p.name = t.bootimage_name.clone();
+                .with_context(|| format!("boot image {name}"))?;
+                p.name = name.clone();
                 Ok(p)
             })
             .collect()
@@ -638,20 +738,16 @@ fn target_plans(s: &DiskSettings, opts: &PlanOptions) -> Result<Vec<Plan>> {
         }
         plans = resolve_all(Some(largest))?;
     }
-    for (t, p) in s.targets.iter().zip(&plans).skip(1) {
+    for ((name, _), p) in s.bootimages.iter().zip(&plans).skip(1) {
         let first = &plans[0];
         if p.partitions != first.partitions || p.disk_size != first.disk_size {
             bail!(
-                "boot images {} and {} have different disk layouts (sector size, partitions or size multiple): build them in separate runs",
-                base.bootimage_name,
-                t.bootimage_name
+                "boot images {base_name} and {name} have different disk layouts (sector size, partitions or size multiple): build them in separate runs"
             );
         }
         if p.firmware != first.firmware {
             bail!(
-                "boot images {} and {} boot under different firmware: build them in separate runs",
-                base.bootimage_name,
-                t.bootimage_name
+                "boot images {base_name} and {name} boot under different firmware: build them in separate runs"
             );
         }
     }
@@ -672,12 +768,8 @@ struct RetargetInputs<'a> {
 
 /// A sparse copy of the assembled disk whose /boot filesystem is rebuilt from a copy of
 /// the staged /boot retargeted to `plan` ([`retarget::apply`]); its path.
-fn retargeted_copy(
-    r: &RetargetInputs,
-    t: &Target,
-    plan: &Plan,
-    cancel: &Cancel,
-) -> Result<PathBuf> {
+fn retargeted_copy(r: &RetargetInputs, t: &Target, cancel: &Cancel) -> Result<PathBuf> {
+    let plan = &t.layout;
     let copy = |flag: &str, from: &std::path::Path, to: &std::path::Path, what: &str| {
         crate::cmd::run(std::process::Command::new("cp").arg(flag).arg(from).arg(to))
             .with_context(|| format!("copying {what}"))
@@ -742,15 +834,15 @@ fn write_filesystem(
 /// Convert, package and compress one target's disk into its (uncommitted) output file;
 /// `raw` is consumed.
 fn publish(
-    s: &DiskSettings,
+    s: &DiskPlan,
     t: &Target,
-    plan: &Plan,
     raw_path: &std::path::Path,
     st: &std::path::Path,
     step: &dyn Fn(&str),
     cancel: &Cancel,
 ) -> Result<(AtomicFile, output::Hashes)> {
     let tag = &t.bootimage_name;
+    let plan = &t.layout;
     let file_name = t
         .output
         .file_name()
@@ -834,13 +926,8 @@ fn log_root_usage(root: &std::path::Path, fs_size: u64, estimate: u64) {
     }
 }
 
-fn report(
-    s: &DiskSettings,
-    t: &Target,
-    plan: &Plan,
-    deployed: &deploy::Deployed,
-    h: output::Hashes,
-) -> BuildReport {
+fn report(s: &DiskPlan, t: &Target, deployed: &deploy::Deployed, h: output::Hashes) -> BuildReport {
+    let plan = &t.layout;
     BuildReport {
         output: t.output.clone(),
         stream_metadata: s.stream_metadata.clone(),

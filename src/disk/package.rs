@@ -12,11 +12,11 @@ use anyhow::{Context, Result};
 use crate::bootimage::{Definition, Package};
 use crate::cancel::Cancel;
 use crate::disk::coreos::CoreosImage;
-use crate::imageref::Digest;
-use crate::ocilayout::OciLayout;
-use crate::registry::manifest::{
+use crate::oci::layout::OciLayout;
+use crate::oci::manifest::{
     Descriptor, ImageConfig, ImageManifest, RootFs, RuntimeConfig, OCI_CONFIG, OCI_MANIFEST,
 };
+use crate::oci::reference::Digest;
 
 /// What the OVA's descriptor says of the virtual machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,7 +340,7 @@ fn container_disk(inputs: &Inputs, dest: &Path, cancel: &Cancel) -> Result<()> {
     };
     let manifest = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
     layout.set_ref(None, &manifest)?;
-    crate::ocilayout::write_archive(&layout, dest, cancel)?;
+    crate::oci::layout::write_archive(&layout, dest, cancel)?;
     fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     Ok(())
 }

@@ -14,7 +14,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::bootloader::{read_bls_entries, render_grub_cfg, GrubConfigs};
+use super::bootloader::grub::render_grub_cfg;
+use super::bootloader::{read_bls_entries, GrubConfigs};
 use crate::bootimage::Plan;
 
 /// A BLS `options` value moved from one platform's kernel arguments to another's (pure):

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::ocilayout::{OciLayout, REF_NAME};
-use crate::registry::manifest::{ImageConfig, Manifest};
+use crate::oci::layout::{OciLayout, REF_NAME};
+use crate::oci::manifest::{ImageConfig, Manifest};
 
 /// An image available in a local OCI layout.
 #[derive(Debug, Clone)]
@@ -129,19 +129,47 @@ impl SourceImage {
         crate::image::version(&self.labels)
     }
 
-    /// What the layers allocate once deployed (see [`super::estimate::Footprint`]): the
-    /// root filesystem's content, known before deploying. Decompresses every layer.
-    pub fn footprint(&self) -> Result<super::estimate::Footprint> {
-        let mut total = super::estimate::Footprint::default();
-        for layer in &self.layers {
-            let f = std::fs::File::open(&layer.path)
-                .with_context(|| format!("opening layer {}", layer.path.display()))?;
-            let tar = crate::io::decompressed(std::io::BufReader::with_capacity(1 << 20, f))
-                .with_context(|| format!("opening layer {}", layer.path.display()))?;
-            total += super::estimate::tar_footprint(tar)
-                .with_context(|| format!("measuring layer {}", layer.path.display()))?;
+    /// One pass over every layer: what the layers allocate once deployed (see
+    /// [`super::estimate::Footprint`]: the root filesystem's content, known before
+    /// deploying) and the small files at `paths`, as [`Self::read_files`] reads them.
+    /// Each layer is decompressed once.
+    pub fn survey(&self, paths: &[&str]) -> Result<Survey> {
+        let mut wanted: std::collections::BTreeSet<String> =
+            paths.iter().map(|p| normalize(p)).collect();
+        let mut survey = Survey::default();
+        for layer in self.layers.iter().rev() {
+            let mut counter = super::estimate::FootprintCounter::default();
+            let mut counted = std::io::BufReader::with_capacity(
+                1 << 20,
+                super::estimate::CountingReader::new(open_layer(layer)?),
+            );
+            let mut scan =
+                scan_tar_with(&mut counted, &wanted, &BTreeMap::new(), MAX_READ, |e, p| {
+                    counter.entry(e, p)
+                })
+                .with_context(|| format!("reading layer {}", layer.digest))?;
+            // Trailing zero blocks: the footprint counts the whole stream.
+            std::io::copy(&mut counted, &mut std::io::sink())
+                .with_context(|| format!("reading layer {}", layer.digest))?;
+            survey.footprint += counter.finish(counted.get_ref().n);
+            if !scan.links.is_empty() {
+                let again = scan_tar(
+                    open_layer(layer)?,
+                    &Default::default(),
+                    &scan.links,
+                    MAX_READ,
+                )
+                .with_context(|| format!("reading layer {}", layer.digest))?;
+                scan.found.extend(again.found);
+            }
+            for p in scan.found.keys().chain(scan.hidden.iter()) {
+                wanted.remove(p);
+            }
+            for (k, v) in scan.found {
+                survey.files.entry(k).or_insert(v);
+            }
         }
-        Ok(total)
+        Ok(survey)
     }
 
     /// Read small regular files of the image's filesystem by path (relative to `/`), from
@@ -161,14 +189,7 @@ impl SourceImage {
             if wanted.is_empty() {
                 break;
             }
-            let open = || {
-                let f = std::fs::File::open(&layer.path)
-                    .with_context(|| format!("opening layer {}", layer.path.display()))?;
-                anyhow::Ok(crate::io::decompressed(std::io::BufReader::with_capacity(
-                    1 << 20,
-                    f,
-                ))?)
-            };
+            let open = || open_layer(layer);
             let mut scan = scan_tar(open()?, &wanted, &BTreeMap::new(), max)
                 .with_context(|| format!("reading layer {}", layer.digest))?;
             if !scan.links.is_empty() {
@@ -190,6 +211,22 @@ impl SourceImage {
     pub fn check_bootable(&self) -> Result<()> {
         crate::image::check_bootable(&self.display_name, &self.labels)
     }
+}
+
+/// What [`SourceImage::survey`] found.
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub footprint: super::estimate::Footprint,
+    /// The wanted paths present in the image, newest layer's copy.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// A layer's tar stream, decompressed as its bytes say.
+fn open_layer(layer: &LayerBlob) -> Result<impl std::io::Read> {
+    let f = std::fs::File::open(&layer.path)
+        .with_context(|| format!("opening layer {}", layer.path.display()))?;
+    crate::io::decompressed(std::io::BufReader::with_capacity(1 << 20, f))
+        .with_context(|| format!("opening layer {}", layer.path.display()))
 }
 
 /// Largest file [`SourceImage::read_files`] reads (they are small JSON tables).
@@ -221,12 +258,24 @@ pub fn scan_tar<R: std::io::Read>(
     targets: &BTreeMap<String, String>,
     max: u64,
 ) -> Result<TarScan> {
+    scan_tar_with(r, wanted, targets, max, |_, _| Ok(()))
+}
+
+/// [`scan_tar`], with `each` called first on every entry (with its normalized path).
+fn scan_tar_with<R: std::io::Read>(
+    r: R,
+    wanted: &std::collections::BTreeSet<String>,
+    targets: &BTreeMap<String, String>,
+    max: u64,
+    mut each: impl FnMut(&mut tar::Entry<'_, R>, &str) -> Result<()>,
+) -> Result<TarScan> {
     let mut scan = TarScan::default();
     let mut last: Option<(String, Vec<u8>)> = None;
     let mut ar = tar::Archive::new(r);
     for e in ar.entries()? {
         let mut e = e?;
         let path = normalize(&String::from_utf8_lossy(&e.path_bytes()));
+        each(&mut e, &path)?;
         let kind = e.header().entry_type();
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
         if let Some(hidden) = name.strip_prefix(".wh.") {
@@ -269,8 +318,10 @@ pub fn scan_tar<R: std::io::Read>(
                         scan.found.insert(w.clone(), data.clone());
                     }
                 }
-            } else if e.header().size()? <= MAX_READ
+            } else if !wanted.is_empty()
+                && e.header().size()? <= MAX_READ
                 && path.starts_with("sysroot/ostree/repo/objects/")
+                && path.ends_with(".file")
             {
                 let data = read(&mut e, &path)?;
                 last = Some((path, data));
@@ -301,7 +352,7 @@ pub fn scan_tar<R: std::io::Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::manifest::{OCI_CONFIG, OCI_MANIFEST};
+    use crate::oci::manifest::{OCI_CONFIG, OCI_MANIFEST};
 
     /// A one-image layout as `skopeo copy … oci:DIR` writes it (no ref name); returns the
     /// config's digest.

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{data_url, decode_data_url, to_json, SpecVersion};
 use crate::cacert::CaBundle;
-use crate::manifests::names;
+use crate::openshift::manifests::names;
 
 /// The Machine Config Server's port.
 pub const MCS_PORT: u16 = 22623;

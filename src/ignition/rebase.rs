@@ -23,7 +23,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::{check_roundtrip, data_url, to_json, SpecVersion};
-use crate::imageref::RegistryRef;
+use crate::oci::reference::RegistryRef;
 
 pub const UNIT_NAME: &str = "layerboot-rebase.service";
 pub const SCRIPT_PATH: &str = "/usr/local/bin/layerboot-rebase";
@@ -237,7 +237,7 @@ mod tests {
 
     fn settings(switcher: Switcher) -> RebaseSettings {
         let image = match "quay.io/acme/fcos-layered@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".parse().unwrap() {
-            crate::imageref::ImageRef::Registry(r) => r,
+            crate::oci::reference::ImageRef::Registry(r) => r,
             _ => unreachable!(),
         };
         RebaseSettings {

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::disk::coreos::CoreosImage;
 use crate::disk::SourceImage;
-use crate::imageref::ImageRef;
-use crate::registry::manifest::Platform;
+use crate::oci::manifest::Platform;
+use crate::oci::reference::ImageRef;
 use crate::registry::{RegistryOptions, ResolvedImage};
 
 /// Labels shown in the human summary (all labels are in the JSON).
@@ -458,9 +458,9 @@ mod tests {
         arch: &str,
         diff_ids: &[&str],
     ) -> (ResolvedImage, tempfile::TempDir) {
-        use crate::registry::manifest::*;
+        use crate::oci::manifest::*;
         let dir = tempfile::tempdir().unwrap();
-        let d = |c: char| -> crate::imageref::Digest {
+        let d = |c: char| -> crate::oci::reference::Digest {
             format!("sha256:{}", c.to_string().repeat(64))
                 .parse()
                 .unwrap()
@@ -509,7 +509,7 @@ mod tests {
             platform: Platform::linux(arch),
             index_digest: None,
             index_platforms: vec![],
-            blobs: crate::registry::BlobSource::Layout(crate::ocilayout::OciLayout::create(dir.path()).unwrap(), None),
+            blobs: crate::registry::BlobSource::Layout(crate::oci::layout::OciLayout::create(dir.path()).unwrap(), None),
         };
         (r, dir)
     }
@@ -599,9 +599,9 @@ mod tests {
             std::fs::write(dir.join("golden-report.json"), format!("{got}\n")).unwrap();
             std::fs::write(dir.join("golden-report.txt"), &text).unwrap();
         }
-        let golden = include_str!("../tests/golden/inspect/golden-report.json");
+        let golden = include_str!("../../tests/golden/inspect/golden-report.json");
         pretty_assertions::assert_eq!(got.trim(), golden.trim());
-        let golden_text = include_str!("../tests/golden/inspect/golden-report.txt");
+        let golden_text = include_str!("../../tests/golden/inspect/golden-report.txt");
         pretty_assertions::assert_eq!(text.trim(), golden_text.trim());
     }
 }

@@ -3,11 +3,13 @@
 //! the install kit all ask here, so no command calls an image bootable that another
 //! refuses.
 
+pub mod inspect;
+
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use crate::imageref::{ImageRef, RegistryRef};
+use crate::oci::reference::{ImageRef, RegistryRef};
 use crate::registry::{self, RegistryOptions};
 
 /// Set by ostree-ext's encapsulation (`rpm-ostree compose image`, `ostree container

@@ -1,4 +1,4 @@
-//! Apply a [`Plan`]: in place (only the planned byte ranges are written), to a new file
+//! Apply an [`IsoWrites`]: in place (only the planned byte ranges are written), to a new file
 //! (streamed, renamed into place on success), or to stdout. Memory stays flat in the ISO
 //! size: unchanged ranges are copied with `io::copy`, which the kernel does for file to
 //! file (copy_file_range) and file to pipe (splice/sendfile).
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::plan::Plan;
+use super::plan::IsoWrites;
 use crate::cancel::Cancel;
 use crate::io::AtomicFile;
 
@@ -63,7 +63,7 @@ fn copy_range(
 /// Copy `input` to `out`, substituting the planned writes.
 pub fn stream_with_plan(
     input: &mut File,
-    plan: &Plan,
+    plan: &IsoWrites,
     out: &mut impl Write,
     cancel: &Cancel,
 ) -> Result<u64> {
@@ -84,7 +84,7 @@ pub fn stream_with_plan(
 }
 
 /// Write the planned areas into `f` (a copy of the ISO, or the ISO itself).
-fn patch(f: &mut File, plan: &Plan) -> Result<()> {
+fn patch(f: &mut File, plan: &IsoWrites) -> Result<()> {
     for w in &plan.writes {
         f.seek(SeekFrom::Start(w.offset))
             .with_context(|| format!("seeking to the {}", w.what))?;
@@ -96,7 +96,7 @@ fn patch(f: &mut File, plan: &Plan) -> Result<()> {
 
 /// Apply `plan` to the ISO at `input`. Cancelled, an `-o` output is not written at all
 /// (its temporary file is removed); in place, the few planned writes are not cut short.
-pub fn apply(input: &Path, plan: &Plan, target: Target, cancel: &Cancel) -> Result<()> {
+pub fn apply(input: &Path, plan: &IsoWrites, target: Target, cancel: &Cancel) -> Result<()> {
     match target {
         Target::InPlace => {
             let mut f = crate::io::open_rw(input)?;
@@ -152,7 +152,7 @@ mod tests {
         let input = dir.path().join("in");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&input, &data).unwrap();
-        let plan = Plan {
+        let plan = IsoWrites {
             writes: vec![
                 PlanWrite {
                     what: "a".into(),

@@ -29,7 +29,7 @@ use serde::Serialize;
 pub use embed::{Features, Layout};
 pub use exec::Target;
 pub use live::{Console, LiveSpec, Named};
-pub use plan::{Customize, Plan, State};
+pub use plan::{Customize, IsoWrites, State};
 
 use iso9660::IsoFs;
 use live::{CarriedFile, DEST_IGNITION_PATH, INSTALLER_DIR};
@@ -69,7 +69,7 @@ pub fn customize(
     req: &Customize,
     target: Target,
     cancel: &crate::cancel::Cancel,
-) -> Result<Plan> {
+) -> Result<IsoWrites> {
     let iso = LiveIso::open(input)?;
     let mut plan = plan::plan_customize(&iso.layout, &iso.state, req)
         .with_context(|| input.display().to_string())?;
@@ -79,7 +79,7 @@ pub fn customize(
 }
 
 /// Restore the pristine embed areas of `input`.
-pub fn reset(input: &Path, target: Target, cancel: &crate::cancel::Cancel) -> Result<Plan> {
+pub fn reset(input: &Path, target: Target, cancel: &crate::cancel::Cancel) -> Result<IsoWrites> {
     let iso = LiveIso::open(input)?;
     let plan = plan::plan_reset(&iso.layout).with_context(|| input.display().to_string())?;
     exec::apply(input, &plan, target, cancel)?;

@@ -1,5 +1,5 @@
 //! Customize / reset as plain data: given where the areas are ([`Layout`]) and what they
-//! hold now ([`State`]), compute the exact bytes to write at which offsets ([`Plan`]).
+//! hold now ([`State`]), compute the exact bytes to write at which offsets ([`IsoWrites`]).
 //! Nothing here does I/O; [`super::exec`] applies a plan.
 
 use std::io::{Read, Seek};
@@ -93,7 +93,7 @@ pub struct Write {
 
 /// The writes of one operation, sorted by offset and non-overlapping.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
+pub struct IsoWrites {
     pub writes: Vec<Write>,
     /// Messages for the user (warnings, "will install to /dev/sda without confirmation").
     pub notes: Vec<String>,
@@ -101,7 +101,7 @@ pub struct Plan {
     pub secret: bool,
 }
 
-impl Plan {
+impl IsoWrites {
     fn push(&mut self, what: String, offset: u64, bytes: Vec<u8>) {
         self.writes.push(Write {
             what,
@@ -151,7 +151,7 @@ pub struct PayloadTooLarge {
     pub file: String,
 }
 
-fn ignition_write(plan: &mut Plan, layout: &Layout, payload: &Payload) -> Result<()> {
+fn ignition_write(plan: &mut IsoWrites, layout: &Layout, payload: &Payload) -> Result<()> {
     let mut bytes = payload.to_area_bytes()?;
     let size = layout.ignition.span.length;
     if bytes.len() as u64 > size {
@@ -170,7 +170,7 @@ fn ignition_write(plan: &mut Plan, layout: &Layout, payload: &Payload) -> Result
     Ok(())
 }
 
-fn kargs_writes(plan: &mut Plan, layout: &Layout, kargs: &str) -> Result<()> {
+fn kargs_writes(plan: &mut IsoWrites, layout: &Layout, kargs: &str) -> Result<()> {
     let k = layout
         .kargs
         .as_ref()
@@ -189,12 +189,12 @@ fn kargs_writes(plan: &mut Plan, layout: &Layout, kargs: &str) -> Result<()> {
 /// same bytes: the Ignition area is always rewritten (an empty spec clears it); with live
 /// karg options the kernel arguments become the defaults edited by them (a forced
 /// re-customization does not stack edits), without any they are left as they are.
-pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result<Plan> {
+pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result<IsoWrites> {
     if !req.force && state.customized(layout) {
         bail!(AlreadyCustomized);
     }
     let built = req.spec.build(&layout.features)?;
-    let mut plan = Plan {
+    let mut plan = IsoWrites {
         notes: built.notes,
         ..Default::default()
     };
@@ -210,8 +210,8 @@ pub fn plan_customize(layout: &Layout, state: &State, req: &Customize) -> Result
 }
 
 /// Plan restoring a pristine ISO: an all-zero Ignition area, default kernel arguments.
-pub fn plan_reset(layout: &Layout) -> Result<Plan> {
-    let mut plan = Plan::default();
+pub fn plan_reset(layout: &Layout) -> Result<IsoWrites> {
+    let mut plan = IsoWrites::default();
     ignition_write(&mut plan, layout, &Payload::default())?;
     if let Some(k) = &layout.kargs {
         kargs_writes(&mut plan, layout, &k.default.clone())?;
@@ -276,7 +276,7 @@ mod tests {
         }
     }
 
-    fn summary(plan: &Plan) -> Vec<(String, u64, u64)> {
+    fn summary(plan: &IsoWrites) -> Vec<(String, u64, u64)> {
         plan.writes
             .iter()
             .map(|w| (w.what.clone(), w.offset, w.length))

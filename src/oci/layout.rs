@@ -20,9 +20,9 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::cancel::Cancel;
-use crate::imageref::Digest;
 use crate::io::{HashingReader, HashingWriter};
-use crate::registry::manifest::{Descriptor, ImageIndex, OCI_INDEX};
+use crate::oci::manifest::{Descriptor, ImageIndex, OCI_INDEX};
+use crate::oci::reference::Digest;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_MARKER: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -574,10 +574,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = OciLayout::create(&dir.path().join("l")).unwrap();
         let a = layout
-            .write_blob(crate::registry::manifest::OCI_MANIFEST, b"{}")
+            .write_blob(crate::oci::manifest::OCI_MANIFEST, b"{}")
             .unwrap();
         let b = layout
-            .write_blob(crate::registry::manifest::OCI_MANIFEST, b"[]")
+            .write_blob(crate::oci::manifest::OCI_MANIFEST, b"[]")
             .unwrap();
         assert!(layout.find_ref(None).is_err());
         layout.set_ref(Some("v1"), &a).unwrap();

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::cacert::CaBundle;
-use crate::imageref::RegistryRef;
+use crate::oci::reference::RegistryRef;
 use crate::registry::auth::{normalize_key, AuthFile};
 use platform::{BootPlatform, MachineImage};
 

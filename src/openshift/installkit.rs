@@ -22,9 +22,9 @@ use anyhow::{Context, Result};
 
 use crate::ignition::pointer::{self, CaSource, PointerSettings};
 use crate::ignition::SpecVersion;
-use crate::installconfig::platform::{BootImagePlan, BootPlatform};
-use crate::manifests::installdir::InstallDir;
-use crate::manifests::{names, OutputFile};
+use crate::openshift::installconfig::platform::{BootImagePlan, BootPlatform};
+use crate::openshift::manifests::installdir::InstallDir;
+use crate::openshift::manifests::{names, OutputFile};
 
 /// The stage an installer directory is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::imageref::RegistryRef;
+use crate::oci::reference::RegistryRef;
 
 /// One parsed auths file. Fields we do not interpret (`credHelpers`, `credsStore`,
 /// per-entry `email`, …) are kept so a merge writes them back unchanged.
@@ -373,8 +373,8 @@ mod tests {
     use super::*;
 
     fn r(s: &str) -> RegistryRef {
-        match s.parse::<crate::imageref::ImageRef>().unwrap() {
-            crate::imageref::ImageRef::Registry(r) => r,
+        match s.parse::<crate::oci::reference::ImageRef>().unwrap() {
+            crate::oci::reference::ImageRef::Registry(r) => r,
             _ => unreachable!(),
         }
     }

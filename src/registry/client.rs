@@ -12,9 +12,9 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
-use super::manifest::{Descriptor, ACCEPTED_MANIFEST_TYPES};
 use super::RegistryOptions;
-use crate::imageref::{Digest, RegistryRef};
+use crate::oci::manifest::{Descriptor, ACCEPTED_MANIFEST_TYPES};
+use crate::oci::reference::{Digest, RegistryRef};
 
 /// An authenticated client for one repository.
 pub struct Connection {

@@ -5,7 +5,7 @@
 
 pub mod auth;
 pub mod client;
-pub mod manifest;
+pub mod pull;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::imageref::{Digest, ImageRef, RegistryRef};
-use crate::ocilayout::OciLayout;
+use crate::oci::layout::OciLayout;
+use crate::oci::manifest::{self, Descriptor, ImageConfig, ImageManifest, Manifest, Platform};
+use crate::oci::reference::{Digest, ImageRef, RegistryRef};
 pub use client::Connection;
-use manifest::{Descriptor, ImageConfig, ImageManifest, Manifest, Platform};
 
 /// Validated registry settings, shared by every subcommand that reads images.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ pub async fn resolve(image: &ImageRef, opts: &RegistryOptions) -> Result<Resolve
             // The blocking task owns the directory: dropped mid-way (a signal), it is
             // removed when the task ends, never while it still writes into it.
             let (layout, tmp) = tokio::task::spawn_blocking(move || {
-                crate::ocilayout::unpack_archive(&path, tmp.path(), &cancel).map(|l| (l, tmp))
+                crate::oci::layout::unpack_archive(&path, tmp.path(), &cancel).map(|l| (l, tmp))
             })
             .await??;
             resolve_layout(image, layout, Some(Arc::new(tmp)), tag.as_deref(), opts)

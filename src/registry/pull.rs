@@ -2,7 +2,7 @@
 //!
 //! Config and layers stream into the destination layout in parallel (bounded); each
 //! blob is hashed and counted as it is written to a temporary file beside its final
-//! name and renamed only when digest and size match ([`crate::ocilayout::BlobWriter`]),
+//! name and renamed only when digest and size match ([`crate::oci::layout::BlobWriter`]),
 //! so an error, a tampered or truncated blob, or a Ctrl-C never leaves a half-written
 //! blob. Blobs already present are skipped: layouts are content-addressed, so a second
 //! pull only rewrites the manifest and index. Memory stays flat in image size: no blob
@@ -16,10 +16,10 @@ use anyhow::{bail, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::imageref::{Digest, ImageRef, RegistryRef};
-use crate::ocilayout::{self, OciLayout};
+use crate::oci::layout::{self as ocilayout, OciLayout};
+use crate::oci::manifest::{Descriptor, ImageConfig, OCI_MANIFEST};
+use crate::oci::reference::{Digest, ImageRef, RegistryRef};
 use crate::registry::client::BlobStreamError;
-use crate::registry::manifest::{Descriptor, ImageConfig, OCI_MANIFEST};
 use crate::registry::{self, BlobSource, RegistryOptions, ResolvedImage};
 
 /// Where `pull --to` writes.

@@ -14,11 +14,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::cache::cached_fixture;
 use layerboot::cmd;
-use layerboot::imageref::Digest;
-use layerboot::ocilayout::OciLayout;
-use layerboot::registry::manifest::{
+use layerboot::oci::layout::OciLayout;
+use layerboot::oci::manifest::{
     Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
+use layerboot::oci::reference::Digest;
 
 /// The kernel version of the fixture trees.
 pub const FIXTURE_KVER: &str = "6.1.0-layerboot-test";
@@ -336,7 +336,7 @@ pub fn make_bench_image(dest: &Path, size_mib: u64, layers: u32) -> Result<Diges
         diff_ids.push(digest.to_string());
     }
     let config = serde_json::json!({
-        "architecture": layerboot::registry::manifest::host_arch(),
+        "architecture": layerboot::oci::manifest::host_arch(),
         "os": "linux",
         "created": "2024-01-01T00:00:00Z",
         "config": { "Labels": { "org.opencontainers.image.title": "layerboot pull benchmark" } },

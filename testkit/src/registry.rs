@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use layerboot::cmd;
-use layerboot::imageref::Digest;
+use layerboot::oci::reference::Digest;
 use layerboot::registry::auth::{AuthFile, Credentials};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! Boot Loader Specification entries, as ostree writes them into `/boot/loader/entries`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
 /// One Boot Loader Specification entry (`/boot/loader/entries/*.conf`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -55,4 +55,3 @@ pub fn read_bls_entries(boot: &Path) -> Result<Vec<BlsEntry>> {
         })
         .collect()
 }
-

@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::{render_menu_entries, BlsEntry, IGNITION_FIRSTBOOT_VAR};
+use super::grub::{render_menu_entries, IGNITION_FIRSTBOOT_VAR};
+use super::BlsEntry;
 use crate::bootimage::plan::SerialConsole;
 use crate::io::rooted::{Kind, RootedDir};
 
@@ -206,7 +207,7 @@ pub fn scan(image: &RootedDir) -> Result<Payload> {
         }
         p.static_configs = Some(s);
     }
-    let i386 = Path::new(super::GRUB_LIB).join("i386-pc");
+    let i386 = Path::new(super::grub::GRUB_LIB).join("i386-pc");
     if image.is_file(i386.join("kernel.img")) {
         p.bios_modules = Some(image.is_file(i386.join("blscfg.mod")));
     }
@@ -393,7 +394,7 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Stag
             Some(u) => format!("search --no-floppy --fs-uuid {u} --set root"),
             None => format!("search --no-floppy --label {} --set root", o.boot_label),
         };
-        let mut modules: Vec<String> = super::BIOS_MODULES.iter().map(|m| m.to_string()).collect();
+        let mut modules: Vec<String> = super::grub::BIOS_MODULES.iter().map(|m| m.to_string()).collect();
         modules.push("search_fs_uuid".into());
         if payload.bios_modules == Some(true) {
             modules.push("blscfg".into());

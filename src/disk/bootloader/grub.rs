@@ -8,10 +8,9 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-use super::{copy_dir, BlsEntry, BootFiles, GrubConfigs, Inputs};
+use super::{copy_dir, read_bls_entries, BlsEntry, BootFiles, GrubConfigs, Inputs};
 use crate::bootimage::plan::SerialConsole;
 use crate::cmd;
-use crate::io::RootedDir;
 
 /// GRUB's modules in an image, per platform (`x86_64-efi`, `i386-pc`).
 pub const GRUB_LIB: &str = "usr/lib/grub";
@@ -124,7 +123,7 @@ const EFI_MODULES: &[&str] = &[
     "reboot",
     "halt",
 ];
-const BIOS_MODULES: &[&str] = &[
+pub(super) const BIOS_MODULES: &[&str] = &[
     "biosdisk",
     "part_gpt",
     "part_msdos",
@@ -178,7 +177,7 @@ pub(super) fn prepare_grub(inp: &Inputs) -> Result<BootFiles> {
     if let Some(cmds) = inp.console_commands {
         fs::write(
             grub_dir.join("console.cfg"),
-            super::coreos::console_cfg(cmds),
+            crate::disk::coreos::console_cfg(cmds),
         )?;
     }
     let early = early_config(inp.boot_label, grub_name);
@@ -213,7 +212,7 @@ pub(super) fn prepare_grub(inp: &Inputs) -> Result<BootFiles> {
 }
 
 /// The image's GRUB modules for `platform`, copied out of the image (through
-/// [`RootedDir`]) into the scratch space: host tools such as grub-mkimage follow
+/// [`crate::io::RootedDir`]) into the scratch space: host tools such as grub-mkimage follow
 /// symlinks, so they only ever see these copies. `None` when the image has none.
 pub(super) fn image_grub_modules(inp: &Inputs, platform: &str) -> Result<Option<PathBuf>> {
     let rel = Path::new(GRUB_LIB).join(platform);
@@ -242,7 +241,7 @@ pub(super) fn make_core_image(
     early_config: &str,
     modules: &[impl AsRef<std::ffi::OsStr>],
 ) -> Result<PathBuf> {
-    use super::image_exec::{find_tool, SCRATCH_IN_IMAGE};
+    use crate::disk::image_exec::{find_tool, SCRATCH_IN_IMAGE};
     let scratch = inp.work.join(format!("mkimage-{platform}"));
     fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let early = scratch.join("early.cfg");
@@ -328,4 +327,3 @@ pub fn patch_core_img(core: &[u8], core_lba: u64, max_len: u64) -> Result<Vec<u8
     c[entry - 12..entry].fill(0);
     Ok(c)
 }
-

@@ -17,14 +17,14 @@ pub mod grub;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::bootimage::plan::SerialConsole;
 use crate::io::RootedDir;
 
 pub use bls::{parse_bls, read_bls_entries, BlsEntry};
-pub use grub::{patch_boot_img, patch_core_img};
 use grub::{image_grub_modules, make_core_image, prepare_grub};
+pub use grub::{patch_boot_img, patch_core_img};
 
 /// GRUB files staged for the disk.
 #[derive(Debug)]
@@ -77,7 +77,6 @@ pub fn prepare(inp: &Inputs) -> Result<BootFiles> {
     }
     prepare_grub(inp)
 }
-
 
 fn prepare_bootupd(inp: &Inputs) -> Result<BootFiles> {
     let payload = bootupd::scan(inp.image)?;
@@ -189,6 +188,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::grub::*;
     use super::*;
 
     const ENTRY: &str = "title Debian GNU/Linux 12 (bookworm) 12.0 (ostree:0)\nversion 1\noptions root=LABEL=root rw ignition.platform.id=qemu ostree=/ostree/boot.1/default/abc/0\nlinux /ostree/default-abc/vmlinuz-6.1.0-50-amd64\ninitrd /ostree/default-abc/initramfs-6.1.0-50-amd64.img\n";

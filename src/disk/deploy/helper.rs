@@ -2,10 +2,10 @@
 //! mounted from its region of the disk image, the deployment by ostree-ext, the report.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{DeployRequest, Deployed, MountRequest};
 use crate::cmd;
@@ -114,7 +114,7 @@ pub async fn deploy_here(req: &DeployRequest) -> Result<Deployed> {
         &format!("--sysroot={sysroot_s}"),
     ]))?;
     // The base layer through the parallel verified importer; ostree-ext then finds it present.
-    super::ostree_import::prefill_for_source(&repo, &req.source_imgref)?;
+    crate::disk::ostree_import::prefill_for_source(&repo, &req.source_imgref)?;
 
     let source = OstreeImageReference::try_from(req.source_imgref.as_str())
         .context("source image reference")?;
@@ -189,4 +189,3 @@ fn read_back(
         kernel_version,
     })
 }
-

@@ -1,29 +1,12 @@
 //! The layer blob read once: hashed against its digest while it is decompressed.
-#![allow(unused_imports)]
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{self, Read};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use sha2::{Digest as _, Sha256};
-
-use rustix::fs;
-
-use crate::io::{Compression, GzipReader, HashingReader};
-
-
-use super::*;
+use crate::io::{GzipReader, HashingReader};
 
 /// The decompressed tar stream over a hashing blob reader, and how to finish both.
-enum Decoder {
+pub(super) enum Decoder {
     Gzip(GzipReader<HashingReader<File>>),
     Zstd(zstd::stream::read::Decoder<'static, io::BufReader<HashingReader<File>>>),
     Plain(HashingReader<File>),
@@ -42,7 +25,7 @@ impl Read for Decoder {
 impl Decoder {
     /// Read the compressed stream to its end (checking its trailer) and the blob to its
     /// end; returns the blob's sha256 and size.
-    fn finish(mut self) -> io::Result<(String, u64)> {
+    pub(super) fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
         let mut blob = match self {
             Decoder::Gzip(r) => r.into_inner(),
@@ -53,4 +36,3 @@ impl Decoder {
         Ok(blob.finish())
     }
 }
-

@@ -1,25 +1,12 @@
 //! ostree-ext's export format and ostree's object checksums (pure): what a tar path is,
 //! the content checksum's file header, xattrs, normal-form metadata.
-#![allow(unused_imports)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use sha2::{Digest as _, Sha256};
-
-use rustix::fs;
-
-use crate::io::{Compression, GzipReader, HashingReader};
-
 
 use super::*;
 
@@ -41,7 +28,7 @@ pub enum EntryKind {
     Ignored,
 }
 
-fn valid_sha256(s: &str) -> bool {
+pub(super) fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -103,7 +90,7 @@ pub fn classify(path: &Path) -> Result<EntryKind> {
 }
 
 /// GVariant framing-offset width for a container whose body is `body` bytes with `n` offsets.
-fn offset_width(body: usize, n: usize) -> usize {
+pub(super) fn offset_width(body: usize, n: usize) -> usize {
     if body + n <= 0xff {
         1
     } else if body + 2 * n <= 0xffff {
@@ -158,12 +145,12 @@ pub fn regfile_checksum(uid: u32, gid: u32, mode: u32, xattrs: &[u8], data: &[u8
 
 /// Serialized `a(ayay)` xattrs and their parsed form (names without the trailing NUL).
 #[derive(Debug)]
-struct Xattrs {
-    raw: Vec<u8>,
-    list: Vec<(CString, Vec<u8>)>,
+pub(super) struct Xattrs {
+    pub(super) raw: Vec<u8>,
+    pub(super) list: Vec<(CString, Vec<u8>)>,
 }
 
-fn parse_xattrs(raw: Vec<u8>) -> Result<Xattrs> {
+pub(super) fn parse_xattrs(raw: Vec<u8>) -> Result<Xattrs> {
     use ostree_ext::glib;
     let v = glib::Variant::from_data::<Vec<(Vec<u8>, Vec<u8>)>, _>(raw.clone());
     let pairs: Vec<(Vec<u8>, Vec<u8>)> =
@@ -183,7 +170,7 @@ fn parse_xattrs(raw: Vec<u8>) -> Result<Xattrs> {
 
 /// Bytes of content in flight; a reader waits while the budget is spent.
 /// A metadata object's bytes in normal form (what ostree-ext stores), checked against its name.
-fn verified_metadata(kind: &str, checksum: &str, data: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn verified_metadata(kind: &str, checksum: &str, data: &[u8]) -> Result<Vec<u8>> {
     use ostree_ext::glib;
     let bytes = glib::Bytes::from(data);
     let v = match kind {
@@ -216,4 +203,3 @@ pub fn fuzz_object(kind: &str, data: &[u8]) {
         let _ = verified_metadata(kind, &"0".repeat(64), data);
     }
 }
-

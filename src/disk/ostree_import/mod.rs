@@ -44,33 +44,20 @@ mod format;
 mod pipeline;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use sha2::{Digest as _, Sha256};
+use anyhow::{Context, Result};
 
-use rustix::fs;
-
-use crate::io::{Compression, GzipReader, HashingReader};
-
-
+use crate::io::Compression;
 use codec::*;
+use format::*;
 pub use format::{
     classify, file_header, fuzz_object, parse_object_path, regfile_checksum, symlink_checksum,
     EntryKind,
 };
-use format::*;
-pub use pipeline::{import_commit_layer, import_layer};
 use pipeline::*;
+pub use pipeline::{import_commit_layer, import_layer};
 use writer::*;
 
 /// ostree-ext's ref prefix for imported layers (`store.rs` `LAYER_PREFIX`).
@@ -149,7 +136,6 @@ pub enum LayerKind {
 }
 
 /// Import the ostree commit layer `blob` (media type `media_type`, manifest digest
-
 pub use super::source::LayerBlob;
 
 /// ostree-ext's `parse_manifest_layout` over layer indices: the commit layer is always the
@@ -290,6 +276,8 @@ pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest as _, Sha256};
+
     use super::*;
     use ostree_ext::glib::prelude::*;
 

@@ -1,29 +1,23 @@
 //! The import pipeline: one reader thread walks the tar and verifies small objects inline,
 //! N workers hash and write content objects, a byte budget bounds what is in flight.
-#![allow(unused_imports)]
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest as _, Sha256};
 
-use rustix::fs;
-
 use crate::io::{Compression, GzipReader, HashingReader};
-
 
 use super::*;
 
-struct Budget {
+pub(super) struct Budget {
     used: Mutex<usize>,
     cv: Condvar,
     abort: AtomicBool,
@@ -66,8 +60,8 @@ impl Budget {
 }
 
 /// A buffer of content counted against the budget until dropped.
-struct Chunk {
-    data: Vec<u8>,
+pub(super) struct Chunk {
+    pub(super) data: Vec<u8>,
     budget: Arc<Budget>,
 }
 
@@ -78,12 +72,12 @@ impl Drop for Chunk {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MetaKind {
+pub(super) enum MetaKind {
     DirTree,
     DirMeta,
 }
 
-enum Body {
+pub(super) enum Body {
     Symlink(String),
     Regular {
         size: u64,
@@ -92,7 +86,7 @@ enum Body {
     },
 }
 
-enum Job {
+pub(super) enum Job {
     Meta {
         kind: MetaKind,
         checksum: String,
@@ -109,7 +103,7 @@ enum Job {
 }
 
 /// Header fields of a content object entry.
-fn owner_mode(h: &tar::Header) -> Result<(u32, u32, u32)> {
+pub(super) fn owner_mode(h: &tar::Header) -> Result<(u32, u32, u32)> {
     Ok((
         u32::try_from(h.uid()?)?,
         u32::try_from(h.gid()?)?,
@@ -265,7 +259,7 @@ pub fn import_layer(
 
 /// ostree-ext's record of an object-set layer (`Importer::finish_import_object_set`): one
 /// directory (root-owned, 0755, no xattrs) holding every content object under its checksum,
-struct Parsed {
+pub(super) struct Parsed {
     commit: Option<(String, Vec<u8>)>,
     commitmeta: Option<Vec<u8>>,
     /// Content objects of an object-set layer.
@@ -273,7 +267,12 @@ struct Parsed {
     blob: (String, u64),
 }
 
-fn read_small(entry: &mut impl Read, size: u64, max: u64, what: &str) -> Result<Vec<u8>> {
+pub(super) fn read_small(
+    entry: &mut impl Read,
+    size: u64,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
     ensure!(
         size <= max,
         "{what}: {size} bytes exceeds the limit of {max}"
@@ -286,7 +285,7 @@ fn read_small(entry: &mut impl Read, size: u64, max: u64, what: &str) -> Result<
 }
 
 /// The reader thread: walk the tar, verify small things inline, hand objects to workers.
-fn read_layer(
+pub(super) fn read_layer(
     decoder: Decoder,
     tx: &std::sync::mpsc::SyncSender<Job>,
     budget: &Arc<Budget>,
@@ -578,7 +577,7 @@ fn read_layer(
     })
 }
 
-fn read_chunk(
+pub(super) fn read_chunk(
     entry: &mut impl Read,
     n: usize,
     budget: &Arc<Budget>,

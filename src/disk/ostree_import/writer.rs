@@ -1,42 +1,33 @@
 //! Objects written into the bare repo as libostree writes them, fd-relative beneath
 //! `objects/`; object-set commits and refs through libostree.
-#![allow(unused_imports)]
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use rustix::fs;
 
-use crate::io::{Compression, GzipReader, HashingReader};
-
-
 use super::*;
 
 /// The repo's `objects/` directory, and which `xx` subdirectories exist.
-struct Objects {
+pub(super) struct Objects {
     path: PathBuf,
     fd: OwnedFd,
     made: Vec<AtomicBool>,
 }
 
 /// A failed syscall as an error naming what it was doing.
-fn sys<T>(r: rustix::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+pub(super) fn sys<T>(r: rustix::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
     r.map_err(io::Error::from).with_context(what)
 }
 
 impl Objects {
-    fn open(repo: &Path) -> Result<Objects> {
+    pub(super) fn open(repo: &Path) -> Result<Objects> {
         let path = repo.join("objects");
         let fd = sys(
             fs::open(
@@ -53,7 +44,7 @@ impl Objects {
         })
     }
 
-    fn ensure_dir(&self, checksum: &str) -> Result<()> {
+    pub(super) fn ensure_dir(&self, checksum: &str) -> Result<()> {
         let idx = usize::from_str_radix(&checksum[..2], 16).unwrap_or(0);
         if self.made[idx].load(Ordering::Relaxed) {
             return Ok(());
@@ -69,15 +60,15 @@ impl Objects {
         Ok(())
     }
 
-    fn rel(checksum: &str, ext: &str) -> String {
+    pub(super) fn rel(checksum: &str, ext: &str) -> String {
         format!("{}/{}.{ext}", &checksum[..2], &checksum[2..])
     }
 
-    fn tmp_rel(checksum: &str, ext: &str, worker: usize) -> String {
+    pub(super) fn tmp_rel(checksum: &str, ext: &str, worker: usize) -> String {
         format!("{}/.tmp-{worker}-{}.{ext}", &checksum[..2], &checksum[2..])
     }
 
-    fn create(&self, rel: &str, mode: u32) -> Result<File> {
+    pub(super) fn create(&self, rel: &str, mode: u32) -> Result<File> {
         let flags = fs::OFlags::WRONLY
             | fs::OFlags::CREATE
             | fs::OFlags::TRUNC
@@ -90,18 +81,24 @@ impl Objects {
         Ok(File::from(fd))
     }
 
-    fn rename(&self, from: &str, to: &str) -> Result<()> {
+    pub(super) fn rename(&self, from: &str, to: &str) -> Result<()> {
         sys(fs::renameat(&self.fd, from, &self.fd, to), || {
             format!("renaming {}/{from} to {to}", self.path.display())
         })
     }
 
-    fn unlink(&self, rel: &str) {
+    pub(super) fn unlink(&self, rel: &str) {
         let _ = fs::unlinkat(&self.fd, rel, fs::AtFlags::empty());
     }
 
     /// Metadata objects: plain 0644 files.
-    fn write_metadata(&self, checksum: &str, ext: &str, data: &[u8], worker: usize) -> Result<()> {
+    pub(super) fn write_metadata(
+        &self,
+        checksum: &str,
+        ext: &str,
+        data: &[u8],
+        worker: usize,
+    ) -> Result<()> {
         self.ensure_dir(checksum)?;
         let tmp = Self::tmp_rel(checksum, ext, worker);
         let mut f = self.create(&tmp, 0o644)?;
@@ -114,7 +111,7 @@ impl Objects {
         self.rename(&tmp, &Self::rel(checksum, ext))
     }
 
-    fn write_content(&self, job: Job, worker: usize) -> Result<u64> {
+    pub(super) fn write_content(&self, job: Job, worker: usize) -> Result<u64> {
         let Job::Content {
             checksum,
             uid,
@@ -234,7 +231,7 @@ impl Objects {
 /// committed with no parent, subject or metadata at time 0, and the layer ref on it. Written
 /// with libostree's own calls so the bytes (and so the commit checksum) are the ones
 /// ostree-ext writes.
-fn write_object_set_commit(
+pub(super) fn write_object_set_commit(
     repo: &Path,
     objects: &std::collections::BTreeSet<String>,
     ref_name: &str,
@@ -280,7 +277,7 @@ fn write_object_set_commit(
     result.with_context(ctx)
 }
 
-fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
+pub(super) fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
     use ostree_ext::{gio, ostree};
     let r = ostree::Repo::new_for_path(repo);
     r.open(gio::Cancellable::NONE)
@@ -289,4 +286,3 @@ fn set_ref(repo: &Path, ref_name: &str, commit: &str) -> Result<()> {
         .with_context(|| format!("setting ref {ref_name} in {}", repo.display()))?;
     Ok(())
 }
-

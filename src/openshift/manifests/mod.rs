@@ -30,7 +30,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 
-use crate::imageref::RegistryRef;
+use crate::oci::reference::RegistryRef;
 use types::*;
 
 /// How the image reaches the nodes.
@@ -496,7 +496,7 @@ mod tests {
 
     fn image() -> RegistryRef {
         match "quay.io/acme/rhcos-layered@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".parse().unwrap() {
-            crate::imageref::ImageRef::Registry(r) => r,
+            crate::oci::reference::ImageRef::Registry(r) => r,
             _ => unreachable!(),
         }
     }

@@ -1,0 +1,7 @@
+//! What an OpenShift install consumes: manifests for the pools ([`manifests`]), the
+//! install-config pieces ([`installconfig`]) and the whole install directory at whatever
+//! stage it is in ([`installkit`]).
+
+pub mod installconfig;
+pub mod installkit;
+pub mod manifests;
