@@ -24,7 +24,7 @@
 
 pub mod bootimage;
 pub mod boottest;
-pub mod cacert;
+pub(crate) mod cacert;
 pub mod cancel;
 pub mod cli;
 pub mod cmd;
@@ -32,14 +32,14 @@ pub mod disk;
 #[doc(hidden)]
 pub mod fuzz_api;
 pub mod ignition;
-pub mod image;
+pub(crate) mod image;
 pub mod io;
-pub mod iso;
+pub(crate) mod iso;
 pub mod oci;
 pub mod openshift;
 pub mod output;
 pub mod qemu;
 pub mod registry;
-pub mod stream;
+pub(crate) mod stream;
 #[doc(hidden)]
-pub mod units;
+pub(crate) mod units;

@@ -128,49 +128,48 @@ impl Stream {
             .map_err(|e| anyhow::anyhow!("{what}: not CoreOS stream metadata: {e}"))
     }
 
-    /// The disk artifact of `platform` for `arch`, by format preference (or `format`).
+    /// The `disk` artifact of `platform` for `arch` in the first of `formats` the stream
+    /// has, and that format; the error (prefixed `what`) says what the stream has instead.
     pub fn disk(
         &self,
         arch: &str,
         platform: &str,
-        format: Option<&str>,
+        formats: &[&str],
         what: &str,
-    ) -> Result<(&str, &Artifact)> {
+    ) -> Result<(String, &Artifact)> {
+        let has = |keys: Vec<&str>| {
+            if keys.is_empty() {
+                "none".to_string()
+            } else {
+                keys.join(", ")
+            }
+        };
         let a = self.architectures.get(arch).with_context(|| {
             format!(
-                "{what}: no architecture '{arch}' (has: {})",
-                self.architectures
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{what}: no artifacts for architecture '{arch}' (the stream has: {})",
+                has(self.architectures.keys().map(String::as_str).collect())
             )
         })?;
         let p = a.artifacts.get(platform).with_context(|| {
             format!(
-                "{what}: no platform '{platform}' for {arch} (has: {})",
-                a.artifacts.keys().cloned().collect::<Vec<_>>().join(", ")
+                "{what}: no '{platform}' artifact for {arch} (build it with `layerboot disk -p {platform}`); the stream has: {}",
+                has(a.artifacts.keys().map(String::as_str).collect())
             )
         })?;
-        let preference = ["raw.xz", "raw.gz", "qcow2.xz", "qcow2.gz", "raw", "qcow2"];
-        let chosen = match format {
-            Some(f) => p.formats.get_key_value(f).map(|(k, v)| (k.as_str(), v)),
-            None => preference
-                .iter()
-                .find_map(|f| p.formats.get_key_value(*f))
-                .or_else(|| p.formats.iter().next())
-                .map(|(k, v)| (k.as_str(), v)),
-        };
-        let (fmt, files) = chosen.with_context(|| {
-            format!(
-                "{what}: platform '{platform}' has no {} format",
-                format.unwrap_or("disk")
-            )
-        })?;
+        let (fmt, files) = formats
+            .iter()
+            .find_map(|f| p.formats.get_key_value(*f))
+            .with_context(|| {
+                format!(
+                    "{what}: {platform} for {arch} has no {} format (has: {})",
+                    formats.join(" or "),
+                    has(p.formats.keys().map(String::as_str).collect())
+                )
+            })?;
         let disk = files
             .get("disk")
             .with_context(|| format!("{what}: {platform} {fmt} has no 'disk' artifact"))?;
-        Ok((fmt, disk))
+        Ok((fmt.clone(), disk))
     }
 }
 
@@ -210,16 +209,17 @@ mod tests {
         let back = Stream::parse(text.as_bytes(), "stream.json").unwrap();
         assert_eq!(back, s);
         assert_eq!(
-            back.disk("x86_64", "metal", None, "s").unwrap(),
-            ("raw.xz", &art)
+            back.disk("x86_64", "metal", &["qcow2", "raw.xz"], "s")
+                .unwrap(),
+            ("raw.xz".to_string(), &art)
         );
 
         let foreign = r#"{"architectures":{"x86_64":{"images":{"aws":{}},"artifacts":{"openstack":
             {"formats":{"qcow2.xz":{"disk":{"location":"https://h/o.qcow2.xz","sha256":"cc"}}}}}}}}"#;
         let f = Stream::parse(foreign.as_bytes(), "f.json").unwrap();
-        let (fmt, d) = f.disk("x86_64", "openstack", None, "f").unwrap();
+        let (fmt, d) = f.disk("x86_64", "openstack", &["qcow2.xz"], "f").unwrap();
         assert_eq!(
-            (fmt, d.location.as_str(), d.signature.as_str()),
+            (fmt.as_str(), d.location.as_str(), d.signature.as_str()),
             ("qcow2.xz", "https://h/o.qcow2.xz", "")
         );
         let e = Stream::parse(b"{\"stream\": 1}", "bad.json").unwrap_err();

@@ -2,7 +2,7 @@
 //! The executor that writes a disk from a plan lives in [`crate::disk`].
 
 pub mod definition;
-pub mod plan;
+pub(crate) mod plan;
 
 pub use definition::{
     Catalog, Compression, CompressionSetting, Definition, Filesystem, Firmware, Format, Package,

@@ -34,8 +34,8 @@
 //! fw_cfg `opt/com.coreos/config` (Ignition's `qemu` platform; in the guest
 //! `/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw`).
 
-pub mod junit;
-pub mod matcher;
+pub(crate) mod junit;
+pub(crate) mod matcher;
 
 use std::ffi::OsString;
 use std::fmt;

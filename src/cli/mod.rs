@@ -11,17 +11,17 @@ use crate::disk::SourceImage;
 use crate::oci::reference::ImageRef;
 use crate::registry::{RegistryOptions, ResolvedImage};
 
-pub mod boot_test;
-pub mod disk;
-pub mod ignition;
-pub mod inspect;
-pub mod install_config;
-pub mod install_kit;
-pub mod iso;
-pub mod manifests;
-pub mod pull;
-pub mod registry_args;
-pub mod shell;
+pub(crate) mod boot_test;
+pub(crate) mod disk;
+pub(crate) mod ignition;
+pub(crate) mod inspect;
+pub(crate) mod install_config;
+pub(crate) mod install_kit;
+pub(crate) mod iso;
+pub(crate) mod manifests;
+pub(crate) mod pull;
+pub(crate) mod registry_args;
+pub(crate) mod shell;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerboot", version, about = "Boot your custom layered CoreOS/RHCOS image from cluster installation on", long_about = None)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -79,18 +79,20 @@ pub fn write_at(disk: &mut File, offset: u64, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Read back `len` bytes at `offset` (used by tests and verification).
-pub fn read_at(disk: &mut File, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0; len];
-    disk.seek(SeekFrom::Start(offset))?;
-    disk.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
     use crate::bootimage::{resolve, Catalog, PlanOptions};
+
+    /// Read back `len` bytes at `offset`.
+    fn read_at(disk: &mut File, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        disk.seek(SeekFrom::Start(offset))?;
+        disk.read_exact(&mut buf)?;
+        Ok(buf)
+    }
 
     /// The table the gpt crate writes reads back identically at both sector sizes, and
     /// sfdisk (util-linux) agrees on it.

@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-
 pub const PLATFORMS_JSON: &str = "usr/share/coreos-assembler/platforms.json";
 pub const IMAGE_JSON: &str = "usr/share/coreos-assembler/image.json";
 /// The image label naming the ostree stateroot.

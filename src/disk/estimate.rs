@@ -99,6 +99,7 @@ fn copied_at_deploy(path: &str) -> bool {
 /// links to them) counts each object once and each checkout entry as a dirent; a plain
 /// layer, as ostree-ext imports it, counts each file once as an object, its checkout as
 /// dirents and per directory the metadata objects of the merge commit.
+#[cfg(test)]
 pub fn tar_footprint<R: Read>(tar: R) -> Result<Footprint> {
     let mut counted = io::BufReader::with_capacity(1 << 20, CountingReader::new(tar));
     let mut counter = FootprintCounter::default();

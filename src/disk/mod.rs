@@ -11,20 +11,20 @@
 //! Everything happens in a staging directory beside the destination that is removed on
 //! success, failure or cancellation; the artifact appears only by atomic rename at the end.
 
-pub mod assemble;
-pub mod bootloader;
-pub mod bootupd_state;
+pub(crate) mod assemble;
+pub(crate) mod bootloader;
+pub(crate) mod bootupd_state;
 pub mod coreos;
 pub mod deploy;
-pub mod estimate;
-pub mod fs;
-pub mod image_exec;
+pub(crate) mod estimate;
+pub(crate) mod fs;
+pub(crate) mod image_exec;
 pub mod ostree_import;
-pub mod output;
-pub mod package;
-pub mod retarget;
-pub mod selinux;
-pub mod source;
+pub(crate) mod output;
+pub(crate) mod package;
+pub(crate) mod retarget;
+pub(crate) mod selinux;
+pub(crate) mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

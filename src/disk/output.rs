@@ -127,8 +127,7 @@ pub fn compress(
 }
 
 pub use crate::stream::{
-    artifact, artifact_location, parse_base_url, read_stream, Arch, Artifact, PlatformArtifacts,
-    Stream, StreamMetadata,
+    artifact, artifact_location, parse_base_url, read_stream, Artifact, Stream,
 };
 
 /// Where one artifact goes in a stream file: `architectures.<arch>.artifacts.<platform>`

@@ -2,8 +2,8 @@
 //! standalone first-boot rebase config ([`rebase`]). Both are built from the
 //! `ignition-config` crate's typed structs for the chosen spec version.
 
-pub mod pointer;
-pub mod rebase;
+pub(crate) mod pointer;
+pub(crate) mod rebase;
 
 use std::fmt;
 use std::str::FromStr;

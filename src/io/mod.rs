@@ -1,11 +1,11 @@
 //! Streaming I/O adapters: atomic output files, hashing while copying, progress.
 
 mod atomic;
-pub mod decompress;
+pub(crate) mod decompress;
 mod hashing;
 pub mod newc;
 mod pgzip;
-pub mod rooted;
+pub(crate) mod rooted;
 
 pub use atomic::{check_output, open_rw, write_atomic, AtomicFile, ORDINARY_MODE, SECRET_MODE};
 pub use decompress::{decompressed, Compression, GzipReader};

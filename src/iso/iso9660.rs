@@ -203,10 +203,6 @@ impl<R: Read + Seek> IsoFs<R> {
         self.file_len
     }
 
-    pub fn into_inner(self) -> R {
-        self.reader
-    }
-
     /// The entries of a directory, without `.` and `..`.
     pub fn list(&mut self, dir: &Entry) -> Result<Vec<Entry>> {
         ensure!(dir.is_dir, "{} is not a directory", dir.name);

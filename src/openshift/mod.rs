@@ -2,6 +2,6 @@
 //! install-config pieces ([`installconfig`]) and the whole install directory at whatever
 //! stage it is in ([`installkit`]).
 
-pub mod installconfig;
-pub mod installkit;
+pub(crate) mod installconfig;
+pub(crate) mod installkit;
 pub mod manifests;

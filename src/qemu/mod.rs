@@ -9,7 +9,7 @@
 
 pub mod accel;
 pub mod firmware;
-pub mod runner;
+pub(crate) mod runner;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -67,10 +67,6 @@ impl QemuProcess {
         })
     }
 
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
     /// Wait for QEMU to exit on its own (guest power-off, `-no-reboot` reboot, error).
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         if let Some(s) = self.reaped {

@@ -4,7 +4,7 @@
 //! manifest and config fetched and verified.
 
 pub mod auth;
-pub mod client;
+pub(crate) mod client;
 pub mod pull;
 
 use std::path::PathBuf;

@@ -248,42 +248,10 @@ fn find_format<'a>(
     explicit: Option<&str>,
     what: &str,
 ) -> Result<(String, &'a StreamArtifact)> {
-    let a = stream.architectures.get(arch).with_context(|| {
-        let has: Vec<&str> = stream.architectures.keys().map(String::as_str).collect();
-        format!(
-            "{what}: no artifacts for architecture '{arch}' (the stream has: {})",
-            if has.is_empty() {
-                "none".to_string()
-            } else {
-                has.join(", ")
-            }
-        )
-    })?;
-    let p = a.artifacts.get(stream_platform).with_context(|| {
-        let has: Vec<&str> = a.artifacts.keys().map(String::as_str).collect();
-        format!(
-            "{what}: no '{stream_platform}' artifact for {arch} (build it with `layerboot disk -p {stream_platform}`); the stream has: {}",
-            if has.is_empty() { "none".to_string() } else { has.join(", ") }
-        )
-    })?;
-    let wanted: Vec<&str> = match explicit {
-        Some(f) => vec![f],
-        None => formats.to_vec(),
-    };
-    let (fmt, files) = wanted
-        .iter()
-        .find_map(|f| p.formats.get_key_value(*f))
-        .with_context(|| {
-            format!(
-                "{what}: {stream_platform} for {arch} has no {} format (has: {})",
-                wanted.join(" or "),
-                p.formats.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
-    let disk = files
-        .get("disk")
-        .with_context(|| format!("{what}: {stream_platform} {fmt} has no 'disk' artifact"))?;
-    Ok((fmt.clone(), disk))
+    match explicit {
+        Some(f) => stream.disk(arch, stream_platform, &[f], what),
+        None => stream.disk(arch, stream_platform, formats, what),
+    }
 }
 
 /// The `URL?sha256=` for `artifact` with the checksum `kind` wants.

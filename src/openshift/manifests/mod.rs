@@ -18,9 +18,9 @@
 //! pools from the bootstrap manifests (bootkube copies `openshift/` into `manifests/`, so
 //! both directories reach it), and the pool must exist before its MachineOSConfig.
 
-pub mod installdir;
+pub(crate) mod installdir;
 pub mod names;
-pub mod types;
+pub(crate) mod types;
 
 use std::collections::BTreeMap;
 use std::fmt;
