@@ -1,9 +1,14 @@
 //! Issue #13: every cloud platform's boot image, built in one `layerboot disk` run, boots
 //! under UEFI to the derived layer's marker with its own `ignition.platform.id`, read by
 //! QEMU in the format the platform imports (vmdk, fixed VHD, qcow2; the GCE tarball, the
-//! OVA and the container disk unpacked first, as the platform does). OpenStack also gets
-//! its Ignition config the OpenStack way: a config drive (`config-2`,
-//! `openstack/latest/user_data`).
+//! OVA and the container disk unpacked first, as the platform does). Each gets its
+//! Ignition config the platform's way where QEMU can give it: a config drive (OpenStack,
+//! Nutanix, KubeVirt, IBM Cloud), or the metadata service at 169.254.169.254 (AWS IMDSv2,
+//! GCE, Azure IMDS), served by `metadata-service.sh` through QEMU's user network.
+//!
+//! The artifacts carry `rd.neednet=1 ip=dhcp`: CoreOS's initramfs brings the network up by
+//! itself when Ignition asks for it (`coreos-enable-network`); the example's Debian dracut
+//! initramfs does so only when told on the command line. Every full boot gets a NIC.
 //!
 //! The definitions are the shipped ones without compression (GCE's tarball keeps its
 //! gzip, at level 1): tests/disk_platforms.rs checks the compressed forms.
@@ -70,6 +75,7 @@ fn artifacts() -> &'static BTreeMap<String, PathBuf> {
             .arg(&dir)
             .args(["-p", &PLATFORMS.join(",")])
             .args(slow_machine_args())
+            .args(["--karg", "rd.neednet=1", "--karg", "ip=dhcp"])
             .output()
             .unwrap();
         assert!(
@@ -179,16 +185,45 @@ fn boot_with_config_drive(platform: &str, label: &str, path: &str) {
             path: iso,
             format: DiskFormat::Raw,
         });
+        s.extra_qemu_args = vec!["-nic".into(), "user,model=virtio-net-pci".into()];
     });
 }
 
-/// The platforms whose Ignition provider reads a metadata service (AWS IMDS, GCE metadata,
-/// Azure's wireserver and OVF CD-ROM): QEMU has none, and Ignition waits for it as it would
-/// on a cloud that is slow to answer. The proof stops there: the firmware found the disk in
-/// its format, GRUB booted the image's kernel with this platform's arguments from the
-/// retargeted /boot, and the image's Ignition started its fetch stage for this platform.
-fn boot_to_the_platforms_ignition_fetch(platform: &str) {
-    boot_to_the_initramfs(platform, "re:Starting .*Ignition \\(fetch\\)");
+/// Boots `platform`'s artifact with the metadata service at 169.254.169.254 serving its
+/// Ignition config, to the marker and the config's file; returns the service's request log
+/// ("METHOD PATH HEADER" lines).
+fn boot_with_metadata_service(platform: &str) -> String {
+    artifacts();
+    let n = nonce();
+    let dir = work_dir().join(format!("metadata-{platform}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let user_data = dir.join("user-data.ign");
+    write_first_boot_ignition(&user_data, &n);
+    let log = dir.join("requests.log");
+    std::fs::write(&log, "").unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu-tests/metadata-service.sh");
+    for p in [&script, &user_data, &log] {
+        assert!(
+            !p.to_string_lossy().contains([',', ' ']),
+            "QEMU's option syntax: {}",
+            p.display()
+        );
+    }
+    // guestfwd only reaches addresses inside the user network: make it 169.254.169.0/24.
+    let nic = format!(
+        "user,model=virtio-net-pci,net=169.254.169.0/24,host=169.254.169.2,dns=169.254.169.3,guestfwd=tcp:169.254.169.254:80-cmd:bash {} {} {}",
+        script.display(),
+        user_data.display(),
+        log.display()
+    );
+    let marker = format!("LAYERED-IGNITION IGN-{n}");
+    boot_to_marker(platform, |s| {
+        s.expect
+            .insert(2, layerboot::boottest::Pattern::parse(&marker).unwrap());
+        s.extra_qemu_args = vec!["-nic".into(), nic.into()];
+    });
+    std::fs::read_to_string(&log).unwrap().to_lowercase()
 }
 
 /// The firmware found the disk, GRUB booted the image's kernel with `platform`'s
@@ -240,19 +275,35 @@ fn boot_to_marker(platform: &str, extra: impl FnOnce(&mut BootTestSettings)) -> 
     cmdline
 }
 
+/// AWS: IMDSv2, a session token first, then the user data with that token.
 #[test]
-fn aws_vmdk_boots_to_the_platforms_ignition_fetch() {
-    boot_to_the_platforms_ignition_fetch("aws");
+fn aws_vmdk_boots_with_ignition_from_imdsv2() {
+    let log = boot_with_metadata_service("aws");
+    assert!(log.contains("put /latest/api/token"), "{log}");
+    assert!(
+        log.contains("get /2019-10-01/user-data x-aws-ec2-metadata-token"),
+        "{log}"
+    );
 }
 
+/// Azure: the user data from IMDS (base64), asked with `Metadata: true`.
 #[test]
-fn azure_fixed_vhd_boots_to_the_platforms_ignition_fetch() {
-    boot_to_the_platforms_ignition_fetch("azure");
+fn azure_fixed_vhd_boots_with_ignition_from_imds() {
+    let log = boot_with_metadata_service("azure");
+    assert!(
+        log.contains("get /metadata/instance/compute/userdata metadata\n"),
+        "{log}"
+    );
 }
 
+/// GCE: the `user-data` instance attribute, asked with `Metadata-Flavor: Google`.
 #[test]
-fn gcp_disk_raw_from_the_tarball_boots_to_the_platforms_ignition_fetch() {
-    boot_to_the_platforms_ignition_fetch("gcp");
+fn gcp_disk_raw_from_the_tarball_boots_with_ignition_from_the_metadata_server() {
+    let log = boot_with_metadata_service("gcp");
+    assert!(
+        log.contains("get /computemetadata/v1/instance/attributes/user-data metadata-flavor"),
+        "{log}"
+    );
 }
 
 /// IBM Cloud's provider reads a `cidata` drive's `/user-data`.
