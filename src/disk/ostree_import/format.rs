@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Result};
 use sha2::{Digest as _, Sha256};
 
-use super::*;
+use super::REPO_PREFIX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {

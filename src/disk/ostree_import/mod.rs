@@ -50,15 +50,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::io::Compression;
-use codec::*;
-use format::*;
 pub use format::{
     classify, file_header, fuzz_object, parse_object_path, regfile_checksum, symlink_checksum,
     EntryKind,
 };
-use pipeline::*;
 pub use pipeline::{import_commit_layer, import_layer};
-use writer::*;
 
 /// ostree-ext's ref prefix for imported layers (`store.rs` `LAYER_PREFIX`).
 const LAYER_REF_PREFIX: &str = "ostree/container/blob";
@@ -278,6 +274,7 @@ pub fn prefill_for_source(repo: &Path, source_imgref: &str) -> Result<Outcome> {
 mod tests {
     use sha2::{Digest as _, Sha256};
 
+    use super::format::{parse_xattrs, verified_metadata};
     use super::*;
     use ostree_ext::glib::prelude::*;
 

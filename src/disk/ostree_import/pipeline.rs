@@ -15,7 +15,14 @@ use sha2::{Digest as _, Sha256};
 
 use crate::io::{Compression, GzipReader, HashingReader};
 
-use super::*;
+use super::codec::Decoder;
+use super::format::{
+    classify, parse_object_path, parse_xattrs, valid_sha256, verified_metadata, EntryKind, Xattrs,
+};
+use super::writer::{set_ref, write_object_set_commit, Objects};
+use super::{
+    layer_ref, ImportStats, LayerKind, BYTES_IN_FLIGHT, CHUNK, MAX_METADATA_SIZE, MAX_XATTR_SIZE,
+};
 
 pub(super) struct Budget {
     used: Mutex<usize>,

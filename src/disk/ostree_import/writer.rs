@@ -12,7 +12,8 @@ use sha2::{Digest as _, Sha256};
 
 use rustix::fs;
 
-use super::*;
+use super::format::{file_header, symlink_checksum};
+use super::pipeline::{Body, Chunk, Job};
 
 /// The repo's `objects/` directory, and which `xx` subdirectories exist.
 pub(super) struct Objects {
