@@ -958,6 +958,126 @@ pub fn image_stem(display_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::layout::OciLayout;
+    use crate::oci::manifest::{OCI_CONFIG, OCI_MANIFEST};
+
+    /// A one-layer image in an OCI layout: a gzip tar holding `files`, with `labels`.
+    fn image_with(dir: &std::path::Path, files: &[(&str, &str)], labels: &str) -> SourceImage {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let layout = OciLayout::create(dir).unwrap();
+        let layer = layout
+            .write_blob(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &gz.finish().unwrap(),
+            )
+            .unwrap();
+        let diff_id = format!("sha256:{}", crate::io::sha256_reader(&tar[..]).unwrap().0);
+        let config = layout
+            .write_blob(
+                OCI_CONFIG,
+                format!(
+                    r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{labels}}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
+            config.digest, config.size, layer.digest, layer.size
+        );
+        let m = layout
+            .write_blob(OCI_MANIFEST, manifest.as_bytes())
+            .unwrap();
+        layout.set_ref(Some("os"), &m).unwrap();
+        SourceImage::open(dir, Some("os")).unwrap()
+    }
+
+    fn settings(
+        image: SourceImage,
+        names: &[&str],
+        size: Option<u64>,
+        out: &std::path::Path,
+    ) -> DiskSettings {
+        let cat = bootimage::Catalog::shipped().unwrap();
+        DiskSettings {
+            image,
+            bootimages: names
+                .iter()
+                .map(|n| (n.to_string(), cat.get(n).unwrap().clone()))
+                .collect(),
+            output: OutputChoice::Dir(out.to_path_buf()),
+            size,
+            extra_kargs: vec!["quiet".into()],
+            stateroot: None,
+            stream_metadata: None,
+            stream_name: "layered".into(),
+            base_url: None,
+        }
+    }
+
+    /// `plan` reads the image once and settles everything `build` needs: the CoreOS facts
+    /// (stateroot, kargs, compression from image.json), the output names and stream file,
+    /// one layout; and refuses what cannot be built before any work.
+    #[test]
+    fn plan_settles_the_build_from_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let image = image_with(
+            &d.path().join("layout"),
+            &[
+                (
+                    coreos::PLATFORMS_JSON,
+                    r#"{"metal":{"kernel_arguments":["console=ttyS0,115200n8"],"grub_commands":["serial --speed=115200","terminal_input serial console","terminal_output serial console"]},"qemu":{"kernel_arguments":["console=tty0"]}}"#,
+                ),
+                (coreos::IMAGE_JSON, r#"{"compressor":"gzip"}"#),
+                ("usr/bin/tool", "#!/bin/sh\n"),
+            ],
+            r#"{"ostree.bootable":"true","com.coreos.osname":"rhcos","org.opencontainers.image.version":"418.94"}"#,
+        );
+        let p = plan(settings(image.clone(), &["metal"], None, &out)).unwrap();
+        assert_eq!(p.stateroot, "rhcos");
+        assert_eq!(p.footprint.regular_files, 3);
+        assert_eq!(p.targets.len(), 1);
+        let t = &p.targets[0];
+        assert_eq!(
+            t.output,
+            out.join(format!(
+                "{}-418.94-metal.x86_64.raw.gz",
+                image_stem(&image.display_name)
+            ))
+        );
+        assert_eq!(p.stream_metadata, out.join("stream.json"));
+        assert!(
+            t.layout
+                .kargs
+                .contains(&"console=ttyS0,115200n8".to_string())
+                && t.layout.kargs.last() == Some(&"quiet".to_string())
+                && !t.layout.kargs.iter().any(|k| k.starts_with("root=")),
+            "{:?}",
+            t.layout.kargs
+        );
+
+        let e = plan(settings(image.clone(), &["metal", "metal4k"], None, &out)).unwrap_err();
+        assert!(
+            e.to_string().contains("have different disk layouts"),
+            "{e:#}"
+        );
+        let e = plan(settings(image, &["metal"], Some(64 << 20), &out)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is too small for this image"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn output_names() {
