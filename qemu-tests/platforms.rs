@@ -247,10 +247,18 @@ fn boot_to_the_initramfs(platform: &str, then: &str) {
 }
 
 fn boot_to_marker(platform: &str, extra: impl FnOnce(&mut BootTestSettings)) -> String {
+    boot_artifact_to_marker(platform, bootable(platform), extra)
+}
+
+fn boot_artifact_to_marker(
+    platform: &str,
+    artifact: Artifact,
+    extra: impl FnOnce(&mut BootTestSettings),
+) -> String {
     let _serial = full_os_boot_lock();
     let image = layered_image().unwrap();
     let mut s = settings(
-        bootable(platform),
+        artifact,
         Firmware::Uefi,
         512,
         &[
@@ -324,15 +332,86 @@ fn nutanix_compressed_qcow2_boots_with_ignition_from_a_config_drive() {
     boot_with_config_drive("nutanix", "config-2", "openstack/latest/user_data");
 }
 
-/// VMware's provider reads `guestinfo.ignition.config.data` through the VMware backdoor,
-/// which QEMU does not emulate; off VMware the image's Ignition (2.14) finds no provider
-/// and the first boot stops in the initramfs's emergency shell. With the consoles in
-/// platforms.yaml's order (`console=tty0` last, so systemd reports on the screen, not the
-/// serial port), the serial console shows the kernel and dracut starting: the proof stops
-/// there.
+/// VMware's provider reads `guestinfo.ignition.config.data` through the VMware backdoor's
+/// RPC channel, which QEMU does not emulate (its `vmport` answers the version and mouse
+/// commands only); off VMware the image's Ignition (2.14) finds no provider and the first
+/// boot stops in the initramfs's emergency shell. With the consoles in platforms.yaml's
+/// order (`console=tty0` last, so systemd reports on the screen, not the serial port), the
+/// serial console shows the kernel and dracut starting: this test stops there.
 #[test]
 fn vmware_ova_vmdk_boots_to_the_initramfs() {
     boot_to_the_initramfs("vmware", "re:Starting dracut-cmdline");
+}
+
+/// The OVA's disk with its first-boot stamp removed, as a first boot leaves it: GRUB no
+/// longer adds `ignition.firstboot`, Ignition does not run, and the disk boots the layered
+/// image to its marker with VMware's kernel arguments. What is not proven here is only
+/// Ignition's VMware provider (see above).
+#[test]
+fn vmware_ova_vmdk_without_the_first_boot_stamp_boots_the_layered_image() {
+    let Artifact::Vmdk(vmdk) = bootable("vmware") else {
+        panic!("the OVA holds a vmdk")
+    };
+    let raw = work_dir().join("platforms/vmware-after-first-boot.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&vmdk)
+        .arg(&raw));
+    let table = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(table.status.success());
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let boot = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "boot")
+        .expect("a partition named boot");
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
+    let dev = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(format!(
+            "--offset={}",
+            boot["start"].as_u64().unwrap() * sector
+        ))
+        .arg(format!(
+            "--sizelimit={}",
+            boot["size"].as_u64().unwrap() * sector
+        ))
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        dev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    let dev = String::from_utf8(dev.stdout).unwrap().trim().to_string();
+    let rm = Command::new("debugfs")
+        .args(["-w", "-R", "rm ignition.firstboot", &dev])
+        .output()
+        .unwrap();
+    run(Command::new("losetup").args(["-d", &dev]));
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let cmdline = boot_artifact_to_marker("vmware", Artifact::RawDisk(raw.clone()), |s| {
+        s.extra_qemu_args = vec!["-nic".into(), "user,model=virtio-net-pci".into()];
+    });
+    assert!(
+        !cmdline
+            .split_whitespace()
+            .any(|a| a == "ignition.firstboot"),
+        "{cmdline}"
+    );
+    let _ = std::fs::remove_file(&raw);
 }
 
 /// OpenStack's image, its Ignition config from a config drive (an ISO 9660 filesystem
