@@ -172,10 +172,42 @@ pub fn temp_prefix(base: &str) -> String {
     format!("{base}{}.", std::process::id())
 }
 
-/// Whether process `pid` is a running layerboot (any of its binaries).
-fn layerboot_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| comm.trim_end().starts_with("layerboot"))
+/// When process `pid` started, if it runs (from `/proc/<pid>/stat`'s start time in clock
+/// ticks after boot, and `/proc/stat`'s boot time). Rounded down by up to a second (the
+/// boot time is whole seconds).
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(boot)
+            + std::time::Duration::from_millis(ticks * 1000 / hz),
+    )
+}
+
+/// Whether the entry with metadata `meta`, named for process `pid`, still belongs to a
+/// running process: one with that id exists and started before the entry was last
+/// written. Any process counts, not only layerboot's binaries: the boot-test library runs
+/// inside test harnesses and other tools. A process that started later is another one
+/// that was given a reused id (2 s of slack for the rounding of start times).
+fn owner_alive(pid: u32, meta: &std::fs::Metadata) -> bool {
+    let Some(start) = process_start(pid) else {
+        return false;
+    };
+    match meta.modified() {
+        Ok(written) => start <= written + std::time::Duration::from_secs(2),
+        Err(_) => true,
+    }
 }
 
 /// Remove, in `dir`, the temporary files and directories named `base<pid>.…` (see
@@ -193,12 +225,18 @@ pub fn sweep_stale(dir: &Path, base: &str) {
         let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == std::process::id() || layerboot_alive(pid) {
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else {
+            continue;
+        };
+        if owner_alive(pid, &meta) {
             continue;
         }
         let path = e.path();
-        let removed = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+        let removed = match meta.file_type() {
+            t if t.is_dir() => std::fs::remove_dir_all(&path),
             _ => std::fs::remove_file(&path),
         };
         match removed {
@@ -247,11 +285,27 @@ mod tests {
         std::fs::create_dir(&mine).unwrap();
         let other = dir.path().join(".layerboot-pull.notapid");
         std::fs::create_dir(&other).unwrap();
-        // pid 1 runs, but it is not layerboot: its "temp" is stale too
-        let init = dir.path().join(".layerboot-pull.1.x");
-        std::fs::create_dir(&init).unwrap();
+        // A running process of any name owns its entries (a test harness running a boot
+        // test is no layerboot binary)...
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let live = dir
+            .path()
+            .join(format!(".layerboot-pull.{}.x", sleeper.id()));
+        std::fs::create_dir(&live).unwrap();
+        // ...but not entries last written before it started: those were left by an earlier
+        // process whose id was reused (pid 1 started at boot, long after 1970).
+        let reused = dir.path().join(".layerboot-pull.1.old");
+        std::fs::File::create(&reused)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
         sweep_stale(dir.path(), ".layerboot-pull.");
-        assert!(!dead.exists() && !dead_file.exists() && !init.exists());
-        assert!(mine.exists() && other.exists());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(!dead.exists() && !dead_file.exists() && !reused.exists());
+        assert!(mine.exists() && other.exists() && live.exists());
     }
 }
