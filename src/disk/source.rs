@@ -134,42 +134,9 @@ impl SourceImage {
     /// deploying) and the small files at `paths`, as [`Self::read_files`] reads them.
     /// Each layer is decompressed once.
     pub fn survey(&self, paths: &[&str]) -> Result<Survey> {
-        let mut wanted: std::collections::BTreeSet<String> =
-            paths.iter().map(|p| normalize(p)).collect();
-        let mut survey = Survey::default();
-        for layer in self.layers.iter().rev() {
-            let mut counter = super::estimate::FootprintCounter::default();
-            let mut counted = std::io::BufReader::with_capacity(
-                1 << 20,
-                super::estimate::CountingReader::new(open_layer(layer)?),
-            );
-            let mut scan =
-                scan_tar_with(&mut counted, &wanted, &BTreeMap::new(), MAX_READ, |e, p| {
-                    counter.entry(e, p)
-                })
-                .with_context(|| format!("reading layer {}", layer.digest))?;
-            // Trailing zero blocks: the footprint counts the whole stream.
-            std::io::copy(&mut counted, &mut std::io::sink())
-                .with_context(|| format!("reading layer {}", layer.digest))?;
-            survey.footprint += counter.finish(counted.get_ref().n);
-            if !scan.links.is_empty() {
-                let again = scan_tar(
-                    open_layer(layer)?,
-                    &Default::default(),
-                    &scan.links,
-                    MAX_READ,
-                )
-                .with_context(|| format!("reading layer {}", layer.digest))?;
-                scan.found.extend(again.found);
-            }
-            for p in scan.found.keys().chain(scan.hidden.iter()) {
-                wanted.remove(p);
-            }
-            for (k, v) in scan.found {
-                survey.files.entry(k).or_insert(v);
-            }
-        }
-        Ok(survey)
+        let mut footprint = super::estimate::Footprint::default();
+        let files = self.merged_files(paths, MAX_READ, Some(&mut footprint))?;
+        Ok(Survey { footprint, files })
     }
 
     /// Read small regular files of the image's filesystem by path (relative to `/`), from
@@ -182,21 +149,48 @@ impl SourceImage {
 
     /// [`Self::read_files`] with another size limit per file.
     pub fn read_files_up_to(&self, paths: &[&str], max: u64) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.merged_files(paths, max, None)
+    }
+
+    /// The layers newest first, merged as a container runtime merges them, for the files
+    /// at `paths`; with `footprint`, every layer is also measured in the same pass (else
+    /// the walk stops once every path is settled).
+    fn merged_files(
+        &self,
+        paths: &[&str],
+        max: u64,
+        mut footprint: Option<&mut super::estimate::Footprint>,
+    ) -> Result<BTreeMap<String, Vec<u8>>> {
         let mut wanted: std::collections::BTreeSet<String> =
             paths.iter().map(|p| normalize(p)).collect();
         let mut out = BTreeMap::new();
         for layer in self.layers.iter().rev() {
-            if wanted.is_empty() {
-                break;
-            }
-            let open = || open_layer(layer);
-            let mut scan = scan_tar(open()?, &wanted, &BTreeMap::new(), max)
-                .with_context(|| format!("reading layer {}", layer.digest))?;
+            let context = || format!("reading layer {}", layer.digest);
+            let mut scan = match footprint.as_deref_mut() {
+                None if wanted.is_empty() => break,
+                None => scan_tar(open_layer(layer)?, &wanted, &BTreeMap::new(), max)
+                    .with_context(context)?,
+                Some(total) => {
+                    let mut counter = super::estimate::FootprintCounter::default();
+                    let mut counted = std::io::BufReader::with_capacity(
+                        1 << 20,
+                        super::estimate::CountingReader::new(open_layer(layer)?),
+                    );
+                    let scan =
+                        scan_tar_with(&mut counted, &wanted, &BTreeMap::new(), max, |e, p| {
+                            counter.entry(e, p)
+                        })
+                        .with_context(context)?;
+                    // Trailing zero blocks: the footprint counts the whole stream.
+                    std::io::copy(&mut counted, &mut std::io::sink()).with_context(context)?;
+                    *total += counter.finish(counted.get_ref().n);
+                    scan
+                }
+            };
             if !scan.links.is_empty() {
                 // The linked objects came earlier in the stream than we kept: once more.
-                let targets: BTreeMap<String, String> = scan.links.clone();
-                let again = scan_tar(open()?, &Default::default(), &targets, max)
-                    .with_context(|| format!("reading layer {}", layer.digest))?;
+                let again = scan_tar(open_layer(layer)?, &Default::default(), &scan.links, max)
+                    .with_context(context)?;
                 scan.found.extend(again.found);
             }
             for p in scan.found.keys().chain(scan.hidden.iter()) {
