@@ -17,6 +17,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("gcp", include_str!("../../bootimages/gcp.toml")),
     ("ibmcloud", include_str!("../../bootimages/ibmcloud.toml")),
     ("kubevirt", include_str!("../../bootimages/kubevirt.toml")),
+    ("live", include_str!("../../bootimages/live.toml")),
     ("metal", include_str!("../../bootimages/metal.toml")),
     ("metal4k", include_str!("../../bootimages/metal4k.toml")),
     ("nutanix", include_str!("../../bootimages/nutanix.toml")),
@@ -88,6 +89,8 @@ pub enum Package {
     Ova,
     /// KubeVirt: an OCI archive whose one layer holds the qcow2 under `/disk/`.
     ContainerDisk,
+    /// The live ISO and PXE set made from the raw metal disk (`crate::disk::live`).
+    Live,
 }
 
 /// The artifact's extension before any compression suffix, as CoreOS names its files
@@ -98,6 +101,7 @@ pub fn artifact_extension(format: Format, package: Package) -> String {
         Package::GceTar => "tar".into(),
         Package::Ova => "ova".into(),
         Package::ContainerDisk => "ociarchive".into(),
+        Package::Live => "iso".into(),
     }
 }
 
@@ -324,6 +328,10 @@ fn validate(def: &Definition) -> Result<()> {
         Package::ContainerDisk => ensure!(
             def.format == Format::Qcow2 && !compressed,
             "package container-disk holds a qcow2 and is not compressed: set format = \"qcow2\" and compression = \"none\""
+        ),
+        Package::Live => ensure!(
+            def.format == Format::Raw && !compressed,
+            "package live is made from a raw disk and is not compressed: set format = \"raw\" and compression = \"none\""
         ),
     }
     ensure!(
@@ -626,6 +634,13 @@ mod tests {
                 "ociarchive",
             ),
             (
+                "live",
+                Format::Raw,
+                Package::Live,
+                CompressionSetting::None,
+                "iso",
+            ),
+            (
                 "nutanix",
                 Format::Qcow2,
                 Package::None,
@@ -648,7 +663,9 @@ mod tests {
             ),
         ] {
             let d = cat.get(name).unwrap();
-            assert_eq!(d.ignition_platform, name);
+            // The live ISO and PXE set boot bare metal.
+            let platform = if name == "live" { "metal" } else { name };
+            assert_eq!(d.ignition_platform, platform);
             assert_eq!(
                 (d.format, d.package, d.compression),
                 (format, package, compression),
@@ -675,6 +692,7 @@ mod tests {
                 "gcp",
                 "ibmcloud",
                 "kubevirt",
+                "live",
                 "metal",
                 "metal4k",
                 "nutanix",

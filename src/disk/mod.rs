@@ -19,6 +19,7 @@ pub mod deploy;
 pub(crate) mod estimate;
 pub(crate) mod fs;
 pub(crate) mod image_exec;
+pub(crate) mod live;
 pub mod ostree_import;
 pub(crate) mod output;
 pub(crate) mod package;
@@ -120,6 +121,19 @@ pub struct BuildReport {
     pub origin: String,
     pub kargs: Vec<String>,
     pub disk_size: u64,
+    /// The files published beside `output` (the live ISO's PXE set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_artifacts: Vec<OtherArtifact>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherArtifact {
+    pub output: PathBuf,
+    pub stream_format: String,
+    /// Its key under the stream format (`kernel`, `initramfs`, `rootfs`).
+    pub stream_entry: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The aleph file, `/.aleph-version.json` (+ the `.coreos-aleph-version.json` symlink),
@@ -514,6 +528,30 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
             deployment: mountpoint.join(&deployed.deploy_path),
         }),
     })?;
+    let wants_live = s
+        .targets
+        .iter()
+        .any(|t| t.layout.package == bootimage::Package::Live);
+    let live_files = if wants_live {
+        // Refused before the heavier steps: a live build of an image that cannot boot live.
+        let entries = bootloader::read_bls_entries(&boot_dir)?;
+        let initrd = entries
+            .first()
+            .and_then(|e| e.initrd.first())
+            .context("the deployment's BLS entry names no initramfs")?;
+        live::check_live_capable(live::initramfs_has_live_hook(
+            &boot_dir.join(initrd.trim_start_matches('/')),
+        )?)?;
+        let options = coreos_image
+            .as_ref()
+            .and_then(|c| c.image.as_ref())
+            .and_then(|i| i.other.get("live-rootfs-fsoptions"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        Some(live::ImageLiveFiles::read(&image_root, options)?)
+    } else {
+        None
+    };
     // Its descriptor would keep the root filesystem busy at the unmount.
     drop(image_root);
     let esp_dir = st.join("esp");
@@ -632,6 +670,38 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     cancel.check()?;
 
     step("disk assembled");
+    let live_context = live_files.as_ref().map(|image| LiveContext {
+        root_offset: root_part.offset,
+        root_size: root_part.size,
+        root_mount_options: match root_fs {
+            // A CoreOS root has a fixed UUID another build may have mounted.
+            bootimage::Filesystem::Xfs => "nouuid",
+            _ => "",
+        },
+        boot_dir: boot_dir.clone(),
+        esp_dir: esp_dir.clone(),
+        image,
+        efi: match &files.configs {
+            bootloader::GrubConfigs::Bootupd { .. } => live::EfiBoot::Chain {
+                esp: esp_dir.clone(),
+                vendor: efi_vendor(&esp_dir).unwrap_or_else(|| "BOOT".into()),
+            },
+            bootloader::GrubConfigs::Rendered { .. } => live::EfiBoot::Grub {
+                modules: [
+                    work.join("image-grub-x86_64-efi"),
+                    "/usr/lib/grub/x86_64-efi".into(),
+                ]
+                .into_iter()
+                .find(|d| d.join("kernel.img").is_file())
+                .unwrap_or_else(|| "/usr/lib/grub/x86_64-efi".into()),
+            },
+        },
+        coreos: coreos_image.is_some(),
+        osname: coreos_image
+            .as_ref()
+            .and_then(|c| c.osname.clone())
+            .unwrap_or_else(|| stateroot.clone()),
+    });
     // The other platforms first, each from a copy of this disk with its own /boot; the
     // first platform's conversion then consumes the disk itself.
     let mut published = Vec::new();
@@ -649,40 +719,69 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
             t,
             cancel,
         )?;
-        published.push(publish(s, t, &raw_t, st, &step, cancel)?);
+        published.push(publish(
+            s,
+            t,
+            &raw_t,
+            st,
+            live_context.as_ref(),
+            &step,
+            cancel,
+        )?);
     }
-    published.insert(0, publish(s, base, &raw_path, st, &step, cancel)?);
+    published.insert(
+        0,
+        publish(s, base, &raw_path, st, live_context.as_ref(), &step, cancel)?,
+    );
     cancel.check()?;
     // Read before the artifacts appear: if the stream file went bad meanwhile, nothing is
     // written.
     let mut stream = output::read_stream(&s.stream_metadata)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut reports = Vec::new();
-    for (t, (out, hashes)) in s.targets.iter().zip(published) {
+    for (t, artifacts) in s.targets.iter().zip(published) {
         let p = &t.layout;
-        out.commit_unsynced()?;
-        let file_name = t
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let artifact = output::artifact(
-            output::artifact_location(s.base_url.as_ref(), &file_name),
-            &hashes,
-        );
-        stream = Some(output::add_to_stream(
-            stream,
-            &s.stream_name,
-            &now,
-            output::StreamKey {
-                arch: "x86_64",
-                platform: &p.ignition_platform,
-                release: s.image.version().unwrap_or(s.image.digest.as_str()),
-                format: &p.stream_format,
-            },
-            artifact,
-        ));
-        reports.push(report(s, t, &deployed, hashes));
+        let mut main = None;
+        let mut others = Vec::new();
+        for a in artifacts {
+            let dest = a.out.dest().to_path_buf();
+            a.out.commit_unsynced()?;
+            let file_name = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let artifact = output::artifact(
+                output::artifact_location(s.base_url.as_ref(), &file_name),
+                &a.hashes,
+            );
+            stream = Some(output::add_to_stream(
+                stream,
+                &s.stream_name,
+                &now,
+                output::StreamKey {
+                    arch: "x86_64",
+                    platform: &p.ignition_platform,
+                    release: s.image.version().unwrap_or(s.image.digest.as_str()),
+                    format: &a.stream_format,
+                    entry: a.stream_entry,
+                },
+                artifact,
+            ));
+            if main.is_none() {
+                main = Some(a.hashes);
+            } else {
+                others.push(OtherArtifact {
+                    output: dest,
+                    stream_format: a.stream_format,
+                    stream_entry: a.stream_entry.to_string(),
+                    sha256: a.hashes.sha256,
+                    size: a.hashes.size,
+                });
+            }
+        }
+        let mut r = report(s, t, &deployed, main.context("a build published nothing")?);
+        r.other_artifacts = others;
+        reports.push(r);
     }
     crate::io::write_atomic(
         &s.stream_metadata,
@@ -833,16 +932,136 @@ fn write_filesystem(
 
 /// Convert, package and compress one target's disk into its (uncommitted) output file;
 /// `raw` is consumed.
+/// What the live artifacts are made from, besides the assembled disk.
+struct LiveContext<'a> {
+    root_offset: u64,
+    root_size: u64,
+    root_mount_options: &'static str,
+    boot_dir: PathBuf,
+    esp_dir: PathBuf,
+    image: &'a live::ImageLiveFiles,
+    efi: live::EfiBoot,
+    coreos: bool,
+    osname: String,
+}
+
+/// The EFI vendor directory of a staged ESP (`EFI/<vendor>`, not `EFI/BOOT`).
+fn efi_vendor(esp: &std::path::Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(esp.join("EFI"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.eq_ignore_ascii_case("BOOT"))
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+/// One file a target publishes and its place in stream metadata.
+struct Published {
+    out: AtomicFile,
+    hashes: output::Hashes,
+    stream_format: String,
+    /// `disk`, or for PXE `kernel`, `initramfs`, `rootfs`.
+    stream_entry: &'static str,
+}
+
+/// Move a finished file into its atomic output and hash it.
+fn publish_file(
+    src: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(AtomicFile, output::Hashes)> {
+    let out = AtomicFile::create(dest, 0o644)?;
+    std::fs::rename(src, out.temp_path())
+        .with_context(|| format!("moving {} to {}", src.display(), out.temp_path().display()))?;
+    let (sha256, size) = crate::io::sha256_file(out.temp_path())?;
+    Ok((
+        out,
+        output::Hashes {
+            uncompressed_sha256: sha256.clone(),
+            uncompressed_size: size,
+            sha256,
+            size,
+        },
+    ))
+}
+
+/// The live ISO and PXE set from the assembled metal disk (which it consumes).
+fn publish_live(
+    s: &DiskPlan,
+    t: &Target,
+    raw_path: &std::path::Path,
+    st: &std::path::Path,
+    live: &LiveContext,
+    step: &dyn Fn(&str),
+    cancel: &Cancel,
+) -> Result<Vec<Published>> {
+    let tag = &t.bootimage_name;
+    step(&format!(
+        "{tag}: making the live root squashfs, initramfs and ISO"
+    ));
+    let work = st.join(format!("{tag}-live"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let staged = live::build(
+        &live::Inputs {
+            raw: raw_path,
+            root_offset: live.root_offset,
+            root_size: live.root_size,
+            root_mount_options: live.root_mount_options,
+            boot_dir: &live.boot_dir,
+            esp_dir: &live.esp_dir,
+            image: live.image,
+            efi: live.efi.clone(),
+            coreos: live.coreos,
+            osname: &live.osname,
+            version: s.image.version().unwrap_or(s.image.digest.as_str()),
+            work: &work,
+        },
+        cancel,
+    )?;
+    std::fs::remove_file(raw_path)?;
+    cancel.check()?;
+    let pxe = live::pxe_outputs(&t.output);
+    let mut out = Vec::new();
+    for (src, dest, format, entry) in [
+        (&staged.iso, &t.output, "iso", "disk"),
+        (&staged.kernel, &pxe.kernel, "pxe", "kernel"),
+        (&staged.initramfs, &pxe.initramfs, "pxe", "initramfs"),
+        (&staged.rootfs, &pxe.rootfs, "pxe", "rootfs"),
+    ] {
+        step(&format!("{tag}: writing {}", dest.display()));
+        let (o, hashes) = publish_file(src, dest)?;
+        out.push(Published {
+            out: o,
+            hashes,
+            stream_format: format.into(),
+            stream_entry: entry,
+        });
+    }
+    log::info!(
+        "live ISO volume ID {}, kernel arguments {:?}",
+        staged.volume_id,
+        staged.kargs.default
+    );
+    Ok(out)
+}
+
 fn publish(
     s: &DiskPlan,
     t: &Target,
     raw_path: &std::path::Path,
     st: &std::path::Path,
+    live: Option<&LiveContext>,
     step: &dyn Fn(&str),
     cancel: &Cancel,
-) -> Result<(AtomicFile, output::Hashes)> {
+) -> Result<Vec<Published>> {
     let tag = &t.bootimage_name;
     let plan = &t.layout;
+    if plan.package == bootimage::Package::Live {
+        let live = live.context("a live build without the image's live files")?;
+        return publish_live(s, t, raw_path, st, live, step, cancel);
+    }
     let file_name = t
         .output
         .file_name()
@@ -915,7 +1134,12 @@ fn publish(
         }
     };
     cancel.check()?;
-    Ok((out, hashes))
+    Ok(vec![Published {
+        out,
+        hashes,
+        stream_format: plan.stream_format.clone(),
+        stream_entry: "disk",
+    }])
 }
 
 /// How full the deploy left the root filesystem, against the estimate it was sized from.
@@ -940,6 +1164,7 @@ fn report(s: &DiskPlan, t: &Target, deployed: &deploy::Deployed, h: output::Hash
         origin: s.image.target_imgref.clone(),
         kargs: plan.kargs.clone(),
         disk_size: plan.disk_size,
+        other_artifacts: Vec::new(),
     }
 }
 

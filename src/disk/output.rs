@@ -138,6 +138,8 @@ pub struct StreamKey<'a> {
     pub platform: &'a str,
     pub release: &'a str,
     pub format: &'a str,
+    /// The artifact's key in the format: `disk`; `kernel`, `initramfs`, `rootfs` for PXE.
+    pub entry: &'a str,
 }
 
 /// Add (or replace) one disk artifact in `existing` (a stream file from an earlier build,
@@ -154,6 +156,7 @@ pub fn add_to_stream(
         platform,
         release,
         format,
+        entry,
     } = key;
     let mut s = existing.unwrap_or_default();
     s.stream = stream_name.to_string();
@@ -173,7 +176,7 @@ pub fn add_to_stream(
     p.formats
         .entry(format.to_string())
         .or_default()
-        .insert("disk".to_string(), artifact);
+        .insert(entry.to_string(), artifact);
     // Artifacts written by earlier layerboot versions have no signature, which makes
     // coreos-installer refuse the whole format: give them the one they would get now.
     for a in s.architectures.values_mut() {
@@ -212,6 +215,7 @@ mod tests {
                 platform: "qemu",
                 release: "41.1",
                 format: "qcow2.xz",
+                entry: "disk",
             },
             a.clone(),
         );
@@ -241,6 +245,7 @@ mod tests {
                 platform: "metal",
                 release: "41.1",
                 format: "4k.raw.xz",
+                entry: "disk",
             },
             a.clone(),
         );
@@ -253,6 +258,7 @@ mod tests {
                 platform: "metal",
                 release: "41.1",
                 format: "raw.xz",
+                entry: "disk",
             },
             a.clone(),
         );
@@ -270,6 +276,7 @@ mod tests {
                 platform: "metal",
                 release: "42.0",
                 format: "raw.xz",
+                entry: "disk",
             },
             a,
         );
@@ -361,6 +368,7 @@ mod tests {
                 platform: "metal",
                 release: "1",
                 format: "4k.raw.xz",
+                entry: "disk",
             },
             artifact(
                 "https://h/b.raw.xz".into(),

@@ -69,6 +69,7 @@ pub fn vmware_settings(def: &Definition, coreos: Option<&CoreosImage>) -> Vmware
 pub fn write(package: Package, inputs: &Inputs, dest: &Path, cancel: &Cancel) -> Result<()> {
     match package {
         Package::None => unreachable!("nothing to package"),
+        Package::Live => unreachable!("live artifacts are published by disk::live"),
         Package::GceTar => gce_tar(inputs.disk, dest),
         Package::Ova => ova(inputs, dest),
         Package::ContainerDisk => container_disk(inputs, dest, cancel),
