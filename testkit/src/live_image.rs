@@ -15,6 +15,8 @@
 //!   `isofs`, `cdrom`, `sr_mod`), so none is added;
 //! - adds `/usr/bin/coreos-installer` (the host's build, see [`coreos_installer_binary`])
 //!   and `/usr/share/coreos-installer/example-config.yaml`;
+//! - adds a drop-in that keeps the example's first-boot stamp removal from failing on a
+//!   live system (its /boot is in the read-only squashfs);
 //! - replaces the marker, so a boot proves that *this* image booted.
 //!
 //! Without the live stamp (`/etc/coreos-live-initramfs`, which only the live artifacts'
@@ -41,6 +43,11 @@ const RECIPE_VERSION: &[u8] = b"live-image v1";
 pub const COREOS_INSTALLER_PATH: &str = "usr/bin/coreos-installer";
 pub const EXAMPLE_CONFIG_PATH: &str = "usr/share/coreos-installer/example-config.yaml";
 const EXAMPLE_CONFIG: &[u8] = include_bytes!("live/example-config.yaml");
+/// Drop-in (in the real root) for the example's first-boot stamp removal: the stamp of a
+/// live system is in the read-only squashfs.
+const FIRSTBOOT_DROPIN_PATH: &str =
+    "usr/lib/systemd/system/layerboot-firstboot-complete.service.d/50-layerboot-live.conf";
+const FIRSTBOOT_DROPIN: &[u8] = include_bytes!("live/layerboot-firstboot-complete-live.conf");
 
 /// The live module's files in the initramfs: (path, mode, content).
 const MODULE_FILES: &[(&str, u32, &[u8])] = &[
@@ -174,6 +181,7 @@ pub fn live_image() -> Result<LiveImage> {
         layered.digest.as_bytes(),
         installer_sha.as_bytes(),
         EXAMPLE_CONFIG,
+        FIRSTBOOT_DROPIN,
     ];
     for (path, mode, content) in MODULE_FILES {
         parts.push(path.as_bytes());
@@ -267,6 +275,11 @@ fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> 
             path: EXAMPLE_CONFIG_PATH.into(),
             mode: 0o644,
             content: EXAMPLE_CONFIG.to_vec(),
+        },
+        LayerEntry::File {
+            path: FIRSTBOOT_DROPIN_PATH.into(),
+            mode: 0o644,
+            content: FIRSTBOOT_DROPIN.to_vec(),
         },
         LayerEntry::File {
             path: MARKER_PATH.into(),
