@@ -12,6 +12,7 @@ pub mod initramfs;
 pub mod installer_guest;
 pub mod kernel;
 pub mod layered_image;
+pub mod live_image;
 pub mod liveiso;
 pub mod ostree_image;
 pub mod registry;
