@@ -74,10 +74,12 @@ pub fn make_fs(spec: &FsSpec, src: &Path, image: &Path) -> Result<()> {
 /// Mount options for a filesystem the deploy writes into. XFS: `allocsize` replaces the
 /// dynamic speculative preallocation (which grows with file size and is trimmed only on
 /// close or by a background scan) with a fixed 64 KiB per file, so the parallel
-/// importer's open files hold no space the root's footprint does not count.
+/// importer's open files hold no space the root's footprint does not count. `nouuid`:
+/// builds running side by side may make roots with one UUID (CoreOS's sentinel, or the
+/// same definition and image), which XFS otherwise refuses to mount twice.
 pub fn deploy_mount_options(fs: Filesystem) -> &'static str {
     match fs {
-        Filesystem::Xfs => "allocsize=64k",
+        Filesystem::Xfs => "allocsize=64k,nouuid",
         Filesystem::Ext4 | Filesystem::Vfat => "",
     }
 }
