@@ -252,6 +252,33 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
                 report.stream_metadata.display(),
                 report.stream_format
             )?;
+            for o in &report.other_artifacts {
+                crate::outln!(
+                    "wrote {} ({} bytes, sha256 {}; stream {} {})",
+                    o.output.display(),
+                    o.size,
+                    o.sha256,
+                    o.stream_format,
+                    o.stream_entry
+                )?;
+            }
+            if let Some(l) = &report.live {
+                crate::outln!(
+                    "  live ISO {}: kernel arguments {}; installs {}; installer configs {}",
+                    l.volume_id,
+                    l.kernel_arguments,
+                    if l.offline_install {
+                        "offline (osmet) or from --image-url"
+                    } else {
+                        "from --image-url/--image-file only (no osmet)"
+                    },
+                    if l.installer_config {
+                        "run (the image has coreos-installer)"
+                    } else {
+                        "not run (the image has no coreos-installer)"
+                    }
+                )?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -124,6 +124,9 @@ pub struct BuildReport {
     /// The files published beside `output` (the live ISO's PXE set).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_artifacts: Vec<OtherArtifact>,
+    /// Live builds: what the ISO supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -743,7 +746,9 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         let p = &t.layout;
         let mut main = None;
         let mut others = Vec::new();
+        let mut live = None;
         for a in artifacts {
+            live = live.or(a.live);
             let dest = a.out.dest().to_path_buf();
             a.out.commit_unsynced()?;
             let file_name = dest
@@ -781,6 +786,7 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         }
         let mut r = report(s, t, &deployed, main.context("a build published nothing")?);
         r.other_artifacts = others;
+        r.live = live;
         reports.push(r);
     }
     crate::io::write_atomic(
@@ -965,6 +971,21 @@ struct Published {
     stream_format: String,
     /// `disk`, or for PXE `kernel`, `initramfs`, `rootfs`.
     stream_entry: &'static str,
+    live: Option<LiveSummary>,
+}
+
+/// What a live ISO supports, for the build summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSummary {
+    pub volume_id: String,
+    /// The ISO's default kernel arguments (`coreos-installer iso kargs show --default`).
+    pub kernel_arguments: String,
+    /// `coreos-installer install` without `--image-url`/`--image-file` from the live
+    /// system: needs osmet files in rootfs.img (not made yet).
+    pub offline_install: bool,
+    /// The image has a coreos-installer, so installer configs (`iso customize
+    /// --dest-device` and the like) run on the live system.
+    pub installer_config: bool,
 }
 
 /// Move a finished file into its atomic output and hash it.
@@ -1023,6 +1044,12 @@ fn publish_live(
     std::fs::remove_file(raw_path)?;
     cancel.check()?;
     let pxe = live::pxe_outputs(&t.output);
+    let summary = LiveSummary {
+        volume_id: staged.volume_id.clone(),
+        kernel_arguments: staged.kargs.default.clone(),
+        offline_install: false,
+        installer_config: live.image.has_coreos_installer,
+    };
     let mut out = Vec::new();
     for (src, dest, format, entry) in [
         (&staged.iso, &t.output, "iso", "disk"),
@@ -1037,6 +1064,7 @@ fn publish_live(
             hashes,
             stream_format: format.into(),
             stream_entry: entry,
+            live: (entry == "disk").then(|| summary.clone()),
         });
     }
     log::info!(
@@ -1139,6 +1167,7 @@ fn publish(
         hashes,
         stream_format: plan.stream_format.clone(),
         stream_entry: "disk",
+        live: None,
     }])
 }
 
@@ -1165,6 +1194,7 @@ fn report(s: &DiskPlan, t: &Target, deployed: &deploy::Deployed, h: output::Hash
         kargs: plan.kargs.clone(),
         disk_size: plan.disk_size,
         other_artifacts: Vec::new(),
+        live: None,
     }
 }
 

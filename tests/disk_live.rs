@@ -1,0 +1,253 @@
+//! `layerboot disk -p live` end to end, without QEMU: the live ISO and PXE set built from
+//! the live-capable example image, checked against what CoreOS's tools expect of them
+//! (the real coreos-installer reads and rewrites the ISO's embed areas and extracts the
+//! PXE set from it), and an image that cannot boot live refused. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use layerboot_testkit::layered_image::layered_image;
+use layerboot_testkit::live_image::live_image;
+use serde_json::Value;
+
+fn layerboot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn coreos_installer(args: &[&str]) -> String {
+    ok(Command::new("coreos-installer").args(args))
+}
+
+fn sha256(p: &Path) -> String {
+    layerboot::io::sha256_file(p).unwrap().0
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
+    let image = live_image().expect("live example image");
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = layerboot(&[
+        "-q",
+        "disk",
+        &image.oci_ref(),
+        "-p",
+        "live",
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--base-url",
+        "http://127.0.0.1:8080/s/",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &report;
+    let iso = PathBuf::from(r["output"].as_str().unwrap());
+    assert!(name(&iso).ends_with("-live.x86_64.iso"), "{iso:?}");
+    assert_eq!(r["sha256"], sha256(&iso));
+
+    // The PXE set beside it, named as CoreOS names it, each in the report.
+    let stem = name(&iso).trim_end_matches(".x86_64.iso").to_string();
+    let others: Vec<(String, String, String)> = r["other_artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let p = PathBuf::from(a["output"].as_str().unwrap());
+            assert_eq!(a["sha256"], sha256(&p), "{p:?}");
+            (
+                name(&p),
+                a["stream_format"].as_str().unwrap().to_string(),
+                a["stream_entry"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = |suffix: &str, entry: &str| (format!("{stem}{suffix}"), "pxe".into(), entry.into());
+    assert_eq!(
+        others,
+        [
+            want("-kernel.x86_64", "kernel"),
+            want("-initramfs.x86_64.img", "initramfs"),
+            want("-rootfs.x86_64.img", "rootfs"),
+        ]
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}"); // the four and stream.json
+
+    // Stream metadata: metal's iso and pxe formats, as coreos-installer and
+    // openshift-install read them.
+    let stream: Value =
+        serde_json::from_slice(&std::fs::read(out.join("stream.json")).unwrap()).unwrap();
+    let metal = &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"];
+    assert_eq!(metal["iso"]["disk"]["sha256"], sha256(&iso));
+    assert_eq!(
+        metal["iso"]["disk"]["location"],
+        format!("http://127.0.0.1:8080/s/{}", name(&iso))
+    );
+    for (entry, suffix) in [
+        ("kernel", "-kernel.x86_64"),
+        ("initramfs", "-initramfs.x86_64.img"),
+        ("rootfs", "-rootfs.x86_64.img"),
+    ] {
+        let p = out.join(format!("{stem}{suffix}"));
+        assert_eq!(metal["pxe"][entry]["sha256"], sha256(&p), "{entry}");
+    }
+
+    // rootfs.img: root.squashfs first, at the offset the live initramfs mounts it from,
+    // holding the metal disk's root with its /boot and ESP.
+    let rootfs = out.join(format!("{stem}-rootfs.x86_64.img"));
+    let head = {
+        use std::io::Read;
+        let mut b = vec![0u8; 128];
+        std::fs::File::open(&rootfs)
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        b
+    };
+    assert_eq!(&head[110..124], b"root.squashfs\0");
+    assert_eq!(&head[124..128], b"hsqs");
+    let listing = ok(Command::new("unsquashfs")
+        .args(["-o", "124", "-lc"])
+        .arg(&rootfs));
+    for want in [
+        "squashfs-root/.aleph-version.json",
+        "squashfs-root/boot/loader",
+        "/entries/ostree-1-",
+        "squashfs-root/boot/efi/EFI/BOOT/BOOTX64.EFI",
+        "/usr/share/layered-ok/marker",
+        "/usr/bin/coreos-installer",
+    ] {
+        assert!(listing.contains(want), "root.squashfs lacks {want}");
+    }
+
+    // The ISO: hybrid (MBR signature and a GPT), El Torito for BIOS and UEFI.
+    let bytes = std::fs::read(&iso).unwrap();
+    assert_eq!(&bytes[510..512], &[0x55, 0xaa]);
+    assert_eq!(&bytes[512..520], b"EFI PART");
+    let eltorito = ok(Command::new("xorriso")
+        .args(["-indev"])
+        .arg(&iso)
+        .args(["-report_el_torito", "plain"]));
+    assert!(
+        eltorito.contains("BIOS") && eltorito.contains("UEFI"),
+        "{eltorito}"
+    );
+
+    // coreos-installer reads the kargs embed area: the default is what the report says.
+    let iso_s = iso.to_str().unwrap();
+    let default = coreos_installer(&["iso", "kargs", "show", "--default", iso_s]);
+    assert_eq!(
+        default.trim(),
+        r["live"]["kernel_arguments"].as_str().unwrap()
+    );
+    assert!(default.contains(&format!(
+        "coreos.liveiso={}",
+        r["live"]["volume_id"].as_str().unwrap()
+    )));
+    assert!(
+        !default.contains("ostree=") && !default.contains("root="),
+        "{default}"
+    );
+    assert_eq!(r["live"]["installer_config"], true);
+
+    // ... and rewrites it and the Ignition area in a copy.
+    let copy = dir.path().join("custom.iso");
+    std::fs::copy(&iso, &copy).unwrap();
+    let copy_s = copy.to_str().unwrap();
+    let ign = dir.path().join("c.ign");
+    std::fs::write(&ign, r#"{"ignition":{"version":"3.4.0"}}"#).unwrap();
+    coreos_installer(&[
+        "iso",
+        "ignition",
+        "embed",
+        "-i",
+        ign.to_str().unwrap(),
+        copy_s,
+    ]);
+    assert_eq!(
+        coreos_installer(&["iso", "ignition", "show", copy_s]).trim(),
+        r#"{"ignition":{"version":"3.4.0"}}"#
+    );
+    coreos_installer(&[
+        "iso",
+        "kargs",
+        "modify",
+        "-a",
+        "console=ttyS0,115200n8",
+        copy_s,
+    ]);
+    assert!(coreos_installer(&["iso", "kargs", "show", copy_s])
+        .trim()
+        .ends_with("console=ttyS0,115200n8"));
+    // layerboot's own reader sees the same.
+    let show = layerboot(&["iso", "show", copy_s]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(String::from_utf8_lossy(&show.stdout).contains("console=ttyS0,115200n8"));
+
+    // The PXE set extracted from the ISO is the one published beside it.
+    let px = dir.path().join("pxe");
+    std::fs::create_dir(&px).unwrap();
+    coreos_installer(&["iso", "extract", "pxe", "-o", px.to_str().unwrap(), iso_s]);
+    let iso_stem = name(&iso).trim_end_matches(".iso").to_string();
+    for (extracted, ours) in [
+        ("vmlinuz", "-kernel.x86_64"),
+        ("initrd.img", "-initramfs.x86_64.img"),
+        ("rootfs.img", "-rootfs.x86_64.img"),
+    ] {
+        assert_eq!(
+            sha256(&px.join(format!("{iso_stem}-{extracted}"))),
+            sha256(&out.join(format!("{stem}{ours}"))),
+            "{extracted}"
+        );
+    }
+}
+
+#[test]
+fn image_that_cannot_boot_live_is_refused_and_leaves_nothing() {
+    let image = layered_image().expect("example layered image");
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let o = layerboot(&[
+        "disk",
+        &image.oci_ref(),
+        "-p",
+        "live",
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot boot live") && err.contains("is-live-image"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
