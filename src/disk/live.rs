@@ -352,6 +352,8 @@ pub struct ImageLiveFiles {
     pub has_coreos_installer: bool,
     /// `mksquashfs` options from `image.json` (`live-rootfs-fsoptions`).
     pub squashfs_options: Option<String>,
+    /// os-release's `PRETTY_NAME`: the osmet files' description, as CoreOS's.
+    pub pretty_name: Option<String>,
 }
 
 impl ImageLiveFiles {
@@ -364,13 +366,25 @@ impl ImageLiveFiles {
         let example_config = image
             .read_opt(EXAMPLE_INSTALLER_CONFIG)?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let pretty_name = image
+            .read_opt("usr/lib/os-release")?
+            .and_then(|b| os_release_value(&String::from_utf8_lossy(&b), "PRETTY_NAME"));
         Ok(ImageLiveFiles {
             templates,
             example_config,
             has_coreos_installer: image.is_file(IMAGE_COREOS_INSTALLER),
             squashfs_options,
+            pretty_name,
         })
     }
+}
+
+/// One os-release value, unquoted (pure).
+pub fn os_release_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim_matches(|c| c == '"' || c == '\'').to_string())
+    })
 }
 
 fn collect_templates(
@@ -413,6 +427,8 @@ pub enum EfiBoot {
 /// Everything [`build`] needs.
 pub struct Inputs<'a> {
     pub raw: &'a Path,
+    /// The root partition's number (`<loop device>p<N>`).
+    pub root_partition: u32,
     pub root_offset: u64,
     pub root_size: u64,
     pub root_mount_options: &'a str,
@@ -424,6 +440,11 @@ pub struct Inputs<'a> {
     pub osname: &'a str,
     pub version: &'a str,
     pub work: &'a Path,
+    /// The deployment, relative to the root filesystem (where the image's
+    /// coreos-installer runs).
+    pub deploy_path: &'a Path,
+    /// The metal image's file name, which names its osmet file.
+    pub metal_name: &'a str,
 }
 
 /// The staged live artifacts.
@@ -435,6 +456,8 @@ pub struct Staged {
     pub rootfs: PathBuf,
     pub volume_id: String,
     pub kargs: KargsJson,
+    /// rootfs.img carries osmet data: the live system installs with no network.
+    pub offline_install: bool,
 }
 
 /// Build the live artifacts into `inp.work`.
@@ -473,9 +496,27 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
         .unwrap_or_else(|| "-comp zstd".into());
     make_squashfs(inp, &squashfs, &options)?;
     cancel.check()?;
+    // Offline install data, made by the image's own coreos-installer (as CoreOS does),
+    // where it has one.
+    let mut osmet = Vec::new();
+    if inp.image.has_coreos_installer {
+        let (sha256, _) = crate::io::sha256_file(inp.raw)?;
+        let dest = inp.work.join("metal.osmet");
+        pack_osmet(
+            inp,
+            &sha256,
+            inp.image.pretty_name.as_deref().unwrap_or(inp.osname),
+            &dest,
+        )?;
+        osmet.push((format!("{}.osmet", inp.metal_name), dest));
+        cancel.check()?;
+    }
     let rootfs = pxe.join("rootfs.img");
-    write_rootfs_img(&rootfs, &squashfs, inp.version, &[])?;
+    write_rootfs_img(&rootfs, &squashfs, inp.version, &osmet)?;
     fs::remove_file(&squashfs)?;
+    for (_, p) in &osmet {
+        fs::remove_file(p)?;
+    }
     let want_rootfs =
         stream_hash(File::open(&rootfs).with_context(|| format!("reading {}", rootfs.display()))?)?;
     cancel.check()?;
@@ -621,6 +662,7 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
         rootfs,
         volume_id: volid,
         kargs: kargs_json,
+        offline_install: !osmet.is_empty(),
     })
 }
 
@@ -867,6 +909,70 @@ fn find_after_header(hay: &[u8], needle: &[u8]) -> bool {
         .any(|(i, w)| w == needle && i >= HEADER_LEN && hay[i - HEADER_LEN..].starts_with(MAGIC))
 }
 
+/// `coreos-installer pack osmet` of the metal disk, by the image's own coreos-installer:
+/// the disk on a read-only loop device with its partitions added (`partx`), the
+/// deployment from its root partition as the root of the tool, in a private mount
+/// namespace. The tool mounts the boot and root partitions itself, by label.
+fn pack_osmet(inp: &Inputs, sha256: &str, description: &str, dest: &Path) -> Result<()> {
+    for (tool, pkg) in [
+        ("losetup", "mount"),
+        ("partx", "util-linux"),
+        ("chroot", "coreutils"),
+    ] {
+        cmd::require(tool, pkg)?;
+    }
+    let mnt = inp.work.join("osmet-root");
+    let out = inp.work.join("osmet-out");
+    for d in [&mnt, &out] {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    const SCRIPT: &str = r#"set -eu
+raw=$1 mnt=$2 deploy=$3 out=$4 sum=$5 desc=$6 root_part=$7
+dev=$(losetup --find --show --read-only "$raw")
+cleanup() {
+    umount -R "$mnt" 2>/dev/null || true
+    partx -d "$dev" 2>/dev/null || true
+    losetup -d "$dev"
+}
+trap cleanup EXIT
+partx -a "$dev"
+mount -o ro,nouuid "${dev}p$root_part" "$mnt" 2>/dev/null || mount -o ro "${dev}p$root_part" "$mnt"
+d=$mnt/$deploy
+mount -t tmpfs tmpfs "$d/run"
+mount -t tmpfs tmpfs "$d/tmp"
+mount --rbind /dev "$d/dev"
+mount -t proc proc "$d/proc"
+mount -t sysfs sysfs "$d/sys"
+mkdir "$d/run/osmet"
+mount --bind "$out" "$d/run/osmet"
+chroot "$d" /usr/bin/coreos-installer pack osmet "$dev" --description "$desc"     --checksum "$sum" --output /run/osmet/metal.osmet
+"#;
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        SCRIPT,
+        "sh",
+    ])
+    .arg(inp.raw)
+    .arg(&mnt)
+    .arg(inp.deploy_path)
+    .arg(&out)
+    .arg(sha256)
+    .arg(description)
+    .arg(inp.root_partition.to_string());
+    cmd::run(&mut c).context(
+        "making the offline install data with the image's coreos-installer (pack osmet)",
+    )?;
+    let made = out.join("metal.osmet");
+    fs::rename(&made, dest).with_context(|| format!("moving {}", made.display()))?;
+    Ok(())
+}
+
 /// Bail with the one line that says why an image cannot boot live (pure over what the
 /// deployed initramfs holds).
 pub fn check_live_capable(initramfs_has_live_hook: bool) -> Result<()> {
@@ -1097,6 +1203,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot boot live"));
+    }
+
+    #[test]
+    fn os_release_values_are_unquoted() {
+        let t = "NAME=\"Fedora Linux\"\nPRETTY_NAME=\"Fedora CoreOS 41.20241027.3.0\"\nID=fedora\nVARIANT_ID='coreos'\n";
+        assert_eq!(
+            os_release_value(t, "PRETTY_NAME").unwrap(),
+            "Fedora CoreOS 41.20241027.3.0"
+        );
+        assert_eq!(os_release_value(t, "ID").unwrap(), "fedora");
+        assert_eq!(os_release_value(t, "VARIANT_ID").unwrap(), "coreos");
+        assert_eq!(os_release_value(t, "NAM"), None);
     }
 
     #[test]

@@ -674,6 +674,8 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
 
     step("disk assembled");
     let live_context = live_files.as_ref().map(|image| LiveContext {
+        root_partition: root_part.number,
+        deploy_path: deployed.deploy_path.clone(),
         root_offset: root_part.offset,
         root_size: root_part.size,
         root_mount_options: match root_fs {
@@ -940,6 +942,8 @@ fn write_filesystem(
 /// `raw` is consumed.
 /// What the live artifacts are made from, besides the assembled disk.
 struct LiveContext<'a> {
+    root_partition: u32,
+    deploy_path: PathBuf,
     root_offset: u64,
     root_size: u64,
     root_mount_options: &'static str,
@@ -981,7 +985,8 @@ pub struct LiveSummary {
     /// The ISO's default kernel arguments (`coreos-installer iso kargs show --default`).
     pub kernel_arguments: String,
     /// `coreos-installer install` without `--image-url`/`--image-file` from the live
-    /// system: needs osmet files in rootfs.img (not made yet).
+    /// system: rootfs.img carries osmet data for 512-byte-sector disks, made by the
+    /// image's own coreos-installer.
     pub offline_install: bool,
     /// The image has a coreos-installer, so installer configs (`iso customize
     /// --dest-device` and the like) run on the live system.
@@ -1024,9 +1029,21 @@ fn publish_live(
     ));
     let work = st.join(format!("{tag}-live"));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // The osmet file is named for the metal image of this deployment.
+    let metal_name = format!(
+        "{}{}-metal.x86_64.raw",
+        image_stem(&s.image.display_name),
+        s.image
+            .version()
+            .map(|v| format!("-{v}"))
+            .unwrap_or_default()
+    );
     let staged = live::build(
         &live::Inputs {
             raw: raw_path,
+            root_partition: live.root_partition,
+            deploy_path: &live.deploy_path,
+            metal_name: &metal_name,
             root_offset: live.root_offset,
             root_size: live.root_size,
             root_mount_options: live.root_mount_options,
@@ -1047,7 +1064,7 @@ fn publish_live(
     let summary = LiveSummary {
         volume_id: staged.volume_id.clone(),
         kernel_arguments: staged.kargs.default.clone(),
-        offline_install: false,
+        offline_install: staged.offline_install,
         installer_config: live.image.has_coreos_installer,
     };
     let mut out = Vec::new();
