@@ -5,7 +5,7 @@
 #
 # usage: hand-iso.sh [--uefi] [--ignition CONFIG.ign] PXEDIR [MARKER]
 #   as root; PXEDIR holds vmlinuz, initrd.img and rootfs.img (hand-pxe.sh --no-boot).
-#   Writes PXEDIR/live.iso and the console in PXEDIR/serial-iso.log.
+#   Writes PXEDIR/live.iso and the console in PXEDIR/serial-iso-{bios,uefi}.log.
 #
 # The ISO has the layout of the repository's liveiso test fixture
 # (qemu-tests/fixtures/liveiso/build.sh, used as it is): volume id LAYERBOOT-LIVE,
@@ -50,7 +50,7 @@ if [ "$uefi" = 1 ]; then
     fw=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"
         -drive "if=pflash,format=raw,unit=1,file=$dir/OVMF_VARS.fd")
 fi
-log=$dir/serial-iso.log
+log=$dir/serial-iso-$([ "$uefi" = 1 ] && echo uefi || echo bios).log
 : > "$log"
 exec 9>/tmp/layerboot-full-os-boot.lock
 flock 9
