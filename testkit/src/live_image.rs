@@ -161,7 +161,8 @@ pub fn coreos_installer_binary() -> Result<PathBuf> {
     if let Some(p) = candidates.into_iter().find(|p| p.is_file()) {
         return Ok(p);
     }
-    if let Ok(out) = cmd::run_stdout(Command::new("sh").args(["-c", "command -v coreos-installer"])) {
+    if let Ok(out) = cmd::run_stdout(Command::new("sh").args(["-c", "command -v coreos-installer"]))
+    {
         let p = PathBuf::from(out.trim());
         if p.is_file() {
             return Ok(p);
@@ -245,6 +246,68 @@ pub fn live_initramfs(original: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Kernel modules a live boot needs: loop and squashfs for the root image, isofs, cdrom
+/// and sr_mod for the ISO.
+pub const LIVE_MODULES: &[&str] = &[
+    "drivers/block/loop",
+    "fs/squashfs/squashfs",
+    "fs/isofs/isofs",
+    "drivers/cdrom/cdrom",
+    "drivers/scsi/sr_mod",
+];
+
+/// Fail unless the image's initramfs has every module of [`LIVE_MODULES`] (as a file, in
+/// any compression, or built into the kernel per modules.builtin). The example's dracut
+/// run (`--no-hostonly`) includes them; the appended archive would have to carry them
+/// (with a modules.dep naming them) if it ever stopped doing so. An uncompressed
+/// early-microcode archive in front is skipped.
+fn check_live_modules(initramfs: &[u8], kver: &str) -> Result<()> {
+    use layerboot::io::newc::{parse_regular_files, MAGIC};
+    use std::io::Read;
+    let mut rest = initramfs;
+    let mut members = std::collections::BTreeMap::new();
+    while rest.starts_with(MAGIC) {
+        let n = parse_regular_files(rest, &mut members)?;
+        rest = &rest[n..];
+        while rest.first() == Some(&0) {
+            rest = &rest[1..];
+        }
+    }
+    let mut main = Vec::new();
+    layerboot::io::decompressed(std::io::BufReader::new(rest))?
+        .read_to_end(&mut main)
+        .context("decompressing the example's initramfs")?;
+    let mut at = 0;
+    while at + 6 <= main.len() && &main[at..at + 6] == MAGIC {
+        at += parse_regular_files(&main[at..], &mut members)?;
+        while main.get(at) == Some(&0) {
+            at += 1;
+        }
+    }
+    let dir = format!("usr/lib/modules/{kver}");
+    let builtin = members
+        .get(&format!("{dir}/modules.builtin"))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let missing: Vec<&str> = LIVE_MODULES
+        .iter()
+        .copied()
+        .filter(|m| {
+            let base = format!("{dir}/kernel/{m}.ko");
+            let in_archive = ["", ".xz", ".zst", ".gz"]
+                .iter()
+                .any(|ext| members.contains_key(&format!("{base}{ext}")));
+            !in_archive && !builtin.lines().any(|l| l == format!("kernel/{m}.ko"))
+        })
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the example's initramfs lacks kernel modules a live boot needs: {}",
+        missing.join(", ")
+    );
+    Ok(())
+}
+
 fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> Result<()> {
     let oci = staging.join("oci");
     // Blobs are immutable and named by digest: share them with the layered fixture.
@@ -260,6 +323,7 @@ fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> 
     let initramfs = files
         .get(&initramfs_path)
         .with_context(|| format!("the example image has no /{initramfs_path}"))?;
+    check_live_modules(initramfs, &kver)?;
     let entries = vec![
         LayerEntry::File {
             path: initramfs_path.clone(),
@@ -328,6 +392,74 @@ mod tests {
     #[ignore]
     fn build_live_image() {
         let image = live_image().unwrap();
-        println!("LIVE-IMAGE {} {} {}", image.oci_ref(), image.marker, image.digest);
+        println!(
+            "LIVE-IMAGE {} {} {}",
+            image.oci_ref(),
+            image.marker,
+            image.digest
+        );
+    }
+
+    fn gz_cpio(files: &[(&str, &[u8])]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = NewcWriter::new(Vec::new(), 1);
+        for (p, c) in files {
+            w.file(p, c, 0o644).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&w.finish().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn live_modules_checked_in_archive_and_builtin() {
+        let k = "6.1.0-x";
+        let lacking = gz_cpio(&[(
+            "usr/lib/modules/6.1.0-x/kernel/fs/squashfs/squashfs.ko",
+            b"m",
+        )]);
+        let err = check_live_modules(&lacking, k).unwrap_err().to_string();
+        assert!(
+            err.contains("drivers/block/loop") && !err.contains("squashfs"),
+            "{err}"
+        );
+        let builtin = b"kernel/drivers/block/loop.ko\nkernel/fs/isofs/isofs.ko\n";
+        let complete = gz_cpio(&[
+            ("usr/lib/modules/6.1.0-x/modules.builtin", builtin),
+            (
+                "usr/lib/modules/6.1.0-x/kernel/fs/squashfs/squashfs.ko.xz",
+                b"m",
+            ),
+            (
+                "usr/lib/modules/6.1.0-x/kernel/drivers/cdrom/cdrom.ko",
+                b"m",
+            ),
+            (
+                "usr/lib/modules/6.1.0-x/kernel/drivers/scsi/sr_mod.ko.zst",
+                b"m",
+            ),
+        ]);
+        check_live_modules(&complete, k).unwrap();
+        // An uncompressed early archive (microcode) in front is skipped over.
+        let mut early = NewcWriter::new(Vec::new(), 1);
+        early
+            .file("kernel/x86/microcode/GenuineIntel.bin", b"u", 0o644)
+            .unwrap();
+        let mut both = early.finish().unwrap();
+        both.resize(both.len() + 512, 0);
+        both.extend(complete);
+        check_live_modules(&both, k).unwrap();
+    }
+
+    /// The example image's own initramfs has every module a live boot needs.
+    #[test]
+    #[ignore]
+    fn example_initramfs_has_live_modules() {
+        let layered = layered_image().unwrap();
+        let image = SourceImage::open(&layered.oci_dir, Some(LAYERED_TAG)).unwrap();
+        let kver = image.labels["ostree.linux"].clone();
+        let path = format!("usr/lib/modules/{kver}/initramfs.img");
+        let files = image.read_files_up_to(&[&path], 1 << 30).unwrap();
+        check_live_modules(&files[&path], &kver).unwrap();
     }
 }

@@ -3,25 +3,29 @@
 # (the ISO as a CD-ROM, BIOS via isolinux or UEFI via GRUB with --uefi) that waits for
 # the image's `LAYERED-OK <marker>` on the serial console.
 #
-# usage: hand-iso.sh [--uefi] [--ignition CONFIG.ign] PXEDIR [MARKER]
+# usage: hand-iso.sh [--uefi] [--ignition CONFIG.ign] [--karg ARG]... PXEDIR [MARKER]
 #   as root; PXEDIR holds vmlinuz, initrd.img and rootfs.img (hand-pxe.sh --no-boot).
-#   Writes PXEDIR/live.iso and the console in PXEDIR/serial-iso.log.
+#   Writes PXEDIR/live.iso and the console in PXEDIR/serial-iso-{bios,uefi}.log.
 #
 # The ISO has the layout of the repository's liveiso test fixture
 # (qemu-tests/fixtures/liveiso/build.sh, used as it is): volume id LAYERBOOT-LIVE,
 # images/pxeboot/{vmlinuz,initrd.img,rootfs.img}, images/ignition.img (256 KiB embed area,
 # loaded as a second initrd), kargs `coreos.liveiso=LAYERBOOT-LIVE ignition.firstboot
 # ignition.platform.id=metal … console=ttyS0,115200n8`. With --ignition the config is
-# embedded with `coreos-installer iso ignition embed` (a cpio.xz holding config.ign).
+# embedded with `coreos-installer iso ignition embed` (a cpio.xz holding config.ign);
+# each --karg is added with `coreos-installer iso kargs modify -a` (e.g.
+# coreos.liveiso.fromram).
 # The guest runs under the machine-wide lock /tmp/layerboot-full-os-boot.lock.
 set -euo pipefail
 
 uefi=0
 ign=
+kargs=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --uefi) uefi=1; shift ;;
         --ignition) ign=$(realpath "$2"); shift 2 ;;
+        --karg) kargs+=("$2"); shift 2 ;;
         *) break ;;
     esac
 done
@@ -38,10 +42,13 @@ iso=$dir/live.iso
 rm -f "$iso"
 t0=$(date +%s)
 bash "$build" "$iso" "$dir/vmlinuz" "$dir/initrd.img" "$dir/rootfs.img"
+installer=${LAYERBOOT_COREOS_INSTALLER:-$(command -v coreos-installer || echo /root/.cargo/bin/coreos-installer)}
 if [ -n "$ign" ]; then
-    installer=${LAYERBOOT_COREOS_INSTALLER:-$(command -v coreos-installer || echo /root/.cargo/bin/coreos-installer)}
     "$installer" iso ignition embed -f -i "$ign" "$iso"
 fi
+for k in "${kargs[@]}"; do
+    "$installer" iso kargs modify -a "$k" "$iso"
+done
 echo "hand-iso: $iso ($(stat -c %s "$iso") bytes) in $(($(date +%s) - t0)) s"
 
 fw=()
@@ -50,7 +57,7 @@ if [ "$uefi" = 1 ]; then
     fw=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"
         -drive "if=pflash,format=raw,unit=1,file=$dir/OVMF_VARS.fd")
 fi
-log=$dir/serial-iso.log
+log=$dir/serial-iso-$([ "$uefi" = 1 ] && echo uefi || echo bios).log
 : > "$log"
 exec 9>/tmp/layerboot-full-os-boot.lock
 flock 9

@@ -8,6 +8,7 @@
 #   as root; METAL.raw is uncompressed. Writes OUTDIR/{vmlinuz,initrd.img,rootfs.img},
 #   OUTDIR/ignition.img with --ignition (a cpio.xz holding config.ign, as the live ISO's
 #   images/ignition.img), and the guest's console in OUTDIR/serial.log.
+#   env: LIVE_MEM (MiB, default 3072), LIVE_TIMEOUT (s, 900), LIVE_KARGS (more kargs).
 #
 # Contract (CoreOS's live artifacts):
 #   rootfs.img  uncompressed newc cpio, root.squashfs first (squashfs at byte 124), then
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -ge 2 ] || { sed -n '7,10p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '7,11p' "$0" >&2; exit 2; }
 disk=$(realpath "$1")
 out=$(realpath -m "$2")
 marker=${3:-}
