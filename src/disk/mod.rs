@@ -881,11 +881,15 @@ fn retargeted_copy(r: &RetargetInputs, t: &Target, cancel: &Cancel) -> Result<Pa
         crate::cmd::run(std::process::Command::new("cp").arg(flag).arg(from).arg(to))
             .with_context(|| format!("copying {what}"))
     };
+    let raw_t = r.st.join(format!("disk-{}.raw", t.bootimage_name));
+    if !retarget::needed(r.from, plan) {
+        copy("--sparse=always", r.raw, &raw_t, "the assembled disk")?;
+        return Ok(raw_t);
+    }
     let boot_t = r.st.join(format!("boot-{}", t.bootimage_name));
     copy("-a", r.boot_dir, &boot_t, "the staged /boot (labels kept)")?;
     retarget::apply(&boot_t, r.from, plan, r.configs)
         .with_context(|| format!("retargeting /boot for {}", t.bootimage_name))?;
-    let raw_t = r.st.join(format!("disk-{}.raw", t.bootimage_name));
     copy("--sparse=always", r.raw, &raw_t, "the assembled disk")?;
     let mut raw = std::fs::OpenOptions::new()
         .write(true)

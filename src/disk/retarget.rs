@@ -69,6 +69,16 @@ fn rewrite_in_place(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Whether `to`'s /boot differs from `from`'s at all (pure): kernel arguments, GRUB's
+/// serial console, CoreOS's console commands. When not, a copy of the disk is the other
+/// platform's disk byte for byte (the live ISO's osmet data then rebuilds exactly the
+/// metal image published beside it).
+pub fn needed(from: &Plan, to: &Plan) -> bool {
+    from.kargs != to.kargs
+        || from.grub_serial != to.grub_serial
+        || from.console_commands != to.console_commands
+}
+
 /// Change the staged boot tree `boot` (a copy of the first platform's, labels kept) from
 /// plan `from` to plan `to`. `configs`: what the bootloader step wrote there.
 pub fn apply(boot: &Path, from: &Plan, to: &Plan, configs: &GrubConfigs) -> Result<()> {
@@ -140,6 +150,26 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn metal_and_live_share_a_boot_tree_and_qemu_does_not() {
+        use crate::bootimage::{plan::resolve, Catalog, PlanOptions};
+        let cat = Catalog::shipped().unwrap();
+        let plan = |name: &str| {
+            resolve(
+                name,
+                cat.get(name).unwrap(),
+                &PlanOptions {
+                    size: Some(10 << 30),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        assert!(!needed(&plan("metal"), &plan("live")));
+        assert!(needed(&plan("metal"), &plan("qemu")));
+        assert!(needed(&plan("metal"), &plan("openstack")));
     }
 
     #[test]
