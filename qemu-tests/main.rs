@@ -7,5 +7,6 @@ mod common;
 mod coreos_installer;
 mod disk;
 mod iso;
+mod live;
 mod platforms;
 mod selinux;

@@ -1,0 +1,210 @@
+//! The live ISO and PXE set `layerboot disk -p live` builds from the live-capable example
+//! image, booted as kola's iso scenarios boot CoreOS's: the ISO as a CD under UEFI,
+//! customized by coreos-installer (its Ignition applied, its kernel argument on the
+//! command line); the ISO as a CD under BIOS, customized by layerboot; the hybrid ISO
+//! written to a disk under UEFI; the PXE kernel with the rootfs appended to the initramfs.
+//! Each reaches the derived layer's marker from the live root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use layerboot::boottest::{Artifact, Firmware};
+use layerboot_testkit::live_image::{live_image, LiveImage};
+
+use crate::common::full_os_boot_lock;
+use crate::disk::{reported, run_boot, settings, work_dir, write_first_boot_ignition};
+
+fn image() -> &'static LiveImage {
+    static I: OnceLock<LiveImage> = OnceLock::new();
+    I.get_or_init(|| live_image().expect("live example image"))
+}
+
+/// The live artifacts, built once per test process.
+struct Live {
+    iso: PathBuf,
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    rootfs: PathBuf,
+    /// The ISO's default kernel arguments.
+    kargs: String,
+}
+
+fn live() -> &'static Live {
+    static L: OnceLock<Live> = OnceLock::new();
+    L.get_or_init(|| {
+        let out = work_dir().join("live");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_layerboot"))
+            .args(["-q", "disk", &image().oci_ref(), "-p", "live", "--json"])
+            .arg("--output-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let other = |entry: &str| {
+            r["other_artifacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["stream_entry"] == entry)
+                .map(|a| PathBuf::from(a["output"].as_str().unwrap()))
+                .unwrap()
+        };
+        Live {
+            iso: PathBuf::from(r["output"].as_str().unwrap()),
+            kernel: other("kernel"),
+            initramfs: other("initramfs"),
+            rootfs: other("rootfs"),
+            kargs: r["live"]["kernel_arguments"].as_str().unwrap().to_string(),
+        }
+    })
+}
+
+const CONSOLE: &str = "console=ttyS0,115200n8";
+
+fn expect_marker_and_ignition(n: Option<&str>) -> Vec<String> {
+    let mut e = vec![format!("LAYERED-OK {}", image().marker)];
+    if let Some(n) = n {
+        e.push(format!("LAYERED-IGNITION IGN-{n}"));
+    }
+    e
+}
+
+fn copy(iso: &Path, name: &str) -> PathBuf {
+    let dest = work_dir().join(name);
+    std::fs::copy(iso, &dest).unwrap();
+    dest
+}
+
+fn ok(c: &mut Command) {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// UEFI, as a CD: the ISO customized by the real coreos-installer (Ignition embedded,
+/// console appended) boots live and applies that Ignition.
+#[test]
+fn live_iso_customized_by_coreos_installer_boots_uefi_cd() {
+    let l = live();
+    let _serial = full_os_boot_lock();
+    let iso = copy(&l.iso, "live-ci.iso");
+    let n = crate::common::nonce();
+    let ign = work_dir().join("live-ci.ign");
+    write_first_boot_ignition(&ign, &n);
+    ok(Command::new("coreos-installer")
+        .args(["iso", "ignition", "embed", "-i"])
+        .arg(&ign)
+        .arg(&iso));
+    ok(Command::new("coreos-installer")
+        .args(["iso", "kargs", "modify", "-a", CONSOLE])
+        .arg(&iso));
+    let mut s = settings(
+        Artifact::IsoCdrom(iso.clone()),
+        Firmware::Uefi,
+        512,
+        &expect_marker_and_ignition(Some(&n)),
+        None,
+        "live-iso-uefi",
+    );
+    s.memory_mib = 3072;
+    let o = run_boot(&s);
+    let cmdline = reported(&o, "Kernel command line:");
+    assert!(cmdline.contains(CONSOLE), "{cmdline}");
+    assert!(cmdline.contains("coreos.liveiso="), "{cmdline}");
+    std::fs::remove_file(&iso).unwrap();
+}
+
+/// BIOS, as a CD: the ISO customized by `layerboot iso customize`.
+#[test]
+fn live_iso_customized_by_layerboot_boots_bios_cd() {
+    let l = live();
+    let _serial = full_os_boot_lock();
+    let iso = work_dir().join("live-lb.iso");
+    let _ = std::fs::remove_file(&iso);
+    let n = crate::common::nonce();
+    let ign = work_dir().join("live-lb.ign");
+    write_first_boot_ignition(&ign, &n);
+    ok(Command::new(env!("CARGO_BIN_EXE_layerboot"))
+        .args(["-q", "iso", "customize", "--live-karg-append", CONSOLE])
+        .arg("--live-ignition")
+        .arg(&ign)
+        .arg("-o")
+        .arg(&iso)
+        .arg(&l.iso));
+    let mut s = settings(
+        Artifact::IsoCdrom(iso.clone()),
+        Firmware::Bios,
+        512,
+        &expect_marker_and_ignition(Some(&n)),
+        None,
+        "live-iso-bios",
+    );
+    s.memory_mib = 3072;
+    run_boot(&s);
+    std::fs::remove_file(&iso).unwrap();
+}
+
+/// PXE: the kernel, with the rootfs image appended to the initramfs (as a second initrd
+/// is), and the ISO's kernel arguments but the ISO's own.
+#[test]
+fn live_pxe_set_boots() {
+    let l = live();
+    let _serial = full_os_boot_lock();
+    let initrd = work_dir().join("live-pxe-initrd.img");
+    {
+        let mut out = std::fs::File::create(&initrd).unwrap();
+        for p in [&l.initramfs, &l.rootfs] {
+            std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut out).unwrap();
+        }
+    }
+    let append: Vec<&str> = l
+        .kargs
+        .split_whitespace()
+        .filter(|a| !a.starts_with("coreos.liveiso="))
+        .chain([CONSOLE])
+        .collect();
+    let mut s = settings(
+        Artifact::DirectKernel {
+            kernel: l.kernel.clone(),
+            initrd: Some(initrd.clone()),
+            append: append.join(" "),
+        },
+        Firmware::Bios,
+        512,
+        &expect_marker_and_ignition(None),
+        None,
+        "live-pxe",
+    );
+    s.memory_mib = 3072;
+    run_boot(&s);
+    std::fs::remove_file(&initrd).unwrap();
+}
+
+/// The hybrid ISO written to a disk (a USB stick) boots under UEFI.
+#[test]
+fn live_iso_as_disk_boots_uefi() {
+    let l = live();
+    let _serial = full_os_boot_lock();
+    let iso = copy(&l.iso, "live-disk.iso");
+    ok(Command::new("coreos-installer")
+        .args(["iso", "kargs", "modify", "-a", CONSOLE])
+        .arg(&iso));
+    let mut s = settings(
+        Artifact::IsoAsDisk(iso.clone()),
+        Firmware::Uefi,
+        512,
+        &expect_marker_and_ignition(None),
+        None,
+        "live-iso-as-disk",
+    );
+    s.memory_mib = 3072;
+    run_boot(&s);
+    std::fs::remove_file(&iso).unwrap();
+}
