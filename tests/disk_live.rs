@@ -46,12 +46,26 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
+    // The metal disk beside the live set (one deployment), uncompressed to compare.
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("metal.toml"),
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml"),
+        )
+        .unwrap()
+        .replace("compression = \"image\"", "compression = \"none\""),
+    )
+    .unwrap();
     let o = layerboot(&[
         "-q",
         "disk",
         &image.oci_ref(),
+        "--bootimages",
+        defs.to_str().unwrap(),
         "-p",
-        "live",
+        "metal,live",
         "--output-dir",
         out.to_str().unwrap(),
         "--base-url",
@@ -60,7 +74,8 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let r = &report;
+    let metal = PathBuf::from(report[0]["output"].as_str().unwrap());
+    let r = &report[1];
     let iso = PathBuf::from(r["output"].as_str().unwrap());
     assert!(name(&iso).ends_with("-live.x86_64.iso"), "{iso:?}");
     assert_eq!(r["sha256"], sha256(&iso));
@@ -95,16 +110,17 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "{files:?}"); // the four and stream.json
+    assert_eq!(files.len(), 6, "{files:?}"); // metal, the four and stream.json
 
     // Stream metadata: metal's iso and pxe formats, as coreos-installer and
     // openshift-install read them.
     let stream: Value =
         serde_json::from_slice(&std::fs::read(out.join("stream.json")).unwrap()).unwrap();
-    let metal = &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"];
-    assert_eq!(metal["iso"]["disk"]["sha256"], sha256(&iso));
+    let formats = &stream["architectures"]["x86_64"]["artifacts"]["metal"]["formats"];
+    assert_eq!(formats["raw"]["disk"]["sha256"], sha256(&metal));
+    assert_eq!(formats["iso"]["disk"]["sha256"], sha256(&iso));
     assert_eq!(
-        metal["iso"]["disk"]["location"],
+        formats["iso"]["disk"]["location"],
         format!("http://127.0.0.1:8080/s/{}", name(&iso))
     );
     for (entry, suffix) in [
@@ -113,7 +129,7 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         ("rootfs", "-rootfs.x86_64.img"),
     ] {
         let p = out.join(format!("{stem}{suffix}"));
-        assert_eq!(metal["pxe"][entry]["sha256"], sha256(&p), "{entry}");
+        assert_eq!(formats["pxe"][entry]["sha256"], sha256(&p), "{entry}");
     }
 
     // rootfs.img: root.squashfs first, at the offset the live initramfs mounts it from,
@@ -143,6 +159,51 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
     ] {
         assert!(listing.contains(want), "root.squashfs lacks {want}");
     }
+
+    // Offline install data: the osmet file in rootfs.img and the ostree repo in
+    // root.squashfs rebuild, with coreos-installer, exactly the metal disk published beside.
+    assert_eq!(r["live"]["offline_install"], true);
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    ok(Command::new("coreos-installer")
+        .args(["dev", "extract", "initrd", "-C"])
+        .arg(&x)
+        .arg(&rootfs));
+    let osmet = x.join(format!("{}.osmet", name(&metal)));
+    assert!(osmet.is_file(), "no {osmet:?} in rootfs.img");
+    ok(Command::new("unsquashfs")
+        .args(["-q", "-d"])
+        .arg(x.join("sq"))
+        .arg(x.join("root.squashfs"))
+        .arg("ostree/repo"));
+    let rebuilt = x.join("rebuilt.raw");
+    std::fs::File::create(&rebuilt)
+        .unwrap()
+        .set_len(std::fs::metadata(&metal).unwrap().len())
+        .unwrap();
+    let dev = ok(Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&rebuilt));
+    let dev = dev.trim().to_string();
+    let extracted = Command::new("coreos-installer")
+        .args(["dev", "extract", "osmet", "--osmet"])
+        .arg(&osmet)
+        .arg(x.join("sq/ostree/repo"))
+        .arg(&dev)
+        .output()
+        .unwrap();
+    ok(Command::new("losetup").args(["-d", &dev]));
+    assert!(
+        extracted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    assert_eq!(
+        sha256(&rebuilt),
+        sha256(&metal),
+        "osmet rebuilds the metal disk"
+    );
+    std::fs::remove_dir_all(&x).unwrap();
 
     // The ISO: hybrid (MBR signature and a GPT), El Torito for BIOS and UEFI.
     let bytes = std::fs::read(&iso).unwrap();
