@@ -155,6 +155,19 @@ fn install_kit_follows_the_installer_stages() {
         summary.contains("openshift-install wait-for bootstrap-complete"),
         "{summary}"
     );
+    // Bare metal: the layered image's own live ISO, customized per pool.
+    assert!(
+        summary.contains(&format!("layerboot disk {IMAGE}"))
+            && summary.contains("-p metal,live")
+            && summary.contains("OPENSHIFT_INSTALL_OS_IMAGE_OVERRIDE"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!(
+            "layerboot iso customize --dest-ignition {d}/worker-automount.ign"
+        )),
+        "{summary}"
+    );
 }
 
 fn kit_ok(args: &[&str]) -> String {

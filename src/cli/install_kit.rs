@@ -166,7 +166,13 @@ pub async fn run(args: InstallKitArgs) -> Result<()> {
         pinned.image,
         args.dir.display()
     );
-    let next = installkit::next_steps(&args.dir, stage, &args.manifests.pools, &rerun);
+    let next = installkit::next_steps(
+        &args.dir,
+        stage,
+        &args.manifests.pools,
+        &pinned.image.to_string(),
+        &rerun,
+    );
     if args.json {
         let report = KitReport {
             dir: args.dir.clone(),

@@ -155,7 +155,13 @@ pub fn pointer_files(dir: &Path, pools: &[String], spec: SpecVersion) -> Result<
 }
 
 /// The commands to run after this stage.
-pub fn next_steps(dir: &Path, stage: Stage, pools: &[String], rerun: &str) -> Vec<String> {
+pub fn next_steps(
+    dir: &Path,
+    stage: Stage,
+    pools: &[String],
+    image: &str,
+    rerun: &str,
+) -> Vec<String> {
     let d = dir.display();
     let custom: Vec<&String> = pools.iter().filter(|p| names::is_custom_pool(p)).collect();
     let mut steps = Vec::new();
@@ -178,9 +184,14 @@ pub fn next_steps(dir: &Path, stage: Stage, pools: &[String], rerun: &str) -> Ve
             }
         }
         Stage::IgnitionConfigs => {
-            for p in &custom {
+            // Bare metal boots the layered image from its first boot when its live ISO is
+            // made from it (docs/live.md); the live system installs it offline.
+            steps.push(format!(
+                "layerboot disk {image} -p metal,live --output-dir {d}/images    # the layered image's own live ISO and PXE set (UPI bare metal; agent-based: OPENSHIFT_INSTALL_OS_IMAGE_OVERRIDE=<the .iso> openshift-install agent create image)"
+            ));
+            for p in pools {
                 steps.push(format!(
-                    "layerboot iso customize --dest-ignition {d}/{p}.ign --dest-device /dev/sda rhcos-live.iso -o {p}.iso    # or serve {d}/{p}.ign over http"
+                    "layerboot iso customize --dest-ignition {d}/{p}.ign --dest-device /dev/sda {d}/images/<image>-live.x86_64.iso -o {p}.iso    # or serve {d}/{p}.ign over http"
                 ));
             }
             steps.push(format!(
