@@ -83,6 +83,9 @@ fn plain_ostree_image_and_selinux_policy() {
         text.contains("SELinux policy     (none: disks stay unlabelled)"),
         "{text}"
     );
+    assert_eq!(c["live"]["bootsLive"], false, "{c:#}");
+    assert_eq!(c["live"]["offlineInstall"], false, "{c:#}");
+    assert!(text.contains("live ISO           no ("), "{text}");
 
     let selinux = selinux_image().expect("SELinux fixture (needs root, semodule)");
     let (report, text) = inspect(&[&selinux.oci_ref()]);
@@ -135,5 +138,18 @@ fn content_of_an_unreadable_layout_is_a_warning_or_an_error() {
     assert!(
         err.starts_with("error: reading the image's files") && err.lines().count() == 1,
         "{err}"
+    );
+}
+
+#[test]
+fn live_capable_image_is_reported_so() {
+    let img = layerboot_testkit::live_image::live_image().expect("live example image");
+    let (report, text) = inspect(&[&img.oci_ref()]);
+    let live = &report["content"]["live"];
+    assert_eq!(live["bootsLive"], true, "{live:#}");
+    assert_eq!(live["offlineInstall"], true, "{live:#}");
+    assert!(
+        text.contains("live ISO           boots live; installs offline"),
+        "{text}"
     );
 }

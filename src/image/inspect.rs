@@ -80,19 +80,47 @@ pub struct Content {
     pub metal_compression: Option<String>,
     /// The SELinux policy its `/etc/selinux/config` selects: disks are labelled from it.
     pub selinux_policy: Option<String>,
+    /// What its live ISO (`disk -p live`) can do.
+    pub live: LiveSupport,
+}
+
+/// What an image's live ISO and PXE set can do, from its files.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveSupport {
+    /// Its initramfs has live-root support (`/usr/bin/is-live-image`, CoreOS's
+    /// `35coreos-live`): `disk -p live` builds; else it is refused.
+    pub boots_live: bool,
+    /// It carries coreos-installer: its live system installs offline (osmet data made by
+    /// that coreos-installer) and runs installer configs.
+    pub offline_install: bool,
 }
 
 /// The image's own facts, from its layers (thin I/O over the pure parsers of
 /// `disk::coreos` and `disk::selinux`).
 pub fn read_content(image: &SourceImage) -> anyhow::Result<Content> {
     use crate::disk::coreos::{from_files, IMAGE_JSON, PLATFORMS_JSON};
-    // One pass over the layers for every file.
-    let files = image.read_files(&[
+    use crate::disk::live::{initramfs_has_member, IMAGE_COREOS_INSTALLER, LIVE_HOOK};
+    // The deployment's initramfs: where the kernel the label names keeps it.
+    let initramfs = image
+        .labels
+        .get("ostree.linux")
+        .map(|k| format!("usr/lib/modules/{k}/initramfs.img"));
+    let mut paths = vec![
         PLATFORMS_JSON,
         IMAGE_JSON,
         SELINUX_CONFIG,
         USR_SELINUX_CONFIG,
-    ])?;
+        IMAGE_COREOS_INSTALLER,
+    ];
+    paths.extend(initramfs.as_deref());
+    // One pass over the layers for every file (an initramfs and a coreos-installer are
+    // tens of MiB).
+    let files = image.read_files_up_to(&paths, 1 << 30)?;
+    let boots_live = match initramfs.as_ref().and_then(|p| files.get(p)) {
+        Some(data) => initramfs_has_member(data, LIVE_HOOK).unwrap_or(false),
+        None => false,
+    };
     let coreos = from_files(
         files.get(PLATFORMS_JSON).map(Vec::as_slice),
         files.get(IMAGE_JSON).map(Vec::as_slice),
@@ -113,6 +141,10 @@ pub fn read_content(image: &SourceImage) -> anyhow::Result<Content> {
             .map(str::to_string),
         coreos,
         selinux_policy,
+        live: LiveSupport {
+            boots_live,
+            offline_install: files.contains_key(IMAGE_COREOS_INSTALLER),
+        },
     })
 }
 
@@ -432,6 +464,16 @@ fn render_content(s: &mut String, c: &Content) {
         c.selinux_policy
             .as_deref()
             .unwrap_or("(none: disks stay unlabelled)")
+    );
+    let _ = writeln!(
+        s,
+        "  {:<18} {}",
+        "live ISO",
+        match (c.live.boots_live, c.live.offline_install) {
+            (true, true) => "boots live; installs offline (the image's coreos-installer)",
+            (true, false) => "boots live; installs with --image-url only (no coreos-installer)",
+            (false, _) => "no (its initramfs has no live-root support: disk -p live refuses it)",
+        }
     );
 }
 
