@@ -15,11 +15,12 @@ mirror=${mirror:-http://deb.debian.org/debian}
 # What `layerboot disk` runs: skopeo (ostree-ext reads images through its proxy), the
 # mkfs tools, mtools and GRUB for the ESP and BIOS boot, qemu-img for every format but raw,
 # util-linux (mount, losetup, blkid, nsenter), setfiles for images with an SELinux policy,
-# tar for GCP tarballs; CA certificates for registries.
+# tar for GCP tarballs; squashfs-tools, xorriso and isolinux for the live ISO and PXE set;
+# CA certificates for registries.
 packages=(
   skopeo ostree qemu-utils e2fsprogs xfsprogs dosfstools mtools grub-common
   grub-efi-amd64-bin grub-pc-bin util-linux mount policycoreutils tar gzip xz-utils
-  ca-certificates
+  squashfs-tools xorriso isolinux syslinux-common ca-certificates
 )
 
 # debootstrap's --include cannot order these packages' configuration: apt in the new root
