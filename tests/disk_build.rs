@@ -109,7 +109,7 @@ fn bad_input_is_refused_before_any_work() {
         ),
         (
             vec!["disk", &oci, "--platform", "azur", "-o", out_s],
-            "unknown boot image 'azur': known are aws, azure, gcp, ibmcloud, kubevirt, metal,",
+            "unknown boot image 'azur': known are aws, azure, gcp, ibmcloud, kubevirt, live, metal,",
         ),
         (
             vec!["disk", &oci, "--size", "10 parsecs", "-o", out_s],

@@ -302,6 +302,17 @@ pub fn plan(s: DiskSettings) -> Result<DiskPlan> {
                 output.display()
             );
         }
+        let suffix = layout.compression.suffix();
+        if matches!(s.output, OutputChoice::File(_))
+            && !suffix.is_empty()
+            && !output.to_string_lossy().ends_with(suffix)
+        {
+            log::warn!(
+                "--output {}: {name} is written {}-compressed; a name ending in {suffix} says so",
+                output.display(),
+                &suffix[1..]
+            );
+        }
         targets.push(Target {
             bootimage_name: name,
             definition,
