@@ -264,6 +264,24 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
     assert!(coreos_installer(&["iso", "kargs", "show", copy_s])
         .trim()
         .ends_with("console=ttyS0,115200n8"));
+    // coreos-installer's customize, into a new ISO, reads the areas too.
+    let customized = dir.path().join("customized.iso");
+    coreos_installer(&[
+        "iso",
+        "customize",
+        "--live-karg-append",
+        "layerboot.test=1",
+        "--live-ignition",
+        ign.to_str().unwrap(),
+        "-o",
+        customized.to_str().unwrap(),
+        iso_s,
+    ]);
+    assert!(
+        coreos_installer(&["iso", "kargs", "show", customized.to_str().unwrap()])
+            .contains("layerboot.test=1")
+    );
+    std::fs::remove_file(&customized).unwrap();
     // layerboot's own reader sees the same.
     let show = layerboot(&["iso", "show", copy_s]);
     assert!(
