@@ -1,19 +1,20 @@
 //! The live ISO and PXE set `layerboot disk -p live` builds from the live-capable example
 //! image, booted as kola's iso scenarios boot CoreOS's: the ISO as a CD under UEFI,
 //! customized by coreos-installer (its Ignition applied, its kernel argument on the
-//! command line); the ISO as a CD under BIOS, customized by layerboot; the hybrid ISO
-//! written to a disk under UEFI; the PXE kernel with the rootfs appended to the initramfs.
-//! Each reaches the derived layer's marker from the live root.
+//! command line); the ISO as a CD under BIOS, customized by layerboot; the PXE kernel with
+//! the rootfs appended to the initramfs; the hybrid ISO written to a disk under UEFI,
+//! installing the layered image offline onto a blank disk, which then boots. Each reaches
+//! the derived layer's marker.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use layerboot::boottest::{Artifact, Firmware};
+use layerboot::boottest::{Artifact, DiskFormat, ExtraDisk, Firmware, Pattern};
 use layerboot_testkit::live_image::{live_image, LiveImage};
 
 use crate::common::full_os_boot_lock;
-use crate::disk::{reported, run_boot, settings, work_dir, write_first_boot_ignition};
+use crate::disk::{reported, run_boot, settings, urlencode, work_dir, write_first_boot_ignition};
 
 fn image() -> &'static LiveImage {
     static I: OnceLock<LiveImage> = OnceLock::new();
@@ -147,7 +148,9 @@ fn live_iso_customized_by_layerboot_boots_bios_cd() {
         "live-iso-bios",
     );
     s.memory_mib = 3072;
-    run_boot(&s);
+    let o = run_boot(&s);
+    let cmdline = reported(&o, "LAYERED-CMDLINE ");
+    assert!(cmdline.contains(CONSOLE), "{cmdline}");
     std::fs::remove_file(&iso).unwrap();
 }
 
@@ -187,24 +190,78 @@ fn live_pxe_set_boots() {
     std::fs::remove_file(&initrd).unwrap();
 }
 
-/// The hybrid ISO written to a disk (a USB stick) boots under UEFI.
+/// iso-as-disk and iso-offline-install: the hybrid ISO written to a disk (a USB stick)
+/// boots under UEFI, and the live system (no network) installs the layered image onto a blank disk with `coreos-installer install --offline`
+/// from the osmet data in the ISO's rootfs; that disk then boots under BIOS to the marker,
+/// with the Ignition config the install was given.
 #[test]
-fn live_iso_as_disk_boots_uefi() {
+fn live_iso_installs_offline_then_the_installed_disk_boots() {
     let l = live();
-    let _serial = full_os_boot_lock();
-    let iso = copy(&l.iso, "live-disk.iso");
+    let iso = copy(&l.iso, "live-install.iso");
+    let n = crate::common::nonce();
+    let dest_ign = work_dir().join("live-install-dest.ign");
+    write_first_boot_ignition(&dest_ign, &n);
+    let unit = "[Unit]\nDescription=Install the live image offline\n\
+        After=layerboot-liveiso-osmet.service\nRequires=layerboot-liveiso-osmet.service\n\
+        [Service]\nType=oneshot\nStandardOutput=journal+console\nStandardError=journal+console\n\
+        ExecStart=/bin/sh -c 'if coreos-installer install --offline --ignition-file /etc/dest.ign /dev/disk/by-id/virtio-extra1; then echo LIVE-INSTALL-OK; else echo LIVE-INSTALL-FAILED; fi > /dev/kmsg; systemctl --no-block poweroff'\n\
+        [Install]\nWantedBy=multi-user.target\n";
+    let live_ign = serde_json::json!({
+        "ignition": {"version": "3.3.0"},
+        "storage": {"files": [{
+            "path": "/etc/dest.ign", "mode": 420,
+            "contents": {"source": format!("data:,{}", urlencode(&std::fs::read_to_string(&dest_ign).unwrap()))}
+        }]},
+        "systemd": {"units": [{"name": "live-install.service", "enabled": true, "contents": unit}]}
+    });
+    let live_ign_path = work_dir().join("live-install.ign");
+    std::fs::write(&live_ign_path, live_ign.to_string()).unwrap();
+    ok(Command::new("coreos-installer")
+        .args(["iso", "ignition", "embed", "-i"])
+        .arg(&live_ign_path)
+        .arg(&iso));
     ok(Command::new("coreos-installer")
         .args(["iso", "kargs", "modify", "-a", CONSOLE])
         .arg(&iso));
+    let target = work_dir().join("live-installed.raw");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+
+    let _serial = full_os_boot_lock();
+    // The ISO written to a disk (iso-as-disk) under UEFI, the install target beside it.
     let mut s = settings(
         Artifact::IsoAsDisk(iso.clone()),
         Firmware::Uefi,
         512,
-        &expect_marker_and_ignition(None),
+        &["LIVE-INSTALL-OK".into()],
         None,
-        "live-iso-as-disk",
+        "live-offline-install",
     );
     s.memory_mib = 3072;
-    run_boot(&s);
+    s.extra_disks = vec![ExtraDisk::File {
+        path: target.clone(),
+        format: DiskFormat::Raw,
+    }];
+    s.wait_for_poweroff = true;
+    s.fail_on
+        .push(Pattern::parse("LIVE-INSTALL-FAILED").unwrap());
+    let o = run_boot(&s);
+    assert!(
+        o.console.contains("Install complete."),
+        "coreos-installer did not complete"
+    );
     std::fs::remove_file(&iso).unwrap();
+
+    let s = settings(
+        Artifact::RawDisk(target.clone()),
+        Firmware::Bios,
+        512,
+        &expect_marker_and_ignition(Some(&n)),
+        None,
+        "live-installed-disk",
+    );
+    run_boot(&s);
+    std::fs::remove_file(&target).unwrap();
 }

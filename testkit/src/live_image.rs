@@ -10,13 +10,20 @@
 //!   124; ephemeral tmpfs `/etc` and `/var`; `/run/ostree-live`), `/usr/sbin/ostree-cmdline`
 //!   (synthesizes `ostree=` for ostree-prepare-root), and units that load the loop /
 //!   squashfs / iso9660 / CD-ROM modules, check the PXE rootfs version, copy `/config.ign`
-//!   to Ignition's `/usr/lib/ignition/user.ign` and keep PXE osmet files;
+//!   to Ignition's `/usr/lib/ignition/user.ign` and keep PXE osmet files; and, for disks
+//!   installed from it, a unit that takes `/boot/ignition/config.ign` (what
+//!   `coreos-installer install --ignition-file` writes) as the user config on first boot;
 //!   the initramfs already has every kernel module a live boot needs (`loop`, `squashfs`,
 //!   `isofs`, `cdrom`, `sr_mod`), so none is added;
 //! - adds `/usr/bin/coreos-installer` (the host's build, see [`coreos_installer_binary`])
 //!   and `/usr/share/coreos-installer/example-config.yaml`;
 //! - adds a drop-in that keeps the example's first-boot stamp removal from failing on a
 //!   live system (its /boot is in the read-only squashfs);
+//! - adds a real-root unit that extracts the live ISO's osmet files from `rootfs.img` on
+//!   the ISO into `/run/coreos-installer/osmet` with the image's coreos-installer (the
+//!   initramfs has no cpio reader), standing in for CoreOS's
+//!   `coreos-liveiso-persist-osmet.service`, and a tmpfs `/tmp` as CoreOS has (the live
+//!   root is read-only);
 //! - replaces the marker, so a boot proves that *this* image booted.
 //!
 //! Without the live stamp (`/etc/coreos-live-initramfs`, which only the live artifacts'
@@ -48,6 +55,16 @@ const EXAMPLE_CONFIG: &[u8] = include_bytes!("live/example-config.yaml");
 const FIRSTBOOT_DROPIN_PATH: &str =
     "usr/lib/systemd/system/layerboot-firstboot-complete.service.d/50-layerboot-live.conf";
 const FIRSTBOOT_DROPIN: &[u8] = include_bytes!("live/layerboot-firstboot-complete-live.conf");
+/// Unit (in the real root) that extracts the live ISO's osmet files for an offline
+/// install, and its enablement.
+const ISO_OSMET_UNIT_PATH: &str = "usr/lib/systemd/system/layerboot-liveiso-osmet.service";
+const ISO_OSMET_UNIT: &[u8] = include_bytes!("live/layerboot-liveiso-osmet.service");
+const ISO_OSMET_WANTS: &str =
+    "usr/lib/systemd/system/multi-user.target.wants/layerboot-liveiso-osmet.service";
+/// A tmpfs /tmp (real root), as CoreOS has: the live root is read-only.
+const TMP_MOUNT_PATH: &str = "usr/lib/systemd/system/tmp.mount";
+const TMP_MOUNT: &[u8] = include_bytes!("live/tmp.mount");
+const TMP_MOUNT_WANTS: &str = "usr/lib/systemd/system/local-fs.target.wants/tmp.mount";
 
 /// The live module's files in the initramfs: (path, mode, content).
 const MODULE_FILES: &[(&str, u32, &[u8])] = &[
@@ -80,6 +97,16 @@ const MODULE_FILES: &[(&str, u32, &[u8])] = &[
         "usr/libexec/layerboot-live-setup-user",
         0o755,
         include_bytes!("live/layerboot-live-setup-user"),
+    ),
+    (
+        "usr/libexec/layerboot-disk-setup-user",
+        0o755,
+        include_bytes!("live/layerboot-disk-setup-user"),
+    ),
+    (
+        "usr/lib/systemd/system/layerboot-disk-setup-user.service",
+        0o644,
+        include_bytes!("live/layerboot-disk-setup-user.service"),
     ),
     (
         "usr/libexec/layerboot-live-osmet",
@@ -119,6 +146,10 @@ const MODULE_LINKS: &[(&str, &str)] = &[
     (
         "usr/lib/systemd/system/ignition-fetch-offline.service.requires/layerboot-live-setup-user.service",
         "../layerboot-live-setup-user.service",
+    ),
+    (
+        "usr/lib/systemd/system/ignition-fetch-offline.service.wants/layerboot-disk-setup-user.service",
+        "../layerboot-disk-setup-user.service",
     ),
     (
         "usr/lib/systemd/system/initrd.target.wants/layerboot-live-osmet.service",
@@ -183,6 +214,8 @@ pub fn live_image() -> Result<LiveImage> {
         installer_sha.as_bytes(),
         EXAMPLE_CONFIG,
         FIRSTBOOT_DROPIN,
+        ISO_OSMET_UNIT,
+        TMP_MOUNT,
     ];
     for (path, mode, content) in MODULE_FILES {
         parts.push(path.as_bytes());
@@ -344,6 +377,24 @@ fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> 
             path: FIRSTBOOT_DROPIN_PATH.into(),
             mode: 0o644,
             content: FIRSTBOOT_DROPIN.to_vec(),
+        },
+        LayerEntry::File {
+            path: ISO_OSMET_UNIT_PATH.into(),
+            mode: 0o644,
+            content: ISO_OSMET_UNIT.to_vec(),
+        },
+        LayerEntry::Symlink {
+            path: ISO_OSMET_WANTS.into(),
+            target: "../layerboot-liveiso-osmet.service".into(),
+        },
+        LayerEntry::File {
+            path: TMP_MOUNT_PATH.into(),
+            mode: 0o644,
+            content: TMP_MOUNT.to_vec(),
+        },
+        LayerEntry::Symlink {
+            path: TMP_MOUNT_WANTS.into(),
+            target: "../tmp.mount".into(),
         },
         LayerEntry::File {
             path: MARKER_PATH.into(),
