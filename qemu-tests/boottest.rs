@@ -17,7 +17,7 @@ fn direct(append: &str) -> BootTestSettings {
     });
     s.firmware = Firmware::Bios;
     s.memory_mib = 384;
-    s.timeout = Duration::from_secs(300);
+    s.timeout = Duration::from_secs(90);
     s.fail_on = vec![Pattern::parse("Kernel panic").unwrap()];
     s
 }
@@ -146,7 +146,7 @@ fn cli_pass_and_fail_exit_codes_and_reports() {
             "--memory",
             "384M",
             "--timeout",
-            "300s",
+            "90s",
         ])
         .args([
             "--append",
@@ -277,7 +277,7 @@ fn disk(artifact: Artifact, firmware: Firmware) -> BootTestSettings {
     let mut s = BootTestSettings::new(artifact);
     s.firmware = firmware;
     s.memory_mib = 384;
-    s.timeout = Duration::from_secs(300);
+    s.timeout = Duration::from_secs(120);
     s.fail_on = pats(&["Kernel panic"]);
     s
 }
