@@ -677,33 +677,6 @@ pub fn iso_grub_stub(volid: &str, dir: &str) -> String {
     format!("search --no-floppy --label \"{volid}\" --set root\nset prefix=($root)/{dir}\nconfigfile $prefix/grub.cfg\nboot\n")
 }
 
-const ISO_EFI_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "iso9660",
-    "fat",
-    "normal",
-    "linux",
-    "search",
-    "search_label",
-    "configfile",
-    "echo",
-    "test",
-    "serial",
-    "terminal",
-    "gzio",
-    "all_video",
-    "efi_gop",
-    "boot",
-    "minicmd",
-    "sleep",
-    "true",
-    "cat",
-    "ls",
-    "reboot",
-    "halt",
-];
-
 fn stage_efi(inp: &Inputs, volid: &str, dest: &Path) -> Result<()> {
     let boot = dest.join("EFI/BOOT");
     fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
@@ -720,7 +693,9 @@ fn stage_efi(inp: &Inputs, volid: &str, dest: &Path) -> Result<()> {
                 .arg("-o")
                 .arg(boot.join("BOOTX64.EFI"))
                 .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT"])
-                .args(ISO_EFI_MODULES);
+                .args(super::bootloader::EFI_MODULES)
+                // The disk image's modules, and ISO 9660 to read the ISO.
+                .arg("iso9660");
             cmd::run(&mut c).context("making the live ISO's GRUB EFI image")?;
         }
         EfiBoot::Chain { esp, vendor } => {

@@ -94,7 +94,7 @@ pub fn early_config(boot_label: &str, grub_dir: &str) -> String {
     format!("search --no-floppy --label {boot_label} --set root\nset prefix=($root)/{grub_dir}\nconfigfile ($root)/{grub_dir}/grub.cfg\n")
 }
 
-const EFI_MODULES: &[&str] = &[
+pub(crate) const EFI_MODULES: &[&str] = &[
     "part_gpt",
     "part_msdos",
     "fat",

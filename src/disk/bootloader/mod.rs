@@ -23,6 +23,7 @@ use crate::bootimage::plan::SerialConsole;
 use crate::io::RootedDir;
 
 pub use bls::{parse_bls, read_bls_entries, BlsEntry};
+pub(crate) use grub::EFI_MODULES;
 use grub::{image_grub_modules, make_core_image, prepare_grub};
 pub use grub::{patch_boot_img, patch_core_img};
 
