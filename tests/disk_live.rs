@@ -203,6 +203,46 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         sha256(&metal),
         "osmet rebuilds the metal disk"
     );
+    std::fs::remove_file(&rebuilt).unwrap();
+
+    // ... and a 4Kn metal disk, built from the same image for this (definition
+    // osmet-images), which coreos-installer rebuilds onto a 4096-byte-sector device (it
+    // checks the sha256 packed with it) with its GPT at byte 4096.
+    let osmet4k = x.join(format!(
+        "{}.osmet",
+        name(&metal).replace("-metal.x86_64.raw", "-metal4k.x86_64.raw")
+    ));
+    assert!(osmet4k.is_file(), "no {osmet4k:?} in rootfs.img");
+    assert!(
+        !std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| name(&e.unwrap().path()).contains("metal4k")),
+        "the metal4k disk was published"
+    );
+    let rebuilt4k = x.join("rebuilt4k.raw");
+    std::fs::File::create(&rebuilt4k)
+        .unwrap()
+        .set_len(std::fs::metadata(&metal).unwrap().len() + (64 << 20))
+        .unwrap();
+    let dev = ok(Command::new("losetup")
+        .args(["--find", "--show", "--sector-size", "4096"])
+        .arg(&rebuilt4k));
+    let dev = dev.trim().to_string();
+    let extracted = Command::new("coreos-installer")
+        .args(["dev", "extract", "osmet", "--osmet"])
+        .arg(&osmet4k)
+        .arg(x.join("sq/ostree/repo"))
+        .arg(&dev)
+        .output()
+        .unwrap();
+    ok(Command::new("losetup").args(["-d", &dev]));
+    assert!(
+        extracted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    let head = std::fs::read(&rebuilt4k).unwrap();
+    assert_eq!(&head[4096..4104], b"EFI PART", "no 4Kn GPT header");
     std::fs::remove_dir_all(&x).unwrap();
 
     // The ISO: hybrid (MBR signature and a GPT), El Torito for BIOS and UEFI.
@@ -291,6 +331,41 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
     );
     assert!(String::from_utf8_lossy(&show.stdout).contains("console=ttyS0,115200n8"));
 
+    // The minimal ISO (no rootfs.img; the rootfs fetched from a URL) comes back out of the
+    // full one, from the miniso.dat the image's coreos-installer packed.
+    assert_eq!(r["live"]["minimal_iso"], true);
+    let minimal = dir.path().join("minimal.iso");
+    let minimal_s = minimal.to_str().unwrap();
+    coreos_installer(&[
+        "iso",
+        "extract",
+        "minimal-iso",
+        "--rootfs-url",
+        "http://192.0.2.1/rootfs.img",
+        iso_s,
+        minimal_s,
+    ]);
+    let minimal_kargs = coreos_installer(&["iso", "kargs", "show", minimal_s]);
+    assert!(
+        minimal_kargs.contains("coreos.live.rootfs_url=http://192.0.2.1/rootfs.img")
+            && !minimal_kargs.contains("coreos.liveiso="),
+        "{minimal_kargs}"
+    );
+    let minimal_files = ok(Command::new("xorriso")
+        .args(["-indev", minimal_s, "-find", "/", "-type", "f"])
+        .stderr(std::process::Stdio::null()));
+    assert!(
+        minimal_files.contains("/images/pxeboot/vmlinuz")
+            && !minimal_files.contains("rootfs.img")
+            && !minimal_files.contains("miniso.dat"),
+        "{minimal_files}"
+    );
+    assert!(
+        std::fs::metadata(&minimal).unwrap().len() * 2 < std::fs::metadata(&iso).unwrap().len(),
+        "the minimal ISO is not much smaller than the full one"
+    );
+    std::fs::remove_file(&minimal).unwrap();
+
     // The PXE set extracted from the ISO is the one published beside it.
     let px = dir.path().join("pxe");
     std::fs::create_dir(&px).unwrap();
@@ -313,14 +388,15 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
 fn image_that_cannot_boot_live_is_refused_and_leaves_nothing() {
     let image = layered_image().expect("example layered image");
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let o = layerboot(&[
+    let args = [
         "disk",
         &image.oci_ref(),
         "-p",
         "live",
         "--output-dir",
         dir.path().to_str().unwrap(),
-    ]);
+    ];
+    let o = layerboot(&args);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -328,5 +404,15 @@ fn image_that_cannot_boot_live_is_refused_and_leaves_nothing() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Refused at the plan, from the image's layers: no disk was created, nothing deployed.
+    let o = layerboot(&[&["-v"], &args[..]].concat());
+    assert!(!o.status.success());
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("cannot boot live"), "{log}");
+    assert!(
+        !log.contains("creating the") && !log.contains("deploying"),
+        "refused only after work began: {log}"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -73,6 +73,11 @@ pub struct Definition {
     pub vmware_hw_version: Option<u32>,
     #[serde(default)]
     pub vmware_os_type: Option<String>,
+    /// Live only: further boot images (raw, e.g. `metal4k`) whose disks the ISO also
+    /// installs offline. Each is built from the same image, uncompressed, for its osmet
+    /// file in rootfs.img, as CoreOS's live build takes its metal and metal4k disks.
+    #[serde(default)]
+    pub osmet_images: Vec<String>,
     #[serde(rename = "partition")]
     pub partitions: Vec<PartitionDef>,
 }
@@ -334,6 +339,10 @@ fn validate(def: &Definition) -> Result<()> {
             "package live is made from a raw disk and is not compressed: set format = \"raw\" and compression = \"none\""
         ),
     }
+    ensure!(
+        def.osmet_images.is_empty() || def.package == Package::Live,
+        "osmet-images is for package = \"live\" only"
+    );
     ensure!(
         !def.qcow2_compressed || def.format == Format::Qcow2,
         "qcow2-compressed needs format = \"qcow2\""

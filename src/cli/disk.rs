@@ -112,6 +112,23 @@ impl DiskArgs {
             .iter()
             .map(|n| Ok((n.to_string(), catalog.get(n)?.clone())))
             .collect::<Result<Vec<_>>>()?;
+        // The further disks a live ISO installs offline (its definition's osmet-images).
+        let mut osmet_images: Vec<(String, crate::bootimage::Definition)> = Vec::new();
+        for (name, d) in &definitions {
+            for o in &d.osmet_images {
+                let def = catalog
+                    .get(o)
+                    .with_context(|| format!("boot image {name}: osmet-images"))?;
+                if def.format != crate::bootimage::Format::Raw
+                    || def.package != crate::bootimage::Package::None
+                {
+                    bail!("boot image {name}: osmet-images names {o}, which is not a raw disk");
+                }
+                if !osmet_images.iter().any(|(n, _)| n == o) {
+                    osmet_images.push((o.clone(), def.clone()));
+                }
+            }
+        }
         let image = self.image.as_deref().unwrap_or_default();
         let image_ref: ImageRef = image
             .parse()
@@ -168,6 +185,7 @@ impl DiskArgs {
         Ok(DiskSettings {
             image,
             bootimages: definitions,
+            osmet_images,
             output,
             size,
             extra_kargs: self.kargs.clone(),
@@ -220,6 +238,15 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
         other => other,
     };
     let reports = outcome?;
+    // Only once the build succeeded: a failing one prints its one-line error alone.
+    if args.base_url.is_none() {
+        if let Some(r) = reports.first() {
+            log::warn!(
+                "no --base-url: {} names the artifacts by their bare file names, which coreos-installer and openshift-install cannot fetch",
+                r.stream_metadata.display()
+            );
+        }
+    }
     if args.json {
         // One platform: the report object (the schema since the first release); several:
         // an array of them, in --platform order.
@@ -264,13 +291,18 @@ pub async fn run(args: DiskArgs, cancel: &Cancel) -> Result<ExitCode> {
             }
             if let Some(l) = &report.live {
                 crate::outln!(
-                    "  live ISO {}: kernel arguments {}; installs {}; installer configs {}",
+                    "  live ISO {}: kernel arguments {}; installs {}; minimal ISO {}; installer configs {}",
                     l.volume_id,
                     l.kernel_arguments,
                     if l.offline_install {
                         "offline (osmet) or from --image-url"
                     } else {
                         "from --image-url/--image-file only (no osmet)"
+                    },
+                    if l.minimal_iso {
+                        "extractable (coreos-installer iso extract minimal-iso)"
+                    } else {
+                        "not extractable (the image has no coreos-installer)"
                     },
                     if l.installer_config {
                         "run (the image has coreos-installer)"

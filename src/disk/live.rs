@@ -419,8 +419,9 @@ pub enum EfiBoot {
     /// A GRUB EFI image made for the ISO (it finds the ISO by volume ID and reads
     /// `EFI/BOOT/grub.cfg` there), from these GRUB modules.
     Grub { modules: PathBuf },
-    /// The image's own signed chain (bootupd's payload, as staged for the ESP): a stub
-    /// `grub.cfg` beside its GRUB hands over to `EFI/<vendor>/grub.cfg` on the ISO.
+    /// The image's own signed chain (bootupd's payload, as staged for the ESP), laid out
+    /// by [`removable_efi_layout`]: a stub `grub.cfg` beside its GRUB hands over to
+    /// `EFI/<vendor>/grub.cfg` on the ISO.
     Chain { esp: PathBuf, vendor: String },
 }
 
@@ -445,6 +446,34 @@ pub struct Inputs<'a> {
     pub deploy_path: &'a Path,
     /// The metal image's file name, which names its osmet file.
     pub metal_name: &'a str,
+    /// Further disks of the same deployment (metal4k) to pack osmet data for.
+    pub osmet_disks: &'a [OsmetDisk],
+}
+
+impl Inputs<'_> {
+    /// The live set's own (512-byte) metal disk.
+    fn metal_disk(&self) -> OsmetDisk {
+        OsmetDisk {
+            raw: self.raw.to_path_buf(),
+            name: self.metal_name.to_string(),
+            sector_size: 512,
+            root_partition: self.root_partition,
+            deploy_path: self.deploy_path.to_path_buf(),
+        }
+    }
+}
+
+/// A raw disk of the same image and stateroot as the live one, for offline installs onto
+/// disks of its sector size (CoreOS packs its metal and metal4k images).
+#[derive(Debug, Clone)]
+pub struct OsmetDisk {
+    pub raw: PathBuf,
+    /// Its file name, which names its osmet file (`<name>.osmet`).
+    pub name: String,
+    pub sector_size: u64,
+    pub root_partition: u32,
+    /// Its deployment, relative to its root filesystem.
+    pub deploy_path: PathBuf,
 }
 
 /// The staged live artifacts.
@@ -458,6 +487,8 @@ pub struct Staged {
     pub kargs: KargsJson,
     /// rootfs.img carries osmet data: the live system installs with no network.
     pub offline_install: bool,
+    /// `coreos/miniso.dat` is filled: `coreos-installer iso extract minimal-iso` works.
+    pub minimal_iso: bool,
 }
 
 /// Build the live artifacts into `inp.work`.
@@ -500,16 +531,20 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
     // where it has one.
     let mut osmet = Vec::new();
     if inp.image.has_coreos_installer {
-        let (sha256, _) = crate::io::sha256_file(inp.raw)?;
-        let dest = inp.work.join("metal.osmet");
-        pack_osmet(
-            inp,
-            &sha256,
-            inp.image.pretty_name.as_deref().unwrap_or(inp.osname),
-            &dest,
-        )?;
-        osmet.push((format!("{}.osmet", inp.metal_name), dest));
-        cancel.check()?;
+        let metal = inp.metal_disk();
+        for disk in std::iter::once(&metal).chain(inp.osmet_disks) {
+            let (sha256, _) = crate::io::sha256_file(&disk.raw)?;
+            let dest = inp.work.join(format!("{}.osmet", disk.name));
+            pack_osmet(
+                inp,
+                disk,
+                &sha256,
+                inp.image.pretty_name.as_deref().unwrap_or(inp.osname),
+                &dest,
+            )?;
+            osmet.push((format!("{}.osmet", disk.name), dest));
+            cancel.check()?;
+        }
     }
     let rootfs = pxe.join("rootfs.img");
     write_rootfs_img(&rootfs, &squashfs, inp.version, &osmet)?;
@@ -621,12 +656,43 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
     cancel.check()?;
 
     let iso = inp.work.join("live.iso");
+    let mut c = master_iso(&tree, &iso, &volid, inp);
+    cmd::run(&mut c).context("mastering the live ISO with xorriso")?;
+    cancel.check()?;
+
+    // `iso extract minimal-iso` data, as CoreOS's build makes it: the same tree mastered
+    // the same way without rootfs.img and miniso.dat, packed into the full ISO's
+    // miniso.dat by the image's coreos-installer (which also verifies it).
+    let minimal_iso = inp.image.has_coreos_installer;
+    let rootfs = inp.work.join("rootfs.img");
+    fs::rename(pxe.join("rootfs.img"), &rootfs).context("moving rootfs.img out of the ISO tree")?;
+    if minimal_iso {
+        fs::remove_file(tree.join("coreos/miniso.dat"))?;
+        let minimal = inp.work.join("live.iso.minimal");
+        cmd::run(&mut master_iso(&tree, &minimal, &volid, inp))
+            .context("mastering the minimal ISO with xorriso")?;
+        pack_minimal_iso(inp, inp.work, "live.iso", "live.iso.minimal")?;
+    }
+    Ok(Staged {
+        iso,
+        kernel,
+        initramfs,
+        rootfs,
+        volume_id: volid,
+        kargs: kargs_json,
+        offline_install: !osmet.is_empty(),
+        minimal_iso,
+    })
+}
+
+/// The xorriso run that masters `tree` as a hybrid BIOS/UEFI ISO at `iso`.
+fn master_iso(tree: &Path, iso: &Path, volid: &str, inp: &Inputs) -> Command {
     let mut c = Command::new("xorriso");
     c.args(["-as", "mkisofs", "-quiet", "-o"])
-        .arg(&iso)
+        .arg(iso)
         .args([
             "-V",
-            &volid,
+            volid,
             "-volset",
             &format!("{}-{}", inp.osname, inp.version),
         ])
@@ -653,17 +719,8 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
             "/usr/lib/ISOLINUX/isohdpfx.bin",
             "-isohybrid-gpt-basdat",
         ])
-        .arg(&tree);
-    cmd::run(&mut c).context("mastering the live ISO with xorriso")?;
-    Ok(Staged {
-        iso,
-        kernel,
-        initramfs,
-        rootfs,
-        volume_id: volid,
-        kargs: kargs_json,
-        offline_install: !osmet.is_empty(),
-    })
+        .arg(tree);
+    c
 }
 
 fn zero_file(path: &Path, size: u64) -> Result<()> {
@@ -699,31 +756,72 @@ fn stage_efi(inp: &Inputs, volid: &str, dest: &Path) -> Result<()> {
             cmd::run(&mut c).context("making the live ISO's GRUB EFI image")?;
         }
         EfiBoot::Chain { esp, vendor } => {
-            copy_tree(&esp.join("EFI"), &dest.join("EFI"))?;
-            let stub = iso_grub_stub(volid, &format!("EFI/{vendor}"));
-            for dir in ["BOOT".to_string(), vendor.clone()] {
-                let d = dest.join("EFI").join(&dir);
-                fs::create_dir_all(&d)?;
-                fs::write(d.join("grub.cfg"), &stub)?;
+            let mut files = Vec::new();
+            list_files(&esp.join("EFI"), "", &mut files)?;
+            for (from, to) in removable_efi_layout(&files, vendor) {
+                let src = esp.join("EFI").join(&from);
+                fs::copy(&src, boot.join(&to))
+                    .with_context(|| format!("copying {}", src.display()))?;
             }
+            fs::write(
+                boot.join("grub.cfg"),
+                iso_grub_stub(volid, &format!("EFI/{vendor}")),
+            )?;
         }
     }
     Ok(())
 }
 
-fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    for e in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+/// Regular files under `dir`, as `/`-separated paths relative to it.
+fn list_files(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e?;
-        let to = dest.join(e.file_name());
+        let name = e.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = e.file_type()?;
         if ft.is_dir() {
-            copy_tree(&e.path(), &to)?;
+            list_files(&e.path(), &r, out)?;
         } else if ft.is_file() {
-            fs::copy(e.path(), &to).with_context(|| format!("copying {}", e.path().display()))?;
+            out.push(r);
         }
     }
     Ok(())
+}
+
+/// Where the files of a bootupd ESP (paths under `EFI/`) go in the ISO's El Torito image,
+/// all in `EFI/BOOT` as CoreOS's build lays out removable media (osbuild's
+/// `makeefi.mkefidir`): shim's fallback (`BOOT/fb*.efi`) and its `BOOT*.CSV` are left
+/// out, since they would create firmware boot entries and reset; so are the vendor's
+/// copies of shim (`BOOTX64.EFI` is shim) and its `grub.cfg` (the stub replaces it); the
+/// rest of the vendor directory (GRUB, MOK manager) moves beside shim, which loads GRUB
+/// from its own directory. Returns (from, file name in `EFI/BOOT`), sorted (pure).
+pub fn removable_efi_layout(files: &[String], vendor: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|f| {
+            let (dir, name) = f.split_once('/')?;
+            if name.contains('/') {
+                return None;
+            }
+            let lower = name.to_ascii_lowercase();
+            let keep = if dir.eq_ignore_ascii_case("BOOT") {
+                !(lower.starts_with("fb") && lower.ends_with(".efi")) && lower != "grub.cfg"
+            } else if dir == vendor {
+                let fallback_csv = lower.starts_with("boot") && lower.ends_with(".csv");
+                let shim_copy = lower.starts_with("shim") && lower.ends_with(".efi");
+                !fallback_csv && !shim_copy && lower != "grub.cfg"
+            } else {
+                false
+            };
+            keep.then(|| (f.clone(), name.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// `mksquashfs` of the disk's root filesystem with its /boot and ESP bound in, as a node
@@ -774,12 +872,8 @@ mksquashfs "$mnt" "$out" -noappend -no-progress "$@" >/dev/null
 /// initramfs is known to boot live.
 pub const LIVE_HOOK: &str = "usr/bin/is-live-image";
 
-/// Whether an initramfs (uncompressed cpio segments such as early microcode, then a
-/// compressed archive) holds [`LIVE_HOOK`].
-pub fn initramfs_has_live_hook(path: &Path) -> Result<bool> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    initramfs_has_member(&data, LIVE_HOOK).with_context(|| format!("reading {}", path.display()))
-}
+/// Largest initramfs the live check reads from an image (CoreOS's are about 100 MiB).
+pub const MAX_INITRAMFS: u64 = 1 << 30;
 
 /// Whether `member` is among an initramfs's entries (pure over its bytes). An initramfs
 /// is a run of segments, as the kernel unpacks it: uncompressed newc archives (early
@@ -884,26 +978,87 @@ fn find_after_header(hay: &[u8], needle: &[u8]) -> bool {
         .any(|(i, w)| w == needle && i >= HEADER_LEN && hay[i - HEADER_LEN..].starts_with(MAGIC))
 }
 
-/// `coreos-installer pack osmet` of the metal disk, by the image's own coreos-installer:
-/// the disk on a read-only loop device with its partitions added (`partx`), the
-/// deployment from its root partition as the root of the tool, in a private mount
-/// namespace. The tool mounts the boot and root partitions itself, by label.
-fn pack_osmet(inp: &Inputs, sha256: &str, description: &str, dest: &Path) -> Result<()> {
+/// `coreos-installer pack osmet` of the metal disk, by the image's own coreos-installer
+/// (as CoreOS's build does): the tool mounts the disk's boot and root partitions itself,
+/// by label, from the loop device it is given.
+fn pack_osmet(
+    inp: &Inputs,
+    disk: &OsmetDisk,
+    sha256: &str,
+    description: &str,
+    dest: &Path,
+) -> Result<()> {
+    let out = inp.work.join("osmet-out");
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    run_image_coreos_installer(
+        inp,
+        disk,
+        &out,
+        &[
+            "pack",
+            "osmet",
+            LOOP_DEVICE_ARG,
+            "--description",
+            description,
+            "--checksum",
+            sha256,
+            "--output",
+            "/run/layerboot/metal.osmet",
+        ],
+    )
+    .with_context(|| {
+        format!(
+            "making the offline install data for {} with the image's coreos-installer (pack osmet)",
+            disk.name
+        )
+    })?;
+    let made = out.join("metal.osmet");
+    fs::rename(&made, dest).with_context(|| format!("moving {}", made.display()))?;
+    Ok(())
+}
+
+/// `coreos-installer pack minimal-iso FULL MINIMAL --consume`, by the image's own
+/// coreos-installer: writes into the full ISO's `coreos/miniso.dat` what `iso extract
+/// minimal-iso` rebuilds the minimal ISO from (both files in `dir`).
+fn pack_minimal_iso(inp: &Inputs, dir: &Path, full: &str, minimal: &str) -> Result<()> {
+    let full = format!("/run/layerboot/{full}");
+    let minimal = format!("/run/layerboot/{minimal}");
+    run_image_coreos_installer(
+        inp,
+        &inp.metal_disk(),
+        dir,
+        &["pack", "minimal-iso", &full, &minimal, "--consume"],
+    )
+    .context("packing the minimal ISO into the live ISO with the image's coreos-installer (pack minimal-iso)")
+}
+
+/// Stands for the metal disk's loop device in [`run_image_coreos_installer`]'s arguments.
+const LOOP_DEVICE_ARG: &str = "@LOOP-DEVICE@";
+
+/// Run the image's `/usr/bin/coreos-installer` with `args`: `disk` on a read-only loop
+/// device of its sector size with its partitions added (`partx`: this kernel does not
+/// scan GPT on loop devices), the deployment from its root partition as the tool's root,
+/// in a private mount namespace; `dir` is bound at `/run/layerboot` inside it.
+fn run_image_coreos_installer(
+    inp: &Inputs,
+    disk: &OsmetDisk,
+    dir: &Path,
+    args: &[&str],
+) -> Result<()> {
     for (tool, pkg) in [
         ("losetup", "mount"),
         ("partx", "util-linux"),
         ("chroot", "coreutils"),
+        ("bash", "bash"),
     ] {
         cmd::require(tool, pkg)?;
     }
-    let mnt = inp.work.join("osmet-root");
-    let out = inp.work.join("osmet-out");
-    for d in [&mnt, &out] {
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    const SCRIPT: &str = r#"set -eu
-raw=$1 mnt=$2 deploy=$3 out=$4 sum=$5 desc=$6 root_part=$7
-dev=$(losetup --find --show --read-only "$raw")
+    let mnt = inp.work.join("image-tool-root");
+    fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+    const SCRIPT: &str = r#"set -euo pipefail
+raw=$1 mnt=$2 deploy=$3 dir=$4 root_part=$5 placeholder=$6 sector=$7
+shift 7
+dev=$(losetup --find --show --read-only --sector-size "$sector" "$raw")
 cleanup() {
     umount -R "$mnt" 2>/dev/null || true
     partx -d "$dev" 2>/dev/null || true
@@ -918,9 +1073,13 @@ mount -t tmpfs tmpfs "$d/tmp"
 mount --rbind /dev "$d/dev"
 mount -t proc proc "$d/proc"
 mount -t sysfs sysfs "$d/sys"
-mkdir "$d/run/osmet"
-mount --bind "$out" "$d/run/osmet"
-chroot "$d" /usr/bin/coreos-installer pack osmet "$dev" --description "$desc"     --checksum "$sum" --output /run/osmet/metal.osmet
+mkdir "$d/run/layerboot"
+mount --bind "$dir" "$d/run/layerboot"
+args=()
+for a in "$@"; do
+    if [[ $a == "$placeholder" ]]; then args+=("$dev"); else args+=("$a"); fi
+done
+chroot "$d" /usr/bin/coreos-installer "${args[@]}"
 "#;
     let mut c = Command::new("unshare");
     c.args([
@@ -928,23 +1087,20 @@ chroot "$d" /usr/bin/coreos-installer pack osmet "$dev" --description "$desc"   
         "--propagation",
         "private",
         "--",
-        "sh",
+        "bash",
         "-c",
         SCRIPT,
-        "sh",
+        "bash",
     ])
-    .arg(inp.raw)
+    .arg(&disk.raw)
     .arg(&mnt)
-    .arg(inp.deploy_path)
-    .arg(&out)
-    .arg(sha256)
-    .arg(description)
-    .arg(inp.root_partition.to_string());
-    cmd::run(&mut c).context(
-        "making the offline install data with the image's coreos-installer (pack osmet)",
-    )?;
-    let made = out.join("metal.osmet");
-    fs::rename(&made, dest).with_context(|| format!("moving {}", made.display()))?;
+    .arg(&disk.deploy_path)
+    .arg(dir)
+    .arg(disk.root_partition.to_string())
+    .arg(LOOP_DEVICE_ARG)
+    .arg(disk.sector_size.to_string())
+    .args(args);
+    cmd::run(&mut c)?;
     Ok(())
 }
 
@@ -1178,6 +1334,51 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot boot live"));
+    }
+
+    #[test]
+    fn removable_media_efi_layout_is_coreos_s() {
+        let esp: Vec<String> = [
+            "BOOT/BOOTX64.EFI",
+            "BOOT/fbx64.efi",
+            "debian/shimx64.efi",
+            "debian/grubx64.efi",
+            "debian/mmx64.efi",
+            "debian/BOOTX64.CSV",
+            "debian/grub.cfg",
+            "debian/fonts/unicode.pf2",
+            "other/x.efi",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got = removable_efi_layout(&esp, "debian");
+        let want: Vec<(String, String)> = [
+            ("BOOT/BOOTX64.EFI", "BOOTX64.EFI"),
+            ("debian/grubx64.efi", "grubx64.efi"),
+            ("debian/mmx64.efi", "mmx64.efi"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        // Fedora's names.
+        let esp: Vec<String> = [
+            "BOOT/BOOTX64.EFI",
+            "BOOT/fbx64.efi",
+            "fedora/shim.efi",
+            "fedora/shimx64.efi",
+            "fedora/grubx64.efi",
+            "fedora/BOOTX64.CSV",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let names: Vec<String> = removable_efi_layout(&esp, "fedora")
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(names, ["BOOTX64.EFI", "grubx64.efi"]);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct DiskSettings {
     /// [`plan`]); the first one's name seeds the identifiers (GUIDs, filesystem UUIDs) they
     /// then share, as CoreOS's platform images share their qemu image's.
     pub bootimages: Vec<(String, Definition)>,
+    /// Boot images built only for a live ISO's offline install data (definition
+    /// `osmet-images`): each from its own deployment, never published.
+    pub osmet_images: Vec<(String, Definition)>,
     pub output: OutputChoice,
     pub size: Option<u64>,
     pub extra_kargs: Vec<String>,
@@ -91,6 +94,9 @@ pub struct DiskPlan {
     pub root_estimate: u64,
     /// One per boot image, in the order asked for; all share one layout.
     pub targets: Vec<Target>,
+    /// The disks built only for a live ISO's offline install data (uncompressed, each
+    /// from its own deployment); `output` is a file name in the build's staging directory.
+    pub osmet_targets: Vec<Target>,
     pub stream_metadata: PathBuf,
     pub stream_name: String,
     pub base_url: Option<url::Url>,
@@ -117,6 +123,9 @@ pub struct BuildReport {
     pub uncompressed_sha256: String,
     pub uncompressed_size: u64,
     pub ostree_commit: String,
+    /// The deployment, relative to the root filesystem.
+    #[serde(skip)]
+    pub deploy_path: PathBuf,
     /// The deployment's origin: what `ostree admin upgrade` / bootc / the MCO follow.
     pub origin: String,
     pub kargs: Vec<String>,
@@ -252,6 +261,27 @@ pub fn plan(s: DiskSettings) -> Result<DiskPlan> {
         survey.files.get(coreos::IMAGE_JSON).map(Vec::as_slice),
         &s.image.labels,
     )?;
+    if s.bootimages
+        .iter()
+        .any(|(_, d)| d.package == bootimage::Package::Live)
+    {
+        // Refused before any heavy work: a live build of an image that cannot boot live.
+        let path = survey.initramfs.as_deref().with_context(|| {
+            format!(
+                "{}: no usr/lib/modules/<kernel>/initramfs.img in the image",
+                s.image.display_name
+            )
+        })?;
+        let initramfs = s
+            .image
+            .read_files_up_to(&[path], live::MAX_INITRAMFS)?
+            .remove(path)
+            .with_context(|| format!("{}: /{path} could not be read", s.image.display_name))?;
+        live::check_live_capable(
+            live::initramfs_has_member(&initramfs, live::LIVE_HOOK)
+                .with_context(|| format!("reading /{path} of {}", s.image.display_name))?,
+        )?;
+    }
     let root_estimate = estimate::root_content(&survey.footprint);
     let stateroot = coreos::stateroot(s.stateroot.as_deref(), &s.image.labels)?;
     let base_facts = coreos_image
@@ -321,6 +351,39 @@ pub fn plan(s: DiskSettings) -> Result<DiskPlan> {
             output,
         });
     }
+    let mut osmet_targets = Vec::new();
+    for (name, mut definition) in s.osmet_images {
+        definition.compression = bootimage::CompressionSetting::None;
+        let facts = coreos_image
+            .as_ref()
+            .map(|c| c.facts(&name, &definition.ignition_platform));
+        let mut layout = bootimage::resolve(
+            &name,
+            &definition,
+            &PlanOptions {
+                size: None,
+                extra_kargs: s.extra_kargs.clone(),
+                content,
+                coreos: facts.clone(),
+            },
+        )
+        .with_context(|| format!("boot image {name} (osmet-images)"))?;
+        layout.name = name.clone();
+        let output = PathBuf::from(default_output_name(
+            &image_stem(&s.image.display_name),
+            s.image.version(),
+            &name,
+            &definition,
+            layout.compression,
+        ));
+        osmet_targets.push(Target {
+            bootimage_name: name,
+            definition,
+            facts,
+            layout,
+            output,
+        });
+    }
     let stream_metadata = s.stream_metadata.unwrap_or_else(|| {
         targets[0]
             .output
@@ -339,6 +402,7 @@ pub fn plan(s: DiskSettings) -> Result<DiskPlan> {
         footprint: survey.footprint,
         root_estimate,
         targets,
+        osmet_targets,
         stream_metadata,
         stream_name: s.stream_name,
         base_url: s.base_url,
@@ -547,15 +611,6 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         .iter()
         .any(|t| t.layout.package == bootimage::Package::Live);
     let live_files = if wants_live {
-        // Refused before the heavier steps: a live build of an image that cannot boot live.
-        let entries = bootloader::read_bls_entries(&boot_dir)?;
-        let initrd = entries
-            .first()
-            .and_then(|e| e.initrd.first())
-            .context("the deployment's BLS entry names no initramfs")?;
-        live::check_live_capable(live::initramfs_has_live_hook(
-            &boot_dir.join(initrd.trim_start_matches('/')),
-        )?)?;
         let options = coreos_image
             .as_ref()
             .and_then(|c| c.image.as_ref())
@@ -717,7 +772,23 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
             .as_ref()
             .and_then(|c| c.osname.clone())
             .unwrap_or_else(|| stateroot.clone()),
+        osmet_disks: Vec::new(),
     });
+    // The further disks the live ISO installs offline, each from a deployment of its own
+    // (their sector size differs), made only where the image can pack their osmet data.
+    let live_context = match live_context {
+        Some(mut l) if l.image.has_coreos_installer => {
+            for t in &s.osmet_targets {
+                step(&format!(
+                    "building {} for the live ISO's offline install data",
+                    t.bootimage_name
+                ));
+                l.osmet_disks.push(build_osmet_disk(s, t, st, cancel)?);
+            }
+            Some(l)
+        }
+        other => other,
+    };
     // The other platforms first, each from a copy of this disk with its own /boot; the
     // first platform's conversion then consumes the disk itself.
     let mut published = Vec::new();
@@ -807,13 +878,6 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
         (serde_json::to_string_pretty(&stream)? + "\n").as_bytes(),
         0o644,
     )?;
-    // Only once the build succeeded: a failing one prints its one-line error alone.
-    if s.base_url.is_none() {
-        log::warn!(
-            "no --base-url: {} names the artifacts by their bare file names, which coreos-installer and openshift-install cannot fetch",
-            s.stream_metadata.display()
-        );
-    }
     step("done");
     Ok(reports)
 }
@@ -968,6 +1032,43 @@ struct LiveContext<'a> {
     efi: live::EfiBoot,
     coreos: bool,
     osname: String,
+    /// Further disks (metal4k) whose osmet files go into rootfs.img.
+    osmet_disks: Vec<live::OsmetDisk>,
+}
+
+/// One of [`DiskPlan::osmet_targets`], built uncompressed into the staging directory `st`
+/// by a build of its own (its stream metadata kept there, unpublished).
+fn build_osmet_disk(
+    s: &DiskPlan,
+    t: &Target,
+    st: &std::path::Path,
+    cancel: &Cancel,
+) -> Result<live::OsmetDisk> {
+    let mut t = t.clone();
+    let name = t.output.to_string_lossy().into_owned();
+    t.output = st.join(&name);
+    let sub = DiskPlan {
+        targets: vec![t.clone()],
+        osmet_targets: Vec::new(),
+        stream_metadata: st.join(format!("{}-stream.json", t.bootimage_name)),
+        ..s.clone()
+    };
+    let report = build(&sub, cancel)
+        .with_context(|| format!("building {} for osmet", t.bootimage_name))?
+        .pop()
+        .context("the build reported nothing")?;
+    Ok(live::OsmetDisk {
+        // Its own import: the ostree commit (and so the deployment's directory) can differ.
+        deploy_path: report.deploy_path,
+        raw: t.output.clone(),
+        name,
+        sector_size: t.layout.sector_size,
+        root_partition: t
+            .layout
+            .partition(Role::Root)
+            .context("no root partition")?
+            .number,
+    })
 }
 
 /// The EFI vendor directory of a staged ESP (`EFI/<vendor>`, not `EFI/BOOT`).
@@ -1003,6 +1104,9 @@ pub struct LiveSummary {
     /// system: rootfs.img carries osmet data for 512-byte-sector disks, made by the
     /// image's own coreos-installer.
     pub offline_install: bool,
+    /// `coreos-installer iso extract minimal-iso` works on the ISO (its `coreos/miniso.dat`
+    /// was packed by the image's coreos-installer).
+    pub minimal_iso: bool,
     /// The image has a coreos-installer, so installer configs (`iso customize
     /// --dest-device` and the like) run on the live system.
     pub installer_config: bool,
@@ -1070,16 +1174,21 @@ fn publish_live(
             osname: &live.osname,
             version: s.image.version().unwrap_or(s.image.digest.as_str()),
             work: &work,
+            osmet_disks: &live.osmet_disks,
         },
         cancel,
     )?;
     std::fs::remove_file(raw_path)?;
+    for d in &live.osmet_disks {
+        std::fs::remove_file(&d.raw).with_context(|| format!("removing {}", d.raw.display()))?;
+    }
     cancel.check()?;
     let pxe = live::pxe_outputs(&t.output);
     let summary = LiveSummary {
         volume_id: staged.volume_id.clone(),
         kernel_arguments: staged.kargs.default.clone(),
         offline_install: staged.offline_install,
+        minimal_iso: staged.minimal_iso,
         installer_config: live.image.has_coreos_installer,
     };
     let mut out = Vec::new();
@@ -1222,6 +1331,7 @@ fn report(s: &DiskPlan, t: &Target, deployed: &deploy::Deployed, h: output::Hash
         uncompressed_sha256: h.uncompressed_sha256,
         uncompressed_size: h.uncompressed_size,
         ostree_commit: deployed.commit.clone(),
+        deploy_path: deployed.deploy_path.clone(),
         origin: s.image.target_imgref.clone(),
         kargs: plan.kargs.clone(),
         disk_size: plan.disk_size,
@@ -1302,6 +1412,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.to_string(), cat.get(n).unwrap().clone()))
                 .collect(),
+            osmet_images: Vec::new(),
             output: OutputChoice::Dir(out.to_path_buf()),
             size,
             extra_kargs: vec!["quiet".into()],

@@ -135,8 +135,13 @@ impl SourceImage {
     /// Each layer is decompressed once.
     pub fn survey(&self, paths: &[&str]) -> Result<Survey> {
         let mut footprint = super::estimate::Footprint::default();
-        let files = self.merged_files(paths, MAX_READ, Some(&mut footprint))?;
-        Ok(Survey { footprint, files })
+        let mut initramfs = None;
+        let files = self.merged_files(paths, MAX_READ, Some((&mut footprint, &mut initramfs)))?;
+        Ok(Survey {
+            footprint,
+            files,
+            initramfs,
+        })
     }
 
     /// Read small regular files of the image's filesystem by path (relative to `/`), from
@@ -159,31 +164,37 @@ impl SourceImage {
         &self,
         paths: &[&str],
         max: u64,
-        mut footprint: Option<&mut super::estimate::Footprint>,
+        mut footprint: Option<(&mut super::estimate::Footprint, &mut Option<String>)>,
     ) -> Result<BTreeMap<String, Vec<u8>>> {
         let mut wanted: std::collections::BTreeSet<String> =
             paths.iter().map(|p| normalize(p)).collect();
         let mut out = BTreeMap::new();
         for layer in self.layers.iter().rev() {
             let context = || format!("reading layer {}", layer.digest);
-            let mut scan = match footprint.as_deref_mut() {
+            let mut scan = match &mut footprint {
                 None if wanted.is_empty() => break,
                 None => scan_tar(open_layer(layer)?, &wanted, &BTreeMap::new(), max)
                     .with_context(context)?,
-                Some(total) => {
+                Some((total, initramfs)) => {
                     let mut counter = super::estimate::FootprintCounter::default();
+                    // Layers come newest first: the first initramfs seen is the one deployed.
+                    let mut seen = (**initramfs).clone();
                     let mut counted = std::io::BufReader::with_capacity(
                         1 << 20,
                         super::estimate::CountingReader::new(open_layer(layer)?),
                     );
                     let scan =
                         scan_tar_with(&mut counted, &wanted, &BTreeMap::new(), max, |e, p| {
+                            if seen.is_none() && is_kernel_initramfs(p) {
+                                seen = Some(p.to_string());
+                            }
                             counter.entry(e, p)
                         })
                         .with_context(context)?;
+                    **initramfs = seen;
                     // Trailing zero blocks: the footprint counts the whole stream.
                     std::io::copy(&mut counted, &mut std::io::sink()).with_context(context)?;
-                    *total += counter.finish(counted.get_ref().n);
+                    **total += counter.finish(counted.get_ref().n);
                     scan
                 }
             };
@@ -213,6 +224,17 @@ pub struct Survey {
     pub footprint: super::estimate::Footprint,
     /// The wanted paths present in the image, newest layer's copy.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Where the image keeps the initramfs ostree deploys (`usr/lib/modules/<kver>/
+    /// initramfs.img`), newest layer's.
+    pub initramfs: Option<String>,
+}
+
+/// Whether a layer path is a kernel's initramfs as ostree finds it
+/// (`usr/lib/modules/<kver>/initramfs.img`).
+pub fn is_kernel_initramfs(path: &str) -> bool {
+    path.strip_prefix("usr/lib/modules/")
+        .and_then(|rest| rest.strip_suffix("/initramfs.img"))
+        .is_some_and(|kver| !kver.is_empty() && !kver.contains('/'))
 }
 
 /// A layer's tar stream, decompressed as its bytes say.
