@@ -184,12 +184,17 @@ pub(crate) fn settings(
 pub(crate) fn run_boot(s: &BootTestSettings) -> Outcome {
     let t = std::time::Instant::now();
     let o = run_blocking(s).unwrap();
-    eprintln!(
-        "{}: {:.1}s, {}",
-        s.name,
-        t.elapsed().as_secs_f64(),
-        o.reason
-    );
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("{}: {secs:.1}s, {}", s.name, o.reason);
+    // Where the suite's time goes: .ci/run prints this table at the end.
+    let times = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu-boot-times.tsv");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&times)
+    {
+        let _ = std::io::Write::write_all(&mut f, format!("{secs:.1}\t{}\n", s.name).as_bytes());
+    }
     assert!(o.passed, "{}", o.report());
     o
 }

@@ -1,5 +1,6 @@
 //! The live ISO and PXE set `layerboot disk -p live` builds from the live-capable example
-//! image, booted as kola's iso scenarios boot CoreOS's: the ISO as a CD under UEFI,
+//! image, booted as kola's iso scenarios boot CoreOS's: the ISO of the bootupd-layout
+//! variant as a CD under UEFI through the image's signed chain (shim, then its GRUB),
 //! customized by coreos-installer (its Ignition applied, its kernel argument on the
 //! command line); the ISO as a CD under BIOS, customized by layerboot; the PXE kernel with
 //! the rootfs appended to the initramfs; the hybrid ISO written to a disk under UEFI,
@@ -11,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use layerboot::boottest::{Artifact, DiskFormat, ExtraDisk, Firmware, Pattern};
-use layerboot_testkit::live_image::{live_image, LiveImage};
+use layerboot_testkit::live_image::{live_bootupd_image, live_image, LiveImage};
 
 use crate::common::full_os_boot_lock;
 use crate::disk::{reported, run_boot, settings, urlencode, work_dir, write_first_boot_ignition};
@@ -19,6 +20,11 @@ use crate::disk::{reported, run_boot, settings, urlencode, work_dir, write_first
 fn image() -> &'static LiveImage {
     static I: OnceLock<LiveImage> = OnceLock::new();
     I.get_or_init(|| live_image().expect("live example image"))
+}
+
+fn bootupd_image() -> &'static LiveImage {
+    static I: OnceLock<LiveImage> = OnceLock::new();
+    I.get_or_init(|| live_bootupd_image().expect("live bootupd-layout example image"))
 }
 
 /// The live artifacts, built once per test process.
@@ -33,12 +39,22 @@ struct Live {
 
 fn live() -> &'static Live {
     static L: OnceLock<Live> = OnceLock::new();
-    L.get_or_init(|| {
-        let out = work_dir().join("live");
+    L.get_or_init(|| build_live(image(), "live"))
+}
+
+/// The bootupd-layout variant's live artifacts (its ISO's UEFI boot is shim, then GRUB).
+fn live_bootupd() -> &'static Live {
+    static L: OnceLock<Live> = OnceLock::new();
+    L.get_or_init(|| build_live(bootupd_image(), "live-bootupd"))
+}
+
+fn build_live(image: &LiveImage, dir: &str) -> Live {
+    {
+        let out = work_dir().join(dir);
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).unwrap();
         let o = Command::new(env!("CARGO_BIN_EXE_layerboot"))
-            .args(["-q", "disk", &image().oci_ref(), "-p", "live", "--json"])
+            .args(["-q", "disk", &image.oci_ref(), "-p", "live", "--json"])
             .arg("--output-dir")
             .arg(&out)
             .output()
@@ -61,13 +77,17 @@ fn live() -> &'static Live {
             rootfs: other("rootfs"),
             kargs: r["live"]["kernel_arguments"].as_str().unwrap().to_string(),
         }
-    })
+    }
 }
 
 const CONSOLE: &str = "console=ttyS0,115200n8";
 
 fn expect_marker_and_ignition(n: Option<&str>) -> Vec<String> {
-    let mut e = vec![format!("LAYERED-OK {}", image().marker)];
+    expect_marker_and_ignition_of(image(), n)
+}
+
+fn expect_marker_and_ignition_of(image: &LiveImage, n: Option<&str>) -> Vec<String> {
+    let mut e = vec![format!("LAYERED-OK {}", image.marker)];
     if let Some(n) = n {
         e.push(format!("LAYERED-IGNITION IGN-{n}"));
     }
@@ -89,11 +109,43 @@ fn ok(c: &mut Command) {
     );
 }
 
-/// UEFI, as a CD: the ISO customized by the real coreos-installer (Ignition embedded,
-/// console appended) boots live and applies that Ignition.
+/// UEFI, as a CD, through the image's own signed chain: the bootupd-layout variant's ISO
+/// (its El Torito image holds shim as `EFI/BOOT/BOOTX64.EFI` and Debian's signed GRUB
+/// beside it, as CoreOS lays out removable media) customized by the real coreos-installer
+/// (Ignition embedded, console appended) boots live and applies that Ignition.
 #[test]
-fn live_iso_customized_by_coreos_installer_boots_uefi_cd() {
-    let l = live();
+fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim() {
+    let l = live_bootupd();
+    // The El Torito image holds the image's chain only, laid out as CoreOS's.
+    let efiboot = work_dir().join("live-shim-efiboot.img");
+    let _ = std::fs::remove_file(&efiboot);
+    ok(Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&l.iso)
+        .args(["-extract", "/images/efiboot.img"])
+        .arg(&efiboot));
+    let listing = Command::new("mdir")
+        .args(["-/", "-b", "-i"])
+        .arg(&efiboot)
+        .arg("::")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
+    for want in [
+        "::/efi/boot/bootx64.efi",
+        "::/efi/boot/grubx64.efi",
+        "::/efi/boot/grub.cfg",
+    ] {
+        assert!(
+            listing.contains(want),
+            "efiboot.img lacks {want}: {listing}"
+        );
+    }
+    assert!(
+        !listing.contains("fbx64.efi") && !listing.contains(".csv"),
+        "shim's fallback would create boot entries from removable media: {listing}"
+    );
+    std::fs::remove_file(&efiboot).unwrap();
     let _serial = full_os_boot_lock();
     let iso = copy(&l.iso, "live-ci.iso");
     let n = crate::common::nonce();
@@ -110,9 +162,9 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd() {
         Artifact::IsoCdrom(iso.clone()),
         Firmware::Uefi,
         512,
-        &expect_marker_and_ignition(Some(&n)),
+        &expect_marker_and_ignition_of(bootupd_image(), Some(&n)),
         None,
-        "live-iso-uefi",
+        "live-iso-uefi-shim",
     );
     s.memory_mib = 3072;
     let o = run_boot(&s);

@@ -205,12 +205,41 @@ pub fn coreos_installer_binary() -> Result<PathBuf> {
 /// The live-capable image, built on first use on top of [`layered_image`] and cached.
 pub fn live_image() -> Result<LiveImage> {
     let layered = layered_image()?;
+    live_image_on(
+        "debian-live",
+        &layered.oci_dir,
+        LAYERED_TAG,
+        &layered.digest,
+    )
+}
+
+/// The same live layer on top of the bootupd-layout image
+/// ([`super::bootupd_image::bootupd_image`]): a live ISO whose UEFI boot is the image's
+/// own signed chain (shim, then Debian's signed GRUB), as RHCOS's and FCOS's are.
+pub fn live_bootupd_image() -> Result<LiveImage> {
+    let base = super::bootupd_image::bootupd_image()?;
+    live_image_on(
+        "debian-live-bootupd",
+        &base.oci_dir,
+        super::bootupd_image::BOOTUPD_TAG,
+        &base.digest,
+    )
+}
+
+/// The live layer on top of `base_tag` of the OCI layout `base_oci`, cached as `kind`.
+fn live_image_on(
+    kind: &str,
+    base_oci: &Path,
+    base_tag: &str,
+    base_digest: &str,
+) -> Result<LiveImage> {
     let installer = coreos_installer_binary()?;
     let (installer_sha, _) = layerboot::io::sha256_file(&installer)
         .with_context(|| format!("hashing {}", installer.display()))?;
     let mut parts: Vec<&[u8]> = vec![
         RECIPE_VERSION,
-        layered.digest.as_bytes(),
+        // The base's digest names it (and keeps the example's cache key as it was).
+        base_digest.as_bytes(),
         installer_sha.as_bytes(),
         EXAMPLE_CONFIG,
         FIRSTBOOT_DROPIN,
@@ -226,9 +255,9 @@ pub fn live_image() -> Result<LiveImage> {
         parts.push(path.as_bytes());
         parts.push(target.as_bytes());
     }
-    let marker = format!("debian-live-{}", recipe_hash(&parts));
-    let dir = cached_fixture("debian-live", &parts, |staging| {
-        build(staging, &layered.oci_dir, &installer, &marker)
+    let marker = format!("{kind}-{}", recipe_hash(&parts));
+    let dir = cached_fixture(kind, &parts, |staging| {
+        build(staging, base_oci, base_tag, &installer, &marker, kind)
     })?;
     let oci_dir = dir.join("oci");
     Ok(LiveImage {
@@ -341,11 +370,18 @@ fn check_live_modules(initramfs: &[u8], kver: &str) -> Result<()> {
     Ok(())
 }
 
-fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> Result<()> {
+fn build(
+    staging: &Path,
+    base_oci: &Path,
+    base_tag: &str,
+    installer: &Path,
+    marker: &str,
+    title: &str,
+) -> Result<()> {
     let oci = staging.join("oci");
-    // Blobs are immutable and named by digest: share them with the layered fixture.
-    cmd::run(Command::new("cp").arg("-al").arg(layered_oci).arg(&oci))?;
-    let image = SourceImage::open(&oci, Some(LAYERED_TAG))?;
+    // Blobs are immutable and named by digest: share them with the base fixture.
+    cmd::run(Command::new("cp").arg("-al").arg(base_oci).arg(&oci))?;
+    let image = SourceImage::open(&oci, Some(base_tag))?;
     let kver = image
         .labels
         .get("ostree.linux")
@@ -404,12 +440,12 @@ fn build(staging: &Path, layered_oci: &Path, installer: &Path, marker: &str) -> 
     ];
     append_layer(
         &oci,
-        LAYERED_TAG,
+        base_tag,
         LIVE_TAG,
         &entries,
         "COPY coreos-installer example-config.yaml; RUN (live dracut module appended to the initramfs) && ostree container commit",
         &[
-            ("org.opencontainers.image.title", "debian-live"),
+            ("org.opencontainers.image.title", title),
             ("io.layerboot.example.marker", marker),
         ],
     )
