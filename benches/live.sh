@@ -17,7 +17,7 @@ fi
 LB=${LAYERBOOT_BIN:-$PWD/target/release/layerboot}
 IMAGE=${1:-}
 if [[ -z $IMAGE ]]; then
-  layout=$(ls -dt /var/cache/layerboot-tests/debian-live-*/oci 2>/dev/null | head -1 || true)
+  layout=$(ls -dt /var/cache/layerboot-tests/debian-live-????????????????/oci 2>/dev/null | head -1 || true)
   [[ -n $layout ]] || { echo "no live example image: run 'cargo test --test disk_live' first" >&2; exit 1; }
   IMAGE=oci:$layout:live
 fi

@@ -32,6 +32,40 @@ fn coreos_installer(args: &[&str]) -> String {
     ok(Command::new("coreos-installer").args(args))
 }
 
+fn metal_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+/// `coreos-installer dev extract osmet` onto a loop device of `sector_size` over a new
+/// sparse file of `len` bytes at `dest`; fails the test unless coreos-installer succeeds
+/// (it checks the image's sha256 packed in the osmet file).
+fn extract_osmet(osmet: &Path, repo: &Path, dest: &Path, len: u64, sector_size: u32) -> PathBuf {
+    std::fs::File::create(dest).unwrap().set_len(len).unwrap();
+    let dev = ok(Command::new("losetup")
+        .args([
+            "--find",
+            "--show",
+            "--sector-size",
+            &sector_size.to_string(),
+        ])
+        .arg(dest));
+    let dev = dev.trim().to_string();
+    let extracted = Command::new("coreos-installer")
+        .args(["dev", "extract", "osmet", "--osmet"])
+        .arg(osmet)
+        .arg(repo)
+        .arg(&dev)
+        .output()
+        .unwrap();
+    ok(Command::new("losetup").args(["-d", &dev]));
+    assert!(
+        extracted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    dest.to_path_buf()
+}
+
 fn sha256(p: &Path) -> String {
     layerboot::io::sha256_file(p).unwrap().0
 }
@@ -176,27 +210,13 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         .arg(x.join("sq"))
         .arg(x.join("root.squashfs"))
         .arg("ostree/repo"));
-    let rebuilt = x.join("rebuilt.raw");
-    std::fs::File::create(&rebuilt)
-        .unwrap()
-        .set_len(std::fs::metadata(&metal).unwrap().len())
-        .unwrap();
-    let dev = ok(Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&rebuilt));
-    let dev = dev.trim().to_string();
-    let extracted = Command::new("coreos-installer")
-        .args(["dev", "extract", "osmet", "--osmet"])
-        .arg(&osmet)
-        .arg(x.join("sq/ostree/repo"))
-        .arg(&dev)
-        .output()
-        .unwrap();
-    ok(Command::new("losetup").args(["-d", &dev]));
-    assert!(
-        extracted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&extracted.stderr)
+    let repo = x.join("sq/ostree/repo");
+    let rebuilt = extract_osmet(
+        &osmet,
+        &repo,
+        &x.join("rebuilt.raw"),
+        metal_len(&metal),
+        512,
     );
     assert_eq!(
         sha256(&rebuilt),
@@ -219,29 +239,15 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
             .any(|e| name(&e.unwrap().path()).contains("metal4k")),
         "the metal4k disk was published"
     );
-    let rebuilt4k = x.join("rebuilt4k.raw");
-    std::fs::File::create(&rebuilt4k)
-        .unwrap()
-        .set_len(std::fs::metadata(&metal).unwrap().len() + (64 << 20))
-        .unwrap();
-    let dev = ok(Command::new("losetup")
-        .args(["--find", "--show", "--sector-size", "4096"])
-        .arg(&rebuilt4k));
-    let dev = dev.trim().to_string();
-    let extracted = Command::new("coreos-installer")
-        .args(["dev", "extract", "osmet", "--osmet"])
-        .arg(&osmet4k)
-        .arg(x.join("sq/ostree/repo"))
-        .arg(&dev)
-        .output()
-        .unwrap();
-    ok(Command::new("losetup").args(["-d", &dev]));
-    assert!(
-        extracted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&extracted.stderr)
+    let rebuilt4k = extract_osmet(
+        &osmet4k,
+        &repo,
+        &x.join("rebuilt4k.raw"),
+        metal_len(&metal) + (64 << 20),
+        4096,
     );
-    let head = std::fs::read(&rebuilt4k).unwrap();
+    let mut head = [0u8; 4104];
+    std::io::Read::read_exact(&mut std::fs::File::open(&rebuilt4k).unwrap(), &mut head).unwrap();
     assert_eq!(&head[4096..4104], b"EFI PART", "no 4Kn GPT header");
     std::fs::remove_dir_all(&x).unwrap();
 

@@ -824,6 +824,20 @@ pub fn removable_efi_layout(files: &[String], vendor: &str) -> Vec<(String, Stri
     out
 }
 
+/// mksquashfs's cache bound, unless the options set one: its default is a quarter of the
+/// machine's memory, which its caches fill as the image grows; bounded, the build's peak
+/// memory stays flat in image size.
+pub const SQUASHFS_MEM: &str = "512M";
+
+/// The mksquashfs options: the image's (or the default), with [`SQUASHFS_MEM`] (pure).
+pub fn squashfs_args(options: &str) -> Vec<String> {
+    let mut args: Vec<String> = options.split_whitespace().map(str::to_string).collect();
+    if !args.iter().any(|a| a == "-mem") {
+        args.extend(["-mem".into(), SQUASHFS_MEM.into()]);
+    }
+    args
+}
+
 /// `mksquashfs` of the disk's root filesystem with its /boot and ESP bound in, as a node
 /// booted from it sees them; in a private mount namespace, read-only.
 fn make_squashfs(inp: &Inputs, dest: &Path, options: &str) -> Result<()> {
@@ -863,7 +877,7 @@ mksquashfs "$mnt" "$out" -noappend -no-progress "$@" >/dev/null
     .arg(inp.boot_dir)
     .arg(inp.esp_dir)
     .arg(dest)
-    .args(options.split_whitespace());
+    .args(squashfs_args(options));
     cmd::run(&mut c).context("making the live root squashfs (mksquashfs)")?;
     Ok(())
 }
@@ -1379,6 +1393,18 @@ mod tests {
             .map(|(_, n)| n)
             .collect();
         assert_eq!(names, ["BOOTX64.EFI", "grubx64.efi"]);
+    }
+
+    #[test]
+    fn squashfs_memory_is_bounded_unless_the_image_says() {
+        assert_eq!(
+            squashfs_args("-comp zstd"),
+            ["-comp", "zstd", "-mem", SQUASHFS_MEM]
+        );
+        assert_eq!(
+            squashfs_args("-comp xz -mem 2G"),
+            ["-comp", "xz", "-mem", "2G"]
+        );
     }
 
     #[test]
