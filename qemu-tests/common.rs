@@ -130,3 +130,20 @@ pub fn full_os_boot_lock() -> FullOsBootGuard {
         _in_process: in_process,
     }
 }
+
+/// Disks and trees one test made for itself, removed when it ends, passed or failed: a
+/// CI machine's disk is not large (a run that kept them all, 16 GiB by the end, once
+/// filled it mid-build), and what a failure is read from, the console log, stays.
+pub struct Scratch(pub Vec<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
+}

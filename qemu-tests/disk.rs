@@ -14,7 +14,7 @@ use layerboot::boottest::{
 };
 use layerboot_testkit::layered_image::{layered_image, LayeredImage};
 
-use crate::common::{full_os_boot_lock, nonce};
+use crate::common::{full_os_boot_lock, nonce, Scratch};
 
 fn image() -> &'static LayeredImage {
     static I: OnceLock<LayeredImage> = OnceLock::new();
@@ -263,6 +263,7 @@ fn bootupd_image_disk_boots_through_shim_uefi_bios_and_secure_boot() {
         "bootupd-qemu.img",
         &slow_machine_args(),
     );
+    let _scratch = Scratch(vec![disk.clone()]);
     first_boot_uefi_then_second_boot_bios(
         &disk,
         &img.marker,
@@ -431,6 +432,7 @@ fn metal4k_disk_boots_from_4096_byte_sectors() {
     let mut args = vec!["--karg", "console=ttyS0,115200n8"];
     args.extend(slow_machine_args());
     let disk = build_disk("metal4k-plain", &args);
+    let _scratch = Scratch(vec![disk.clone()]);
     let mut head = vec![0u8; 4096 + 8];
     std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut head).unwrap();
     assert_eq!(
@@ -470,6 +472,7 @@ fn coreos_image_disk_boots_without_root_karg() {
         "coreos-qemu.img",
         &slow_machine_args(),
     );
+    let _scratch = Scratch(vec![disk.clone()]);
     // qemu-plain writes qcow2; the artifact is named by what the file holds.
     let artifact = ArtifactKind::detect(&disk).unwrap().artifact(disk);
     let o = boot(

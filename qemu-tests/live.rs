@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use layerboot::boottest::{Artifact, DiskFormat, ExtraDisk, Firmware, Pattern};
 use layerboot_testkit::live_image::{live_bootupd_image, live_image, LiveImage};
 
-use crate::common::full_os_boot_lock;
+use crate::common::{full_os_boot_lock, Scratch};
 use crate::disk::{reported, run_boot, settings, urlencode, work_dir, write_first_boot_ignition};
 
 fn image() -> &'static LiveImage {
@@ -116,6 +116,8 @@ fn ok(c: &mut Command) {
 #[test]
 fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim() {
     let l = live_bootupd();
+    // No other test boots the bootupd variant.
+    let _scratch = Scratch(vec![work_dir().join("live-bootupd")]);
     // The El Torito image holds the image's chain only, laid out as CoreOS's.
     let efiboot = work_dir().join("live-shim-efiboot.img");
     let _ = std::fs::remove_file(&efiboot);

@@ -22,7 +22,7 @@ use layerboot::boottest::{Artifact, ArtifactKind, BootTestSettings, ExtraDisk, F
 use layerboot::qemu::DiskFormat;
 use layerboot_testkit::layered_image::layered_image;
 
-use crate::common::{full_os_boot_lock, nonce};
+use crate::common::{full_os_boot_lock, nonce, Scratch};
 use crate::disk::{
     reported, run_boot, settings, slow_machine_args, work_dir, write_first_boot_ignition,
 };
@@ -154,6 +154,16 @@ fn bootable(platform: &str) -> Artifact {
     kind.artifact(path)
 }
 
+/// What a boot of `platform` leaves that no later test reads: the unpacked copy, and the
+/// artifact itself but for VMware's OVA, which two tests boot.
+fn scratch(platform: &str) -> Scratch {
+    let mut paths = vec![work_dir().join(format!("platforms/unpacked-{platform}"))];
+    if platform != "vmware" {
+        paths.push(artifacts()[platform].clone());
+    }
+    Scratch(paths)
+}
+
 /// A config drive as the platform attaches one: an ISO 9660 filesystem labelled `label`
 /// holding the first-boot Ignition config (nonce `n`) at `path`.
 fn config_drive(platform: &str, label: &str, path: &str, n: &str) -> PathBuf {
@@ -230,6 +240,7 @@ fn boot_with_metadata_service(platform: &str) -> String {
 /// arguments, and the initramfs reached `then`.
 fn boot_to_the_initramfs(platform: &str, then: &str) {
     let _serial = full_os_boot_lock();
+    let _scratch = scratch(platform);
     let mut s = settings(
         bootable(platform),
         Firmware::Uefi,
@@ -247,6 +258,7 @@ fn boot_to_the_initramfs(platform: &str, then: &str) {
 }
 
 fn boot_to_marker(platform: &str, extra: impl FnOnce(&mut BootTestSettings)) -> String {
+    let _scratch = scratch(platform);
     boot_artifact_to_marker(platform, bootable(platform), extra)
 }
 
@@ -353,6 +365,10 @@ fn vmware_ova_vmdk_without_the_first_boot_stamp_boots_the_layered_image() {
         panic!("the OVA holds a vmdk")
     };
     let raw = work_dir().join("platforms/vmware-after-first-boot.raw");
+    let _scratch = Scratch(vec![
+        raw.clone(),
+        work_dir().join("platforms/unpacked-vmware"),
+    ]);
     run(Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
         .arg(&vmdk)
@@ -411,7 +427,6 @@ fn vmware_ova_vmdk_without_the_first_boot_stamp_boots_the_layered_image() {
             .any(|a| a == "ignition.firstboot"),
         "{cmdline}"
     );
-    let _ = std::fs::remove_file(&raw);
 }
 
 /// OpenStack's image, its Ignition config from a config drive (an ISO 9660 filesystem

@@ -8,7 +8,7 @@
 use layerboot::boottest::{Artifact, Firmware, Outcome};
 use layerboot_testkit::selinux_image::selinux_image;
 
-use crate::common::full_os_boot_lock;
+use crate::common::{full_os_boot_lock, Scratch};
 use crate::disk::{
     build_disk_from, reported, run_boot, settings, slow_machine_args, urlencode, work_dir,
     SLOW_MACHINE_DROPIN,
@@ -54,6 +54,7 @@ fn selinux_disk_has_no_unlabeled_build_files_and_bootupctl_reads_its_state() {
         "enforcing=0",
     ]);
     let disk = build_disk_from(&img.oci_ref(), "qemu-plain", "selinux-qemu.img", &args);
+    let _scratch = Scratch(vec![disk.clone()]);
     let ign = work_dir().join("selinux-first-boot.ign");
     let config = serde_json::json!({
         "ignition": {"version": "3.3.0"},

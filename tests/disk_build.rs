@@ -1201,3 +1201,107 @@ umount "$4""#;
     std::fs::remove_dir(&mnt).unwrap();
     assert_eq!(system_state(dir.path()), (vec![], vec![]));
 }
+
+/// An output directory on a filesystem too small for the disk: refused before any work
+/// when even the deployment cannot fit, and when it runs out midway (the loop device
+/// turning the host's ENOSPC into I/O errors), the error names that filesystem, not the
+/// root filesystem inside the image. Either way the directory is left as it was.
+#[test]
+fn a_full_output_filesystem_is_named_and_left_as_it_was() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mount_tmpfs = |size: &str| {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&small)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", small.display());
+    };
+    let unmount = || {
+        assert!(Command::new("umount")
+            .arg(&small)
+            .status()
+            .unwrap()
+            .success());
+    };
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    let metal = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("metal-plain.toml"),
+        metal.replace("compression = \"image\"", "compression = \"none\""),
+    )
+    .unwrap();
+    let out = small.join("x.raw");
+    let build = || {
+        run(&[
+            "disk",
+            &image().oci_ref(),
+            "--bootimages",
+            defs.to_str().unwrap(),
+            "-p",
+            "metal-plain",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+
+    mount_tmpfs("64m");
+    let o = build();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    let prefix = format!(
+        "{} has 64MiB free, but the deployment alone writes about ",
+        small.display()
+    );
+    let need = err
+        .lines()
+        .find_map(|l| l.strip_prefix("error: ")?.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_only(&small, &[]);
+    unmount();
+
+    // Room for the deployment's estimate but not for the boot files and the rest.
+    let need_mib = need
+        .strip_suffix("MiB")
+        .map(|m| m.parse::<f64>().unwrap())
+        .or_else(|| Some(need.strip_suffix("GiB")?.parse::<f64>().unwrap() * 1024.0))
+        .unwrap_or_else(|| panic!("size {need}"));
+    mount_tmpfs(&format!("{}m", need_mib.ceil() as u64 + 16));
+    let o = build();
+    let err = stderr(&o);
+    unmount_after(&small, unmount, || {
+        assert!(!o.status.success(), "the build fit after all: {err}");
+        assert!(
+            err.contains(&format!(
+                "the filesystem holding {} ran out of space (",
+                small.display()
+            )) && err.contains("free space there or write the output to a larger filesystem"),
+            "{err}"
+        );
+        assert!(!err.contains("pass a larger --size"), "{err}");
+        assert_only(&small, &[]);
+    });
+    assert_eq!(
+        system_state(dir.path()),
+        (vec![], vec![]),
+        "mounts or loop devices left behind"
+    );
+}
+
+/// Runs `check`, then `unmount`, even when `check` panics (the tempdir's cleanup cannot
+/// remove a mount point).
+fn unmount_after(_dir: &Path, unmount: impl FnOnce(), check: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+    unmount();
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -216,6 +216,21 @@ impl Drop for Staging {
     }
 }
 
+/// Refuses a build whose deployment alone (`need` bytes, counted from the layers) cannot
+/// fit in the `free` bytes of the filesystem holding `out_dir`, where the sparse disk
+/// image is written: it would fail midway, as an I/O error from inside the loop device.
+fn check_host_space(out_dir: &std::path::Path, free: u64, need: u64) -> Result<()> {
+    if free < need {
+        bail!(
+            "{} has {} free, but the deployment alone writes about {} into the disk image there: free space or write the output to a larger filesystem",
+            out_dir.display(),
+            crate::units::format_size(free),
+            crate::units::format_size(need)
+        );
+    }
+    Ok(())
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -445,6 +460,31 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     if !is_root() {
         bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
     }
+    let out_dir = match s.targets[0].output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Before the staging directory: nothing is created when the host cannot hold the
+    // deployment anyway.
+    let free = crate::io::free_bytes(&out_dir)?;
+    check_host_space(&out_dir, free, s.footprint.allocated)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".layerboot-disk-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a staging directory in {}", out_dir.display()))?
+        .keep();
+    let staging = Staging(staging);
+    // Absolute: the helper's mount point is reached through /proc/<pid>/root/<path>.
+    let st = std::path::absolute(&staging.0)?;
+    // Explained while the staging directory still holds what filled the host.
+    build_staged(s, &st, cancel).map_err(|e| {
+        let free = crate::io::free_bytes(&st).ok();
+        deploy::explain_host_full(e, &out_dir, free)
+    })
+}
+
+/// The disk's whole build in the staging directory `st`.
+fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     let base = &s.targets[0];
     let def = &base.definition;
     let plan = &base.layout;
@@ -474,19 +514,6 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     else {
         bail!("the root partition has no filesystem")
     };
-
-    let out_dir = match base.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let staging = tempfile::Builder::new()
-        .prefix(".layerboot-disk-")
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("creating a staging directory in {}", out_dir.display()))?
-        .keep();
-    let staging = Staging(staging);
-    // Absolute: the helper's mount point is reached through /proc/<pid>/root/<path>.
-    let st = &std::path::absolute(&staging.0)?;
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
@@ -573,7 +600,13 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     step("deployed; completing the root filesystem and staging the bootloader");
     let aleph_path = root.join(ALEPH);
     std::fs::write(&aleph_path, aleph_json(&s.image)?)
-        .map_err(|e| deploy::explain_enospc(anyhow::Error::from(e), root_part.size))
+        .map_err(|e| {
+            deploy::DiskSpace {
+                root_size: root_part.size,
+                host_dir: st.parent().unwrap_or(st).to_path_buf(),
+            }
+            .explain(anyhow::Error::from(e))
+        })
         .with_context(|| format!("writing {}", aleph_path.display()))?;
     let compat = root.join(COREOS_ALEPH);
     std::os::unix::fs::symlink(ALEPH, &compat)
@@ -1355,6 +1388,18 @@ pub fn image_stem(display_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_without_room_for_the_deployment_is_refused_naming_the_directory() {
+        let dir = std::path::Path::new("/srv/out");
+        assert!(check_host_space(dir, 2 << 30, 1 << 30).is_ok());
+        assert!(check_host_space(dir, 1 << 30, 1 << 30).is_ok());
+        let e = check_host_space(dir, 512 << 20, 1 << 30).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/srv/out has 512MiB free, but the deployment alone writes about 1GiB into the disk image there: free space or write the output to a larger filesystem"
+        );
+    }
     use crate::oci::layout::OciLayout;
     use crate::oci::manifest::{OCI_CONFIG, OCI_MANIFEST};
 

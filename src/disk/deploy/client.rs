@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{explain_enospc, DeployRequest, Deployed, MountRequest, HELPER};
+use super::{DeployRequest, Deployed, DiskSpace, MountRequest, HELPER};
 use crate::cmd::CancellableChild;
 use crate::disk::source::SourceImage;
 use crate::disk::Cancel;
@@ -19,7 +19,7 @@ pub struct Mounted {
     pub deployed: Deployed,
     /// The deployed root filesystem as this process sees it: `/proc/<helper>/root/<mnt>`.
     pub root: PathBuf,
-    root_size: u64,
+    space: DiskSpace,
 }
 
 impl Mounted {
@@ -36,11 +36,11 @@ impl Mounted {
 
     /// Let the helper unmount and end; its exit status says whether that worked.
     pub fn finish(mut self, cancel: &Cancel) -> Result<()> {
-        let root_size = self.root_size;
+        let space = self.space.clone();
         match self.helper.finish(|| cancel.is_cancelled()) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(crate::disk::cancelled_error()),
-            Err(e) => Err(explain_enospc(e, root_size)).context("finishing the root filesystem"),
+            Err(e) => Err(space.explain(e)).context("finishing the root filesystem"),
         }
     }
 }
@@ -82,7 +82,16 @@ pub fn deploy(
     repo_config: &[(String, String)],
     cancel: &Cancel,
 ) -> Result<Mounted> {
-    let root_size = target.size;
+    let space = DiskSpace {
+        root_size: target.size,
+        // The disk image is in the build's staging directory, which is in the output
+        // directory the user chose: that is the one to name.
+        host_dir: target
+            .image
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
     let req = DeployRequest {
         sysroot: mountpoint.to_path_buf(),
         stateroot: stateroot.to_string(),
@@ -103,7 +112,7 @@ pub fn deploy(
         Ok(Some(line)) => line,
         Ok(None) => return Err(crate::disk::cancelled_error()),
         Err(e) => {
-            return Err(explain_enospc(e, root_size))
+            return Err(space.explain(e))
                 .with_context(|| format!("deploying {}", image.display_name))
         }
     };
@@ -117,7 +126,7 @@ pub fn deploy(
         helper,
         deployed,
         root,
-        root_size,
+        space,
     })
 }
 

@@ -107,11 +107,43 @@ impl DeployRequest {
     }
 }
 
-/// A deploy that ran out of space names the filesystem that was too small and the way out.
-pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
+/// Where a deploy's bytes land: the root filesystem (`root_size` bytes) inside the sparse
+/// disk image in `host_dir`. Either can run out, and the two look alike from inside.
+#[derive(Debug, Clone)]
+pub struct DiskSpace {
+    pub root_size: u64,
+    pub host_dir: PathBuf,
+}
+
+/// Below this many free bytes the host filesystem counts as full: the sparse disk image
+/// grows there as the deploy writes through its loop device, and the loop device reports
+/// the host's ENOSPC to the filesystem inside as an I/O error (`syncfs: Input/output
+/// error` from ostree), not as ENOSPC.
+pub const HOST_FULL_BELOW: u64 = 64 << 20;
+
+impl DiskSpace {
+    /// `e`, explained if it came from running out of space (see [`explain_space`]).
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let free = crate::io::free_bytes(&self.host_dir).ok();
+        explain_space(e, self.root_size, &self.host_dir, free)
+    }
+}
+
+/// A write that failed for want of space names the filesystem that ran out and the way
+/// out: the host's (`free` bytes left in `host_dir`, seen as an I/O error or ENOSPC), else
+/// the root filesystem of `root_size` bytes (ENOSPC). Anything else passes unchanged.
+pub fn explain_space(
+    e: anyhow::Error,
+    root_size: u64,
+    host_dir: &std::path::Path,
+    free: Option<u64>,
+) -> anyhow::Error {
     let text = format!("{e:#}");
-    if text.contains("No space left on device") || text.contains("os error 28") {
-        let size = crate::bootimage::definition::format_size(root_size);
+    if host_is_full(&text, free) {
+        return explain_host_full(e, host_dir, free);
+    }
+    if is_enospc(&text) {
+        let size = crate::units::format_size(root_size);
         return e.context(format!(
             "the root filesystem of {size} was too small for the deployment: pass a larger --size"
         ));
@@ -119,26 +151,81 @@ pub fn explain_enospc(e: anyhow::Error, root_size: u64) -> anyhow::Error {
     e
 }
 
+fn is_enospc(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("os error 28")
+}
+
+/// An ENOSPC or I/O error while the host has less than [`HOST_FULL_BELOW`] free.
+fn host_is_full(text: &str, free: Option<u64>) -> bool {
+    let eio = text.contains("Input/output error") || text.contains("os error 5)");
+    free.is_some_and(|f| f < HOST_FULL_BELOW) && (is_enospc(text) || eio)
+}
+
+/// `e`, naming the host filesystem holding `host_dir` as the one that ran out (it has
+/// `free` bytes left) where that explains it and nothing has said so yet.
+pub fn explain_host_full(
+    e: anyhow::Error,
+    host_dir: &std::path::Path,
+    free: Option<u64>,
+) -> anyhow::Error {
+    let text = format!("{e:#}");
+    match free {
+        Some(f) if host_is_full(&text, free) && !text.contains(HOST_FULL_MESSAGE) => {
+            e.context(format!(
+                "the filesystem holding {} {HOST_FULL_MESSAGE} ({} free), where the disk image is written: free space there or write the output to a larger filesystem",
+                host_dir.display(),
+                crate::units::format_size(f)
+            ))
+        }
+        _ => e,
+    }
+}
+
+const HOST_FULL_MESSAGE: &str = "ran out of space";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn running_out_of_space_names_the_root_size_and_the_way_out() {
-        let cases: &[(&str, bool)] = &[
-            ("command failed (exit status: 1): layerboot-deploy …: error: deploying: Importing: writing object: No space left on device", true),
-            ("writing /x/.coreos-aleph-version.json: No space left on device (os error 28)", true),
-            ("command failed (exit status: 1): layerboot-deploy …: error: Permission denied (os error 13)", false),
+    fn running_out_of_space_names_the_filesystem_that_ran_out_and_the_way_out() {
+        const ROOT: &str = "the root filesystem of 1300MiB was too small for the deployment: pass a larger --size: ";
+        const HOST: &str = "the filesystem holding /out/.layerboot-disk-x ran out of space (1MiB free), where the disk image is written: free space there or write the output to a larger filesystem: ";
+        let enospc = "command failed (exit status: 1): layerboot-deploy …: error: deploying: Importing: writing object: No space left on device";
+        let syncfs = "error: deploying with ostree-ext: Performing deployment: Full sync: syncfs(sysroot): Input/output error";
+        let cases: &[(&str, Option<u64>, &str)] = &[
+            (enospc, Some(20 << 30), ROOT),
+            (enospc, None, ROOT),
+            ("writing /x/.coreos-aleph-version.json: No space left on device (os error 28)", Some(20 << 30), ROOT),
+            // The loop device turns the host's ENOSPC into EIO.
+            (syncfs, Some(1 << 20), HOST),
+            (enospc, Some(1 << 20), HOST),
+            // An I/O error with room on the host is not about space.
+            (syncfs, Some(20 << 30), ""),
+            (syncfs, None, ""),
+            ("command failed (exit status: 1): layerboot-deploy …: error: Permission denied (os error 13)", Some(1 << 20), ""),
         ];
-        for &(text, enospc) in cases {
-            let e = explain_enospc(anyhow::anyhow!("{text}"), 1300 << 20);
+        for &(text, free, prefix) in cases {
+            let e = explain_space(
+                anyhow::anyhow!("{text}"),
+                1300 << 20,
+                std::path::Path::new("/out/.layerboot-disk-x"),
+                free,
+            );
             let shown = format!("{e:#}");
-            assert!(shown.ends_with(text), "the cause is kept: {shown}");
-            assert_eq!(shown.starts_with("the root filesystem of 1300MiB was too small for the deployment: pass a larger --size: "), enospc, "{shown}");
+            assert_eq!(shown, format!("{prefix}{text}"), "{free:?}");
         }
+        // Said once, however many layers see the error go by.
+        let host = std::path::Path::new("/out/.layerboot-disk-x");
+        let once = explain_space(anyhow::anyhow!("{syncfs}"), 1 << 30, host, Some(1 << 20));
+        let again = format!("{:#}", explain_host_full(once, host, Some(1 << 20)));
+        assert_eq!(again.matches("ran out of space").count(), 1, "{again}");
         // Through the std::io::Error layout the aleph write produces.
         let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
-        assert!(format!("{:#}", explain_enospc(io, 1 << 30))
-            .starts_with("the root filesystem of 1GiB was too small"));
+        assert!(format!(
+            "{:#}",
+            explain_space(io, 1 << 30, std::path::Path::new("/o"), None)
+        )
+        .starts_with("the root filesystem of 1GiB was too small"));
     }
 }
