@@ -55,8 +55,10 @@ pub struct Payload {
     pub efi_grub_with_blscfg: BTreeSet<String>,
     /// `grub2-static/`, when the image ships it.
     pub static_configs: Option<StaticConfigs>,
-    /// The image's i386-pc GRUB modules: `Some(has blscfg.mod)` when present.
-    pub bios_modules: Option<bool>,
+    /// The image's i386-pc GRUB modules when present: `Some(module)` naming the one that
+    /// provides `blscfg` (`blscfg` in Fedora's and RHEL's GRUB, `blsuki` from GRUB 2.14),
+    /// `Some(None)` when none does.
+    pub bios_modules: Option<Option<String>>,
 }
 
 /// The contents of `/usr/lib/bootupd/grub2-static/`.
@@ -209,9 +211,26 @@ pub fn scan(image: &RootedDir) -> Result<Payload> {
     }
     let i386 = Path::new(super::grub::GRUB_LIB).join("i386-pc");
     if image.is_file(i386.join("kernel.img")) {
-        p.bios_modules = Some(image.is_file(i386.join("blscfg.mod")));
+        let commands = i386.join("command.lst");
+        p.bios_modules = Some(if image.is_file(&commands) {
+            blscfg_module(&image.read_to_string(&commands)?)
+        } else {
+            image
+                .is_file(i386.join("blscfg.mod"))
+                .then(|| "blscfg".to_string())
+        });
     }
     Ok(p)
+}
+
+/// The module providing the `blscfg` command, from GRUB's `command.lst` (`[*]COMMAND:
+/// MODULE` lines, `*` marking extended commands): GRUB records it there because the
+/// module's name need not be the command's.
+fn blscfg_module(command_lst: &str) -> Option<String> {
+    command_lst.lines().find_map(|l| {
+        let (command, module) = l.split_once(':')?;
+        (command.trim_start_matches('*') == "blscfg").then(|| module.trim().to_string())
+    })
 }
 
 /// Layerboot's stand-ins when the image has no `grub2-static/`: the same roles as
@@ -299,11 +318,11 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Stag
         vendor = Some(v);
     }
     if o.bios {
-        match payload.bios_modules {
+        match &payload.bios_modules {
             None => {
                 bail!("BIOS boot wanted but the image has no GRUB modules in /usr/lib/grub/i386-pc")
             }
-            Some(has_blscfg) => menu_blscfg &= has_blscfg,
+            Some(provider) => menu_blscfg &= provider.is_some(),
         }
     }
 
@@ -396,8 +415,8 @@ pub fn plan(payload: &Payload, entries: &[BlsEntry], o: &Options) -> Result<Stag
         };
         let mut modules: Vec<String> = super::grub::BIOS_MODULES.iter().map(|m| m.to_string()).collect();
         modules.push("search_fs_uuid".into());
-        if payload.bios_modules == Some(true) {
-            modules.push("blscfg".into());
+        if let Some(Some(provider)) = &payload.bios_modules {
+            modules.push(provider.clone());
         }
         BiosCore { early_config: format!("{search}\nset prefix=($root)/{GRUB2_DIR}\nconfigfile ($root)/{GRUB2_DIR}/grub.cfg\n"), modules, prefix: format!("/{GRUB2_DIR}") }
     });
@@ -478,7 +497,7 @@ mod tests {
                 BTreeSet::new()
             },
             static_configs,
-            bios_modules: bios,
+            bios_modules: bios.map(|has| has.then(|| "blscfg".to_string())),
         }
     }
 
@@ -519,6 +538,28 @@ mod tests {
             .find(|(r, _, _)| r == name)
             .unwrap_or_else(|| panic!("{name} not planned: {:?}", p.boot))
             .1
+    }
+
+    #[test]
+    fn blscfg_is_found_under_the_module_grub_names_for_it() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // Fedora/RHEL GRUB (the blscfg patch).
+            (
+                "blocklist: blocklist\n*blscfg: blscfg\nboot: boot\n",
+                Some("blscfg"),
+            ),
+            // Upstream GRUB 2.14 (Debian forky/sid).
+            (
+                "*blscfg: blsuki\nlscoreboot: cbls\n*uki: blsuki\n",
+                Some("blsuki"),
+            ),
+            // Debian 12's GRUB 2.06.
+            ("blocklist: blocklist\nboot: boot\n", None),
+            ("", None),
+        ];
+        for (lst, want) in cases {
+            assert_eq!(blscfg_module(lst).as_deref(), *want, "{lst:?}");
+        }
     }
 
     #[test]
