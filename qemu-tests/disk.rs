@@ -168,6 +168,9 @@ pub(crate) fn settings(
     s.firmware = firmware;
     s.sector_size = sector_size;
     s.timeout = Duration::from_secs(900);
+    // x86-64-v2, RHEL 9's floor, and far less for TCG to emulate than `max`: the same
+    // full-OS boot took 85 s on Nehalem against 126 s on max (docs/boot-test.md).
+    s.cpu_model = Some("Nehalem".into());
     s.persist_writes = true;
     s.ignition = ignition.map(Path::to_path_buf);
     s.expect = pats(expect);

@@ -87,6 +87,8 @@ pub struct QemuConfig {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// `-cpu` model; `None`: `host` under KVM, `max` under TCG.
+    pub cpu_model: Option<String>,
     pub firmware: FirmwareConfig,
     pub disks: Vec<DiskConfig>,
     /// An ISO attached as a CD-ROM on the q35 AHCI controller.
@@ -126,10 +128,12 @@ impl QemuConfig {
             "-machine",
             "q35",
         ]);
-        match self.accel {
-            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
-        }
+        let (accel, default_model) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        let model = self.cpu_model.as_deref().unwrap_or(default_model);
+        push(&["-accel", accel, "-cpu", model]);
         let mem = self.memory_mib.to_string();
         let smp = self.cpus.to_string();
         push(&["-m", &mem, "-smp", &smp]);
@@ -226,6 +230,7 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 1,
+            cpu_model: None,
             firmware,
             disks: vec![],
             cdrom: None,
@@ -302,6 +307,16 @@ mod tests {
                     ..base(FirmwareConfig::Bios)
                 },
                 format!("{} {IO} -kernel /k -initrd /i -append console=ttyS0 quiet -s", COMMON.replace("tcg -cpu max", "kvm -cpu host")),
+            ),
+            (
+                "a chosen cpu model, tcg and kvm alike",
+                QemuConfig { cpu_model: Some("Nehalem".into()), disks: vec![disk("/a.raw", DiskFormat::Raw, 512)], ..base(FirmwareConfig::Bios) },
+                format!("{} {IO} -drive if=none,id=disk0,format=raw,file=/a.raw,snapshot=on -device virtio-blk-pci,drive=disk0,bootindex=1", COMMON.replace("-cpu max", "-cpu Nehalem")),
+            ),
+            (
+                "a chosen cpu model under kvm",
+                QemuConfig { accel: Accel::Kvm, cpu_model: Some("Haswell-v4,-hle".into()), kernel: Some(KernelBoot { kernel: "/k".into(), initrd: None, append: String::new() }), ..base(FirmwareConfig::Bios) },
+                format!("{} {IO} -kernel /k -append ", COMMON.replace("tcg -cpu max", "kvm -cpu Haswell-v4,-hle")),
             ),
         ];
         for (name, cfg, want) in cases {
