@@ -82,6 +82,11 @@ fn definitions(dir: &Path) -> PathBuf {
     )
     .unwrap();
     std::fs::write(
+        defs.join("metal-plain.toml"),
+        metal.replace("compression = \"image\"", "compression = \"none\""),
+    )
+    .unwrap();
+    std::fs::write(
         defs.join("metal-gz.toml"),
         metal.replace(
             "compression = \"image\"",
@@ -1226,17 +1231,7 @@ fn a_full_output_filesystem_is_named_and_left_as_it_was() {
             .unwrap()
             .success());
     };
-    let defs = dir.path().join("defs");
-    std::fs::create_dir(&defs).unwrap();
-    let metal = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("bootimages/metal.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        defs.join("metal-plain.toml"),
-        metal.replace("compression = \"image\"", "compression = \"none\""),
-    )
-    .unwrap();
+    let defs = definitions(dir.path());
     let out = small.join("x.raw");
     let build = || {
         run(&[
