@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::bootimage::{self, Compression, Definition, Firmware, Format, Plan, PlanOptions, Role};
 use crate::io::AtomicFile;
+pub use bootloader::grub::blscfg_module;
 pub use source::SourceImage;
 
 /// Cooperative cancellation: the one token of [`crate::cancel`], checked between steps
@@ -790,7 +791,7 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
                 esp: esp_dir.clone(),
                 vendor: efi_vendor(&esp_dir).unwrap_or_else(|| "BOOT".into()),
             },
-            bootloader::GrubConfigs::Rendered { .. } => live::EfiBoot::Grub {
+            bootloader::GrubConfigs::Plain { .. } => live::EfiBoot::Grub {
                 modules: [
                     work.join("image-grub-x86_64-efi"),
                     "/usr/lib/grub/x86_64-efi".into(),

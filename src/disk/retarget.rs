@@ -99,14 +99,15 @@ pub fn apply(boot: &Path, from: &Plan, to: &Plan, configs: &GrubConfigs) -> Resu
         rewrite_in_place(&p, &new)?;
     }
     match configs {
-        GrubConfigs::Rendered {
+        GrubConfigs::Plain {
             grub_cfg,
             console_cfg,
+            menu,
         } => {
             let entries = read_bls_entries(boot)?;
             rewrite_in_place(
                 &boot.join(grub_cfg),
-                &render_grub_cfg(&entries, to.grub_serial, console_cfg.is_some()),
+                &render_grub_cfg(&entries, to.grub_serial, console_cfg.is_some(), menu),
             )?;
             if let (Some(rel), Some(cmds)) = (console_cfg, &to.console_commands) {
                 rewrite_in_place(&boot.join(rel), &super::coreos::console_cfg(cmds))?;

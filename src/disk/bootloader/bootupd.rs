@@ -209,28 +209,8 @@ pub fn scan(image: &RootedDir) -> Result<Payload> {
         }
         p.static_configs = Some(s);
     }
-    let i386 = Path::new(super::grub::GRUB_LIB).join("i386-pc");
-    if image.is_file(i386.join("kernel.img")) {
-        let commands = i386.join("command.lst");
-        p.bios_modules = Some(if image.is_file(&commands) {
-            blscfg_module(&image.read_to_string(&commands)?)
-        } else {
-            image
-                .is_file(i386.join("blscfg.mod"))
-                .then(|| "blscfg".to_string())
-        });
-    }
+    p.bios_modules = super::grub::image_blscfg_provider(image, "i386-pc")?;
     Ok(p)
-}
-
-/// The module providing the `blscfg` command, from GRUB's `command.lst` (`[*]COMMAND:
-/// MODULE` lines, `*` marking extended commands): GRUB records it there because the
-/// module's name need not be the command's.
-fn blscfg_module(command_lst: &str) -> Option<String> {
-    command_lst.lines().find_map(|l| {
-        let (command, module) = l.split_once(':')?;
-        (command.trim_start_matches('*') == "blscfg").then(|| module.trim().to_string())
-    })
 }
 
 /// Layerboot's stand-ins when the image has no `grub2-static/`: the same roles as
@@ -538,28 +518,6 @@ mod tests {
             .find(|(r, _, _)| r == name)
             .unwrap_or_else(|| panic!("{name} not planned: {:?}", p.boot))
             .1
-    }
-
-    #[test]
-    fn blscfg_is_found_under_the_module_grub_names_for_it() {
-        let cases: &[(&str, Option<&str>)] = &[
-            // Fedora/RHEL GRUB (the blscfg patch).
-            (
-                "blocklist: blocklist\n*blscfg: blscfg\nboot: boot\n",
-                Some("blscfg"),
-            ),
-            // Upstream GRUB 2.14 (Debian forky/sid).
-            (
-                "*blscfg: blsuki\nlscoreboot: cbls\n*uki: blsuki\n",
-                Some("blsuki"),
-            ),
-            // Debian 12's GRUB 2.06.
-            ("blocklist: blocklist\nboot: boot\n", None),
-            ("", None),
-        ];
-        for (lst, want) in cases {
-            assert_eq!(blscfg_module(lst).as_deref(), *want, "{lst:?}");
-        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The bootloader, from the image's own files: bootupd's payload
 //! (`/usr/lib/bootupd/updates/`) when the image ships one, else the image's GRUB modules
 //! (`/usr/lib/grub/{x86_64-efi,i386-pc}`) turned into an EFI binary and a BIOS core image,
-//! with a GRUB config generated from the deployment's BLS entries (Debian's GRUB has no
-//! `blscfg`). Either way the config adds `ignition.firstboot` while `/boot/ignition.firstboot`
+//! with a GRUB config that reads the deployment's BLS entries at boot (`blscfg`) when that
+//! GRUB has the command, or one generated from them now (Debian 12's GRUB has none).
+//! Either way the config adds `ignition.firstboot` while `/boot/ignition.firstboot`
 //! exists, as CoreOS's does.
 
 //!
@@ -25,7 +26,7 @@ use crate::io::RootedDir;
 pub use bls::{parse_bls, read_bls_entries, BlsEntry};
 pub(crate) use grub::EFI_MODULES;
 use grub::{image_grub_modules, make_core_image, prepare_grub};
-pub use grub::{patch_boot_img, patch_core_img};
+pub use grub::{patch_boot_img, patch_core_img, MenuSource};
 
 /// GRUB files staged for the disk.
 #[derive(Debug)]
@@ -42,10 +43,11 @@ pub struct BootFiles {
 /// Which GRUB configs the bootloader step wrote into the boot tree (paths relative to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrubConfigs {
-    /// layerboot's own grub.cfg, rendered from the BLS entries, and CoreOS's console.cfg.
-    Rendered {
+    /// layerboot's own grub.cfg (menu from `menu`), and CoreOS's console.cfg.
+    Plain {
         grub_cfg: String,
         console_cfg: Option<String>,
+        menu: MenuSource,
     },
     /// The configs bootupd's layout puts on /boot (static or with generated menu entries).
     Bootupd { files: Vec<String> },
@@ -81,20 +83,7 @@ pub fn prepare(inp: &Inputs) -> Result<BootFiles> {
 
 fn prepare_bootupd(inp: &Inputs) -> Result<BootFiles> {
     let payload = bootupd::scan(inp.image)?;
-    // CoreOS deploys with `$ignition_firstboot` among the kernel arguments; ostree then
-    // carries the BLS options over to every later deployment.
-    let entries_dir = inp.boot_dir.join("loader/entries");
-    for e in
-        fs::read_dir(&entries_dir).with_context(|| format!("reading {}", entries_dir.display()))?
-    {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "conf") {
-            let text =
-                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            fs::write(&p, bootupd::with_firstboot_var(&text))
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
-    }
+    add_firstboot_var_to_entries(inp.boot_dir)?;
     let entries = read_bls_entries(inp.boot_dir)?;
     ensure!(
         !entries.is_empty(),
@@ -175,6 +164,25 @@ fn prepare_bootupd(inp: &Inputs) -> Result<BootFiles> {
     Ok(files)
 }
 
+/// Give every BLS entry `$ignition_firstboot` in its options, for GRUB configs whose menu
+/// comes from the entries as they are (blscfg, bootupd's): CoreOS deploys with it among the
+/// kernel arguments, and ostree then carries the options over to every later deployment.
+fn add_firstboot_var_to_entries(boot_dir: &Path) -> Result<()> {
+    let entries_dir = boot_dir.join("loader/entries");
+    for e in
+        fs::read_dir(&entries_dir).with_context(|| format!("reading {}", entries_dir.display()))?
+    {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "conf") {
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            fs::write(&p, bootupd::with_firstboot_var(&text))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
@@ -209,6 +217,7 @@ mod tests {
                 speed: 115200,
             }),
             false,
+            &MenuSource::Generated,
         );
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/disk/grub.cfg");
         if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
@@ -307,6 +316,72 @@ mod tests {
         }
         // Every staged ESP file is a copy in the scratch space, not a path into the image.
         assert!(files.esp.iter().all(|(_, p)| p.starts_with(&work)));
+    }
+
+    #[test]
+    fn blscfg_is_found_under_the_module_grub_names_for_it() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // Fedora/RHEL GRUB (the blscfg patch).
+            (
+                "blocklist: blocklist\n*blscfg: blscfg\nboot: boot\n",
+                Some("blscfg"),
+            ),
+            // Upstream GRUB 2.14 (Debian forky/sid).
+            (
+                "*blscfg: blsuki\nlscoreboot: cbls\n*uki: blsuki\n",
+                Some("blsuki"),
+            ),
+            // Debian 12's GRUB 2.06.
+            ("blocklist: blocklist\nboot: boot\n", None),
+            ("", None),
+        ];
+        for (lst, want) in cases {
+            assert_eq!(blscfg_module(lst).as_deref(), *want, "{lst:?}");
+        }
+    }
+
+    #[test]
+    fn blscfg_menu_only_when_every_platform_has_it_from_the_same_module() {
+        let b = |m: &str| Some(m.to_string());
+        let blscfg = |m: &str| MenuSource::Blscfg { module: m.into() };
+        let cases: &[(&[Option<String>], MenuSource)] = &[
+            (&[b("blsuki"), b("blsuki")], blscfg("blsuki")),
+            (&[b("blscfg")], blscfg("blscfg")),
+            // The EFI GRUB has it, the BIOS modules do not: one grub.cfg serves both.
+            (&[b("blsuki"), None], MenuSource::Generated),
+            (&[None, b("blsuki")], MenuSource::Generated),
+            (&[b("blscfg"), b("blsuki")], MenuSource::Generated),
+            (&[None], MenuSource::Generated),
+            (&[], MenuSource::Generated),
+        ];
+        for (providers, want) in cases {
+            assert_eq!(&menu_source(providers), want, "{providers:?}");
+        }
+    }
+
+    #[test]
+    fn blscfg_grub_cfg_golden() {
+        let cfg = render_grub_cfg(
+            &[parse_bls(ENTRY).unwrap()],
+            None,
+            true,
+            &MenuSource::Blscfg {
+                module: "blsuki".into(),
+            },
+        );
+        let golden =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/disk/grub-blscfg.cfg");
+        if std::env::var_os("LAYERBOOT_UPDATE_GOLDEN").is_some() {
+            fs::write(&golden, &cfg).unwrap();
+        }
+        pretty_assertions::assert_eq!(fs::read_to_string(golden).unwrap(), cfg);
+        // The entries are read at boot: none is rendered now.
+        assert!(!cfg.contains("menuentry"), "{cfg}");
+        let set = cfg.find("set ignition_firstboot=").unwrap();
+        assert!(
+            set < cfg.find("\nblscfg\n").unwrap(),
+            "set before blscfg expands it"
+        );
     }
 
     #[test]
