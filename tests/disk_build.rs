@@ -1134,6 +1134,18 @@ fn coreos_image_disk_is_built_the_coreos_way() {
         grub_cfg.contains("source $prefix/console.cfg"),
         "{grub_cfg}"
     );
+    // The fixture's GRUB (2.14's modules) has blscfg: the menu comes from the BLS entries
+    // at boot, as on CoreOS, with the module on /boot for `insmod`.
+    assert!(
+        grub_cfg.contains("\ninsmod blsuki\nblscfg\n") && !grub_cfg.contains("menuentry"),
+        "{grub_cfg}"
+    );
+    for platform in ["x86_64-efi", "i386-pc"] {
+        assert!(
+            debugfs(&format!("ls /grub2/{platform}")).contains("blsuki.mod"),
+            "blsuki.mod in /grub2/{platform}"
+        );
+    }
     assert_eq!(debugfs("cat /coreos/platforms.json"), PLATFORMS_JSON);
     let entries = debugfs("ls /loader/entries");
     let entry_name = entries
@@ -1143,6 +1155,12 @@ fn coreos_image_disk_is_built_the_coreos_way() {
     let entry = debugfs(&format!("cat /loader/entries/{entry_name}"));
     let options = entry.lines().find(|l| l.starts_with("options ")).unwrap();
     assert!(!options.contains("root="), "CoreOS has no root=: {options}");
+    assert!(
+        options
+            .split_whitespace()
+            .any(|a| a == "$ignition_firstboot"),
+        "blscfg expands $ignition_firstboot from the entry, as CoreOS's GRUB does: {options}"
+    );
     assert!(
         options.contains(&format!("ostree=/ostree/boot.1/{OSNAME}/")),
         "{options}"

@@ -12,6 +12,12 @@
 //!   first boot, the Ignition config `coreos-installer install --ignition-file` left in
 //!   `/boot/ignition/config.ign` becomes Ignition's `/usr/lib/ignition/user.ign` (Debian's
 //!   Ignition ships no such step; without it an installed disk boots without its config);
+//! - GRUB 2.14's modules from Debian sid over the image's own (2.06) in
+//!   `/usr/lib/grub/{x86_64-efi,i386-pc}`, for the `blscfg` CoreOS's GRUB has: the menu then
+//!   comes from the BLS entries at boot, so kernel arguments `coreos-installer install`
+//!   writes there reach the kernel. The image's `grub-mkimage` stays 2.06 (sid's needs a
+//!   newer C library), and the few 2.06-only modules stay in the directories (no 2.14
+//!   module depends on them);
 //! - a marker of its own, so a boot proves this image booted.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +37,7 @@ pub const COREOS_TAG: &str = "coreos";
 /// The stateroot the image names.
 pub const OSNAME: &str = "fedora-coreos";
 
-const RECIPE_VERSION: &[u8] = b"coreos-image v3";
+const RECIPE_VERSION: &[u8] = b"coreos-image v4";
 
 /// x86_64 entries of fedora-coreos-config's platforms.yaml (qemu, aws, azure, packet).
 pub const PLATFORMS_JSON: &str = r#"{
@@ -147,6 +153,7 @@ pub fn coreos_image() -> Result<CoreosImage> {
         CMDLINE_HOOK.as_bytes(),
         SETUP_USER_UNIT.as_bytes(),
         SETUP_USER_SCRIPT.as_bytes(),
+        super::sid_grub::RECIPE,
     ];
     let marker = format!("debian-coreos-{}", recipe_hash(&parts));
     let dir = cached_fixture("debian-coreos", &parts, |staging| {
@@ -231,7 +238,14 @@ fn build(staging: &Path, layered_oci: &Path, marker: &str) -> Result<()> {
         mode,
         content,
     };
-    let entries = vec![
+    // Downloads and unpacked packages, removed once the layer holds the modules.
+    let grub_work = staging.join("sid-grub-work");
+    let grub = super::sid_grub::fetch(&grub_work)?;
+    eprintln!(
+        "coreos fixture: GRUB {} modules from Debian sid",
+        grub.version
+    );
+    let mut entries = vec![
         file(
             layerboot::disk::coreos::PLATFORMS_JSON,
             PLATFORMS_JSON.as_bytes().to_vec(),
@@ -245,17 +259,23 @@ fn build(staging: &Path, layered_oci: &Path, marker: &str) -> Result<()> {
         file(&initramfs_path, extended_initramfs(initramfs)?, 0o600),
         file(MARKER_PATH, format!("{marker}\n").into_bytes(), 0o644),
     ];
+    entries.extend(
+        super::sid_grub::image_files(&grub)?
+            .into_iter()
+            .map(|(path, source, mode)| LayerEntry::HostFile { path, mode, source }),
+    );
     append_layer(
         &oci,
         LAYERED_TAG,
         COREOS_TAG,
         &entries,
-        "COPY platforms.json image.json; RUN (root by label in the initramfs) && ostree container commit",
+        "COPY platforms.json image.json; RUN (root by label in the initramfs) && (GRUB 2.14 modules from sid) && ostree container commit",
         &[
             ("org.opencontainers.image.title", "debian-coreos"),
             ("io.layerboot.example.marker", marker),
             (layerboot::disk::coreos::OSNAME_LABEL, OSNAME),
         ],
     )?;
+    super::cache::remove_tree(&grub_work)?;
     Ok(())
 }

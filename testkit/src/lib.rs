@@ -17,3 +17,4 @@ pub mod liveiso;
 pub mod ostree_image;
 pub mod registry;
 pub mod selinux_image;
+pub mod sid_grub;
