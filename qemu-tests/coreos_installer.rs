@@ -28,8 +28,8 @@ use layerboot_testkit::installer_guest::installer_initramfs;
 
 use crate::common::{full_os_boot_lock, kernel, nonce};
 use crate::disk::{
-    build_disk_from, reported, run_boot, settings, slow_machine_args, work_dir,
-    write_first_boot_ignition, GUEST_CPU,
+    build_disk_from, coreos_sysroot_problems, reported, run_boot, settings, slow_machine_args,
+    work_dir, write_first_boot_ignition, GUEST_CPU,
 };
 
 /// Small enough to keep the guest's copies short under TCG, large enough for the
@@ -239,6 +239,7 @@ fn boot_installed(
     if cmdline.contains("root=") {
         problems.push(format!("root= on the command line: {cmdline}"));
     }
+    problems.extend(coreos_sysroot_problems(&o));
     // The kernel's own messages reach ttyS0 only through the console argument (the
     // metal image has none of its own; the LAYERED lines also arrive over the port).
     // GRUB's serial terminal is checked in console.cfg above: under OVMF its menu reaches

@@ -501,4 +501,24 @@ fn coreos_image_disk_boots_without_root_karg() {
     ] {
         assert!(cmdline.contains(k), "{k} not in {cmdline}");
     }
+    let problems = coreos_sysroot_problems(&o);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// What is wrong with how a booted CoreOS-like disk mounts its roots (the fixture reports
+/// it): CoreOS's `sysroot.readonly` makes the physical root read-only, and ostree's
+/// prepare-root keeps the deployment's /etc and the stateroot's /var writable.
+pub(crate) fn coreos_sysroot_problems(o: &Outcome) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sysroot = reported(o, "COREOS-SYSROOT ");
+    if sysroot.split(',').next() != Some("ro") {
+        problems.push(format!("/sysroot is not mounted read-only: {sysroot:?}"));
+    }
+    for d in ["/etc", "/var"] {
+        let w = reported(o, &format!("COREOS-WRITABLE {d} "));
+        if w != "yes" {
+            problems.push(format!("{d} is not writable: {w:?}"));
+        }
+    }
+    problems
 }

@@ -1213,6 +1213,7 @@ umount "$4""#;
         .unwrap();
     assert!(attrs.contains('i'), "physical root immutable: {seen}");
     assert!(seen.contains("bootprefix=true"), "{seen}");
+    assert!(seen.contains("readonly=true"), "{seen}");
     assert!(
         seen.contains("bls-append-except-default=grub_users=\"\""),
         "{seen}"

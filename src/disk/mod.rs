@@ -572,12 +572,13 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
     // Dropped after the helper (declared before it): waits for its loop device to go.
     let loop_release = deploy::LoopRelease(raw_path.clone());
     // CoreOS's repo config (coreos-assembler coreos.osbuild.x86_64.mpp.yaml,
-    // `org.osbuild.ostree.config`): BLS paths under /boot (the boot filesystem carries
-    // ostree's `boot -> .` link), `grub_users ""` on non-default entries.
-    // `sysroot.readonly` is not set: see docs/disk.md (the example's initramfs bind-mounts /var
-    // from the physical root, which would then be read-only for Ignition).
+    // `org.osbuild.ostree.config`): the physical root read-only once booted (ostree's
+    // prepare-root bind-mounts the deployment's /etc and the stateroot's /var writable
+    // first), BLS paths under /boot (the boot filesystem carries ostree's `boot -> .`
+    // link), `grub_users ""` on non-default entries.
     let repo_config: Vec<(String, String)> = match &coreos_image {
         Some(_) => vec![
+            ("sysroot.readonly".into(), "true".into()),
             ("sysroot.bootprefix".into(), "true".into()),
             (
                 "sysroot.bls-append-except-default".into(),

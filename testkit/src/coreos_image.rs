@@ -18,6 +18,8 @@
 //!   writes there reach the kernel. The image's `grub-mkimage` stays 2.06 (sid's needs a
 //!   newer C library), and the few 2.06-only modules stay in the directories (no 2.14
 //!   module depends on them);
+//! - a unit that reports how the booted system mounts the physical root (`/sysroot`), so a
+//!   boot shows CoreOS's read-only sysroot took effect;
 //! - a marker of its own, so a boot proves this image booted.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +39,7 @@ pub const COREOS_TAG: &str = "coreos";
 /// The stateroot the image names.
 pub const OSNAME: &str = "fedora-coreos";
 
-const RECIPE_VERSION: &[u8] = b"coreos-image v4";
+const RECIPE_VERSION: &[u8] = b"coreos-image v5";
 
 /// x86_64 entries of fedora-coreos-config's platforms.yaml (qemu, aws, azure, packet).
 pub const PLATFORMS_JSON: &str = r#"{
@@ -128,6 +130,26 @@ fi
 umount "$mnt"
 "#;
 
+/// Reports the mount options of `/sysroot` (CoreOS makes it read-only through ostree's
+/// `sysroot.readonly`) and whether `/etc` and `/var` stay writable, before the example's
+/// marker ends the boot.
+const SYSROOT_REPORT_UNIT: &str = r#"[Unit]
+Description=Report how /sysroot is mounted (layerboot fixture)
+After=local-fs.target
+Before=layered-ok.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'echo "COREOS-SYSROOT $(grep " /sysroot " /proc/self/mounts | cut -d" " -f4)"'
+ExecStart=/bin/sh -c 'for d in /etc /var; do if touch $d/.layerboot-probe; then rm -f $d/.layerboot-probe; echo "COREOS-WRITABLE $d yes"; else echo "COREOS-WRITABLE $d no"; fi; done'
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"#;
+const SYSROOT_REPORT_PATH: &str = "usr/lib/systemd/system/layerboot-sysroot-report.service";
+
 #[derive(Debug, Clone)]
 pub struct CoreosImage {
     pub oci_dir: PathBuf,
@@ -154,6 +176,7 @@ pub fn coreos_image() -> Result<CoreosImage> {
         SETUP_USER_UNIT.as_bytes(),
         SETUP_USER_SCRIPT.as_bytes(),
         super::sid_grub::RECIPE,
+        SYSROOT_REPORT_UNIT.as_bytes(),
     ];
     let marker = format!("debian-coreos-{}", recipe_hash(&parts));
     let dir = cached_fixture("debian-coreos", &parts, |staging| {
@@ -258,6 +281,16 @@ fn build(staging: &Path, layered_oci: &Path, marker: &str) -> Result<()> {
         ),
         file(&initramfs_path, extended_initramfs(initramfs)?, 0o600),
         file(MARKER_PATH, format!("{marker}\n").into_bytes(), 0o644),
+        file(
+            SYSROOT_REPORT_PATH,
+            SYSROOT_REPORT_UNIT.as_bytes().to_vec(),
+            0o644,
+        ),
+        LayerEntry::Symlink {
+            path: "usr/lib/systemd/system/multi-user.target.wants/layerboot-sysroot-report.service"
+                .into(),
+            target: "../layerboot-sysroot-report.service".into(),
+        },
     ];
     entries.extend(
         super::sid_grub::image_files(&grub)?
