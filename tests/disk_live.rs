@@ -66,6 +66,67 @@ fn extract_osmet(osmet: &Path, repo: &Path, dest: &Path, len: u64, sector_size: 
     dest.to_path_buf()
 }
 
+/// Leave `count` free loop devices, the lowest (the next `losetup --find` picks them),
+/// with partitions as a user that detached without deleting them leaves them: added by
+/// `partx` to a device without `--partscan`, which the kernel keeps after the detach.
+/// Returns the devices and the GPT file used.
+fn leave_stale_partitions_on_free_loop_devices(dir: &Path, count: usize) -> (Vec<String>, PathBuf) {
+    let gpt = dir.join("stale-partitions.img");
+    std::fs::File::create(&gpt)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q"])
+        .arg(&gpt)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,2M\n,2M\n,2M\n,\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let devices: Vec<String> = (0..count)
+        .map(|_| {
+            let dev = ok(Command::new("losetup")
+                .args(["--find", "--show", "--read-only"])
+                .arg(&gpt));
+            let dev = dev.trim().to_string();
+            ok(Command::new("partx").args(["-a", &dev]));
+            dev
+        })
+        .collect();
+    for dev in &devices {
+        ok(Command::new("losetup").args(["-d", dev]));
+        if !Path::new(&format!("/sys/class/block/{}p4", name(Path::new(dev)))).exists() {
+            eprintln!("{dev} dropped its partitions on detach: this kernel leaves none stale");
+        }
+    }
+    (devices, gpt)
+}
+
+/// Drop what [`leave_stale_partitions_on_free_loop_devices`] left where nobody took the
+/// device since: attaching with `--partscan` drops a loop device's old partitions.
+fn drop_stale_partitions((devices, gpt): &(Vec<String>, PathBuf)) {
+    for dev in devices {
+        if Path::new(&format!("/sys/class/block/{}p1", name(Path::new(dev)))).exists() {
+            // Another test may have taken the device meanwhile: then it is not ours to clean.
+            let attached = Command::new("losetup")
+                .args(["--read-only", "--partscan", dev])
+                .arg(gpt)
+                .status()
+                .unwrap();
+            if attached.success() {
+                ok(Command::new("losetup").args(["-d", dev]));
+            }
+        }
+    }
+}
+
 fn sha256(p: &Path) -> String {
     layerboot::io::sha256_file(p).unwrap().0
 }
@@ -92,6 +153,9 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         .replace("compression = \"image\"", "compression = \"none\""),
     )
     .unwrap();
+    // The osmet packing runs the image's coreos-installer on a loop device: it must get
+    // one even when the devices it is likely to be given carry another user's partitions.
+    let poisoned = leave_stale_partitions_on_free_loop_devices(dir.path(), 3);
     let o = layerboot(&[
         "-q",
         "disk",
@@ -106,6 +170,7 @@ fn live_iso_and_pxe_set_are_coreos_installer_compatible() {
         "http://127.0.0.1:8080/s/",
         "--json",
     ]);
+    drop_stale_partitions(&poisoned);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let metal = PathBuf::from(report[0]["output"].as_str().unwrap());

@@ -1053,6 +1053,12 @@ const LOOP_DEVICE_ARG: &str = "@LOOP-DEVICE@";
 /// device of its sector size with its partitions added (`partx`: this kernel does not
 /// scan GPT on loop devices), the deployment from its root partition as the tool's root,
 /// in a private mount namespace; `dir` is bound at `/run/layerboot` inside it.
+///
+/// The device is attached with `--partscan` although the scan finds nothing here: the
+/// kernel keeps `partx`-added partitions of a loop device without that flag after it is
+/// detached, and whoever gets the device next then fails with "error adding partition"
+/// (a CI run failed so). With the flag, attaching drops partitions another user left
+/// and detaching drops ours; `partx -u` adds only what a scanning kernel has not.
 fn run_image_coreos_installer(
     inp: &Inputs,
     disk: &OsmetDisk,
@@ -1072,14 +1078,14 @@ fn run_image_coreos_installer(
     const SCRIPT: &str = r#"set -euo pipefail
 raw=$1 mnt=$2 deploy=$3 dir=$4 root_part=$5 placeholder=$6 sector=$7
 shift 7
-dev=$(losetup --find --show --read-only --sector-size "$sector" "$raw")
+dev=$(losetup --find --show --read-only --partscan --sector-size "$sector" "$raw")
 cleanup() {
     umount -R "$mnt" 2>/dev/null || true
     partx -d "$dev" 2>/dev/null || true
     losetup -d "$dev"
 }
 trap cleanup EXIT
-partx -a "$dev"
+partx -u "$dev"
 mount -o ro,nouuid "${dev}p$root_part" "$mnt" 2>/dev/null || mount -o ro "${dev}p$root_part" "$mnt"
 d=$mnt/$deploy
 mount -t tmpfs tmpfs "$d/run"
