@@ -17,7 +17,7 @@
 //! One install per image keeps the suite's time: each image and each way of reading it is
 //! installed once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use layerboot::boottest::{Artifact, BootTestSettings, DiskFormat, ExtraDisk};
