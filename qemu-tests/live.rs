@@ -112,9 +112,11 @@ fn ok(c: &mut Command) {
 /// UEFI, as a CD, through the image's own signed chain: the bootupd-layout variant's ISO
 /// (its El Torito image holds shim as `EFI/BOOT/BOOTX64.EFI` and Debian's signed GRUB
 /// beside it, as CoreOS lays out removable media) customized by the real coreos-installer
-/// (Ignition embedded, console appended) boots live and applies that Ignition.
+/// (Ignition embedded, console appended) boots live and applies that Ignition; the live
+/// system installs itself offline onto a 4Kn disk (metal4k osmet data), which then boots
+/// under UEFI with 4096-byte sectors and the Ignition config the install was given.
 #[test]
-fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim() {
+fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim_and_installs_onto_4kn() {
     let l = live_bootupd();
     // No other test boots the bootupd variant.
     let _scratch = Scratch(vec![work_dir().join("live-bootupd")]);
@@ -153,6 +155,14 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim() {
     let n = crate::common::nonce();
     let ign = work_dir().join("live-ci.ign");
     write_first_boot_ignition(&ign, &n);
+    // The live system also installs itself offline onto the 4Kn disk beside it, which
+    // coreos-installer does from the ISO's metal4k osmet data (it picks the osmet file by
+    // the target's sector size), with an Ignition config of its own for the installed system.
+    let n_installed = crate::common::nonce();
+    let dest_ign = work_dir().join("live-ci-dest.ign");
+    write_first_boot_ignition(&dest_ign, &n_installed);
+    let live_ign = installing_live_ignition(&ign, &dest_ign);
+    std::fs::write(&ign, live_ign.to_string()).unwrap();
     ok(Command::new("coreos-installer")
         .args(["iso", "ignition", "embed", "-i"])
         .arg(&ign)
@@ -160,20 +170,85 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim() {
     ok(Command::new("coreos-installer")
         .args(["iso", "kargs", "modify", "-a", CONSOLE])
         .arg(&iso));
+    let target = work_dir().join("live-installed-4kn.raw");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let mut expected = expect_marker_and_ignition_of(bootupd_image(), Some(&n));
+    expected.push("LIVE-INSTALL-OK".into());
+    // The CD has 2048-byte blocks whatever the disks have: the extra disk is 4Kn.
     let mut s = settings(
         Artifact::IsoCdrom(iso.clone()),
         Firmware::Uefi,
-        512,
-        &expect_marker_and_ignition_of(bootupd_image(), Some(&n)),
+        4096,
+        &expected,
         None,
         "live-iso-uefi-shim",
     );
     s.memory_mib = 3072;
+    s.extra_disks = vec![ExtraDisk::File {
+        path: target.clone(),
+        format: DiskFormat::Raw,
+    }];
+    s.wait_for_poweroff = true;
+    s.fail_on
+        .push(Pattern::parse("LIVE-INSTALL-FAILED").unwrap());
     let o = run_boot(&s);
     let cmdline = reported(&o, "Kernel command line:");
     assert!(cmdline.contains(CONSOLE), "{cmdline}");
     assert!(cmdline.contains("coreos.liveiso="), "{cmdline}");
+    assert!(
+        o.console.contains("Install complete."),
+        "coreos-installer did not complete"
+    );
     std::fs::remove_file(&iso).unwrap();
+
+    // The metal4k image was written: its GPT header sits in the second 4096-byte sector,
+    // where nothing made for 512-byte sectors has one.
+    let head = {
+        let mut b = vec![0u8; 8192];
+        std::io::Read::read_exact(&mut std::fs::File::open(&target).unwrap(), &mut b).unwrap();
+        b
+    };
+    assert_eq!(&head[4096..4104], b"EFI PART", "no GPT header at 4096");
+    assert_ne!(
+        &head[512..520],
+        b"EFI PART",
+        "a 512-byte-sector GPT on the 4Kn disk"
+    );
+    let s = settings(
+        Artifact::RawDisk(target.clone()),
+        Firmware::Uefi,
+        4096,
+        &expect_marker_and_ignition_of(bootupd_image(), Some(&n_installed)),
+        None,
+        "live-installed-4kn-disk",
+    );
+    run_boot(&s);
+    std::fs::remove_file(&target).unwrap();
+}
+
+/// The live system's Ignition: `live` (its own config) plus a unit that installs the live
+/// image offline onto the first extra disk with `dest` as the installed system's Ignition,
+/// reports LIVE-INSTALL-OK or LIVE-INSTALL-FAILED and powers off.
+fn installing_live_ignition(live: &Path, dest: &Path) -> serde_json::Value {
+    let unit = "[Unit]\nDescription=Install the live image offline\n\
+        After=layerboot-liveiso-osmet.service\nRequires=layerboot-liveiso-osmet.service\n\
+        [Service]\nType=oneshot\nStandardOutput=journal+console\nStandardError=journal+console\n\
+        ExecStart=/bin/sh -c 'if coreos-installer install --offline --ignition-file /etc/dest.ign /dev/disk/by-id/virtio-extra1; then echo LIVE-INSTALL-OK; else echo LIVE-INSTALL-FAILED; fi > /dev/kmsg; systemctl --no-block poweroff'\n\
+        [Install]\nWantedBy=multi-user.target\n";
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(live).unwrap()).unwrap();
+    config["storage"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "path": "/etc/dest.ign", "mode": 420,
+            "contents": {"source": format!("data:,{}", urlencode(&std::fs::read_to_string(dest).unwrap()))}
+        }));
+    config["systemd"] = serde_json::json!({"units": [{"name": "live-install.service", "enabled": true, "contents": unit}]});
+    config
 }
 
 /// BIOS, as a CD: the ISO customized by `layerboot iso customize`.
@@ -255,20 +330,13 @@ fn live_iso_installs_offline_then_the_installed_disk_boots() {
     let n = crate::common::nonce();
     let dest_ign = work_dir().join("live-install-dest.ign");
     write_first_boot_ignition(&dest_ign, &n);
-    let unit = "[Unit]\nDescription=Install the live image offline\n\
-        After=layerboot-liveiso-osmet.service\nRequires=layerboot-liveiso-osmet.service\n\
-        [Service]\nType=oneshot\nStandardOutput=journal+console\nStandardError=journal+console\n\
-        ExecStart=/bin/sh -c 'if coreos-installer install --offline --ignition-file /etc/dest.ign /dev/disk/by-id/virtio-extra1; then echo LIVE-INSTALL-OK; else echo LIVE-INSTALL-FAILED; fi > /dev/kmsg; systemctl --no-block poweroff'\n\
-        [Install]\nWantedBy=multi-user.target\n";
-    let live_ign = serde_json::json!({
-        "ignition": {"version": "3.3.0"},
-        "storage": {"files": [{
-            "path": "/etc/dest.ign", "mode": 420,
-            "contents": {"source": format!("data:,{}", urlencode(&std::fs::read_to_string(&dest_ign).unwrap()))}
-        }]},
-        "systemd": {"units": [{"name": "live-install.service", "enabled": true, "contents": unit}]}
-    });
     let live_ign_path = work_dir().join("live-install.ign");
+    std::fs::write(
+        &live_ign_path,
+        serde_json::json!({"ignition": {"version": "3.3.0"}, "storage": {"files": []}}).to_string(),
+    )
+    .unwrap();
+    let live_ign = installing_live_ignition(&live_ign_path, &dest_ign);
     std::fs::write(&live_ign_path, live_ign.to_string()).unwrap();
     ok(Command::new("coreos-installer")
         .args(["iso", "ignition", "embed", "-i"])
