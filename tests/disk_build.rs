@@ -1319,3 +1319,126 @@ fn unmount_after(_dir: &Path, unmount: impl FnOnce(), check: impl FnOnce()) {
         std::panic::resume_unwind(p);
     }
 }
+
+/// The disk's filesystems get the image's mkfs defaults, not the build host's: /boot's
+/// ext4 features come from the image's `/etc/mke2fs.conf`, and a root made by a build
+/// host's mkfs.xfs with other defaults than the image's (here: a host mkfs.xfs that
+/// leaves out bigtime, as xfsprogs before 5.15 does) is noticed by asking the image's
+/// own mkfs.xfs, and the build is redone with the image's features.
+#[test]
+fn filesystems_get_the_image_s_mkfs_defaults() {
+    use layerboot_testkit::layered_image::{append_layer, LayerEntry, LAYERED_TAG};
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let defs = definitions(dir.path());
+    // Hard links into the fixture cache: append_layer adds blobs and replaces index.json
+    // by rename, so the cached fixture is never written.
+    let oci = dir.path().join("oci");
+    assert!(Command::new("cp")
+        .arg("-al")
+        .arg(&image().oci_dir)
+        .arg(&oci)
+        .status()
+        .unwrap()
+        .success());
+    let conf = "[defaults]\n\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr\n\
+        \tdefault_mntopts = acl,user_xattr\n\tblocksize = 4096\n\tinode_size = 256\n\tinode_ratio = 16384\n\
+        [fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,dir_nlink,extra_isize,orphan_file\n\t}\n";
+    append_layer(
+        &oci,
+        LAYERED_TAG,
+        "mkfs",
+        &[LayerEntry::File {
+            path: "etc/mke2fs.conf".into(),
+            mode: 0o644,
+            content: conf.as_bytes().to_vec(),
+        }],
+        "COPY mke2fs.conf /etc/ (orphan_file on, 64bit off)",
+        &[],
+    )
+    .unwrap();
+    // A build host whose mkfs.xfs makes no bigtime unless told to.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = Command::new("sh")
+        .args(["-c", "command -v mkfs.xfs"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    assert!(!real.is_empty(), "mkfs.xfs on PATH");
+    let wrapper = bin.join("mkfs.xfs");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *bigtime=*) exec {real} \"$@\";; *) exec {real} -m bigtime=0 \"$@\";; esac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let raw = dir.path().join("metal.raw");
+    let o = layerboot(&[
+        "disk",
+        &format!("oci:{}:mkfs", oci.display()),
+        "--bootimages",
+        defs.to_str().unwrap(),
+        "-p",
+        "metal-plain",
+        "-o",
+        raw.to_str().unwrap(),
+    ])
+    .env("PATH", &path)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains("bigtime 0 → 1") && log.contains("building again with the image's"),
+        "{log}"
+    );
+
+    let gpt = gpt::GptConfig::new().open(&raw).unwrap();
+    let part = |name: &str| {
+        gpt.partitions()
+            .values()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("a partition named {name}"))
+            .clone()
+    };
+    let region =
+        |p: &gpt::partition::Partition| (p.first_lba * 512, (p.last_lba + 1 - p.first_lba) * 512);
+    // XFS superblock: sb_features_incompat (big-endian) at byte 216; BIGTIME is bit 3.
+    let (root_offset, _) = region(&part("root"));
+    let mut sb = [0u8; 512];
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&raw).unwrap();
+        f.seek(SeekFrom::Start(root_offset)).unwrap();
+        f.read_exact(&mut sb).unwrap();
+    }
+    assert_eq!(&sb[..4], b"XFSB");
+    let incompat = u32::from_be_bytes(sb[216..220].try_into().unwrap());
+    assert_ne!(
+        incompat & (1 << 3),
+        0,
+        "root XFS without bigtime: {incompat:#x}"
+    );
+
+    let (offset, len) = region(&part("boot"));
+    let boot = extract(&raw, offset, len, &dir.path().join("boot.img"));
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&boot)
+        .output()
+        .unwrap();
+    let features = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem features:").map(str::to_string))
+        .expect("dumpe2fs reports the features");
+    let has = |f: &str| features.split_whitespace().any(|x| x == f);
+    assert!(has("orphan_file") && !has("64bit"), "/boot: {features}");
+}

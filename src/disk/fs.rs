@@ -45,8 +45,28 @@ pub struct FsSpec<'a> {
     pub uuid: &'a str,
     pub size: u64,
     pub sector_size: u64,
-    /// Extra mkfs options (CoreOS's, `crate::disk::coreos::mkfs_options`).
-    pub options: &'a [&'a str],
+    /// Extra mkfs options ([`super::mkfs::MkfsSettings::options`]).
+    pub options: &'a [String],
+    /// The image's `mke2fs.conf` (ext4): its feature defaults instead of the host's.
+    pub mke2fs_config: Option<&'a Path>,
+}
+
+/// mkfs.xfs's arguments for `spec`, all but the target: shared by the root's creation and
+/// the dry runs that compare the host's mkfs.xfs with the image's.
+pub fn xfs_args(spec: &FsSpec) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-q".to_string(),
+        "-f".into(),
+        "-L".into(),
+        spec.label.into(),
+        "-m".into(),
+        format!("uuid={}", spec.uuid),
+        "-s".into(),
+        format!("size={}", spec.sector_size),
+    ]
+    .into();
+    a.extend(spec.options.iter().cloned());
+    a
 }
 
 /// Create `image` holding a filesystem with the content of `src`.
@@ -94,18 +114,7 @@ pub fn make_empty(spec: &FsSpec, image: &Path) -> Result<()> {
         Filesystem::Xfs => {
             cmd::require("mkfs.xfs", "xfsprogs")?;
             let mut c = Command::new("mkfs.xfs");
-            c.args([
-                "-q",
-                "-f",
-                "-L",
-                spec.label,
-                "-m",
-                &format!("uuid={}", spec.uuid),
-                "-s",
-                &format!("size={}", spec.sector_size),
-            ])
-            .args(spec.options)
-            .arg(image);
+            c.args(xfs_args(spec)).arg(image);
             cmd::run(&mut c)?;
             Ok(())
         }
@@ -132,10 +141,19 @@ fn mke2fs(spec: &FsSpec, src: Option<&Path>, image: &Path) -> Result<()> {
         "root_owner=0:0",
     ]);
     c.args(spec.options);
+    if let Some(conf) = spec.mke2fs_config {
+        c.env("MKE2FS_CONFIG", conf);
+    }
     if let Some(src) = src {
         c.arg("-d").arg(src);
     }
-    cmd::run(c.arg(image))?;
+    let made = cmd::run(c.arg(image));
+    match spec.mke2fs_config {
+        Some(conf) => made.with_context(|| {
+            format!("making ext4 with the image's mke2fs.conf (staged as {})", conf.display())
+        })?,
+        None => made?,
+    };
     Ok(())
 }
 
@@ -222,6 +240,70 @@ fn seek_data(f: &File, from: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The "Filesystem features:" of an ext4 image, from the real dumpe2fs.
+    fn ext4_features(img: &Path) -> Vec<String> {
+        let out = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Filesystem features:"))
+            .expect("a features line")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn ext4_features_follow_the_image_s_mke2fs_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("boot");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("loader.conf"), "x").unwrap();
+        // An image whose mke2fs turns on orphan_file and leaves out 64bit, unlike the
+        // build host's (Debian 12's mke2fs.conf has 64bit and no orphan_file).
+        let conf = dir.path().join("image-mke2fs.conf");
+        fs::write(
+            &conf,
+            "[defaults]\n\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr\n\
+             \tblocksize = 4096\n\tinode_size = 256\n\tinode_ratio = 16384\n\
+             [fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,dir_nlink,extra_isize,orphan_file\n\t}\n",
+        )
+        .unwrap();
+        let options = ["-O".to_string(), "metadata_csum_seed".to_string()];
+        let made = |config: Option<&Path>, name: &str| {
+            let img = dir.path().join(name);
+            let spec = FsSpec {
+                fs: Filesystem::Ext4,
+                label: "boot",
+                uuid: "96d15588-3596-4b3c-adca-a2ff7279ea63",
+                size: 64 << 20,
+                sector_size: 512,
+                options: &options,
+                mke2fs_config: config,
+            };
+            make_fs(&spec, &src, &img).unwrap();
+            ext4_features(&img)
+        };
+        let image = made(Some(&conf), "image.img");
+        let has = |f: &[String], name: &str| f.iter().any(|x| x == name);
+        assert!(
+            has(&image, "orphan_file") && !has(&image, "64bit"),
+            "{image:?}"
+        );
+        assert!(has(&image, "metadata_csum_seed"), "{image:?}");
+        // The control: without the image's configuration the host's defaults apply.
+        let host = made(None, "host.img");
+        assert_ne!(image, host);
+    }
+
     #[test]
     fn vfat_image_holds_the_tree() {
         let dir = tempfile::tempdir().unwrap();
@@ -237,6 +319,7 @@ mod tests {
                 size: 127 << 20,
                 sector_size: sector,
                 options: &[],
+                mke2fs_config: None,
             };
             make_fs(&spec, &src, &img).unwrap();
             let f = File::open(&img).unwrap();

@@ -649,6 +649,7 @@ pub fn build(inp: &Inputs, cancel: &Cancel) -> Result<Staged> {
             size,
             sector_size: 512,
             options: &[],
+            mke2fs_config: None,
         },
         &efi_tree,
         &efiboot,

@@ -20,6 +20,7 @@ pub(crate) mod estimate;
 pub(crate) mod fs;
 pub(crate) mod image_exec;
 pub(crate) mod live;
+pub(crate) mod mkfs;
 pub mod ostree_import;
 pub(crate) mod output;
 pub(crate) mod package;
@@ -458,6 +459,15 @@ fn require_tools(targets: &[Target]) -> Result<()> {
 
 /// Build the disk a [`plan`] describes. Blocking: call from `spawn_blocking` in async code.
 pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
+    build_learned(s, cancel, &mkfs::Learned::default())
+}
+
+/// [`build`], with the image's mkfs defaults already `learned` (by an earlier build).
+fn build_learned(
+    s: &DiskPlan,
+    cancel: &Cancel,
+    learned: &mkfs::Learned,
+) -> Result<Vec<BuildReport>> {
     if !is_root() {
         bail!("layerboot disk needs root: deploying sets file ownership and ostree's immutable bits into the root filesystem, which is loop-mounted for that");
     }
@@ -477,15 +487,45 @@ pub fn build(s: &DiskPlan, cancel: &Cancel) -> Result<Vec<BuildReport>> {
     let staging = Staging(staging);
     // Absolute: the helper's mount point is reached through /proc/<pid>/root/<path>.
     let st = std::path::absolute(&staging.0)?;
-    // Explained while the staging directory still holds what filled the host.
-    build_staged(s, &st, cancel).map_err(|e| {
+    let explain = |e: anyhow::Error| {
         let free = crate::io::free_bytes(&st).ok();
         deploy::explain_host_full(e, &out_dir, free)
-    })
+    };
+    // Explained while the staging directory still holds what filled the host.
+    match build_staged(s, &st, cancel, learned) {
+        Err(e) if e.downcast_ref::<mkfs::RootMkfsDiffers>().is_some() => {
+            let Ok(differs) = e.downcast::<mkfs::RootMkfsDiffers>() else {
+                unreachable!("checked above")
+            };
+            log::warn!("{differs}: building again with the image's (costs a second deploy)");
+            clear_dir(&st)?;
+            build_staged(s, &st, cancel, &differs.learned).map_err(explain)
+        }
+        r => r.map_err(explain),
+    }
+}
+
+/// Remove everything in `dir`, keeping it.
+fn clear_dir(dir: &std::path::Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        let removed = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// The disk's whole build in the staging directory `st`.
-fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<Vec<BuildReport>> {
+fn build_staged(
+    s: &DiskPlan,
+    st: &std::path::Path,
+    cancel: &Cancel,
+    learned: &mkfs::Learned,
+) -> Result<Vec<BuildReport>> {
     let base = &s.targets[0];
     let def = &base.definition;
     let plan = &base.layout;
@@ -518,13 +558,16 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let mkfs_options = |fs: bootimage::Filesystem| -> &'static [&'static str] {
-        if coreos_image.is_some() {
-            coreos::mkfs_options(fs)
-        } else {
-            &[]
-        }
+    let mut mkfs = mkfs::MkfsSettings {
+        coreos: coreos_image.is_some(),
+        mke2fs_config: None,
+        xfs_features: learned.xfs_features.clone(),
     };
+    if let Some(conf) = &learned.mke2fs_config {
+        let path = st.join("image-mke2fs.conf");
+        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+        mkfs.mke2fs_config = Some(path);
+    }
     log::info!(
         "disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes allocated by {} files ({} bytes of layer tar)",
         plan.disk_size,
@@ -536,17 +579,17 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
     let mut raw = assemble::create_sparse(&raw_path, plan.disk_size)?;
     step(&format!("creating the {root_fs} root filesystem"));
     let root_img = st.join("root.img");
-    fs::make_empty(
-        &fs::FsSpec {
-            fs: root_fs,
-            label: root_part.label.as_deref().unwrap_or(""),
-            uuid: root_uuid,
-            size: root_part.size,
-            sector_size: plan.sector_size,
-            options: mkfs_options(root_fs),
-        },
-        &root_img,
-    )?;
+    let root_options = mkfs.options(root_fs);
+    let root_spec = fs::FsSpec {
+        fs: root_fs,
+        label: root_part.label.as_deref().unwrap_or(""),
+        uuid: root_uuid,
+        size: root_part.size,
+        sector_size: plan.sector_size,
+        options: &root_options,
+        mke2fs_config: mkfs.mke2fs_config.as_deref(),
+    };
+    fs::make_empty(&root_spec, &root_img)?;
     fs::copy_sparse(&root_img, &mut raw, root_part.offset, cancel)?;
     std::fs::remove_file(&root_img)?;
     // The helper writes through its loop device while this handle stays unused.
@@ -598,6 +641,31 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
     )?;
     let deployed = mounted.deployed.clone();
     let root = &mounted.root;
+    let image_root = crate::io::RootedDir::open(&root.join(&deployed.deploy_path))?;
+    let image_exec = image_exec::ImageExec {
+        pid: mounted.pid(),
+        deployment: mountpoint.join(&deployed.deploy_path),
+    };
+    // Before anything more is built on a root the image's tools would have made otherwise.
+    let learned = mkfs::learn_from_image(
+        &image_root,
+        &image_exec,
+        &st.join("mkfs-probe"),
+        &mkfs::RootAsMade {
+            fs: root_fs,
+            spec: &root_spec,
+            used: learned,
+        },
+    )?;
+    if let Some(conf) = &learned.mke2fs_config {
+        let path = st.join("image-mke2fs.conf");
+        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+        log::info!(
+            "ext4 filesystems with the image's /{}",
+            mkfs::MKE2FS_CONFIG_IN_IMAGE
+        );
+        mkfs.mke2fs_config = Some(path);
+    }
 
     step("deployed; completing the root filesystem and staging the bootloader");
     let aleph_path = root.join(ALEPH);
@@ -623,7 +691,6 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
         .unwrap_or_else(|| "boot".into());
     let work = st.join("work");
     std::fs::create_dir_all(&work)?;
-    let image_root = crate::io::RootedDir::open(&root.join(&deployed.deploy_path))?;
     let files = bootloader::prepare(&bootloader::Inputs {
         image: &image_root,
         boot_dir: &boot_dir,
@@ -636,10 +703,7 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
         uefi: plan.firmware.contains(&Firmware::Uefi),
         bios: plan.firmware.contains(&Firmware::Bios),
         work: &work,
-        image_exec: Some(&image_exec::ImageExec {
-            pid: mounted.pid(),
-            deployment: mountpoint.join(&deployed.deploy_path),
-        }),
+        image_exec: Some(&image_exec),
     })?;
     let wants_live = s
         .targets
@@ -750,15 +814,7 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
             p.number,
             p.name
         ));
-        write_filesystem(
-            &mut raw,
-            p,
-            src,
-            st,
-            plan.sector_size,
-            &mkfs_options,
-            cancel,
-        )?;
+        write_filesystem(&mut raw, p, src, st, plan.sector_size, &mkfs, cancel)?;
     }
     let bootcode = match (&files.bios, plan.partition(Role::BiosBoot)) {
         (Some((boot_img, core)), Some(bb)) if plan.firmware.contains(&Firmware::Bios) => {
@@ -818,7 +874,8 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
                     "building {} for the live ISO's offline install data",
                     t.bootimage_name
                 ));
-                l.osmet_disks.push(build_osmet_disk(s, t, st, cancel)?);
+                l.osmet_disks
+                    .push(build_osmet_disk(s, t, st, &learned, cancel)?);
             }
             Some(l)
         }
@@ -835,7 +892,7 @@ fn build_staged(s: &DiskPlan, st: &std::path::Path, cancel: &Cancel) -> Result<V
                 boot_dir: &boot_dir,
                 configs: &files.configs,
                 from: plan,
-                mkfs_options: &mkfs_options,
+                mkfs: &mkfs,
                 st,
             },
             t,
@@ -979,7 +1036,7 @@ struct RetargetInputs<'a> {
     boot_dir: &'a std::path::Path,
     configs: &'a bootloader::GrubConfigs,
     from: &'a Plan,
-    mkfs_options: &'a dyn Fn(bootimage::Filesystem) -> &'static [&'static str],
+    mkfs: &'a mkfs::MkfsSettings,
     st: &'a std::path::Path,
 }
 
@@ -1012,7 +1069,7 @@ fn retargeted_copy(r: &RetargetInputs, t: &Target, cancel: &Cancel) -> Result<Pa
         &boot_t,
         r.st,
         plan.sector_size,
-        r.mkfs_options,
+        r.mkfs,
         cancel,
     )?;
     drop(raw);
@@ -1027,7 +1084,7 @@ fn write_filesystem(
     src: &std::path::Path,
     st: &std::path::Path,
     sector_size: u64,
-    mkfs_options: &dyn Fn(bootimage::Filesystem) -> &'static [&'static str],
+    mkfs: &mkfs::MkfsSettings,
     cancel: &Cancel,
 ) -> Result<()> {
     let (Some(fs_kind), Some(uuid)) = (p.filesystem, p.fs_uuid.as_deref()) else {
@@ -1041,7 +1098,8 @@ fn write_filesystem(
             uuid,
             size: p.size,
             sector_size,
-            options: mkfs_options(fs_kind),
+            options: &mkfs.options(fs_kind),
+            mke2fs_config: mkfs.mke2fs_config.as_deref(),
         },
         src,
         &img,
@@ -1072,11 +1130,13 @@ struct LiveContext<'a> {
 }
 
 /// One of [`DiskPlan::osmet_targets`], built uncompressed into the staging directory `st`
-/// by a build of its own (its stream metadata kept there, unpublished).
+/// by a build of its own (its stream metadata kept there, unpublished) that starts from
+/// what this build `learned` of the image's mkfs defaults.
 fn build_osmet_disk(
     s: &DiskPlan,
     t: &Target,
     st: &std::path::Path,
+    learned: &mkfs::Learned,
     cancel: &Cancel,
 ) -> Result<live::OsmetDisk> {
     let mut t = t.clone();
@@ -1088,7 +1148,7 @@ fn build_osmet_disk(
         stream_metadata: st.join(format!("{}-stream.json", t.bootimage_name)),
         ..s.clone()
     };
-    let report = build(&sub, cancel)
+    let report = build_learned(&sub, cancel, learned)
         .with_context(|| format!("building {} for osmet", t.bootimage_name))?
         .pop()
         .context("the build reported nothing")?;
