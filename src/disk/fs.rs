@@ -150,7 +150,10 @@ fn mke2fs(spec: &FsSpec, src: Option<&Path>, image: &Path) -> Result<()> {
     let made = cmd::run(c.arg(image));
     match spec.mke2fs_config {
         Some(conf) => made.with_context(|| {
-            format!("making ext4 with the image's mke2fs.conf (staged as {})", conf.display())
+            format!(
+                "making ext4 with the image's mke2fs.conf (staged as {})",
+                conf.display()
+            )
         })?,
         None => made?,
     };
