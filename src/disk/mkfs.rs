@@ -40,6 +40,25 @@ pub struct MkfsSettings {
 }
 
 impl MkfsSettings {
+    /// The settings of a build that knows `learned` of the image, its mke2fs.conf (if it
+    /// has one) staged in `st`.
+    pub fn new(coreos: bool, learned: &Learned, st: &Path) -> Result<MkfsSettings> {
+        let mke2fs_config = match &learned.mke2fs_config {
+            Some(conf) => {
+                let path = st.join("image-mke2fs.conf");
+                std::fs::write(&path, conf)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(MkfsSettings {
+            coreos,
+            mke2fs_config,
+            xfs_features: learned.xfs_features.clone(),
+        })
+    }
+
     /// The extra mkfs arguments for `fs`.
     pub fn options(&self, fs: Filesystem) -> Vec<String> {
         let mut o: Vec<String> = if self.coreos {

@@ -558,16 +558,7 @@ fn build_staged(
 
     let started = std::time::Instant::now();
     let step = |what: &str| log::info!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let mut mkfs = mkfs::MkfsSettings {
-        coreos: coreos_image.is_some(),
-        mke2fs_config: None,
-        xfs_features: learned.xfs_features.clone(),
-    };
-    if let Some(conf) = &learned.mke2fs_config {
-        let path = st.join("image-mke2fs.conf");
-        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
-        mkfs.mke2fs_config = Some(path);
-    }
+    let mkfs = mkfs::MkfsSettings::new(coreos_image.is_some(), learned, st)?;
     log::info!(
         "disk {} bytes, root filesystem {} bytes for an estimated {root_estimate} bytes allocated by {} files ({} bytes of layer tar)",
         plan.disk_size,
@@ -657,14 +648,12 @@ fn build_staged(
             used: learned,
         },
     )?;
-    if let Some(conf) = &learned.mke2fs_config {
-        let path = st.join("image-mke2fs.conf");
-        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+    let mkfs = mkfs::MkfsSettings::new(coreos_image.is_some(), &learned, st)?;
+    if mkfs.mke2fs_config.is_some() {
         log::info!(
             "ext4 filesystems with the image's /{}",
             mkfs::MKE2FS_CONFIG_IN_IMAGE
         );
-        mkfs.mke2fs_config = Some(path);
     }
 
     step("deployed; completing the root filesystem and staging the bootloader");
