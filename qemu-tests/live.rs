@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use layerboot::boottest::{Artifact, DiskFormat, ExtraDisk, Firmware, Pattern};
+use layerboot::boottest::{
+    Artifact, BootTestSettings, DiskFormat, ExtraDisk, Firmware, Outcome, Pattern,
+};
 use layerboot_testkit::live_image::{live_bootupd_image, live_image, LiveImage};
 
 use crate::common::{full_os_boot_lock, Scratch};
@@ -178,7 +180,7 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim_and_instal
     let mut expected = expect_marker_and_ignition_of(bootupd_image(), Some(&n));
     expected.push("LIVE-INSTALL-OK".into());
     // The CD has 2048-byte blocks whatever the disks have: the extra disk is 4Kn.
-    let mut s = settings(
+    let s = settings(
         Artifact::IsoCdrom(iso.clone()),
         Firmware::Uefi,
         4096,
@@ -186,22 +188,10 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim_and_instal
         None,
         "live-iso-uefi-shim",
     );
-    s.memory_mib = 3072;
-    s.extra_disks = vec![ExtraDisk::File {
-        path: target.clone(),
-        format: DiskFormat::Raw,
-    }];
-    s.wait_for_poweroff = true;
-    s.fail_on
-        .push(Pattern::parse("LIVE-INSTALL-FAILED").unwrap());
-    let o = run_boot(&s);
+    let o = run_offline_install_boot(s, &target);
     let cmdline = reported(&o, "Kernel command line:");
     assert!(cmdline.contains(CONSOLE), "{cmdline}");
     assert!(cmdline.contains("coreos.liveiso="), "{cmdline}");
-    assert!(
-        o.console.contains("Install complete."),
-        "coreos-installer did not complete"
-    );
     std::fs::remove_file(&iso).unwrap();
 
     // The metal4k image was written: its GPT header sits in the second 4096-byte sector,
@@ -227,6 +217,26 @@ fn live_iso_customized_by_coreos_installer_boots_uefi_cd_through_shim_and_instal
     );
     run_boot(&s);
     std::fs::remove_file(&target).unwrap();
+}
+
+/// Boot `s`, a live system whose Ignition came from [`installing_live_ignition`], with
+/// `target` as its one extra disk, until it powers off after the install; fails unless
+/// coreos-installer completed.
+fn run_offline_install_boot(mut s: BootTestSettings, target: &Path) -> Outcome {
+    s.memory_mib = 3072;
+    s.extra_disks = vec![ExtraDisk::File {
+        path: target.to_path_buf(),
+        format: DiskFormat::Raw,
+    }];
+    s.wait_for_poweroff = true;
+    s.fail_on
+        .push(Pattern::parse("LIVE-INSTALL-FAILED").unwrap());
+    let o = run_boot(&s);
+    assert!(
+        o.console.contains("Install complete."),
+        "coreos-installer did not complete"
+    );
+    o
 }
 
 /// The live system's Ignition: `live` (its own config) plus a unit that installs the live
@@ -353,7 +363,7 @@ fn live_iso_installs_offline_then_the_installed_disk_boots() {
 
     let _serial = full_os_boot_lock();
     // The ISO written to a disk (iso-as-disk) under UEFI, the install target beside it.
-    let mut s = settings(
+    let s = settings(
         Artifact::IsoAsDisk(iso.clone()),
         Firmware::Uefi,
         512,
@@ -361,19 +371,7 @@ fn live_iso_installs_offline_then_the_installed_disk_boots() {
         None,
         "live-offline-install",
     );
-    s.memory_mib = 3072;
-    s.extra_disks = vec![ExtraDisk::File {
-        path: target.clone(),
-        format: DiskFormat::Raw,
-    }];
-    s.wait_for_poweroff = true;
-    s.fail_on
-        .push(Pattern::parse("LIVE-INSTALL-FAILED").unwrap());
-    let o = run_boot(&s);
-    assert!(
-        o.console.contains("Install complete."),
-        "coreos-installer did not complete"
-    );
+    run_offline_install_boot(s, &target);
     std::fs::remove_file(&iso).unwrap();
 
     let s = settings(
