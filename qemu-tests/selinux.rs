@@ -3,7 +3,9 @@
 //! physical root minus ostree's objects and the deployments' trees, the deployment's
 //! `/etc`, the stateroot's `/var`) is `unlabeled_t`, no AVC denial is about those files,
 //! and the real `bootupctl status` (bootupd from crates.io, in the image) reads the state
-//! layerboot wrote and reports the installed components.
+//! layerboot wrote and reports the installed components; layerboot's own `bootupctl
+//! backend install` step, run in the guest with the image's bootupctl, records that same
+//! state and fills an ESP like the disk's.
 
 use layerboot::boottest::{Artifact, Firmware, Outcome};
 use layerboot_testkit::selinux_image::selinux_image;
@@ -155,6 +157,32 @@ fn selinux_disk_has_no_unlabeled_build_files_and_bootupctl_reads_its_state() {
         "{json}"
     );
     assert_eq!(json["boot-method"], "EFI", "{json}");
+
+    // layerboot's `bootupctl backend install` step (the script the build runs in the deploy
+    // helper's namespace) with the image's real bootupctl, run here where the kernel mounts
+    // vfat (the build host's cannot, so the build used layerboot's installer): bootupd's
+    // own state is the one the build wrote, but for the BIOS component (bootupctl installs
+    // it only onto a device), and its ESP is the disk's, but for layerboot's bootuuid.cfg
+    // (bootupctl writes it only with --write-uuid, from a mounted boot filesystem).
+    let log = console("BOOTUPCTL-LOG ");
+    eprintln!("bootupctl backend install:\n{log}");
+    assert_eq!(reported(&o, "BOOTUPCTL-RC "), "0", "{log}");
+    let theirs: serde_json::Value = serde_json::from_str(&reported(&o, "BOOTUPCTL-STATE "))
+        .unwrap_or_else(|e| panic!("bootupctl's state: {e}\n{log}"));
+    let mut ours: serde_json::Value =
+        serde_json::from_str(&reported(&o, "LAYERBOOT-STATE ")).expect("the build's state");
+    let installed = ours["installed"].as_object_mut().expect("installed");
+    assert!(installed.remove("BIOS").is_some(), "{theirs}");
+    assert!(theirs["installed"]["EFI"]["filetree"]["children"]
+        .as_object()
+        .is_some_and(|c| c.len() == 6));
+    assert_eq!(theirs, ours);
+    assert_eq!(reported(&o, "BOOTUPCTL-GRUBENV "), "same");
+    assert_eq!(
+        all_reported(&o, "BOOTUPCTL-ESP-DIFF "),
+        ["Only in real-esp/EFI/debian: bootuuid.cfg"]
+    );
+    assert_eq!(reported(&o, "BOOTUPCTL-ESP-DIFF-RC "), "1");
 }
 
 /// The AVC denials (audit lines) about the build's files that point at a labelling

@@ -824,10 +824,15 @@ fn bootupd_layout_image_gets_its_own_boot_chain() {
         defs.to_str().unwrap(),
         "-p",
         "qemu-raw",
+        "--json",
         "-o",
         raw.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // No bootupctl in this image: layerboot's own installer placed the EFI component.
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report.get("bootupctl").is_none(), "{report}");
+    assert!(report["ostree_commit"].is_string(), "{report}");
     assert!(
         stderr(&o).contains("has no blscfg"),
         "the stand-in for blscfg is announced: {}",

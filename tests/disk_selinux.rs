@@ -144,12 +144,33 @@ fn disk_is_labelled_from_the_images_policy_and_carries_bootupd_state() {
         // The policy arrives in a derived layer over an unlabelled base commit: ostree-ext
         // writes the merged commit labelled, a second copy of the base's objects, which the
         // estimate from the layers does not foresee.
-        .args(["-p", "qemu-raw", "--size", "4GiB", "-o"])
+        .args(["-p", "qemu-raw", "--size", "4GiB", "--json", "-v", "-o"])
         .arg(&raw)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
+    // The image's own bootupctl installs the EFI component and records the state where
+    // the build host's kernel mounts vfat, which bootupctl requires of the ESP; elsewhere
+    // (this project's CI host) layerboot's installer does, and says why.
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let host_vfat = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("vfat"));
+    if host_vfat {
+        assert_eq!(
+            report["bootupctl"],
+            img.bootupd_version.as_str(),
+            "{report}"
+        );
+    } else {
+        assert!(report.get("bootupctl").is_none(), "{report}");
+        assert!(
+            stderr.contains("which the build host's kernel cannot mount"),
+            "{stderr}"
+        );
+    }
 
     let gpt = gpt::GptConfig::new().open(&raw).unwrap();
     let parts: Vec<_> = gpt.partitions().values().cloned().collect();
@@ -315,6 +336,16 @@ fn disk_is_labelled_from_the_images_policy_and_carries_bootupd_state() {
     assert!(
         label("ostree/deploy/default/var").contains(":var_t:"),
         "the stateroot's var is labelled as /var: {seen:?}"
+    );
+    // bootupctl's state (EFI, static configs) completed with the BIOS component is the
+    // state layerboot's own installer records for images whose bootupctl cannot run here:
+    // the two agree byte for byte.
+    assert_eq!(
+        String::from_utf8(
+            layerboot::disk::layerboot_bootupd_state(&deployment, true, true).unwrap()
+        )
+        .unwrap(),
+        state_text.trim_end()
     );
     // The aleph that bootupd reads: `version`, never `build` beside it.
     let aleph: serde_json::Value =

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::io::RootedDir;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
@@ -131,6 +131,10 @@ pub struct Inputs<'a> {
     pub boot_dir: &'a Path,
     pub uefi: bool,
     pub bios: bool,
+    /// The state the image's own `bootupctl backend install` wrote, when it ran
+    /// ([`super::bootupd_install`]): used instead of layerboot's, completed with the BIOS
+    /// component it was not asked to install.
+    pub image_state: Option<&'a Path>,
 }
 
 /// Create `/boot/efi` and, for images with a bootupd payload, `/boot/bootupd-state.json`.
@@ -142,15 +146,70 @@ pub fn write(i: &Inputs) -> Result<bool> {
     if !payload::present(&image) {
         return Ok(false);
     }
+    let path = i.boot_dir.join(STATE_FILE);
+    if let Some(theirs) = i.image_state {
+        let raw = std::fs::read(theirs).with_context(|| format!("reading {}", theirs.display()))?;
+        let bios = if i.bios {
+            read_meta(&image, "BIOS")?
+        } else {
+            None
+        };
+        let bytes = match with_bios(&raw, bios) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("{e:#}: the image's bootupctl state is kept as it wrote it, without the BIOS component (bootupd on the node can adopt it)");
+                raw
+            }
+        };
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(true);
+    }
     let c = read_components(i, &image)?;
     if c.efi.is_none() && c.bios.is_none() {
         log::warn!("the image's bootupd payload has no EFI.json/BIOS.json for this disk's firmware: no {STATE_FILE} written");
         return Ok(false);
     }
-    let path = i.boot_dir.join(STATE_FILE);
     std::fs::write(&path, serde_json::to_vec(&state(&c))?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(true)
+}
+
+/// The state layerboot's own installer records for the image deployed at `deployment`
+/// on a disk booting `uefi`/`bios` (what [`write`] writes when the image's bootupctl does
+/// not run), serialized as bootupd serializes it.
+pub fn own_state(deployment: &Path, uefi: bool, bios: bool) -> Result<Vec<u8>> {
+    let image = RootedDir::open(deployment)?;
+    let i = Inputs {
+        deployment,
+        boot_dir: Path::new("/nonexistent"),
+        uefi,
+        bios,
+        image_state: None,
+    };
+    Ok(serde_json::to_vec(&state(&read_components(&i, &image)?))?)
+}
+
+/// `raw` (a state bootupd wrote) with the BIOS component recorded as bootupd's BIOS
+/// install records it (`bios`: the image's `BIOS.json`; no file tree), in bootupd's own
+/// serialization. Pure. A state of a newer schema than [`SavedState`] is an error, never
+/// rewritten with fields lost.
+pub fn with_bios(raw: &[u8], bios: Option<Meta>) -> Result<Vec<u8>> {
+    const OTHER_SCHEMA: &str =
+        "the image's bootupctl wrote a state of another schema than bootupd 0.3's";
+    let mut s: SavedState = serde_json::from_slice(raw).context(OTHER_SCHEMA)?;
+    // Unknown fields nested deeper would be dropped silently by the round trip.
+    let as_read: serde_json::Value = serde_json::from_slice(raw)?;
+    if serde_json::to_value(&s)? != as_read {
+        bail!("{OTHER_SCHEMA}: it has fields layerboot does not know");
+    }
+    if let Some(meta) = bios {
+        s.installed.entry("BIOS".into()).or_insert(Installed {
+            meta,
+            filetree: None,
+            adopted_from: None,
+        });
+    }
+    Ok(serde_json::to_vec(&s)?)
 }
 
 fn read_meta(image: &RootedDir, component: &str) -> Result<Option<Meta>> {
@@ -250,7 +309,7 @@ fn image_bootupd_meta(image: &RootedDir, deployment: &Path) -> Option<Meta> {
 }
 
 /// `bootupd 0.3.2` → `0.3.2`.
-fn parse_version(out: &str) -> Option<String> {
+pub(crate) fn parse_version(out: &str) -> Option<String> {
     out.lines()
         .next()?
         .split_whitespace()
@@ -317,6 +376,47 @@ mod tests {
         );
         assert!(m.versions.is_some());
         assert!(serde_json::from_str::<Meta>(r#"{"version":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn the_image_s_state_gains_the_bios_component_and_nothing_else() {
+        let efi_only = concat!(
+            r#"{"installed":{"EFI":{"meta":{"timestamp":"2024-05-01T10:00:00Z","version":"grub2-2.12,shim-15.8","versions":[{"name":"grub2","rpm_evr":"2.12"}],"default-bootloader":null},"#,
+            r#""filetree":{"children":{"BOOT/BOOTX64.EFI":{"source":"BOOT/BOOTX64.EFI","size":3,"sha512":"sha512:ab"}}},"adopted-from":null}},"#,
+            r#""pending":null,"static-configs":{"timestamp":"1970-01-01T00:00:00Z","version":"0.3.2","versions":null,"default-bootloader":null}}"#
+        );
+        let bios = meta("2024-05-01T10:00:00Z", "grub2-2.12");
+        let with =
+            String::from_utf8(with_bios(efi_only.as_bytes(), Some(bios.clone())).unwrap()).unwrap();
+        assert_eq!(
+            with,
+            efi_only.replace(
+                r#"{"installed":{"#,
+                r#"{"installed":{"BIOS":{"meta":{"timestamp":"2024-05-01T10:00:00Z","version":"grub2-2.12","versions":null,"default-bootloader":null},"filetree":null,"adopted-from":null},"#
+            )
+        );
+        // Unchanged when the disk has no BIOS boot, or bootupctl recorded BIOS itself.
+        assert_eq!(
+            with_bios(efi_only.as_bytes(), None).unwrap(),
+            efi_only.as_bytes()
+        );
+        let other = meta("2030-01-01T00:00:00Z", "other");
+        assert_eq!(
+            with_bios(with.as_bytes(), Some(other)).unwrap(),
+            with.as_bytes()
+        );
+        // A newer bootupd's state is never rewritten with its fields lost.
+        for newer in [
+            efi_only.replace(
+                r#""pending":null,"#,
+                r#""pending":null,"bootloader":"grub","#,
+            ),
+            efi_only.replace(r#""size":3,"#, r#""size":3,"mode":420,"#),
+            "not json".to_string(),
+        ] {
+            let e = with_bios(newer.as_bytes(), Some(bios.clone())).unwrap_err();
+            assert!(format!("{e:#}").contains("another schema"), "{e:#}");
+        }
     }
 
     #[test]

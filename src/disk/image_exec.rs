@@ -68,10 +68,8 @@ impl ImageExec {
     /// path of the build host, also visible in the helper's namespace) as
     /// [`SCRATCH_IN_IMAGE`]. Arguments are added by the caller.
     pub fn command(&self, program: &str, scratch: &Path) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--mount=/proc/{}/ns/mnt", self.pid))
-            .args(["--", "unshare", "--mount", "--propagation", "private", "--"])
-            .args([
+        let mut c = self.private_namespace();
+        c.args([
                 "sh",
                 "-ec",
                 &format!(
@@ -82,6 +80,24 @@ impl ImageExec {
             .arg(scratch)
             .arg(&self.deployment)
             .arg(program);
+        c
+    }
+}
+
+impl ImageExec {
+    /// A command prefix that runs what follows in a private mount namespace made from the
+    /// deploy helper's: mounts made there see the deployed root and vanish with the
+    /// process, whatever way it ends.
+    pub fn private_namespace(&self) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.pid)).args([
+            "--",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ]);
         c
     }
 }

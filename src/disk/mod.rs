@@ -13,7 +13,10 @@
 
 pub(crate) mod assemble;
 pub(crate) mod bootloader;
+pub(crate) mod bootupd_install;
 pub(crate) mod bootupd_state;
+pub use bootupd_install::SCRIPT as BOOTUPCTL_INSTALL_SCRIPT;
+pub use bootupd_state::own_state as layerboot_bootupd_state;
 pub mod coreos;
 pub mod deploy;
 pub(crate) mod estimate;
@@ -138,6 +141,10 @@ pub struct BuildReport {
     /// Live builds: what the ISO supports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveSummary>,
+    /// The version of the image's own bootupctl when it installed the EFI component and
+    /// bootupd's state (absent: layerboot's installer did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootupctl: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -680,6 +687,7 @@ fn build_staged(
         .unwrap_or_else(|| "boot".into());
     let work = st.join("work");
     std::fs::create_dir_all(&work)?;
+    let uefi = plan.firmware.contains(&Firmware::Uefi);
     let files = bootloader::prepare(&bootloader::Inputs {
         image: &image_root,
         boot_dir: &boot_dir,
@@ -689,11 +697,20 @@ fn build_staged(
             .and_then(|p| p.fs_uuid.as_deref()),
         serial: plan.grub_serial,
         console_commands: plan.console_commands.as_deref(),
-        uefi: plan.firmware.contains(&Firmware::Uefi),
+        uefi,
         bios: plan.firmware.contains(&Firmware::Bios),
         work: &work,
         image_exec: Some(&image_exec),
     })?;
+    let image_bootupctl = run_image_bootupctl(
+        &image_root,
+        &image_exec,
+        &mountpoint,
+        plan,
+        &mkfs,
+        &work,
+        &step,
+    )?;
     let wants_live = s
         .targets
         .iter()
@@ -712,12 +729,7 @@ fn build_staged(
     // Its descriptor would keep the root filesystem busy at the unmount.
     drop(image_root);
     let esp_dir = st.join("esp");
-    std::fs::create_dir_all(&esp_dir)?;
-    for (rel, src) in &files.esp {
-        let dest = esp_dir.join(rel);
-        std::fs::create_dir_all(dest.parent().expect("relative path has a parent"))?;
-        std::fs::copy(src, &dest).with_context(|| format!("staging {rel} for the ESP"))?;
-    }
+    stage_esp(&esp_dir, &files.esp, image_bootupctl.as_ref(), &boot_dir)?;
     if let Some(c) = &coreos_image {
         // coreos-installer's --platform reads the table from the boot filesystem.
         let dest = boot_dir.join(coreos::BOOT_PLATFORMS_JSON);
@@ -738,8 +750,12 @@ fn build_staged(
     bootupd_state::write(&bootupd_state::Inputs {
         deployment: &deployment,
         boot_dir: &boot_dir,
-        uefi: plan.firmware.contains(&Firmware::Uefi),
+        uefi,
         bios: plan.firmware.contains(&Firmware::Bios),
+        image_state: image_bootupctl
+            .as_ref()
+            .map(|b| b.boot.join(bootupd_state::STATE_FILE))
+            .as_deref(),
     })?;
     // Last: labels every file the steps above wrote into /boot and the root.
     if let Some(policy) = selinux::find_policy(&deployment)? {
@@ -952,6 +968,7 @@ fn build_staged(
         let mut r = report(s, t, &deployed, main.context("a build published nothing")?);
         r.other_artifacts = others;
         r.live = live;
+        r.bootupctl = image_bootupctl.as_ref().map(|b| b.version.clone());
         reports.push(r);
     }
     crate::io::write_atomic(
@@ -961,6 +978,91 @@ fn build_staged(
     )?;
     step("done");
     Ok(reports)
+}
+
+/// The image's own `bootupctl backend install` for this disk, where it can run
+/// ([`bootupd_install::installer`]); `None` where layerboot's installer does the work.
+fn run_image_bootupctl(
+    image: &crate::io::RootedDir,
+    exec: &image_exec::ImageExec,
+    sysroot: &std::path::Path,
+    plan: &Plan,
+    mkfs: &mkfs::MkfsSettings,
+    work: &std::path::Path,
+    step: &dyn Fn(&str),
+) -> Result<Option<bootupd_install::ImageInstall>> {
+    let uefi = plan.firmware.contains(&Firmware::Uefi);
+    match bootupd_install::installer_here(image, uefi) {
+        bootupd_install::Installer::Layerboot => return Ok(None),
+        bootupd_install::Installer::HostLacksVfat => {
+            log::info!("the image's bootupctl installs only into a mounted vfat ESP, which the build host's kernel cannot mount (no vfat in /proc/filesystems): layerboot's installer places the EFI component and records bootupd's state");
+            return Ok(None);
+        }
+        bootupd_install::Installer::Image => {}
+    }
+    let esp = plan
+        .partition(Role::Esp)
+        .context("the boot image definition boots UEFI but has no ESP")?;
+    let options = mkfs.options(bootimage::Filesystem::Vfat);
+    let spec = fs::FsSpec {
+        fs: bootimage::Filesystem::Vfat,
+        label: esp.label.as_deref().unwrap_or(""),
+        uuid: esp
+            .fs_uuid
+            .as_deref()
+            .context("the ESP has no filesystem id")?,
+        size: esp.size,
+        sector_size: plan.sector_size,
+        options: &options,
+        mke2fs_config: None,
+    };
+    step("installing the EFI component with the image's own bootupctl");
+    let done = bootupd_install::install(image, exec, sysroot, &spec, work)?;
+    log::info!(
+        "the image's bootupctl {} installed the EFI component and recorded bootupd's state",
+        done.version
+    );
+    Ok(Some(done))
+}
+
+/// Fill `esp_dir` with the ESP's files: what the image's bootupctl installed when it ran,
+/// plus those `planned` that it did not write; else `planned` alone.
+fn stage_esp(
+    esp_dir: &std::path::Path,
+    planned: &[(String, PathBuf)],
+    from_bootupctl: Option<&bootupd_install::ImageInstall>,
+    boot_dir: &std::path::Path,
+) -> Result<()> {
+    let Some(b) = from_bootupctl else {
+        std::fs::create_dir_all(esp_dir)?;
+        for (rel, src) in planned {
+            let dest = esp_dir.join(rel);
+            std::fs::create_dir_all(dest.parent().expect("relative path has a parent"))?;
+            std::fs::copy(src, &dest).with_context(|| format!("staging {rel} for the ESP"))?;
+        }
+        return Ok(());
+    };
+    std::fs::rename(&b.esp, esp_dir)
+        .with_context(|| format!("moving {} to {}", b.esp.display(), esp_dir.display()))?;
+    let m = bootupd_install::merge_esp(esp_dir, planned)?;
+    if !m.differing.is_empty() {
+        log::warn!(
+            "the image's bootupctl installed {} with other content than layerboot planned: bootupctl's kept",
+            m.differing.join(", ")
+        );
+    }
+    if !m.added.is_empty() {
+        log::info!(
+            "on the ESP beside bootupctl's files: {}",
+            m.added.join(", ")
+        );
+    }
+    let cfg = std::path::Path::new(bootloader::bootupd::GRUB2_DIR).join("grub.cfg");
+    let theirs = std::fs::read(b.boot.join(&cfg)).ok();
+    if theirs.is_some() && theirs != std::fs::read(boot_dir.join(&cfg)).ok() {
+        log::info!("/boot/{}: the image's static configs as bootupctl assembles them, with layerboot's additions (Ignition, timeout or BLS menu) where the image lacks them", cfg.display());
+    }
+    Ok(())
 }
 
 /// The layouts of all boot images: one partition layout, the disk size the largest any of
@@ -1421,6 +1523,7 @@ fn report(s: &DiskPlan, t: &Target, deployed: &deploy::Deployed, h: output::Hash
         disk_size: plan.disk_size,
         other_artifacts: Vec::new(),
         live: None,
+        bootupctl: None,
     }
 }
 

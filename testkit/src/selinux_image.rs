@@ -9,7 +9,8 @@
 //! - `/etc/selinux/config` selecting it (`SELINUX=permissive`, `SELINUXTYPE=default`);
 //! - the real bootupd (`cargo install bootupd`, the host's `bootupd` binary, which links
 //!   only glibc and OpenSSL 3 like the image's curl does) as `/usr/libexec/bootupd` with
-//!   `/usr/bin/bootupctl` linking to it, as Fedora ships it;
+//!   `/usr/bin/bootupctl` linking to it, as Fedora ships it, and Fedora's name for GRUB's
+//!   environment tool, `/usr/bin/grub2-editenv`, which bootupd runs for its static configs;
 //! - a unit that, once booted, reports what the QEMU test checks: the SELinux state, every
 //!   file on `/boot`, the physical root (minus ostree's objects and the deployments'
 //!   trees) and `/etc` that predates the boot (so the build wrote it) whose context is
@@ -26,7 +27,7 @@ use super::kernel::candidate_version;
 use super::layered_image::{append_layer, tag_digest, LayerEntry, MARKER_PATH};
 use layerboot::cmd;
 
-const RECIPE_VERSION: &[u8] = b"selinux-image v2";
+const RECIPE_VERSION: &[u8] = b"selinux-image v3";
 pub const SELINUX_TAG: &str = "selinux";
 const POLICY_PACKAGE: &str = "selinux-policy-default";
 
@@ -72,8 +73,30 @@ report "BOOTUPD-STATUS-RC $rc"
 json=$(bootupctl status --json 2>&1); rc=$?
 report "BOOTUPD-JSON $(echo "$json" | tr -d '\n')"
 report "BOOTUPD-JSON-RC $rc"
+# layerboot's own `bootupctl backend install` step (the script it runs in the deploy
+# helper's namespace), here where the kernel mounts vfat, into a scratch ESP and a private
+# /boot: what the image's bootupctl records and installs, to set beside what the build wrote.
+b=/run/bootupctl
+mkdir -p $b/out/esp $b/out/boot $b/real-esp
+cp /usr/share/layerboot-test/esp.img $b/esp.img
+dep=$(ls -d /sysroot/ostree/deploy/*/deploy/*.[0-9] | head -n 1)
+unshare --mount --propagation private sh -ec "$(cat /usr/share/layerboot-test/bootupctl-install.sh)" sh \
+  $b/esp.img /sysroot "$dep" $b/out /usr/bin/bootupctl backend install --with-static-configs /sysroot > $b/log 2>&1; rc=$?
+while read -r line; do report "BOOTUPCTL-LOG $line"; done < $b/log
+report "BOOTUPCTL-RC $rc"
+report "BOOTUPCTL-STATE $(cat $b/out/boot/bootupd-state.json 2>/dev/null | tr -d '\n')"
+report "LAYERBOOT-STATE $(tr -d '\n' < /boot/bootupd-state.json)"
+cmp -s $b/out/boot/grub2/grubenv /boot/grub2/grubenv && report "BOOTUPCTL-GRUBENV same" || report "BOOTUPCTL-GRUBENV differs"
+mount -o ro LABEL=EFI-SYSTEM $b/real-esp && (cd $b && diff -r out/esp real-esp) > $b/esp-diff 2>&1
+report "BOOTUPCTL-ESP-DIFF-RC $?"
+while read -r line; do report "BOOTUPCTL-ESP-DIFF $line"; done < $b/esp-diff
+umount $b/real-esp
 report "SELINUX-DONE"
 "#;
+
+/// An empty 16 MiB FAT (the image path goes last).
+const ESP_IMAGE_MKFS: &[&str] = &["mkfs.fat", "-C", "-n", "SCRATCH-ESP"];
+const ESP_IMAGE_KIB: &str = "16384";
 
 const CHECK_UNIT: &str = "[Unit]
 Description=Report SELinux labels and bootupd status (layerboot SELinux fixture)
@@ -130,6 +153,7 @@ pub fn selinux_image() -> Result<SelinuxImage> {
         .context("bootupd --version printed nothing")?
         .to_string();
     let policy_version = candidate_version(POLICY_PACKAGE)?;
+    let esp_mkfs = ESP_IMAGE_MKFS.join(" ");
     let parts: Vec<&[u8]> = vec![
         RECIPE_VERSION,
         base.digest.as_bytes(),
@@ -137,6 +161,9 @@ pub fn selinux_image() -> Result<SelinuxImage> {
         &bootupd_bytes,
         CHECK_SCRIPT.as_bytes(),
         CHECK_UNIT.as_bytes(),
+        layerboot::disk::BOOTUPCTL_INSTALL_SCRIPT.as_bytes(),
+        esp_mkfs.as_bytes(),
+        ESP_IMAGE_KIB.as_bytes(),
     ];
     let marker = format!("debian-selinux-{}", recipe_hash(&parts));
     let dir = cached_fixture("debian-selinux", &parts, |staging| {
@@ -212,6 +239,15 @@ fn build(
     cmd::require("strip", "binutils")?;
     let stripped = staging.join("bootupd");
     cmd::run(Command::new("strip").arg("-o").arg(&stripped).arg(bootupd))?;
+    // The scratch ESP for the guest's bootupctl run (the image has no mkfs.fat).
+    let esp_image = staging.join("esp.img");
+    cmd::require("mkfs.fat", "dosfstools")?;
+    cmd::run(
+        Command::new(ESP_IMAGE_MKFS[0])
+            .args(&ESP_IMAGE_MKFS[1..])
+            .arg(&esp_image)
+            .arg(ESP_IMAGE_KIB),
+    )?;
     let mut entries: Vec<LayerEntry> = policy_files
         .into_iter()
         .map(|(rel, source)| LayerEntry::HostFile {
@@ -239,6 +275,21 @@ fn build(
         LayerEntry::Symlink {
             path: "usr/bin/bootupctl".into(),
             target: "../libexec/bootupd".into(),
+        },
+        // bootupd installs its static configs' grubenv with Fedora's name for the tool.
+        LayerEntry::Symlink {
+            path: "usr/bin/grub2-editenv".into(),
+            target: "grub-editenv".into(),
+        },
+        file(
+            "usr/share/layerboot-test/bootupctl-install.sh",
+            0o644,
+            layerboot::disk::BOOTUPCTL_INSTALL_SCRIPT.as_bytes(),
+        ),
+        LayerEntry::HostFile {
+            path: "usr/share/layerboot-test/esp.img".into(),
+            mode: 0o644,
+            source: esp_image,
         },
         file(
             "usr/libexec/layerboot-selinux-check",
