@@ -169,13 +169,8 @@ pub fn install(
 
 fn image_version(exec: &ImageExec, scratch: &Path) -> Result<String> {
     let inside = Path::new("/").join(BOOTUPCTL);
-    let out = crate::cmd::run_stdout(
-        exec.command(&inside.to_string_lossy(), scratch)
-            .arg("--version"),
-    )
-    .context("asking the image's bootupctl its version")?;
-    super::bootupd_state::parse_version(&out)
-        .with_context(|| format!("reading the image's bootupctl version from {out:?}"))
+    super::bootupd_state::ask_version(&mut exec.command(&inside.to_string_lossy(), scratch))
+        .context("asking the image's bootupctl its version")
 }
 
 /// How the ESP layerboot planned and the one the image's bootupctl filled compare: files

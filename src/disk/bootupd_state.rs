@@ -281,14 +281,8 @@ fn image_bootupd_meta(image: &RootedDir, deployment: &Path) -> Option<Meta> {
         log::warn!("the image's {} is for another architecture: static-configs not recorded in {STATE_FILE}", inside.display());
         return None;
     }
-    let out = crate::cmd::run_stdout(
-        Command::new("chroot")
-            .arg(deployment)
-            .arg(&inside)
-            .arg("--version"),
-    );
-    let version = match out {
-        Ok(o) => parse_version(&o)?,
+    let version = match ask_version(Command::new("chroot").arg(deployment).arg(&inside)) {
+        Ok(v) => v,
         Err(e) => {
             log::warn!("running the image's {} --version: {e:#}; static-configs not recorded in {STATE_FILE}", inside.display());
             return None;
@@ -306,6 +300,12 @@ fn image_bootupd_meta(image: &RootedDir, deployment: &Path) -> Option<Meta> {
         versions: None,
         default_bootloader: None,
     })
+}
+
+/// The version a bootupd binary (`c`, run in its image) prints for `--version`.
+pub(crate) fn ask_version(c: &mut Command) -> Result<String> {
+    let out = crate::cmd::run_stdout(c.arg("--version"))?;
+    parse_version(&out).with_context(|| format!("no version in bootupd's {out:?}"))
 }
 
 /// `bootupd 0.3.2` → `0.3.2`.
