@@ -164,7 +164,7 @@ pub fn write(i: &Inputs) -> Result<bool> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         return Ok(true);
     }
-    let c = read_components(i, &image)?;
+    let c = read_components(i.deployment, i.uefi, i.bios, &image)?;
     if c.efi.is_none() && c.bios.is_none() {
         log::warn!("the image's bootupd payload has no EFI.json/BIOS.json for this disk's firmware: no {STATE_FILE} written");
         return Ok(false);
@@ -179,14 +179,9 @@ pub fn write(i: &Inputs) -> Result<bool> {
 /// not run), serialized as bootupd serializes it.
 pub fn own_state(deployment: &Path, uefi: bool, bios: bool) -> Result<Vec<u8>> {
     let image = RootedDir::open(deployment)?;
-    let i = Inputs {
-        deployment,
-        boot_dir: Path::new("/nonexistent"),
-        uefi,
-        bios,
-        image_state: None,
-    };
-    Ok(serde_json::to_vec(&state(&read_components(&i, &image)?))?)
+    Ok(serde_json::to_vec(&state(&read_components(
+        deployment, uefi, bios, &image,
+    )?))?)
 }
 
 /// `raw` (a state bootupd wrote) with the BIOS component recorded as bootupd's BIOS
@@ -222,10 +217,9 @@ fn read_meta(image: &RootedDir, component: &str) -> Result<Option<Meta>> {
     }
 }
 
-fn read_components(i: &Inputs, image: &RootedDir) -> Result<Components> {
-    let d = i.deployment;
+fn read_components(d: &Path, uefi: bool, bios: bool, image: &RootedDir) -> Result<Components> {
     let mut c = Components::default();
-    if i.uefi {
+    if uefi {
         if let Some(meta) = read_meta(image, "EFI")? {
             let scanned = payload::scan(image)?;
             let updates = Path::new(payload::UPDATES_DIR).join("EFI");
@@ -244,7 +238,7 @@ fn read_components(i: &Inputs, image: &RootedDir) -> Result<Components> {
             c.efi = Some((meta, files));
         }
     }
-    if i.bios {
+    if bios {
         c.bios = read_meta(image, "BIOS")?;
     }
     if image.is_dir(payload::STATIC_DIR) {
